@@ -1,0 +1,291 @@
+"""Typed configuration shared by the library, the CLI and the Dagster layer.
+
+This is the only module of ``entropice_core`` that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import shapely
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from shapely.geometry.base import BaseGeometry
+
+GridName = Literal["h3", "healpix"]
+
+#: Levels each grid supports at all (the libraries' own limits).
+GRID_LEVEL_RANGES: dict[str, range] = {"h3": range(0, 16), "healpix": range(0, 30)}
+
+#: The nine default ``grid_level`` partitions (the seed's H3 3-6 and HEALPix 6-10).
+DEFAULT_GRID_LEVELS: tuple[str, ...] = (
+    "h3_3",
+    "h3_4",
+    "h3_5",
+    "h3_6",
+    "healpix_6",
+    "healpix_7",
+    "healpix_8",
+    "healpix_9",
+    "healpix_10",
+)
+
+#: The embedded sample region: a ~300 x 300 km box over the Peel Plateau and the Mackenzie
+#: Delta (Northwest Territories / Yukon), one of the densest RTS hotspots, reaching the
+#: Beaufort Sea coast in the north so that the ocean mask matters.
+SAMPLE_REGION_BBOX: tuple[float, float, float, float] = (-138.5, 66.5, -131.5, 69.2)
+
+#: Default southern limit of real (Arctic-wide) runs, in degrees north.
+DEFAULT_NORTH_OF_LAT = 50.0
+
+ENV_DATA_DIR = "ENTROPICE_DATA_DIR"
+ENV_AOI = "ENTROPICE_AOI"
+
+
+class GridSpec(BaseModel):
+    """One discrete global grid at one level, e.g. H3 resolution 5 or HEALPix level 8.
+
+    ``GridSpec.from_key("h3_5")`` is the only parser of grid_level keys in the project.
+    HEALPix cells use the NESTED indexing scheme on the sphere (no ellipsoid), the convention
+    xdggs applies when a dataset's attrs carry no ``ellipsoid``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    grid: GridName
+    level: int
+
+    @model_validator(mode="after")
+    def _level_in_range(self) -> GridSpec:
+        valid = GRID_LEVEL_RANGES[self.grid]
+        if self.level not in valid:
+            raise ValueError(
+                f"{self.grid} level {self.level} does not exist: {self.grid} levels run "
+                f"{valid.start}-{valid.stop - 1}. The default grid levels are "
+                f"{', '.join(DEFAULT_GRID_LEVELS)}."
+            )
+        return self
+
+    @classmethod
+    def from_key(cls, key: str) -> GridSpec:
+        """Parse a grid_level key such as ``h3_5`` or ``healpix_10``."""
+        grid, sep, level = key.strip().lower().partition("_")
+        if not sep or grid not in GRID_LEVEL_RANGES or not level.isdigit():
+            raise ValueError(
+                f"{key!r} is not a grid level key. Write <grid>_<level> with grid 'h3' "
+                f"(levels 0-15) or 'healpix' (levels 0-29); the defaults are "
+                f"{', '.join(DEFAULT_GRID_LEVELS)}."
+            )
+        return cls(grid=grid, level=int(level))
+
+    @property
+    def key(self) -> str:
+        return f"{self.grid}_{self.level}"
+
+    @property
+    def xdggs_attrs(self) -> dict[str, str | int]:
+        """Attributes ``xdggs.decode`` needs on the ``cell_ids`` coordinate."""
+        if self.grid == "h3":
+            return {"grid_name": "h3", "level": self.level}
+        return {"grid_name": "healpix", "level": self.level, "indexing_scheme": "nested"}
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """Parse ``minlon,minlat,maxlon,maxlat`` (minlon > maxlon means the box crosses 180)."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if len(parts) != 4:
+        raise ValueError(
+            f"bbox {text!r} must have four numbers: minlon,minlat,maxlon,maxlat "
+            "(e.g. -138.5,66.5,-131.5,69.2)"
+        )
+    try:
+        minlon, minlat, maxlon, maxlat = (float(p) for p in parts)
+    except ValueError as err:
+        raise ValueError(f"bbox {text!r} holds a value that is not a number") from err
+    return minlon, minlat, maxlon, maxlat
+
+
+class AreaOfInterest(BaseModel):
+    """Where to build cells: a lon/lat box or a polygon, always in EPSG:4326.
+
+    A box with ``minlon > maxlon`` crosses the antimeridian. Polygons read from files are
+    reprojected to EPSG:4326; a file without a CRS is refused (there is no safe guess).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(description="Short label for logs and metadata.")
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None, description="minlon, minlat, maxlon, maxlat in degrees."
+    )
+    wkt: str | None = Field(default=None, description="Polygon in EPSG:4326 as WKT.")
+
+    @field_validator("bbox")
+    @classmethod
+    def _check_bbox(cls, bbox):
+        if bbox is None:
+            return bbox
+        minlon, minlat, maxlon, maxlat = bbox
+        for lon in (minlon, maxlon):
+            if not -180 <= lon <= 180:
+                raise ValueError(
+                    f"longitude {lon} is outside -180..180: give longitudes in degrees east "
+                    "(use minlon > maxlon for a box that crosses 180)"
+                )
+        for lat in (minlat, maxlat):
+            if not -90 <= lat <= 90:
+                raise ValueError(f"latitude {lat} is outside -90..90")
+        if minlat >= maxlat:
+            raise ValueError(
+                f"inverted or empty bbox: minlat {minlat} >= maxlat {maxlat}; "
+                "write minlon,minlat,maxlon,maxlat with minlat < maxlat"
+            )
+        if minlon == maxlon:
+            raise ValueError(f"empty bbox: minlon == maxlon == {minlon}")
+        return bbox
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> AreaOfInterest:
+        if (self.bbox is None) == (self.wkt is None):
+            raise ValueError("an area of interest needs exactly one of bbox or wkt")
+        if self.wkt is not None:
+            geom = shapely.from_wkt(self.wkt)
+            if geom.is_empty or geom.area == 0:
+                raise ValueError(f"area of interest {self.name!r} is empty")
+        return self
+
+    @classmethod
+    def from_bbox(cls, bbox: str | tuple[float, float, float, float], name: str | None = None):
+        values = parse_bbox(bbox) if isinstance(bbox, str) else tuple(bbox)
+        return cls(name=name or "bbox " + ",".join(f"{v:g}" for v in values), bbox=values)
+
+    @classmethod
+    def north_of(cls, lat: float = DEFAULT_NORTH_OF_LAT) -> AreaOfInterest:
+        """Everything north of ``lat`` (the default for real, Arctic-wide runs)."""
+        return cls(name=f"north of {lat:g}N", bbox=(-180.0, lat, 180.0, 90.0))
+
+    @classmethod
+    def sample_region(cls) -> AreaOfInterest:
+        return cls(name="sample region (Peel Plateau)", bbox=SAMPLE_REGION_BBOX)
+
+    @classmethod
+    def from_geometry(cls, geom: BaseGeometry, name: str) -> AreaOfInterest:
+        minx, _, maxx, _ = geom.bounds
+        if minx < -180 or maxx > 180:
+            raise ValueError(
+                f"area of interest {name!r} has longitudes outside -180..180 "
+                f"({minx:g}..{maxx:g}); split it at the antimeridian or give a bbox with "
+                "minlon > maxlon"
+            )
+        return cls(name=name, wkt=geom.wkt)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AreaOfInterest:
+        """Read the union of all polygons in a vector file (GeoParquet, GeoPackage, ...)."""
+        import geopandas as gpd
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"area of interest file {path} does not exist")
+        frame = (
+            gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
+        )
+        if frame.crs is None:
+            raise ValueError(
+                f"{path} has no CRS. Set one (e.g. geopandas: gdf.set_crs('EPSG:4326')) "
+                "and write the file again"
+            )
+        if frame.empty:
+            raise ValueError(f"{path} holds no features")
+        geom = shapely.union_all(shapely.make_valid(frame.to_crs(4326).geometry.values))
+        return cls.from_geometry(geom, name=path.name)
+
+    @classmethod
+    def parse(cls, text: str) -> AreaOfInterest:
+        """Read ``sample``, ``arctic``, ``north-of:LAT``, a bbox string or a vector file path."""
+        text = text.strip()
+        if text == "sample":
+            return cls.sample_region()
+        if text == "arctic":
+            return cls.north_of()
+        if text.startswith("north-of:"):
+            return cls.north_of(float(text.split(":", 1)[1]))
+        if Path(text).suffix in {".parquet", ".gpkg", ".geojson", ".shp", ".fgb"}:
+            return cls.from_file(text)
+        return cls.from_bbox(text)
+
+    @cached_property
+    def geometry(self) -> BaseGeometry:
+        """The area as (Multi)Polygon in EPSG:4326, split at the antimeridian."""
+        if self.wkt is not None:
+            return shapely.from_wkt(self.wkt)
+        minlon, minlat, maxlon, maxlat = self.bbox
+        if minlon > maxlon:
+            return shapely.MultiPolygon(
+                [shapely.box(minlon, minlat, 180, maxlat), shapely.box(-180, minlat, maxlon, maxlat)]
+            )
+        return shapely.box(minlon, minlat, maxlon, maxlat)
+
+    @property
+    def parts(self) -> list[shapely.Polygon]:
+        geom = self.geometry
+        return list(geom.geoms) if hasattr(geom, "geoms") else [geom]
+
+
+class GridCellsConfig(BaseModel):
+    """How grid cells are built."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_land_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Cells whose land fraction is at or below this are dropped as ocean.",
+    )
+    mask_resolution_deg: float = Field(
+        default=1 / 120,
+        gt=0,
+        le=1,
+        description="Pixel size of the lat/lon raster on which land fractions are counted "
+        "(1/120 degree = 30 arc seconds, the resolution of global-land-mask).",
+    )
+
+
+class WatermaskConfig(BaseModel):
+    """Where water polygons come from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: Literal["global-land-mask", "file"] = "global-land-mask"
+    path: Path | None = Field(
+        default=None, description="GeoParquet/GeoPackage of water polygons (source='file')."
+    )
+    tile_deg: float = Field(
+        default=5.0, gt=0, le=90, description="Water polygons are cut into tiles of this size."
+    )
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> WatermaskConfig:
+        if self.source == "file" and self.path is None:
+            raise ValueError("watermask source 'file' needs a path to a water-polygon file")
+        return self
+
+
+class Settings(BaseModel):
+    """Process-wide settings read from the environment."""
+
+    data_dir: Path = Field(description="Root of the storage hierarchy (ENTROPICE_DATA_DIR).")
+    aoi: str = Field(description="Area of interest spec (ENTROPICE_AOI), see AreaOfInterest.parse.")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            data_dir=Path(os.environ.get(ENV_DATA_DIR, "data")).absolute(),
+            aoi=os.environ.get(ENV_AOI, "sample"),
+        )

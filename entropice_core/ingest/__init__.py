@@ -1,0 +1,1 @@
+"""Download, read and derive each data source (one module per source)."""

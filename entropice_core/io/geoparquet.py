@@ -1,0 +1,78 @@
+"""GeoParquet read/write with atomic replacement.
+
+A write goes to a temporary file beside the target and is renamed over it only once complete,
+so a failed or killed run leaves the previous file readable (``os.replace`` is atomic on POSIX
+within one file system).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import geopandas as gpd
+import pyarrow.parquet as pq
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it onto ``target`` if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_geoparquet(
+    frame: gpd.GeoDataFrame,
+    path: str | Path,
+    *,
+    before_commit: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``frame`` as GeoParquet (geo metadata, CRS kept) atomically.
+
+    ``before_commit`` runs on the finished temporary file before the rename (used by tests to
+    inject failures, and by callers that validate what they wrote).
+    """
+    if not isinstance(frame, gpd.GeoDataFrame):
+        raise TypeError(f"expected a GeoDataFrame to write to {path}, got {type(frame).__name__}")
+    if frame.crs is None:
+        raise ValueError(
+            f"refusing to write {path}: the GeoDataFrame has no CRS; set one with "
+            "gdf.set_crs(...) before writing"
+        )
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True)
+        if before_commit is not None:
+            before_commit(tmp)
+    return Path(path)
+
+
+def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
+    """Read a GeoParquet file, naming the file and the fix when it is missing or corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: materialise the asset that writes it first "
+            "(e.g. `make demo` or the Dagster UI)"
+        )
+    try:
+        return gpd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise ValueError(
+            f"{path} is not a readable GeoParquet file ({err}); delete it and materialise "
+            "the asset again"
+        ) from err
+
+
+def parquet_row_count(path: str | Path) -> int:
+    """Row count from the Parquet footer, without reading the data."""
+    return pq.ParquetFile(path).metadata.num_rows

@@ -1,0 +1,1 @@
+"""Datasets, estimators, training and inference."""

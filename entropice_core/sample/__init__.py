@@ -1,0 +1,1 @@
+"""The embedded sample region, written in the real sources' formats."""

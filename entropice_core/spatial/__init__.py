@@ -1,0 +1,1 @@
+"""Grids, land/water masks and raster-to-cell aggregation."""

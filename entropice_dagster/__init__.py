@@ -1,0 +1,1 @@
+"""Dagster orchestration of the Entropice asset graph (thin calls into entropice_core)."""
