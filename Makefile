@@ -1,0 +1,58 @@
+# Entropice: `make demo` builds the environment and materialises the asset graph on the sample
+# region; `make test` builds the environment with dev extras and runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python 3.13 (stack.md): python3.13 on PATH, else pyenv's install, else PYTHON=... from the caller.
+PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export ENTROPICE_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+PORT ?= 3000
+
+.PHONY: help demo test ui lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(UV):
+	@test -n "$(PYTHON)" || { echo "error: Python 3.13 not found; install it (e.g. pyenv install 3.13) or run make PYTHON=/path/to/python3.13" >&2; exit 1; }
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced-default: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@rm -f .venv/.synced-*; touch $@
+
+.venv/.synced-dev: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	@rm -f .venv/.synced-*; touch $@
+
+demo: .venv/.synced-default  ## build .venv, materialise the asset graph on the sample region, print a summary
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/entropice demo --data-dir $(ENTROPICE_DATA_DIR)
+
+test: .venv/.synced-dev  ## build .venv with dev extras and run the tests
+	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
+	.venv/bin/python -m pytest -q
+
+ui: .venv/.synced-default  ## open the Dagster UI on http://127.0.0.1:$(PORT)
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	.venv/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+lint: .venv/.synced-dev  ## ruff check and format check
+	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
+	.venv/bin/ruff format --check entropice_core entropice_dagster tests benchmarks
+
+format: .venv/.synced-dev  ## ruff format and fix
+	.venv/bin/ruff format entropice_core entropice_dagster tests benchmarks
+	.venv/bin/ruff check --fix entropice_core entropice_dagster tests benchmarks
+
+bench: .venv/.synced-dev  ## run every benchmark and print its table
+	for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done
+
+clean:  ## remove the environment, outputs and the Dagster instance
+	rm -rf .venv .tools $(ENTROPICE_DATA_DIR) $(DAGSTER_HOME)
