@@ -192,9 +192,7 @@ class AreaOfInterest(BaseModel):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"area of interest file {path} does not exist")
-        frame = (
-            gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
-        )
+        frame = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
         if frame.crs is None:
             raise ValueError(
                 f"{path} has no CRS. Set one (e.g. geopandas: gdf.set_crs('EPSG:4326')) "
@@ -227,7 +225,10 @@ class AreaOfInterest(BaseModel):
         minlon, minlat, maxlon, maxlat = self.bbox
         if minlon > maxlon:
             return shapely.MultiPolygon(
-                [shapely.box(minlon, minlat, 180, maxlat), shapely.box(-180, minlat, maxlon, maxlat)]
+                [
+                    shapely.box(minlon, minlat, 180, maxlat),
+                    shapely.box(-180, minlat, maxlon, maxlat),
+                ]
             )
         return shapely.box(minlon, minlat, maxlon, maxlat)
 
