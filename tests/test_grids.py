@@ -86,7 +86,7 @@ def test_pole_and_antimeridian_cells_are_valid_with_their_grid_area(key):
     cells = grid_cells(spec, AreaOfInterest.north_of(86), ALL_LAND)
     geoms = cells.geometry.to_numpy()
     assert shapely.is_valid(geoms).all()
-    minx, miny, maxx, maxy = cells.total_bounds
+    minx, _, maxx, maxy = cells.total_bounds
     assert minx >= -180 and maxx <= 180 and maxy <= 90
     # Both special kinds of cell are present and checked. (North of 41.8 N no HEALPix cell
     # straddles 180 degrees, a base-cell edge; its equatorial cells are tested below.)

@@ -77,7 +77,9 @@ def _tiles(aoi: AreaOfInterest, tile_deg: float) -> list[tuple[float, float, flo
 
 
 def _tile_name(west: float, south: float) -> str:
-    return f"{'N' if south >= 0 else 'S'}{abs(south):05.2f}{'E' if west >= 0 else 'W'}{abs(west):06.2f}"
+    north_south = "N" if south >= 0 else "S"
+    east_west = "E" if west >= 0 else "W"
+    return f"{north_south}{abs(south):05.2f}{east_west}{abs(west):06.2f}"
 
 
 def load_global_land_mask() -> np.ndarray:
@@ -94,10 +96,10 @@ def _ocean_polygons_from_mask(
     ocean: np.ndarray, tile: tuple[float, float, float, float]
 ) -> shapely.Geometry:
     west, south, east, north = tile
-    row0 = int(round((90.0 - north) / _GLOBE_RES_DEG))
-    row1 = int(round((90.0 - south) / _GLOBE_RES_DEG))
-    col0 = int(round((west + 180.0) / _GLOBE_RES_DEG))
-    col1 = int(round((east + 180.0) / _GLOBE_RES_DEG))
+    row0 = round((90.0 - north) / _GLOBE_RES_DEG)
+    row1 = round((90.0 - south) / _GLOBE_RES_DEG)
+    col0 = round((west + 180.0) / _GLOBE_RES_DEG)
+    col1 = round((east + 180.0) / _GLOBE_RES_DEG)
     window = ocean[row0:row1, col0:col1]
     if not window.any():
         return shapely.Polygon()
@@ -214,7 +216,7 @@ def land_fractions(
     water_geoms = water.geometry.to_numpy()[has_water]
     tree = shapely.STRtree(water_geoms)
     fractions = np.empty(len(geometries))
-    strip_of = rows0 // max(1, int(round(strip_deg / res)))
+    strip_of = rows0 // max(1, round(strip_deg / res))
     for strip in np.unique(strip_of):
         idx = np.flatnonzero(strip_of == strip)
         r_lo, r_hi = rows0[idx].min(), rows1[idx].max()
