@@ -171,11 +171,15 @@ def water_polygons(
     )
 
 
-def _check_coverage(bounds: np.ndarray, water: gpd.GeoDataFrame) -> None:
+def _check_coverage(
+    geometries: np.ndarray, bounds: np.ndarray, water: gpd.GeoDataFrame
+) -> None:
     covered = shapely.union_all(
         shapely.box(water["west"], water["south"], water["east"], water["north"])
     )
     outside = ~shapely.covers(covered, shapely.box(*bounds.T))
+    # Cells cut at 180 degrees have a bounding box around the globe: test their parts.
+    outside[outside] = ~shapely.covers(covered, geometries[outside])
     if outside.any():
         west, south, east, north = (
             bounds[outside].min(axis=0)[:2].tolist() + bounds[outside].max(axis=0)[2:].tolist()
@@ -204,7 +208,7 @@ def land_fractions(
     bounds = shapely.bounds(geometries)
     if np.isnan(bounds).any():
         raise ValueError("cell geometries must not be empty")
-    _check_coverage(bounds, water)
+    _check_coverage(geometries, bounds, water)
     res = resolution_deg
     rows0 = np.floor((90.0 - bounds[:, 3]) / res + 1e-9).astype(np.int64)
     rows1 = np.ceil((90.0 - bounds[:, 1]) / res - 1e-9).astype(np.int64)

@@ -1,0 +1,202 @@
+"""The ``entropice`` command line: build grids and watermasks, run the demo.
+
+Every command that writes takes ``--data-dir`` (default: ``$ENTROPICE_DATA_DIR`` or ``./data``)
+and follows the storage layout of docs/architecture (``grids/{grid_level}.parquet``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+from cyclopts import App, Parameter
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from entropice_core import __version__
+from entropice_core.config import (
+    DEFAULT_GRID_LEVELS,
+    AreaOfInterest,
+    GridCellsConfig,
+    GridSpec,
+    Settings,
+    WatermaskConfig,
+)
+from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
+from entropice_core.spatial.grids import grid_cells
+from entropice_core.spatial.watermask import water_polygons
+
+console = Console(stderr=True)
+app = App(
+    name="entropice",
+    help="Entropice: RTS density on discrete global grids. "
+    "Commands write under --data-dir (default $ENTROPICE_DATA_DIR or ./data).",
+    version=__version__,
+)
+
+AoiOption = Annotated[
+    str,
+    Parameter(
+        help="Area of interest: 'sample' (the embedded sample region), 'arctic' (north of "
+        "50 N), 'north-of:LAT', a box 'minlon,minlat,maxlon,maxlat' in degrees (minlon > maxlon "
+        "crosses 180), or a vector file (.parquet, .gpkg, .geojson) with a CRS.",
+        allow_leading_hyphen=True,
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    Parameter(help="Root of the storage hierarchy (default: $ENTROPICE_DATA_DIR or ./data)."),
+]
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    )
+
+
+def _resolve_grid(grid_level: str | None, grid: str | None, level: int | None) -> GridSpec:
+    if grid_level is not None:
+        return GridSpec.from_key(grid_level)
+    if grid is None or level is None:
+        raise ValueError("give --grid-level h3_5, or both --grid and --level")
+    return GridSpec.from_key(f"{grid}_{level}")
+
+
+def _watermask_config(water_file: Path | None) -> WatermaskConfig:
+    if water_file is None:
+        return WatermaskConfig()
+    return WatermaskConfig(source="file", path=water_file)
+
+
+@app.command
+def watermask(
+    aoi: AoiOption = "sample",
+    *,
+    water_file: Annotated[
+        Path | None,
+        Parameter(
+            help="Your own water polygons (GeoParquet/GeoPackage with a CRS) instead of "
+            "the built-in global-land-mask ocean mask, e.g. a hydrography layer with lakes."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    out: Annotated[
+        Path | None,
+        Parameter(help="Output GeoParquet (default: DATA_DIR/watermask/watermask.parquet)."),
+    ] = None,
+) -> None:
+    """Write water polygons covering an area of interest (plus a 250 km margin)."""
+    area = AreaOfInterest.parse(aoi)
+    target = out or (data_dir or Settings.from_env().data_dir) / "watermask" / "watermask.parquet"
+    with _progress() as progress:
+        progress.add_task(f"water polygons for {area.name}", total=None)
+        water = water_polygons(area, _watermask_config(water_file))
+        write_geoparquet(water, target)
+    console.print(f"[green]wrote[/] {target} ({len(water)} tiles)")
+
+
+@app.command
+def grids(
+    *,
+    grid_level: Annotated[
+        str | None, Parameter(help="Grid and level as one key, e.g. h3_5 or healpix_8.")
+    ] = None,
+    grid: Annotated[str | None, Parameter(help="Grid system: h3 or healpix.")] = None,
+    level: Annotated[
+        int | None, Parameter(help="Grid level (H3 resolution 0-15, HEALPix order 0-29).")
+    ] = None,
+    aoi: AoiOption = "sample",
+    min_land_fraction: Annotated[
+        float, Parameter(help="Drop cells whose land fraction is at or below this.")
+    ] = 0.0,
+    water_file: Annotated[
+        Path | None, Parameter(help="Your own water polygons instead of the built-in ocean mask.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    out: Annotated[
+        Path | None,
+        Parameter(help="Output GeoParquet (default: DATA_DIR/grids/{grid_level}.parquet)."),
+    ] = None,
+) -> None:
+    """Build the grid cells of one grid level over an area of interest, with land areas.
+
+    Cells whose centre lies in the area are kept unless they are ocean; each row has cell_id,
+    geometry (EPSG:4326, cut at 180 degrees), land_area_km2 (WGS84) and land_fraction.
+
+    Example: entropice grids --grid h3 --level 5 --aoi -138.5,66.5,-131.5,69.2 --out cells.parquet
+    """
+    spec = _resolve_grid(grid_level, grid, level)
+    area = AreaOfInterest.parse(aoi)
+    target = out or (data_dir or Settings.from_env().data_dir) / "grids" / f"{spec.key}.parquet"
+    start = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"water polygons for {area.name}", total=None)
+        water = water_polygons(area, _watermask_config(water_file))
+        cells = grid_cells(
+            spec,
+            area,
+            water,
+            GridCellsConfig(min_land_fraction=min_land_fraction),
+            progress=lambda message: progress.update(task, description=message),
+        )
+        progress.update(task, description=f"writing {target}")
+        write_geoparquet(cells, target)
+    console.print(
+        f"[green]wrote[/] {target}: {len(cells):,} {spec.key} cells, "
+        f"{cells.land_area_km2.sum():,.0f} km2 of land, {time.perf_counter() - start:.1f} s"
+    )
+
+
+@app.command
+def summary(data_dir: DataDirOption = None) -> None:
+    """Print what the data directory holds per grid level."""
+    root = data_dir or Settings.from_env().data_dir
+    table = Table(title=f"Entropice outputs in {root}")
+    for column in ("grid level", "cells", "land km2", "file"):
+        table.add_column(column, justify="right" if column != "file" else "left")
+    for key in DEFAULT_GRID_LEVELS:
+        path = root / "grids" / f"{key}.parquet"
+        if path.exists():
+            cells = read_geoparquet(path)
+            table.add_row(key, f"{len(cells):,}", f"{cells.land_area_km2.sum():,.0f}", str(path))
+        else:
+            table.add_row(key, "-", "-", "not materialised")
+    Console().print(table)
+
+
+@app.command
+def demo(data_dir: DataDirOption = None) -> None:
+    """Materialise the whole asset graph on the sample region, then print a summary.
+
+    Runs in Dagster (on the instance in $DAGSTER_HOME, so the runs show in the UI); open the UI
+    afterwards with `make ui` (http://127.0.0.1:3000).
+    """
+    root = data_dir or Settings.from_env().data_dir
+    env = {**os.environ, "ENTROPICE_DATA_DIR": str(root), "ENTROPICE_AOI": "sample"}
+    result = subprocess.run([sys.executable, "-m", "entropice_dagster.demo"], env=env, check=False)
+    if result.returncode != 0:
+        raise SystemExit(result.returncode)
+
+
+def main() -> None:
+    """Entry point: run the app, turning known errors into one readable line."""
+    try:
+        app()
+    except ValidationError as err:
+        messages = (e["msg"].removeprefix("Value error, ") for e in err.errors())
+        console.print(f"[red]error:[/] {'; '.join(messages)}")
+        raise SystemExit(2) from err
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise SystemExit(2) from err
+
+
+if __name__ == "__main__":
+    main()
