@@ -119,8 +119,7 @@ def cell_rings(spec: GridSpec, ids: np.ndarray) -> list[tuple[np.ndarray, np.nda
 
     Returns ``(positions, lon, lat)`` triples: ``positions`` index into ``ids``; ``lon`` and
     ``lat`` are ``(len(positions), n_vertices)`` arrays in degrees. H3 rings have 5 to 10
-    vertices, shorter rings being padded by repeating their last vertex; HEALPix edges are
-    densified by :func:`healpix_edge_steps`.
+    vertices; HEALPix edges are densified by :func:`healpix_edge_steps`.
     """
     if spec.grid == "healpix":
         _, centre_lat = healpix.healpix_to_lonlat(ids, spec.level, ellipsoid=HEALPIX_ELLIPSOID)
@@ -133,13 +132,14 @@ def cell_rings(spec: GridSpec, ids: np.ndarray) -> list[tuple[np.ndarray, np.nda
             )
             groups.append((positions, (np.asarray(lon) + 180.0) % 360.0 - 180.0, np.asarray(lat)))
         return groups
-    boundaries = [h3_int.cell_to_boundary(c) for c in ids]
-    width = max(len(b) for b in boundaries)
-    latlon = np.empty((len(ids), width, 2))
-    for i, b in enumerate(boundaries):
-        latlon[i, : len(b)] = b
-        latlon[i, len(b) :] = b[-1]
-    return [(np.arange(len(ids)), latlon[..., 1], latlon[..., 0])]
+    boundaries = [h3_int.cell_to_boundary(c) for c in ids.tolist()]
+    sizes = np.fromiter(map(len, boundaries), dtype=np.int64, count=len(boundaries))
+    groups = []
+    for size in np.unique(sizes):
+        positions = np.flatnonzero(sizes == size)
+        latlon = np.array([boundaries[i] for i in positions.tolist()])
+        groups.append((positions, latlon[..., 1], latlon[..., 0]))
+    return groups
 
 
 def rings_to_polygons(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
