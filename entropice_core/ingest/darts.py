@@ -1,0 +1,299 @@
+"""DARTS RTS footprints: read the releases, clean them, and label grid cells.
+
+Readers accept the DARTS products as released (Nitze et al. 2025, doi:10.18739/A22B8VD7C):
+level-2 (one polygon per RTS and year, e.g. ``DARTS_NitzeEtAl_v1-2_features_2018-2023_level2
+.gpkg``), level-1 (one polygon per RTS and image, with the image date; dissolved per year
+here) and hand-drawn training labels (``TrainingLabel*.gpkg`` with ``image_id`` and an
+``ImageFootprints*.gpkg`` beside them that dates each image), as GeoPackage or GeoParquet. Only
+``geometry`` and a year (or date) are required; areas are always recomputed.
+
+Labels per cell and year: ``rts_count`` (footprints whose representative point lies in the
+cell), ``rts_area_km2`` (exact overlay area), ``rts_density`` (count per 1000 km^2 of land) and
+``rts_coverage`` (RTS area / land area). All-years aggregates count each slump once: footprints
+of any years that overlap (directly or through a chain of overlaps) are one slump, whose extent
+is the union of its footprints; a slump seen in 2019 that grew by 2023 is one slump with the
+2023 extent (plus any 2019 part it no longer covers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import shapely.affinity
+import xarray as xr
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
+
+from entropice_core.config import GridSpec
+from entropice_core.spatial.overlay import containing_cell, equal_area_crs, polygon_cell_areas
+
+FIRST_YEAR = 1985
+DATE_COLUMNS = ("date", "datetime", "image_date", "acquisition_date", "acquired")
+FOOTPRINT_COLUMNS = ["year", "area_m2", "source", "geometry"]
+
+
+def _read_vector(path: Path) -> gpd.GeoDataFrame:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"DARTS file {path} does not exist; download it from the NSF Arctic Data Center "
+            "(doi:10.18739/A22B8VD7C) or run `make demo` to write the sample region"
+        )
+    try:
+        return gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a readable GeoPackage/GeoParquet file ({err}); download it again"
+        ) from err
+
+
+def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
+    for column in DATE_COLUMNS:
+        if column in frame.columns:
+            dates = pd.to_datetime(frame[column], errors="coerce", format="mixed")
+            if dates.isna().any():
+                bad = frame.loc[dates.isna(), column].head(3).tolist()
+                raise ValueError(
+                    f"{path}: column {column!r} holds values that are not dates: {bad}"
+                )
+            return dates.dt.year
+    raise ValueError(
+        f"{path} has no 'year' column and no date column ({', '.join(DATE_COLUMNS)}); its columns "
+        f"are {list(frame.columns)}. Add a year column (the observation year of each footprint)"
+    )
+
+
+def _training_label_years(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
+    """Years of training labels from the image footprints file beside them."""
+    footprints = sorted(path.parent.glob("ImageFootprints*"))
+    if not footprints:
+        raise ValueError(
+            f"{path} holds training labels (image_id, no year) but no ImageFootprints*.gpkg lies "
+            "beside it to date the images; put it there or add a year column"
+        )
+    images = _read_vector(footprints[0])
+    if "image_id" not in images.columns:
+        raise ValueError(f"{footprints[0]} has no image_id column")
+    years = _years_from_dates(images, footprints[0]) if "year" not in images else images["year"]
+    by_image = pd.Series(years.to_numpy(), index=images["image_id"].to_numpy())
+    missing = ~frame["image_id"].isin(by_image.index)
+    if missing.any():
+        raise ValueError(
+            f"{path}: image_id values {frame.loc[missing, 'image_id'].unique()[:3].tolist()} have "
+            f"no entry in {footprints[0].name}"
+        )
+    return frame["image_id"].map(by_image)
+
+
+def _to_0_360(xy: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360, xy[:, 0]), xy[:, 1]])
+
+
+def _split_at_antimeridian(geoms: np.ndarray) -> np.ndarray:
+    """Footprints that wrap around the map (width > 180 degrees) cut into halves at 180."""
+    bounds = shapely.bounds(geoms)
+    wraps = (bounds[:, 2] - bounds[:, 0]) > 180
+    for i in np.flatnonzero(wraps):
+        shifted = shapely.transform(geoms[i], _to_0_360)
+        east = shapely.clip_by_rect(shifted, -180, -90, 180, 90)
+        west = shapely.affinity.translate(shapely.clip_by_rect(shifted, 180, -90, 540, 90), -360)
+        geoms[i] = shapely.union_all([east, west])
+    return geoms
+
+
+def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDataFrame:
+    """Read one DARTS file into clean footprints: year, area_m2, source, geometry (EPSG:4326).
+
+    Invalid geometries are repaired (``make_valid``) and counted in ``frame.attrs["repaired"]``;
+    empty or non-polygonal features are dropped and counted in ``attrs["dropped"]``. Level-1
+    files (one footprint per image) are dissolved per year into one polygon per slump.
+    """
+    path = Path(path)
+    frame = _read_vector(path)
+    if frame.crs is None:
+        raise ValueError(
+            f"{path} has no CRS; DARTS releases are EPSG:4326 - set it (gdf.set_crs('EPSG:4326')) "
+            "and write the file again"
+        )
+    if frame.empty:
+        raise ValueError(f"{path} holds no features")
+    if "year" in frame.columns:
+        years = pd.to_numeric(frame["year"], errors="coerce")
+    elif "image_id" in frame.columns and not any(c in frame for c in DATE_COLUMNS):
+        years = _training_label_years(frame, path)
+    else:
+        years = _years_from_dates(frame, path)
+    max_year = max_year or dt.date.today().year
+    bad = years.isna() | (years < FIRST_YEAR) | (years > max_year)
+    if bad.any():
+        raise ValueError(
+            f"{path}: {bad.sum()} features have a missing or impossible year (e.g. "
+            f"{frame.loc[bad].head(3).get('year', years[bad]).tolist()}); years must lie in "
+            f"{FIRST_YEAR}-{max_year}"
+        )
+
+    geoms = frame.to_crs(4326).geometry.to_numpy().copy()
+    invalid = ~shapely.is_valid(geoms) & ~shapely.is_empty(geoms) & ~shapely.is_missing(geoms)
+    geoms[invalid] = shapely.make_valid(geoms[invalid])
+    geoms = _split_at_antimeridian(geoms)
+    # Keep the polygonal part of every feature (repairs can leave lines or points).
+    polygonal = np.array(
+        [
+            shapely.union_all([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"])
+            if g is not None
+            else shapely.Polygon()
+            for g in geoms
+        ],
+        dtype=object,
+    )
+    keep = ~shapely.is_empty(polygonal)
+    clean = gpd.GeoDataFrame(
+        {"year": years[keep].astype(np.int16).to_numpy(), "source": path.name},
+        geometry=polygonal[keep],
+        crs="EPSG:4326",
+    )
+    is_level1 = any(c in frame.columns for c in DATE_COLUMNS) and "year" not in frame.columns
+    if is_level1:
+        clean = dissolve_per_year(clean)
+    clean["area_m2"] = clean.to_crs(equal_area_crs(clean)).area.to_numpy()
+    clean.attrs.update(repaired=int(invalid.sum()), dropped=int((~keep).sum()), path=str(path))
+    return clean[FOOTPRINT_COLUMNS]
+
+
+def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Merge overlapping footprints of the same year (level-1 images of one slump)."""
+    parts = []
+    for year, group in footprints.groupby("year", sort=True):
+        merged = shapely.get_parts(shapely.union_all(group.geometry.to_numpy()))
+        parts.append(
+            gpd.GeoDataFrame(
+                {
+                    "year": np.full(len(merged), year, dtype=np.int16),
+                    "source": np.full(len(merged), group["source"].iloc[0]),
+                },
+                geometry=merged,
+                crs=footprints.crs,
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
+    """Read and concatenate several DARTS files (e.g. regions or products) into footprints."""
+    if not paths:
+        raise ValueError("no DARTS files given; point the darts source at a file or folder")
+    frames = [read_footprints(p) for p in paths]
+    combined = pd.concat(frames, ignore_index=True)
+    combined.attrs.update(
+        repaired=sum(f.attrs["repaired"] for f in frames),
+        dropped=sum(f.attrs["dropped"] for f in frames),
+    )
+    return combined
+
+
+def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
+    """One id per slump: footprints connected by overlap across any years share an id."""
+    geoms = footprints.geometry.to_numpy()
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    graph = coo_array((np.ones(len(left)), (left, right)), shape=(len(geoms), len(geoms)))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
+    """Per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
+
+    Every cell of ``cells`` is present (zero where no RTS was mapped), so the labels hold the
+    negatives that training needs. Note that a zero also means "not observed" where a DARTS
+    year does not cover the cell.
+    """
+    years = np.sort(footprints["year"].unique()) if len(footprints) else np.array([], np.int16)
+    n_cells = len(cells)
+    land = cells["land_area_km2"].to_numpy()
+    cell_geoms = cells.geometry.reset_index(drop=True)
+
+    pieces = polygon_cell_areas(footprints.geometry.reset_index(drop=True), cell_geoms)
+    year_pos = np.searchsorted(years, footprints["year"].to_numpy())
+    area = np.zeros((n_cells, len(years)))
+    np.add.at(
+        area,
+        (pieces.cell.to_numpy(), year_pos[pieces.polygon.to_numpy()]),
+        pieces.area_km2.to_numpy(),
+    )
+    owner = containing_cell(shapely.point_on_surface(footprints.geometry.to_numpy()), cell_geoms)
+    inside = owner >= 0
+    count = np.zeros((n_cells, len(years)), dtype=np.int32)
+    np.add.at(count, (owner[inside], year_pos[inside]), 1)
+
+    slumps = footprints.assign(slump=slump_ids(footprints)) if len(footprints) else footprints
+    extents = (
+        slumps.dissolve(by="slump").geometry.reset_index(drop=True)
+        if len(footprints)
+        else gpd.GeoSeries([], crs="EPSG:4326")
+    )
+    total_pieces = polygon_cell_areas(extents, cell_geoms)
+    area_all = np.bincount(total_pieces.cell, weights=total_pieces.area_km2, minlength=n_cells)
+    slump_owner = containing_cell(shapely.point_on_surface(extents.to_numpy()), cell_geoms)
+    count_all = np.bincount(slump_owner[slump_owner >= 0], minlength=n_cells).astype(np.int32)
+
+    per_1000 = 1000.0 / land
+    dataset = xr.Dataset(
+        {
+            "rts_count": (("cell_ids", "year"), count),
+            "rts_area_km2": (("cell_ids", "year"), area),
+            "rts_density": (("cell_ids", "year"), count * per_1000[:, None]),
+            "rts_coverage": (("cell_ids", "year"), area / land[:, None]),
+            "rts_count_all_years": ("cell_ids", count_all),
+            "rts_area_km2_all_years": ("cell_ids", area_all),
+            "rts_density_all_years": ("cell_ids", count_all * per_1000),
+            "rts_coverage_all_years": ("cell_ids", area_all / land),
+            "land_area_km2": ("cell_ids", land),
+        },
+        coords={
+            "cell_ids": ("cell_ids", cells["cell_id"].to_numpy(np.uint64), spec.xdggs_attrs),
+            "year": ("year", years.astype(np.int16)),
+        },
+    )
+    units = {
+        "rts_count": "1",
+        "rts_area_km2": "km2",
+        "rts_density": "RTS per 1000 km2 of land",
+        "rts_coverage": "1",
+        "land_area_km2": "km2",
+    }
+    for name, variable in dataset.data_vars.items():
+        variable.attrs["units"] = units[name.removesuffix("_all_years")]
+    dataset.attrs.update(
+        source="DARTS RTS footprints",
+        grid=spec.key,
+        slump_matching="footprints overlapping across years form one slump",
+    )
+    return dataset
+
+
+def labels_table(labels: xr.Dataset) -> pd.DataFrame:
+    """The labels as a long table: one row per cell and year, plus ``year = <NA>`` rows for
+    the all-years aggregates."""
+    per_year = (
+        labels[["rts_count", "rts_area_km2", "rts_density", "rts_coverage"]]
+        .to_dataframe()
+        .reset_index()
+        .rename(columns={"cell_ids": "cell_id"})
+    )
+    all_years = pd.DataFrame(
+        {
+            "cell_id": labels["cell_ids"].to_numpy(),
+            "year": pd.NA,
+            **{
+                name: labels[f"{name}_all_years"].to_numpy()
+                for name in ("rts_count", "rts_area_km2", "rts_density", "rts_coverage")
+            },
+        }
+    )
+    table = pd.concat([per_year, all_years], ignore_index=True)
+    table["year"] = table["year"].astype("Int16")
+    return table
