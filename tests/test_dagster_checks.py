@@ -1,0 +1,83 @@
+"""Asset checks pass on sound frames and catch each defect they are named after."""
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+
+from entropice_dagster.checks import (
+    GRID_CELLS_CHECKS,
+    WATERMASK_CHECKS,
+    cell_ids_unique,
+    check_results,
+    geometries_valid,
+    land_fraction_in_0_1,
+    polygons_valid,
+)
+
+
+def _cells(**columns) -> gpd.GeoDataFrame:
+    base = {
+        "cell_id": np.array([1, 2, 3], dtype="uint64"),
+        "land_area_km2": [10.0, 5.0, 0.5],
+        "land_fraction": [1.0, 0.5, 0.05],
+    }
+    geometry = columns.pop("geometry", [shapely.box(i, 60, i + 1, 61) for i in range(3)])
+    return gpd.GeoDataFrame(base | columns, geometry=geometry, crs=4326)
+
+
+def test_sound_cells_pass_every_check() -> None:
+    results = check_results(_cells(), GRID_CELLS_CHECKS)
+    assert [r.check_name for r in results] == [c.__name__ for c in GRID_CELLS_CHECKS]
+    assert all(r.passed for r in results)
+
+
+def test_duplicate_ids_fail() -> None:
+    result = cell_ids_unique(_cells(cell_id=np.array([7, 7, 3], dtype="uint64")))
+    assert not result.passed
+    assert result.metadata["duplicated_rows"].value == 2
+    assert result.metadata["examples"].value == [7]
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        # a bow tie (self-intersecting ring) is invalid
+        [shapely.Polygon([(0, 60), (1, 61), (1, 60), (0, 61)]), shapely.box(1, 60, 2, 61), None],
+        [shapely.box(0, 60, 1, 61), shapely.Polygon(), shapely.box(2, 60, 3, 61)],
+    ],
+)
+def test_invalid_or_empty_geometries_fail(geometry) -> None:
+    result = geometries_valid(_cells(geometry=geometry))
+    assert not result.passed
+    assert result.metadata["invalid_geometries"].value >= 1
+
+
+def test_wrong_crs_fails() -> None:
+    assert not geometries_valid(_cells().to_crs(3413)).passed
+
+
+@pytest.mark.parametrize(
+    ("fraction", "area"),
+    [
+        ([1.0, 0.0, 0.5], [1.0, 1.0, 1.0]),  # an ocean-only cell kept
+        ([1.2, 0.5, 0.5], [1.0, 1.0, 1.0]),
+        ([1.0, np.nan, 0.5], [1.0, 1.0, 1.0]),
+        ([1.0, 0.5, 0.5], [1.0, -1.0, 1.0]),
+    ],
+)
+def test_impossible_land_fractions_or_areas_fail(fraction, area) -> None:
+    result = land_fraction_in_0_1(_cells(land_fraction=fraction, land_area_km2=area))
+    assert not result.passed
+    assert result.metadata["out_of_range"].value == 1
+
+
+def test_water_tiles_may_be_empty_but_cells_may_not() -> None:
+    frame = _cells(
+        geometry=[shapely.box(0, 60, 1, 61), shapely.Polygon(), shapely.box(2, 60, 3, 61)]
+    )
+    assert polygons_valid(frame).passed
+    assert not geometries_valid(frame).passed
+    assert [r.check_name for r in check_results(frame, WATERMASK_CHECKS)] == ["polygons_valid"]
+    bow_tie = shapely.Polygon([(0, 60), (1, 61), (1, 60), (0, 61)])
+    assert not polygons_valid(_cells(geometry=[bow_tie, *frame.geometry[1:]])).passed

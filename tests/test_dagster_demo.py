@@ -1,0 +1,59 @@
+"""`python -m entropice_dagster.demo`: what `entropice demo` / `make demo` run."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from entropice_core.config import DEFAULT_GRID_LEVELS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _demo(tmp_path: Path, aoi: str) -> subprocess.CompletedProcess:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = os.environ | {
+        "DAGSTER_HOME": str(home),
+        "ENTROPICE_DATA_DIR": str(tmp_path / "data"),
+        "ENTROPICE_AOI": aoi,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "entropice_dagster.demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
+    done = _demo(tmp_path, "sample")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "data" / "watermask" / "watermask.parquet").exists()
+    for key in DEFAULT_GRID_LEVELS:
+        assert (tmp_path / "data" / "grids" / f"{key}.parquet").exists()
+        assert f"grids/{key}.parquet" in done.stdout
+    assert "make ui" in done.stdout and "http://127.0.0.1:3000" in done.stdout
+    # the runs stay in the persistent instance, for the UI
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
+    try:
+        statuses = [run.status for run in instance.get_runs()]
+    finally:
+        instance.dispose()
+    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (1 + len(DEFAULT_GRID_LEVELS))
+
+
+def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
+    done = _demo(tmp_path, "1,2,3")
+    assert done.returncode == 1
+    assert "watermask failed" in done.stdout
+    assert "must have four numbers" in done.stdout

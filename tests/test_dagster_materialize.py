@@ -1,0 +1,167 @@
+"""Materialise the grid stage on the sample region as Dagster runs it, and call assets directly."""
+
+from pathlib import Path
+
+import dagster as dg
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+
+import entropice_core.spatial.grids
+from entropice_core.config import SAMPLE_REGION_BBOX, AreaOfInterest
+from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
+from entropice_dagster.assets import grids as grid_assets
+from entropice_dagster.assets.grids import grid_cells, watermask
+from entropice_dagster.resources import (
+    AreaOfInterestResource,
+    DataDirResource,
+    GridCellsResource,
+)
+
+KEYS = ("h3_3", "healpix_6")
+GRID_CHECKS = {"cell_ids_unique", "geometries_valid", "land_fraction_in_0_1"}
+
+
+@pytest.fixture(scope="module")
+def materialised(tmp_path_factory, make_resources) -> tuple[Path, dict]:
+    """Both assets for two grid levels in one instance, as `make demo` runs them."""
+    data_dir = tmp_path_factory.mktemp("materialise") / "data"
+    resources = make_resources(data_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    results = {
+        None: dg.materialize(
+            [watermask, grid_cells], selection=[watermask], resources=resources, instance=instance
+        )
+    }
+    for key in KEYS:
+        results[key] = dg.materialize(
+            [watermask, grid_cells],
+            selection=[grid_cells],
+            partition_key=key,
+            resources=resources,
+            instance=instance,
+        )
+    return data_dir, results
+
+
+@pytest.mark.slow
+def test_files_follow_the_storage_layout(materialised) -> None:
+    data_dir, _ = materialised
+    water = read_geoparquet(data_dir / "watermask" / "watermask.parquet")
+    assert water.crs.to_epsg() == 4326
+    assert {"geometry", "tile", "source"} <= set(water.columns)
+    for key in KEYS:
+        cells = read_geoparquet(data_dir / "grids" / f"{key}.parquet")
+        assert set(cells.columns) == {"cell_id", "geometry", "land_area_km2", "land_fraction"}
+        assert cells.crs.to_epsg() == 4326
+        assert cells["cell_id"].dtype == np.uint64
+        assert len(cells) > 0
+        assert (data_dir / "grids" / f"{key}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", KEYS)
+def test_materialisation_metadata(materialised, key: str) -> None:
+    data_dir, results = materialised
+    (event,) = results[key].asset_materializations_for_node("grid_cells")
+    assert event.partition == key
+    meta = {name: value.value for name, value in event.metadata.items()}
+    cells = read_geoparquet(data_dir / "grids" / f"{key}.parquet")
+    assert meta["dagster/partition_row_count"] == len(cells)
+    assert meta["path"] == str(data_dir / "grids" / f"{key}.parquet")
+    assert meta["bytes"] > 0
+    assert f"{meta['grid']}_{meta['level']}" == key
+    assert meta["land_area_km2"] == pytest.approx(cells["land_area_km2"].sum(), rel=1e-3)
+    minlon, minlat, maxlon, maxlat = meta["bbox"]
+    assert minlon < maxlon and minlat < maxlat
+    # cells cover the sample region; their outlines may stick out by up to a cell
+    assert shapely.box(*meta["bbox"]).intersects(shapely.box(*SAMPLE_REGION_BBOX))
+    assert "cell_id" in meta["preview"] and "geometry" not in meta["preview"]
+    assert Path(meta["map"]).exists()
+    assert meta["map_preview"].startswith("![land fraction](data:image/png;base64,")
+
+
+@pytest.mark.slow
+def test_checks_ran_and_passed(materialised) -> None:
+    _, results = materialised
+    water_checks = results[None].get_asset_check_evaluations()
+    assert {(e.check_name, e.passed) for e in water_checks} == {("polygons_valid", True)}
+    for key in KEYS:
+        evaluations = results[key].get_asset_check_evaluations()
+        assert {e.check_name for e in evaluations} == GRID_CHECKS
+        failed = {e.check_name: dict(e.metadata) for e in evaluations if not e.passed}
+        assert not failed, failed
+
+
+def _water() -> gpd.GeoDataFrame:
+    """A stand-in sea along the northern edge of the sample region (for a stubbed core)."""
+    minlon, _, maxlon, maxlat = SAMPLE_REGION_BBOX
+    sea = shapely.box(minlon, maxlat - 0.6, maxlon, maxlat)
+    return gpd.GeoDataFrame({"tile": ["t"], "source": ["test"]}, geometry=[sea], crs=4326)
+
+
+@pytest.mark.slow
+def test_direct_asset_call(materialised, tmp_path: Path) -> None:
+    data_dir, _ = materialised
+    result = grid_cells(
+        context=dg.build_asset_context(partition_key="h3_3"),
+        watermask=read_geoparquet(data_dir / "watermask" / "watermask.parquet"),
+        area_of_interest=AreaOfInterestResource(aoi="sample"),
+        grid_settings=GridCellsResource(),
+        data_dir=DataDirResource(path=str(tmp_path)),
+    )
+    cells = result.value
+    assert isinstance(cells, gpd.GeoDataFrame) and len(cells) > 0
+    assert (result.metadata["grid"], result.metadata["level"]) == ("h3", 3)
+    assert {r.check_name: r.passed for r in result.check_results} == dict.fromkeys(
+        GRID_CHECKS, True
+    )
+    assert (tmp_path / "grids" / "h3_3.png").exists()
+
+
+def test_failed_blocking_check_fails_the_run(
+    tmp_path: Path, make_resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Duplicate cell ids must stop the run so that nothing downstream joins on them."""
+
+    def duplicated_cells(spec, aoi: AreaOfInterest, water, config, progress) -> gpd.GeoDataFrame:
+        return gpd.GeoDataFrame(
+            {
+                "cell_id": np.array([5, 5], dtype="uint64"),
+                "land_area_km2": [1.0, 1.0],
+                "land_fraction": [1.0, 1.0],
+            },
+            geometry=[shapely.box(-135, 67, -134, 68), shapely.box(-134, 67, -133, 68)],
+            crs=4326,
+        )
+
+    monkeypatch.setattr(entropice_core.spatial.grids, "grid_cells", duplicated_cells)
+    data_dir = tmp_path / "data"
+    write_geoparquet(_water(), data_dir / "watermask" / "watermask.parquet")
+    result = dg.materialize(
+        [watermask, grid_cells],
+        selection=[grid_cells],
+        partition_key="h3_3",
+        resources=make_resources(data_dir),
+        raise_on_error=False,
+    )
+    assert not result.success
+    outcome = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert outcome == {
+        "cell_ids_unique": False,
+        "geometries_valid": True,
+        "land_fraction_in_0_1": True,
+    }
+
+
+@pytest.mark.slow
+def test_large_grids_are_mapped_as_points(
+    materialised, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, _ = materialised
+    cells = read_geoparquet(data_dir / "grids" / "healpix_6.parquet")
+    monkeypatch.setattr(grid_assets, "MAP_MAX_POLYGONS", 1)
+    preview = grid_assets._land_fraction_map(cells, tmp_path / "map.png", "points")
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    assert preview.value.startswith("![land fraction](data:image/png;base64,")
