@@ -30,7 +30,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from entropice_core.config import GridSpec
-from entropice_core.spatial.overlay import containing_cell, equal_area_crs, polygon_cell_areas
+from entropice_core.spatial.overlay import equal_area_crs, overlay_cells
 
 FIRST_YEAR = 1985
 DATE_COLUMNS = ("date", "datetime", "image_date", "acquisition_date", "acquired")
@@ -204,41 +204,48 @@ def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
     return labels
 
 
-def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
+def rts_labels(
+    footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec
+) -> xr.Dataset:
     """Per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
 
     Every cell of ``cells`` is present (zero where no RTS was mapped), so the labels hold the
     negatives that training needs. Note that a zero also means "not observed" where a DARTS
     year does not cover the cell.
     """
-    years = np.sort(footprints["year"].unique()) if len(footprints) else np.array([], np.int16)
+    years = np.sort(footprints["year"].unique()).astype(np.int16)
     n_cells = len(cells)
     land = cells["land_area_km2"].to_numpy()
     cell_geoms = cells.geometry.reset_index(drop=True)
+    geoms = footprints.geometry.reset_index(drop=True)
 
-    pieces = polygon_cell_areas(footprints.geometry.reset_index(drop=True), cell_geoms)
+    overlay = overlay_cells(geoms, cell_geoms)
     year_pos = np.searchsorted(years, footprints["year"].to_numpy())
     area = np.zeros((n_cells, len(years)))
-    np.add.at(
-        area,
-        (pieces.cell.to_numpy(), year_pos[pieces.polygon.to_numpy()]),
-        pieces.area_km2.to_numpy(),
-    )
-    owner = containing_cell(shapely.point_on_surface(footprints.geometry.to_numpy()), cell_geoms)
-    inside = owner >= 0
+    np.add.at(area, (overlay.cell, year_pos[overlay.polygon]), overlay.area_km2)
+    inside = overlay.owner >= 0
     count = np.zeros((n_cells, len(years)), dtype=np.int32)
-    np.add.at(count, (owner[inside], year_pos[inside]), 1)
+    np.add.at(count, (overlay.owner[inside], year_pos[inside]), 1)
 
-    slumps = footprints.assign(slump=slump_ids(footprints)) if len(footprints) else footprints
-    extents = (
-        slumps.dissolve(by="slump").geometry.reset_index(drop=True)
-        if len(footprints)
-        else gpd.GeoSeries([], crs="EPSG:4326")
+    # All years: a slump of one footprint is that footprint; others are the union of theirs.
+    slump = slump_ids(footprints) if len(footprints) else np.array([], dtype=np.int64)
+    single = np.bincount(slump)[slump] == 1 if len(slump) else np.array([], dtype=bool)
+    area_all = np.bincount(
+        overlay.cell[single[overlay.polygon]],
+        weights=overlay.area_km2[single[overlay.polygon]],
+        minlength=n_cells,
     )
-    total_pieces = polygon_cell_areas(extents, cell_geoms)
-    area_all = np.bincount(total_pieces.cell, weights=total_pieces.area_km2, minlength=n_cells)
-    slump_owner = containing_cell(shapely.point_on_surface(extents.to_numpy()), cell_geoms)
-    count_all = np.bincount(slump_owner[slump_owner >= 0], minlength=n_cells).astype(np.int32)
+    owners_all = [overlay.owner[single]]
+    if (~single).any():
+        grouped = pd.Series(geoms[~single].to_numpy(), index=slump[~single]).groupby(level=0)
+        extents = gpd.GeoSeries(
+            [shapely.union_all(group.to_numpy()) for _, group in grouped], crs=geoms.crs
+        )
+        merged = overlay_cells(extents, cell_geoms)
+        area_all += np.bincount(merged.cell, weights=merged.area_km2, minlength=n_cells)
+        owners_all.append(merged.owner)
+    owners = np.concatenate(owners_all)
+    count_all = np.bincount(owners[owners >= 0], minlength=n_cells).astype(np.int32)
 
     per_1000 = 1000.0 / land
     dataset = xr.Dataset(

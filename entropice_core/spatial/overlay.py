@@ -1,16 +1,18 @@
 """Exact overlay of small polygons (RTS footprints) with grid cells.
 
-Most footprints (median about 2,000 m^2) lie wholly inside one cell, so a spatial index with a
-``within`` predicate settles them without any intersection; only the few that straddle a cell
-border are intersected. Areas are measured in the Lambert azimuthal equal-area projection of
-the WGS84 ellipsoid (EPSG:6931 north, EPSG:6932 south), i.e. true ellipsoidal areas.
+Most footprints (median about 2,000 m^2) lie wholly inside one cell, so one spatial-index
+query (cells containing footprints) settles them, each taking its whole area to its cell;
+only the few that straddle a border are intersected with the cells they touch. Areas are
+measured in the Lambert azimuthal equal-area projection of the WGS84 ellipsoid (EPSG:6931
+north, EPSG:6932 south), i.e. true ellipsoidal areas.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import shapely
 
 #: Cell edges are densified to this spacing (degrees) before projecting, so their shape in the
@@ -23,59 +25,56 @@ def equal_area_crs(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
     return "EPSG:6931" if frame.total_bounds[3] >= 0 else "EPSG:6932"
 
 
-def polygon_cell_areas(polygons: gpd.GeoSeries, cells: gpd.GeoSeries) -> pd.DataFrame:
-    """Area of every non-empty polygon-cell intersection.
+@dataclass(frozen=True)
+class CellOverlay:
+    """Polygon-cell intersections: ``polygon`` and ``cell`` positions with ``area_km2``, and the
+    ``owner`` cell of each polygon's representative point (-1 where no cell holds it)."""
 
-    Parameters
-    ----------
-    polygons, cells
-        Geometries in EPSG:4326; the positional order defines the returned indices.
+    polygon: np.ndarray
+    cell: np.ndarray
+    area_km2: np.ndarray
+    owner: np.ndarray
 
-    Returns
-    -------
-    DataFrame with ``polygon`` and ``cell`` (positions) and ``area_km2``.
-    """
+
+def overlay_cells(polygons: gpd.GeoSeries, cells: gpd.GeoSeries) -> CellOverlay:
+    """Exact intersection areas of polygons with cells (both EPSG:4326, positional order)."""
     if polygons.crs is None or cells.crs is None:
         raise ValueError("polygons and cells need a CRS (EPSG:4326)")
+    polys, cell_geoms = polygons.to_numpy(), cells.to_numpy()
+    owner = np.full(len(polys), -1, dtype=np.int64)
+    if len(polys) == 0:
+        empty = np.array([], dtype=np.int64)
+        return CellOverlay(empty, empty, np.array([]), owner)
     crs = equal_area_crs(cells)
-    polys = polygons.to_numpy()
-    tree = shapely.STRtree(cells.to_numpy())
-    within_poly, within_cell = tree.query(polys, predicate="within")
-    touch_poly, touch_cell = tree.query(polys, predicate="intersects")
-    straddles = ~np.isin(touch_poly, within_poly)
-    touch_poly, touch_cell = touch_poly[straddles], touch_cell[straddles]
+    # Cells are the query geometries so that GEOS prepares them (fast containment tests).
+    in_cell, in_poly = shapely.STRtree(polys).query(cell_geoms, predicate="contains_properly")
+    rest = np.setdiff1d(np.arange(len(polys)), in_poly)
+    cut_cell, cut_poly = shapely.STRtree(polys[rest]).query(cell_geoms, predicate="intersects")
+    cut_poly = rest[cut_poly]
 
     projected = gpd.GeoSeries(polys, crs=polygons.crs).to_crs(crs).to_numpy()
-    whole = shapely.area(projected[within_poly]) / 1e6
+    whole = shapely.area(projected[in_poly]) / 1e6
+    owner[in_poly] = in_cell
 
-    needed = np.unique(touch_cell)
-    cell_projected = np.empty(len(cells), dtype=object)
-    if needed.size:
+    cut = np.array([])
+    if len(cut_poly):
+        needed = np.unique(cut_cell)
+        cell_projected = np.empty(len(cell_geoms), dtype=object)
         cell_projected[needed] = (
-            gpd.GeoSeries(cells.to_numpy()[needed], crs=cells.crs)
+            gpd.GeoSeries(cell_geoms[needed], crs=cells.crs)
             .segmentize(CELL_SEGMENT_DEG)
             .to_crs(crs)
             .to_numpy()
         )
-    cut = (
-        shapely.area(shapely.intersection(projected[touch_poly], cell_projected[touch_cell])) / 1e6
-    )
-    result = pd.DataFrame(
-        {
-            "polygon": np.concatenate([within_poly, touch_poly]),
-            "cell": np.concatenate([within_cell, touch_cell]),
-            "area_km2": np.concatenate([whole, cut]),
-        }
-    )
-    return result[result.area_km2 > 0].reset_index(drop=True)
-
-
-def containing_cell(points: np.ndarray, cells: gpd.GeoSeries) -> np.ndarray:
-    """Position of the cell holding each point, -1 where none does (outside or on a gap)."""
-    tree = shapely.STRtree(cells.to_numpy())
-    point_idx, cell_idx = tree.query(points, predicate="intersects")
-    owner = np.full(len(points), -1, dtype=np.int64)
-    # A point on a shared border touches two cells: the lower position wins, deterministically.
-    order = np.lexsort((cell_idx, point_idx))[::-1]
-    owner[point_idx[order]] = cell_idx[order]
-    return owner
+        pieces = shapely.intersection(projected[cut_poly], cell_projected[cut_cell])
+        cut = shapely.area(pieces) / 1e6
+        # The representative point of a straddling polygon goes to the touched cell holding
+        # it; a point on a shared border goes to the lower position, deterministically.
+        holds = shapely.intersects(shapely.point_on_surface(polys[cut_poly]), cell_geoms[cut_cell])
+        for p, c in sorted(zip(cut_poly[holds], cut_cell[holds], strict=True), reverse=True):
+            owner[p] = c
+    polygon = np.concatenate([in_poly, cut_poly])
+    cell = np.concatenate([in_cell, cut_cell])
+    area = np.concatenate([whole, cut])
+    keep = area > 0
+    return CellOverlay(polygon[keep], cell[keep], area[keep], owner)
