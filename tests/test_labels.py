@@ -12,6 +12,8 @@ import xdggs
 from entropice_core.config import AreaOfInterest, GridSpec
 from entropice_core.ingest.darts import (
     dissolve_per_year,
+    find_darts_files,
+    footprint_area_in_cells_km2,
     labels_table,
     read_footprints,
     rts_labels,
@@ -228,3 +230,22 @@ def test_labels_zarr_decodes_with_xdggs(tmp_path, sample_cells):
     decoded = xdggs.decode(read_dataset(tmp_path / "labels.zarr"))
     assert decoded.dggs.grid_info.level == 8
     np.testing.assert_array_equal(decoded.rts_count.to_numpy(), labels.rts_count.to_numpy())
+
+
+@pytest.mark.parametrize("key", ["h3_5", "healpix_8"])
+def test_total_area_check_agrees_with_the_labels(sample_cells, key):
+    cells = sample_cells[key]
+    footprints = random_footprints(800, (-138.6, 66.4, -131.4, 69.3), seed=3)
+    labels = rts_labels(footprints, cells, GridSpec.from_key(key))
+    total = footprint_area_in_cells_km2(footprints, cells)
+    assert float(labels.rts_area_km2.sum()) == pytest.approx(total, rel=1e-3)
+    # Footprints outside every cell (ocean, beyond the AOI) are not in the total.
+    assert total < footprints.to_crs(LAEA).area.sum() / 1e6
+
+
+def test_find_darts_files_prefers_geoparquet_and_names_missing_folders(tmp_path):
+    for name in ("A_level2.parquet", "A_level2.gpkg", "B_level2.gpkg", "C_level1.gpkg"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in find_darts_files(tmp_path)] == ["A_level2.parquet", "B_level2.gpkg"]
+    with pytest.raises(FileNotFoundError, match=r"doi:10\.18739/A22B8VD7C"):
+        find_darts_files(tmp_path / "nope")

@@ -182,6 +182,30 @@ def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+    """DARTS files in ``folder`` matching ``pattern``; of a GeoParquet/GeoPackage pair with
+    the same name the GeoParquet is taken (same content, faster to read)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"DARTS folder {folder} does not exist; download the release from the NSF Arctic "
+            "Data Center (doi:10.18739/A22B8VD7C) into it, or run `make demo` for the sample"
+        )
+    found = sorted(
+        p for p in folder.glob(pattern) if p.suffix in {".parquet", ".gpkg"} and p.is_file()
+    )
+    by_stem = {}
+    for path in found:
+        if path.stem not in by_stem or path.suffix == ".parquet":
+            by_stem[path.stem] = path
+    if not by_stem:
+        raise FileNotFoundError(
+            f"no DARTS file matching {pattern!r} (.parquet or .gpkg) in {folder}; "
+            f"it holds {sorted(p.name for p in folder.iterdir())[:10]}"
+        )
+    return sorted(by_stem.values())
+
+
 def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
     """Read and concatenate several DARTS files (e.g. regions or products) into footprints."""
     if not paths:
@@ -204,9 +228,7 @@ def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
     return labels
 
 
-def rts_labels(
-    footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec
-) -> xr.Dataset:
+def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
     """Per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
 
     Every cell of ``cells`` is present (zero where no RTS was mapped), so the labels hold the
@@ -280,6 +302,22 @@ def rts_labels(
         slump_matching="footprints overlapping across years form one slump",
     )
     return dataset
+
+
+def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> float:
+    """Total footprint area inside the cells, by another route than :func:`rts_labels`.
+
+    The footprints (per year, so overlapping years add up as in the labels) are clipped to the
+    dissolved union of the cells they touch, then measured in the equal-area projection; the
+    asset check compares this with the sum of the per-cell labels.
+    """
+    if footprints.empty:
+        return 0.0
+    geoms = footprints.geometry.to_numpy()
+    touched = np.unique(shapely.STRtree(cells.geometry.to_numpy()).query(geoms)[1])
+    region = shapely.union_all(cells.geometry.to_numpy()[touched])
+    clipped = gpd.GeoSeries(shapely.intersection(geoms, region), crs=footprints.crs)
+    return float(clipped.segmentize(0.01).to_crs(equal_area_crs(cells)).area.sum() / 1e6)
 
 
 def labels_table(labels: xr.Dataset) -> pd.DataFrame:
