@@ -8,13 +8,19 @@ metadata, check results and maps are there when ``make ui`` opens the UI afterwa
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import dagster as dg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from entropice_core.sample import generate_sample_region
+from entropice_dagster.assets import all_assets
+from entropice_dagster.assets.grids import grid_cells, watermask
+from entropice_dagster.assets.labels import darts_polygons, rts_labels
+from entropice_dagster.definitions import defs, settings
+from entropice_dagster.partitions import grid_partitions
 
 UI_URL = "http://127.0.0.1:3000"
 # Step logs stay in the instance (and the UI); the terminal shows the progress bar and, on
@@ -52,46 +58,46 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed; see its logs in the UI"
 
 
-def _summary(rows: list[tuple[str, dict]], aoi: str, data_dir: Path) -> Table:
-    table = Table(title=f"grid_cells on {aoi!r}, data in {data_dir}")
-    table.add_column("partition")
-    table.add_column("cells", justify="right")
-    table.add_column("land km²", justify="right")
-    table.add_column("path")
-    for key, meta in rows:
+def _summary(rows: list[tuple[str, dict, dict]], aoi: str, data_dir: Path) -> Table:
+    table = Table(title=f"grid_cells and rts_labels on {aoi!r}, data in {data_dir}")
+    for column in ("partition", "cells", "land km²", "cells with RTS", "slumps", "RTS km²"):
+        table.add_column(column, justify="right")
+    table.add_column("files")
+    for key, cells, labels in rows:
         table.add_row(
             key,
-            f"{meta['dagster/partition_row_count'].value:,}",
-            f"{meta['land_area_km2'].value:,.0f}",
-            str(Path(meta["path"].value).relative_to(data_dir)),
+            f"{cells['dagster/partition_row_count'].value:,}",
+            f"{cells['land_area_km2'].value:,.0f}",
+            f"{labels['cells_with_rts'].value:,}",
+            f"{labels['slumps'].value:,}",
+            f"{labels['rts_area_km2'].value:,.2f}",
+            f"{Path(cells['path'].value).relative_to(data_dir)}, "
+            f"{Path(labels['path'].value).relative_to(data_dir)}",
         )
     return table
 
 
 def main() -> int:
-    # Imported here so that the notices about beta parameters (backfill_policy) stay out of the
-    # terminal of someone who just wants the demo; the UI and tests still show them.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        from entropice_dagster.assets import all_assets
-        from entropice_dagster.assets.grids import grid_cells, watermask
-        from entropice_dagster.definitions import defs, settings
-        from entropice_dagster.partitions import grid_partitions
-
     console = Console()
     instance = _instance()
+    if settings.aoi == "sample":
+        with console.status("writing the sample region's source files (first run: ~40 s)"):
+            files = generate_sample_region(settings.data_dir)
+        console.print(f"sample region sources: {files.manifest.parent}")
     keys = grid_partitions.get_partition_keys()
-    steps = [(watermask, None)] + [(grid_cells, key) for key in keys]
+    steps = [([watermask], None), ([darts_polygons], None)]
+    steps += [([grid_cells, rts_labels], key) for key in keys]
     rows = []
-    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn())
+    columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("materialising", total=len(steps))
-        for asset, key in steps:
-            name = " ".join(filter(None, (asset.key.to_user_string(), key)))
+        for selection, key in steps:
+            names = " + ".join(asset.key.to_user_string() for asset in selection)
+            name = " ".join(filter(None, (names, key)))
             progress.update(task, description=name)
             result = dg.materialize(
                 all_assets,
-                selection=[asset],
+                selection=selection,
                 partition_key=key,
                 instance=instance,
                 resources=defs.resources,
@@ -104,8 +110,9 @@ def main() -> int:
                 console.print(_failure(result), markup=False)
                 return 1
             if key is not None:
-                (event,) = result.asset_materializations_for_node("grid_cells")
-                rows.append((key, event.metadata))
+                (cells,) = result.asset_materializations_for_node("grid_cells")
+                (labels,) = result.asset_materializations_for_node("rts_labels")
+                rows.append((key, cells.metadata, labels.metadata))
             progress.advance(task)
 
     console.print(_summary(rows, settings.aoi, settings.data_dir))

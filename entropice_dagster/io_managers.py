@@ -11,11 +11,19 @@ from typing import Any
 
 import dagster as dg
 import geopandas as gpd
+import xarray as xr
 from pydantic import Field
 
-from entropice_core.io.geoparquet import parquet_row_count, read_geoparquet, write_geoparquet
+from entropice_core.io.atomic import atomic_path
+from entropice_core.io.geoparquet import (
+    parquet_row_count,
+    read_geoparquet,
+    write_geoparquet,
+)
+from entropice_core.io.zarr import dataset_table, read_dataset, write_dataset
 
 PATH_METADATA_KEY = "entropice/path"
+TABLE_METADATA_KEY = "entropice/table_path"
 
 
 def _column_schema(frame: gpd.GeoDataFrame) -> dg.TableSchema:
@@ -78,3 +86,52 @@ class GeoParquetIOManager(dg.ConfigurableIOManager):
             for key in context.asset_partition_keys
         }
         return next(iter(frames.values())) if len(frames) == 1 else frames
+
+
+class ZarrIOManager(dg.ConfigurableIOManager):
+    """L2 datasets (xarray with an xdggs ``cell_ids`` coordinate) as Zarr v3 stores.
+
+    The store path comes from the asset's ``entropice/path`` metadata like the GeoParquet
+    manager's; an optional ``entropice/table_path`` also writes the dataset as a flat Parquet
+    table (one row per cell and year) for pandas users. Both are replaced atomically. Loading
+    is lazy (Dask-backed).
+    """
+
+    data_dir: str = Field(description="Root of the storage hierarchy (ENTROPICE_DATA_DIR).")
+
+    def _path(self, metadata: Mapping[str, Any] | None, key: str, partition: str | None) -> Path:
+        return GeoParquetIOManager(data_dir=self.data_dir)._path(metadata, key, partition)
+
+    def handle_output(self, context: dg.OutputContext, obj: xr.Dataset) -> None:
+        key = context.partition_key if context.has_asset_partitions else None
+        metadata = context.definition_metadata
+        path = self._path(metadata, context.asset_key.to_user_string(), key)
+        write_dataset(obj, path)
+        extra: dict[str, Any] = {}
+        if TABLE_METADATA_KEY in (metadata or {}):
+            table_path = Path(self.data_dir) / metadata[TABLE_METADATA_KEY].format(
+                partition_key=key
+            )
+            with atomic_path(table_path) as tmp:
+                dataset_table(obj).to_parquet(tmp, index=False)
+            extra["table_path"] = dg.MetadataValue.path(str(table_path))
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "dims": dg.MetadataValue.json({k: int(v) for k, v in obj.sizes.items()}),
+                "variables": sorted(obj.data_vars),
+                "grid": dg.MetadataValue.json(dict(obj["cell_ids"].attrs)),
+                **extra,
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> xr.Dataset | dict[str, xr.Dataset]:
+        metadata = context.upstream_output.definition_metadata
+        asset = context.asset_key.to_user_string()
+        if not context.has_asset_partitions:
+            return read_dataset(self._path(metadata, asset, None))
+        datasets = {
+            key: read_dataset(self._path(metadata, asset, key))
+            for key in context.asset_partition_keys
+        }
+        return next(iter(datasets.values())) if len(datasets) == 1 else datasets

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
+from entropice_core.ingest.darts import find_darts_files
 
 _GRID = GridCellsConfig()
 _WATER = WatermaskConfig()
@@ -80,3 +81,25 @@ class WatermaskResource(dg.ConfigurableResource):
 
     def config(self) -> WatermaskConfig:
         return WatermaskConfig(source=self.source, path=self.path, tile_deg=self.tile_deg)
+
+
+class DartsSourceResource(dg.ConfigurableResource):
+    """Where the DARTS release lies: a folder of GeoPackage/GeoParquet files.
+
+    Empty ``folder`` means ``DATA_DIR/sources/darts``, where the sample region writes its
+    DARTS-schema files; for real runs download the release (NSF Arctic Data Center,
+    doi:10.18739/A22B8VD7C) and point ``folder`` at it.
+    """
+
+    folder: str = Field(
+        default="", description="Folder with the DARTS files (default DATA_DIR/sources/darts)."
+    )
+    pattern: str = Field(
+        default="*level2.*",
+        description="Glob of the files to read: '*level2.*' for the annual product, "
+        "'*level1.*' for per-image footprints (dissolved per year).",
+    )
+
+    def files(self, data_dir: Path) -> list[Path]:
+        folder = Path(self.folder) if self.folder else data_dir / "sources" / "darts"
+        return find_darts_files(folder, self.pattern)

@@ -41,6 +41,8 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "watermask" / "watermask.parquet").exists()
     for key in DEFAULT_GRID_LEVELS:
         assert (tmp_path / "data" / "grids" / f"{key}.parquet").exists()
+        assert (tmp_path / "data" / "darts" / f"labels_{key}.zarr").is_dir()
+        assert (tmp_path / "data" / "darts" / f"labels_{key}.parquet").exists()
         assert f"grids/{key}.parquet" in done.stdout
     assert "make ui" in done.stdout and "http://127.0.0.1:3000" in done.stdout
     # the runs stay in the persistent instance, for the UI
@@ -49,7 +51,7 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         statuses = [run.status for run in instance.get_runs()]
     finally:
         instance.dispose()
-    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (1 + len(DEFAULT_GRID_LEVELS))
+    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (2 + len(DEFAULT_GRID_LEVELS))
 
 
 def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:

@@ -14,11 +14,10 @@ from entropice_core.ingest.darts import (
     dissolve_per_year,
     find_darts_files,
     footprint_area_in_cells_km2,
-    labels_table,
     read_footprints,
     rts_labels,
 )
-from entropice_core.io.zarr import read_dataset, write_dataset
+from entropice_core.io.zarr import dataset_table, read_dataset, write_dataset
 from entropice_core.spatial.grids import grid_cells
 from entropice_core.spatial.watermask import water_polygons
 
@@ -65,7 +64,7 @@ def test_areas_equal_geopandas_overlay_on_random_polygons(sample_cells, key):
     cells = sample_cells[key]
     footprints = random_footprints(1500, (-138, 66.7, -132, 69.0))
     labels = rts_labels(footprints, cells, GridSpec.from_key(key))
-    ours = labels_table(labels).dropna(subset=["year"]).set_index(["cell_id", "year"])
+    ours = dataset_table(labels).set_index(["cell_id", "year"])
     ours = ours.rts_area_km2[ours.rts_area_km2 > 0]
     reference = overlay_reference(footprints, cells)
     joined = pd.concat([ours.rename("ours"), reference.rename("ref")], axis=1).fillna(0)

@@ -318,27 +318,3 @@ def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoData
     region = shapely.union_all(cells.geometry.to_numpy()[touched])
     clipped = gpd.GeoSeries(shapely.intersection(geoms, region), crs=footprints.crs)
     return float(clipped.segmentize(0.01).to_crs(equal_area_crs(cells)).area.sum() / 1e6)
-
-
-def labels_table(labels: xr.Dataset) -> pd.DataFrame:
-    """The labels as a long table: one row per cell and year, plus ``year = <NA>`` rows for
-    the all-years aggregates."""
-    per_year = (
-        labels[["rts_count", "rts_area_km2", "rts_density", "rts_coverage"]]
-        .to_dataframe()
-        .reset_index()
-        .rename(columns={"cell_ids": "cell_id"})
-    )
-    all_years = pd.DataFrame(
-        {
-            "cell_id": labels["cell_ids"].to_numpy(),
-            "year": pd.NA,
-            **{
-                name: labels[f"{name}_all_years"].to_numpy()
-                for name in ("rts_count", "rts_area_km2", "rts_density", "rts_coverage")
-            },
-        }
-    )
-    table = pd.concat([per_year, all_years], ignore_index=True)
-    table["year"] = table["year"].astype("Int16")
-    return table

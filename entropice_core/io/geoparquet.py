@@ -1,34 +1,14 @@
-"""GeoParquet read/write with atomic replacement.
-
-A write goes to a temporary file beside the target and is renamed over it only once complete,
-so a failed or killed run leaves the previous file readable (``os.replace`` is atomic on POSIX
-within one file system).
-"""
+"""GeoParquet read/write with atomic replacement (see :mod:`entropice_core.io.atomic`)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
 import pyarrow.parquet as pq
 
-
-@contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; move it onto ``target`` if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from entropice_core.io.atomic import atomic_path
 
 
 def write_geoparquet(

@@ -12,6 +12,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import xarray as xr
 
 
@@ -51,3 +52,11 @@ def read_dataset(path: str | Path) -> xr.Dataset:
         raise ValueError(
             f"{path} is not a readable Zarr v3 store ({err}); delete it and materialise again"
         ) from err
+
+
+def dataset_table(dataset: xr.Dataset) -> pd.DataFrame:
+    """An L2 dataset as a flat table: one row per cell (and year, band, ...), ``cell_id`` first.
+
+    Variables without the extra dimensions (e.g. all-years aggregates) repeat on each row.
+    """
+    return dataset.to_dataframe().reset_index().rename(columns={"cell_ids": "cell_id"})

@@ -171,9 +171,7 @@ def water_polygons(
     )
 
 
-def _check_coverage(
-    geometries: np.ndarray, bounds: np.ndarray, water: gpd.GeoDataFrame
-) -> None:
+def _check_coverage(geometries: np.ndarray, bounds: np.ndarray, water: gpd.GeoDataFrame) -> None:
     covered = shapely.union_all(
         shapely.box(water["west"], water["south"], water["east"], water["north"])
     )

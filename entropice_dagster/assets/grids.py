@@ -9,10 +9,11 @@ import geopandas as gpd
 from matplotlib.figure import Figure
 
 from entropice_core.config import GridSpec
-from entropice_core.io.geoparquet import atomic_path
+from entropice_core.io.atomic import atomic_path
 from entropice_core.spatial import grids
 from entropice_core.spatial.watermask import water_polygons
 from entropice_dagster.checks import GRID_CELLS_CHECKS, WATERMASK_CHECKS, check_results, check_specs
+from entropice_dagster.metadata import frame_summary
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     AreaOfInterestResource,
@@ -26,14 +27,6 @@ MAP_MAX_POLYGONS = 50_000
 
 # The assets below have no return annotation on purpose: with check_specs, Dagster 1.13 reads
 # `-> dg.MaterializeResult` as "no output value" and would not hand the frame to the IO manager.
-
-
-def _summary(frame: gpd.GeoDataFrame) -> dict[str, object]:
-    """Bounding box and the first rows, shown on every materialisation in the UI."""
-    return {
-        "bbox": [round(float(v), 4) for v in frame.total_bounds],
-        "preview": dg.MetadataValue.md(frame.head(10).drop(columns="geometry").to_markdown()),
-    }
 
 
 def _land_fraction_map(cells: gpd.GeoDataFrame, path: Path, title: str) -> dg.MetadataValue:
@@ -78,7 +71,7 @@ def watermask(area_of_interest: AreaOfInterestResource, watermask_source: Waterm
             "source": config.source,
             "tiles": len(water),
             "tiles_with_water": int((~water.geometry.is_empty).sum()),
-            **_summary(water),
+            **frame_summary(water),
         },
         check_results=check_results(water, WATERMASK_CHECKS),
     )
@@ -89,7 +82,6 @@ def watermask(area_of_interest: AreaOfInterestResource, watermask_source: Waterm
     kinds={"geoparquet"},
     code_version="1",
     partitions_def=grid_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
     io_manager_key=IO_MANAGER_KEY,
     metadata={"entropice/path": "grids/{partition_key}.parquet"},
     check_specs=check_specs("grid_cells", GRID_CELLS_CHECKS),
@@ -119,7 +111,7 @@ def grid_cells(
             "level": spec.level,
             "area_of_interest": aoi.name,
             "land_area_km2": round(float(cells["land_area_km2"].sum()), 1),
-            **_summary(cells),
+            **frame_summary(cells),
             "map": dg.MetadataValue.path(str(map_path)),
             "map_preview": _land_fraction_map(cells, map_path, f"{spec.key}: land fraction"),
         },

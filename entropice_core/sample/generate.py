@@ -1,0 +1,154 @@
+"""Generate the whole sample region: one latent world, every source written from it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from entropice_core.config import SAMPLE_REGION_BBOX
+from entropice_core.io.atomic import atomic_path
+from entropice_core.sample import arcticdem, darts, era5
+from entropice_core.sample.world import build_world
+
+#: Bumped whenever the generative model changes, so old sample files are regenerated.
+GENERATOR_VERSION = 1
+MANIFEST_NAME = "sample-region.json"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SampleRegionFiles:
+    """Paths the sample region consists of (all under ``<data_dir>/sources``)."""
+
+    seed: int
+    manifest: Path
+    arcticdem: tuple[Path, ...]
+    era5: tuple[Path, ...]
+    darts: tuple[Path, ...]
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """Every data file (the manifest excluded)."""
+        return self.arcticdem + self.era5 + self.darts
+
+
+def _months(arctic_years: tuple[int, int]) -> list[tuple[int, int]]:
+    """(year, month) of every month from October before the first Arctic year to September
+    of the last."""
+    first = np.datetime64(f"{arctic_years[0] - 1}-10", "M")
+    last = np.datetime64(f"{arctic_years[1]}-09", "M")
+    return [
+        (int(m.astype("datetime64[Y]").astype(int) + 1970), int(m.astype(int) % 12 + 1))
+        for m in np.arange(first, last + np.timedelta64(1, "M"))
+    ]
+
+
+def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
+    """Where ``generate_sample_region`` puts each file (nothing is read or written)."""
+    sources = Path(data_dir) / "sources"
+    tiles = arcticdem.tiles_for(SAMPLE_REGION_BBOX)
+    return SampleRegionFiles(
+        seed=seed,
+        manifest=sources / MANIFEST_NAME,
+        arcticdem=tuple(arcticdem.tile_path(sources / "arcticdem", r, c) for r, c in tiles),
+        era5=tuple(
+            era5.era5_path(sources / "era5", year, month, step)
+            for year, month in _months(era5.ARCTIC_YEARS)
+            for step in era5.STEP_TYPES
+        ),
+        darts=darts.footprint_paths(sources / "darts")
+        + darts.training_paths(sources / "darts" / "training-labels"),
+    )
+
+
+def _is_complete(files: SampleRegionFiles) -> bool:
+    """True when the manifest names this seed and generator version and every file exists."""
+    if not files.manifest.exists():
+        return False
+    manifest = json.loads(files.manifest.read_text())
+    return (
+        manifest.get("seed") == files.seed
+        and manifest.get("generator_version") == GENERATOR_VERSION
+        and all(p.exists() for p in files.paths)
+    )
+
+
+def generate_sample_region(
+    data_dir: Path, seed: int = 42, progress: Progress | None = None, force: bool = False
+) -> SampleRegionFiles:
+    """Write the sample region's ArcticDEM, ERA5 and DARTS files under ``<data_dir>/sources``.
+
+    Every file is written atomically; the manifest ``sources/sample-region.json`` is written
+    last and removed first, so it only exists while a complete set for its seed does. A second
+    call with the same seed returns at once unless ``force`` is set.
+
+    Parameters
+    ----------
+    data_dir
+        Root of the storage hierarchy (``ENTROPICE_DATA_DIR``).
+    seed
+        Seed of the latent world; the same seed always writes identical data.
+    progress
+        Called with one line per step (e.g. to print or log it).
+    force
+        Regenerate even when a complete set for ``seed`` exists.
+    """
+    files = sample_region_files(data_dir, seed)
+    report = progress or (lambda _: None)
+    if not force and _is_complete(files):
+        report(f"sample region for seed {seed} already complete in {files.manifest.parent}")
+        return files
+    files.manifest.unlink(missing_ok=True)
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        report(f"[{time.perf_counter() - started:5.1f} s] {message}")
+
+    world = build_world(seed, SAMPLE_REGION_BBOX)
+    step("latent world built")
+
+    sources = files.manifest.parent
+    tiles = arcticdem.tiles_for(SAMPLE_REGION_BBOX)
+    detail = arcticdem.detail_noise(seed, tiles)
+    for row, col in tiles:
+        elevation = arcticdem.render_tile(world, detail, row, col)
+        arcticdem.write_tile(
+            arcticdem.tile_path(sources / "arcticdem", row, col), elevation, row, col
+        )
+    step(f"arcticdem: {len(tiles)} tiles written")
+
+    hourly = era5.simulate_era5(world)
+    months = _months(era5.ARCTIC_YEARS)
+    for year, month in months:
+        for step_type in era5.STEP_TYPES:
+            path = era5.era5_path(sources / "era5", year, month, step_type)
+            era5.write_month(era5.month_dataset(hourly, year, month, step_type), path)
+    step(f"era5: {len(months)} months written")
+
+    tdd_years, tdd = era5.thawing_degree_days(hourly)
+    footprints = darts.simulate_rts(world, tdd_years, tdd, hourly.latitude, hourly.longitude)
+    darts.write_footprints(footprints, sources / "darts")
+    labels, images = darts.training_labels(footprints, seed)
+    darts.write_training_labels(labels, images, sources / "darts" / "training-labels")
+    step(f"darts: {len(footprints)} footprints and {len(labels)} training labels written")
+
+    with atomic_path(files.manifest) as tmp:
+        tmp.write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "generator_version": GENERATOR_VERSION,
+                    "bbox": list(SAMPLE_REGION_BBOX),
+                    "files": [str(p.relative_to(files.manifest.parent)) for p in files.paths],
+                },
+                indent=1,
+            )
+        )
+    step("manifest written")
+    return files
