@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from entropice_core.config import AreaOfInterest, GridSpec
-from entropice_core.ingest.darts import labels_table, rts_labels
+from entropice_core.ingest.darts import rts_labels
+from entropice_core.io.zarr import dataset_table
 from entropice_core.spatial.grids import grid_cells
 from entropice_core.spatial.watermask import water_polygons
 
@@ -85,7 +86,7 @@ def main() -> None:
         reference = geopandas_overlay(footprints, cells)
         overlay_s = time.perf_counter() - start
 
-        ours = labels_table(labels).dropna(subset=["year"]).set_index(["cell_id", "year"])
+        ours = dataset_table(labels).set_index(["cell_id", "year"])
         ours = ours.loc[(ours.rts_area_km2 > 0) | (ours.rts_count > 0)]
         joined = ours.join(reference.add_suffix("_ref"), how="outer").fillna(0)
         assert (joined.rts_count == joined.rts_count_ref).all(), "counts differ"
