@@ -11,6 +11,7 @@ from entropice_dagster.assets import all_assets
 from entropice_dagster.assets.grids import IO_MANAGER_KEY
 from entropice_dagster.assets.labels import ZARR_IO_MANAGER_KEY
 from entropice_dagster.io_managers import GeoParquetIOManager, ZarrIOManager
+from entropice_dagster.jobs import per_cell_assets
 from entropice_dagster.resources import (
     AreaOfInterestResource,
     DartsSourceResource,
@@ -23,6 +24,7 @@ settings = Settings.from_env()
 
 defs = dg.Definitions(
     assets=all_assets,
+    jobs=[per_cell_assets],
     resources={
         IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(settings.data_dir)),
         ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(settings.data_dir)),

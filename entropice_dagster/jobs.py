@@ -1,0 +1,17 @@
+"""Jobs: the per-cell stage as one partitioned job, so a backfill covers every grid level.
+
+``dagster job backfill -j per_cell_assets --all --noprompt -w workspace.yaml`` queues a backfill
+of all nine grid levels (run by the daemon that ``make ui`` starts); the UI does the same from
+the asset graph.
+"""
+
+import dagster as dg
+
+from entropice_dagster.partitions import grid_partitions
+
+per_cell_assets = dg.define_asset_job(
+    "per_cell_assets",
+    selection=dg.AssetSelection.assets("grid_cells", "rts_labels"),
+    partitions_def=grid_partitions,
+    description="Grid cells and RTS labels for one grid level; backfill it for all levels.",
+)
