@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--lat", type=float, default=50.0, help="southern limit (degrees N)")
     parser.add_argument("--baseline-cells", type=int, default=20000, help="cells the loop runs on")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=130)
     aoi = AreaOfInterest.north_of(args.lat)
 
     start = time.perf_counter()

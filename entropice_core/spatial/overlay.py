@@ -9,7 +9,10 @@ north, EPSG:6932 south), i.e. true ellipsoidal areas.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 
 import geopandas as gpd
 import numpy as np
@@ -36,10 +39,32 @@ class CellOverlay:
     owner: np.ndarray
 
 
-def overlay_cells(polygons: gpd.GeoSeries, cells: gpd.GeoSeries) -> CellOverlay:
-    """Exact intersection areas of polygons with cells (both EPSG:4326, positional order)."""
+def overlay_cells(
+    polygons: gpd.GeoSeries, cells: gpd.GeoSeries, workers: int | None = None
+) -> CellOverlay:
+    """Exact intersection areas of polygons with cells (both EPSG:4326, positional order).
+
+    The polygons are split into ``workers`` chunks (default: one per CPU) processed in threads;
+    shapely and pyproj release the GIL in their vectorised calls.
+    """
     if polygons.crs is None or cells.crs is None:
         raise ValueError("polygons and cells need a CRS (EPSG:4326)")
+    workers = workers or os.cpu_count() or 1
+    bounds = np.linspace(0, len(polygons), workers + 1).astype(int)
+    chunks = [slice(a, b) for a, b in pairwise(bounds) if b > a]
+    if len(chunks) <= 1:
+        return _overlay_chunk(polygons, cells)
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        parts = list(pool.map(lambda chunk: _overlay_chunk(polygons.iloc[chunk], cells), chunks))
+    return CellOverlay(
+        polygon=np.concatenate([p.polygon + c.start for p, c in zip(parts, chunks, strict=True)]),
+        cell=np.concatenate([p.cell for p in parts]),
+        area_km2=np.concatenate([p.area_km2 for p in parts]),
+        owner=np.concatenate([p.owner for p in parts]),
+    )
+
+
+def _overlay_chunk(polygons: gpd.GeoSeries, cells: gpd.GeoSeries) -> CellOverlay:
     polys, cell_geoms = polygons.to_numpy(), cells.to_numpy()
     owner = np.full(len(polys), -1, dtype=np.int64)
     if len(polys) == 0:
@@ -71,8 +96,9 @@ def overlay_cells(polygons: gpd.GeoSeries, cells: gpd.GeoSeries) -> CellOverlay:
         # The representative point of a straddling polygon goes to the touched cell holding
         # it; a point on a shared border goes to the lower position, deterministically.
         holds = shapely.intersects(shapely.point_on_surface(polys[cut_poly]), cell_geoms[cut_cell])
-        for p, c in sorted(zip(cut_poly[holds], cut_cell[holds], strict=True), reverse=True):
-            owner[p] = c
+        first = np.full(len(polys), len(cell_geoms), dtype=np.int64)
+        np.minimum.at(first, cut_poly[holds], cut_cell[holds])
+        owner = np.where(first < len(cell_geoms), first, owner)
     polygon = np.concatenate([in_poly, cut_poly])
     cell = np.concatenate([in_cell, cut_cell])
     area = np.concatenate([whole, cut])
