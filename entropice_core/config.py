@@ -14,6 +14,8 @@ import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from shapely.geometry.base import BaseGeometry
 
+from entropice_core.io.vector import read_vector
+
 GridName = Literal["h3", "healpix"]
 
 #: Levels each grid supports at all (the libraries' own limits).
@@ -187,19 +189,8 @@ class AreaOfInterest(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> AreaOfInterest:
         """Read the union of all polygons in a vector file (GeoParquet, GeoPackage, ...)."""
-        import geopandas as gpd
-
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"area of interest file {path} does not exist")
-        frame = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
-        if frame.crs is None:
-            raise ValueError(
-                f"{path} has no CRS. Set one (e.g. geopandas: gdf.set_crs('EPSG:4326')) "
-                "and write the file again"
-            )
-        if frame.empty:
-            raise ValueError(f"{path} holds no features")
+        frame = read_vector(path, "area of interest file")
         geom = shapely.union_all(shapely.make_valid(frame.to_crs(4326).geometry.values))
         return cls.from_geometry(geom, name=path.name)
 

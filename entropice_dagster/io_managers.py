@@ -5,6 +5,7 @@ rather than derived from asset keys: ``{"entropice/path": "grids/{partition_key}
 is relative to ``data_dir`` and filled in with the partition key.
 """
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,24 +33,27 @@ def _column_schema(frame: gpd.GeoDataFrame) -> dg.TableSchema:
     )
 
 
-class GeoParquetIOManager(dg.ConfigurableIOManager):
-    """GeoDataFrames as GeoParquet files under ``data_dir``, replaced atomically.
+class _DataDirIOManager(dg.ConfigurableIOManager):
+    """Files under ``data_dir`` at the path template of the asset's ``entropice/path``.
 
-    A write goes to a temporary file that is renamed over the target only when complete, so a
-    failed run leaves the previous version readable. Several upstream partitions load as a dict
-    ``{partition_key: frame}``; a single one loads as the frame itself.
+    Several upstream partitions load as a dict ``{partition_key: value}``; a single one loads
+    as the value itself.
     """
 
     data_dir: str = Field(description="Root of the storage hierarchy (ENTROPICE_DATA_DIR).")
 
     def _path(
-        self, metadata: Mapping[str, Any] | None, asset: str, partition_key: str | None
+        self,
+        metadata: Mapping[str, Any] | None,
+        asset: str,
+        partition_key: str | None,
+        key: str = PATH_METADATA_KEY,
     ) -> Path:
-        template = (metadata or {}).get(PATH_METADATA_KEY)
+        template = (metadata or {}).get(key)
         if template is None:
             raise dg.DagsterInvariantViolationError(
-                f"asset {asset} has no {PATH_METADATA_KEY!r} metadata: add e.g. "
-                f'metadata={{"{PATH_METADATA_KEY}": "grids/{{partition_key}}.parquet"}} '
+                f"asset {asset} has no {key!r} metadata: add e.g. "
+                f'metadata={{"{key}": "grids/{{partition_key}}.parquet"}} '
                 "to its definition"
             )
         if partition_key is None and "{partition_key}" in template:
@@ -58,12 +62,42 @@ class GeoParquetIOManager(dg.ConfigurableIOManager):
             )
         return Path(self.data_dir) / template.format(partition_key=partition_key)
 
+    def _output_path(self, context: dg.OutputContext, key: str = PATH_METADATA_KEY) -> Path:
+        partition = context.partition_key if context.has_asset_partitions else None
+        return self._path(
+            context.definition_metadata, context.asset_key.to_user_string(), partition, key
+        )
+
+    @abstractmethod
+    def _read(self, path: Path) -> Any:
+        """Load what ``handle_output`` wrote at ``path``."""
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        metadata = context.upstream_output.definition_metadata
+        asset = context.asset_key.to_user_string()
+        if not context.has_asset_partitions:
+            return self._read(self._path(metadata, asset, None))
+        values = {
+            key: self._read(self._path(metadata, asset, key))
+            for key in context.asset_partition_keys
+        }
+        return next(iter(values.values())) if len(values) == 1 else values
+
+
+class GeoParquetIOManager(_DataDirIOManager):
+    """GeoDataFrames as GeoParquet files under ``data_dir``, replaced atomically.
+
+    A write goes to a temporary file that is renamed over the target only when complete, so a
+    failed run leaves the previous version readable.
+    """
+
     def handle_output(self, context: dg.OutputContext, obj: gpd.GeoDataFrame) -> None:
-        key = context.partition_key if context.has_asset_partitions else None
-        path = self._path(context.definition_metadata, context.asset_key.to_user_string(), key)
+        path = self._output_path(context)
         write_geoparquet(obj, path)
         # The UI shows these standard keys as the asset's row count and column schema.
-        count_key = "dagster/partition_row_count" if key is not None else "dagster/row_count"
+        count_key = (
+            "dagster/partition_row_count" if context.has_asset_partitions else "dagster/row_count"
+        )
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(str(path)),
@@ -74,21 +108,11 @@ class GeoParquetIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def load_input(
-        self, context: dg.InputContext
-    ) -> gpd.GeoDataFrame | dict[str, gpd.GeoDataFrame]:
-        metadata = context.upstream_output.definition_metadata
-        asset = context.asset_key.to_user_string()
-        if not context.has_asset_partitions:
-            return read_geoparquet(self._path(metadata, asset, None))
-        frames = {
-            key: read_geoparquet(self._path(metadata, asset, key))
-            for key in context.asset_partition_keys
-        }
-        return next(iter(frames.values())) if len(frames) == 1 else frames
+    def _read(self, path: Path) -> gpd.GeoDataFrame:
+        return read_geoparquet(path)
 
 
-class ZarrIOManager(dg.ConfigurableIOManager):
+class ZarrIOManager(_DataDirIOManager):
     """L2 datasets (xarray with an xdggs ``cell_ids`` coordinate) as Zarr v3 stores.
 
     The store path comes from the asset's ``entropice/path`` metadata like the GeoParquet
@@ -97,21 +121,12 @@ class ZarrIOManager(dg.ConfigurableIOManager):
     is lazy (Dask-backed).
     """
 
-    data_dir: str = Field(description="Root of the storage hierarchy (ENTROPICE_DATA_DIR).")
-
-    def _path(self, metadata: Mapping[str, Any] | None, key: str, partition: str | None) -> Path:
-        return GeoParquetIOManager(data_dir=self.data_dir)._path(metadata, key, partition)
-
     def handle_output(self, context: dg.OutputContext, obj: xr.Dataset) -> None:
-        key = context.partition_key if context.has_asset_partitions else None
-        metadata = context.definition_metadata
-        path = self._path(metadata, context.asset_key.to_user_string(), key)
+        path = self._output_path(context)
         write_dataset(obj, path)
         extra: dict[str, Any] = {}
-        if TABLE_METADATA_KEY in (metadata or {}):
-            table_path = Path(self.data_dir) / metadata[TABLE_METADATA_KEY].format(
-                partition_key=key
-            )
+        if TABLE_METADATA_KEY in (context.definition_metadata or {}):
+            table_path = self._output_path(context, TABLE_METADATA_KEY)
             with atomic_path(table_path) as tmp:
                 dataset_table(obj).to_parquet(tmp, index=False)
             extra["table_path"] = dg.MetadataValue.path(str(table_path))
@@ -125,13 +140,5 @@ class ZarrIOManager(dg.ConfigurableIOManager):
             }
         )
 
-    def load_input(self, context: dg.InputContext) -> xr.Dataset | dict[str, xr.Dataset]:
-        metadata = context.upstream_output.definition_metadata
-        asset = context.asset_key.to_user_string()
-        if not context.has_asset_partitions:
-            return read_dataset(self._path(metadata, asset, None))
-        datasets = {
-            key: read_dataset(self._path(metadata, asset, key))
-            for key in context.asset_partition_keys
-        }
-        return next(iter(datasets.values())) if len(datasets) == 1 else datasets
+    def _read(self, path: Path) -> xr.Dataset:
+        return read_dataset(path)

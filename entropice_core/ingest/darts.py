@@ -30,6 +30,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from entropice_core.config import GridSpec
+from entropice_core.io.vector import read_vector
 from entropice_core.spatial.overlay import equal_area_crs, overlay_cells
 
 FIRST_YEAR = 1985
@@ -38,17 +39,12 @@ FOOTPRINT_COLUMNS = ["year", "area_m2", "source", "geometry"]
 
 
 def _read_vector(path: Path) -> gpd.GeoDataFrame:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"DARTS file {path} does not exist; download it from the NSF Arctic Data Center "
-            "(doi:10.18739/A22B8VD7C) or run `make demo` to write the sample region"
-        )
-    try:
-        return gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
-    except Exception as err:
-        raise ValueError(
-            f"{path} is not a readable GeoPackage/GeoParquet file ({err}); download it again"
-        ) from err
+    return read_vector(
+        path,
+        "DARTS file",
+        "download it from the NSF Arctic Data Center (doi:10.18739/A22B8VD7C) or run "
+        "`make demo` to write the sample region",
+    )
 
 
 def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
@@ -114,13 +110,6 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
     """
     path = Path(path)
     frame = _read_vector(path)
-    if frame.crs is None:
-        raise ValueError(
-            f"{path} has no CRS; DARTS releases are EPSG:4326 - set it (gdf.set_crs('EPSG:4326')) "
-            "and write the file again"
-        )
-    if frame.empty:
-        raise ValueError(f"{path} holds no features")
     if "year" in frame.columns:
         years = pd.to_numeric(frame["year"], errors="coerce")
     elif "image_id" in frame.columns and not any(c in frame for c in DATE_COLUMNS):

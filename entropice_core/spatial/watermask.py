@@ -27,6 +27,7 @@ from rasterio.features import rasterize, shapes
 from rasterio.transform import from_origin
 
 from entropice_core.config import AreaOfInterest, WatermaskConfig
+from entropice_core.io.vector import read_vector
 
 #: Margin around the AOI so that cells whose centre is inside but which reach outside are covered
 #: (half the diagonal of the coarsest default cells, H3 res 3, is about 100 km).
@@ -113,16 +114,7 @@ def _ocean_polygons_from_mask(
 
 def read_water_file(path: Path) -> gpd.GeoSeries:
     """Water polygons from a user file, valid and in EPSG:4326."""
-    if not path.exists():
-        raise FileNotFoundError(f"watermask file {path} does not exist")
-    try:
-        frame = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
-    except Exception as err:
-        raise ValueError(f"cannot read watermask file {path}: {err}") from err
-    if frame.crs is None:
-        raise ValueError(
-            f"watermask file {path} has no CRS; set it (gdf.set_crs(...)) and write it again"
-        )
+    frame = read_vector(path, "watermask file")
     parts = shapely.get_parts(shapely.make_valid(frame.to_crs(4326).geometry.to_numpy()))
     geoms = parts[shapely.get_type_id(parts) == 3]  # polygons; repairs may leave lines
     if len(geoms) == 0:
