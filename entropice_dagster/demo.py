@@ -58,11 +58,10 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed; see its logs in the UI"
 
 
-def _summary(rows: list[tuple[str, dict, dict]], aoi: str, data_dir: Path) -> Table:
-    table = Table(title=f"grid_cells and rts_labels on {aoi!r}, data in {data_dir}")
+def _summary(rows: list[tuple[str, dict, dict]], aoi: str) -> Table:
+    table = Table(title=f"grid_cells and rts_labels on {aoi!r}")
     for column in ("partition", "cells", "land km²", "cells with RTS", "slumps", "RTS km²"):
         table.add_column(column, justify="right")
-    table.add_column("files")
     for key, cells, labels in rows:
         table.add_row(
             key,
@@ -71,8 +70,6 @@ def _summary(rows: list[tuple[str, dict, dict]], aoi: str, data_dir: Path) -> Ta
             f"{labels['cells_with_rts'].value:,}",
             f"{labels['slumps'].value:,}",
             f"{labels['rts_area_km2'].value:,.2f}",
-            f"{Path(cells['path'].value).relative_to(data_dir)}, "
-            f"{Path(labels['path'].value).relative_to(data_dir)}",
         )
     return table
 
@@ -115,7 +112,12 @@ def main() -> int:
                 rows.append((key, cells.metadata, labels.metadata))
             progress.advance(task)
 
-    console.print(_summary(rows, settings.aoi, settings.data_dir))
+    console.print(_summary(rows, settings.aoi))
+    console.print(
+        f"Outputs in {settings.data_dir}: watermask/watermask.parquet, "
+        "grids/{grid_level}.parquet, darts/footprints.parquet, "
+        "darts/labels_{grid_level}.zarr and .parquet"
+    )
     console.print(
         f"Runs, metadata, checks and maps are in {os.environ['DAGSTER_HOME']}.\n"
         f"Open the UI with [bold]make ui[/bold] (dagster dev on 127.0.0.1), then {UI_URL}"
