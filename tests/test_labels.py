@@ -36,11 +36,14 @@ def random_footprints(n: int, bbox, seed: int = 0) -> gpd.GeoDataFrame:
     lat = rng.uniform(bbox[1], bbox[3], n)
     centres = gpd.GeoSeries(gpd.points_from_xy(lon, lat), crs=4326).to_crs(LAEA)
     shapes = centres.buffer(rng.uniform(20, 2000, n), quad_segs=4)
-    return gpd.GeoDataFrame(
+    footprints = gpd.GeoDataFrame(
         {"year": rng.integers(2018, 2024, n).astype(np.int16), "source": "test"},
         geometry=shapes.to_crs(4326),
         crs="EPSG:4326",
     )
+    # As read_footprints stores it: the area in EPSG:6931 of the EPSG:4326 polygon.
+    footprints["area_m2"] = footprints.to_crs(LAEA).area
+    return footprints
 
 
 def overlay_reference(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> pd.Series:

@@ -230,7 +230,8 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
     cell_geoms = cells.geometry.reset_index(drop=True)
     geoms = footprints.geometry.reset_index(drop=True)
 
-    overlay = overlay_cells(geoms, cell_geoms)
+    known = footprints["area_m2"].to_numpy() / 1e6 if "area_m2" in footprints else None
+    overlay = overlay_cells(geoms, cell_geoms, areas_km2=known)
     year_pos = np.searchsorted(years, footprints["year"].to_numpy())
     area = np.zeros((n_cells, len(years)))
     np.add.at(area, (overlay.cell, year_pos[overlay.polygon]), overlay.area_km2)

@@ -40,22 +40,36 @@ class CellOverlay:
 
 
 def overlay_cells(
-    polygons: gpd.GeoSeries, cells: gpd.GeoSeries, workers: int | None = None
+    polygons: gpd.GeoSeries,
+    cells: gpd.GeoSeries,
+    areas_km2: np.ndarray | None = None,
+    workers: int | None = None,
 ) -> CellOverlay:
     """Exact intersection areas of polygons with cells (both EPSG:4326, positional order).
 
-    The polygons are split into ``workers`` chunks (default: one per CPU) processed in threads;
-    shapely and pyproj release the GIL in their vectorised calls.
+    Parameters
+    ----------
+    areas_km2
+        The polygons' own areas in the same equal-area CRS, where already known (DARTS
+        footprints carry ``area_m2``): a polygon inside one cell takes it without reprojection.
+    workers
+        The polygons are split into this many chunks (default: one per CPU) processed in
+        threads; shapely and pyproj release the GIL in their vectorised calls.
     """
     if polygons.crs is None or cells.crs is None:
         raise ValueError("polygons and cells need a CRS (EPSG:4326)")
     workers = workers or os.cpu_count() or 1
     bounds = np.linspace(0, len(polygons), workers + 1).astype(int)
     chunks = [slice(a, b) for a, b in pairwise(bounds) if b > a]
+
+    def run(chunk: slice) -> CellOverlay:
+        known = None if areas_km2 is None else np.asarray(areas_km2)[chunk]
+        return _overlay_chunk(polygons.iloc[chunk], cells, known)
+
     if len(chunks) <= 1:
-        return _overlay_chunk(polygons, cells)
+        return run(slice(0, len(polygons)))
     with ThreadPoolExecutor(len(chunks)) as pool:
-        parts = list(pool.map(lambda chunk: _overlay_chunk(polygons.iloc[chunk], cells), chunks))
+        parts = list(pool.map(run, chunks))
     return CellOverlay(
         polygon=np.concatenate([p.polygon + c.start for p, c in zip(parts, chunks, strict=True)]),
         cell=np.concatenate([p.cell for p in parts]),
@@ -64,7 +78,9 @@ def overlay_cells(
     )
 
 
-def _overlay_chunk(polygons: gpd.GeoSeries, cells: gpd.GeoSeries) -> CellOverlay:
+def _overlay_chunk(
+    polygons: gpd.GeoSeries, cells: gpd.GeoSeries, areas_km2: np.ndarray | None
+) -> CellOverlay:
     polys, cell_geoms = polygons.to_numpy(), cells.to_numpy()
     owner = np.full(len(polys), -1, dtype=np.int64)
     if len(polys) == 0:
@@ -77,8 +93,14 @@ def _overlay_chunk(polygons: gpd.GeoSeries, cells: gpd.GeoSeries) -> CellOverlay
     cut_cell, cut_poly = shapely.STRtree(polys[rest]).query(cell_geoms, predicate="intersects")
     cut_poly = rest[cut_poly]
 
-    projected = gpd.GeoSeries(polys, crs=polygons.crs).to_crs(crs).to_numpy()
-    whole = shapely.area(projected[in_poly]) / 1e6
+    # Whole polygons need their own area only; cut ones are intersected in the projection.
+    needed = rest if areas_km2 is not None else np.arange(len(polys))
+    projected = np.empty(len(polys), dtype=object)
+    projected[needed] = gpd.GeoSeries(polys[needed], crs=polygons.crs).to_crs(crs).to_numpy()
+    if areas_km2 is None:
+        whole = shapely.area(projected[in_poly]) / 1e6
+    else:
+        whole = areas_km2[in_poly]
     owner[in_poly] = in_cell
 
     cut = np.array([])
