@@ -220,6 +220,10 @@ def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
 def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
     """Per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
 
+    ``footprints`` are as :func:`read_footprints` returns them: their ``area_m2`` (recomputed
+    in the equal-area CRS at ingest) is the area of each footprint that lies inside one cell;
+    without that column it is computed here.
+
     Every cell of ``cells`` is present (zero where no RTS was mapped), so the labels hold the
     negatives that training needs. Note that a zero also means "not observed" where a DARTS
     year does not cover the cell.
