@@ -21,10 +21,12 @@ from entropice_core.io.geoparquet import (
     read_geoparquet,
     write_geoparquet,
 )
+from entropice_core.io.icechunk import commit_dataset, read_dataset_version
 from entropice_core.io.zarr import dataset_table, read_dataset, write_dataset
 
 PATH_METADATA_KEY = "entropice/path"
 TABLE_METADATA_KEY = "entropice/table_path"
+ICECHUNK_METADATA_KEY = "entropice/icechunk"
 
 
 def _column_schema(frame: gpd.GeoDataFrame) -> dg.TableSchema:
@@ -117,14 +119,24 @@ class ZarrIOManager(_DataDirIOManager):
 
     The store path comes from the asset's ``entropice/path`` metadata like the GeoParquet
     manager's; an optional ``entropice/table_path`` also writes the dataset as a flat Parquet
-    table (one row per cell and year) for pandas users. Both are replaced atomically. Loading
-    is lazy (Dask-backed).
+    table (one row per cell and year) for pandas users. Both are replaced atomically. With
+    ``entropice/icechunk: true`` the path is an Icechunk repository instead: each
+    materialisation is one commit to the partition's group, and its snapshot id goes into the
+    metadata. Loading is lazy (Dask-backed), from the branch head.
     """
 
     def handle_output(self, context: dg.OutputContext, obj: xr.Dataset) -> None:
         path = self._output_path(context)
-        write_dataset(obj, path)
         extra: dict[str, Any] = {}
+        if (context.definition_metadata or {}).get(ICECHUNK_METADATA_KEY):
+            group = context.partition_key if context.has_asset_partitions else None
+            snapshot = commit_dataset(
+                obj, path, group, f"{context.asset_key.to_user_string()} {group or ''}".strip()
+            )
+            extra["icechunk_snapshot_id"] = snapshot
+            extra["icechunk_group"] = group or "/"
+        else:
+            write_dataset(obj, path)
         if TABLE_METADATA_KEY in (context.definition_metadata or {}):
             table_path = self._output_path(context, TABLE_METADATA_KEY)
             with atomic_path(table_path) as tmp:
@@ -142,3 +154,13 @@ class ZarrIOManager(_DataDirIOManager):
 
     def _read(self, path: Path) -> xr.Dataset:
         return read_dataset(path)
+
+    def load_input(self, context: dg.InputContext) -> xr.Dataset | dict[str, xr.Dataset]:
+        metadata = context.upstream_output.definition_metadata or {}
+        if not metadata.get(ICECHUNK_METADATA_KEY):
+            return super().load_input(context)
+        path = self._path(metadata, context.asset_key.to_user_string(), None)
+        if not context.has_asset_partitions:
+            return read_dataset_version(path, None)
+        values = {key: read_dataset_version(path, key) for key in context.asset_partition_keys}
+        return next(iter(values.values())) if len(values) == 1 else values
