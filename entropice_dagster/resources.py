@@ -4,11 +4,12 @@ Defaults and field descriptions come from the core pydantic models, so the Dagst
 same documentation as the library and the two cannot drift apart.
 """
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
 from entropice_core.ingest.darts import find_darts_files
@@ -103,3 +104,104 @@ class DartsSourceResource(dg.ConfigurableResource):
     def files(self, data_dir: Path) -> list[Path]:
         folder = Path(self.folder) if self.folder else data_dir / "sources" / "darts"
         return find_darts_files(folder, self.pattern)
+
+
+class DaskResource(dg.ConfigurableResource):
+    """A dask.distributed client for the heavy work (aggregation, terrain, training, inference).
+
+    By default a LocalCluster sized to the machine; or an existing scheduler (``scheduler_address``,
+    e.g. a cluster started by ``dask-jobqueue`` or on Kubernetes); or a dask-jobqueue cluster
+    started here (``jobqueue``: ``SLURMCluster``, ``PBSCluster``, ...) and configured the
+    dask-jobqueue way, in ``~/.config/dask/jobqueue.yaml`` (queue, cores, memory, walltime).
+    The client and any cluster started here are closed when the run ends.
+    """
+
+    scheduler_address: str = Field(
+        default="", description="Connect to this scheduler (tcp://host:8786); empty: start one."
+    )
+    jobqueue: str = Field(
+        default="",
+        description="dask-jobqueue cluster class to start (e.g. SLURMCluster); needs "
+        "`pip install dask-jobqueue` and its config file.",
+    )
+    jobqueue_jobs: int = Field(default=1, ge=1, description="Batch jobs to scale the cluster to.")
+    n_workers: int = Field(
+        default=0, ge=0, description="LocalCluster worker processes; 0 sizes to the machine."
+    )
+    threads_per_worker: int = Field(
+        default=0, ge=0, description="Threads per worker; 0 shares the cores among workers."
+    )
+    memory_limit: str = Field(
+        default="auto",
+        description="Memory limit per worker ('4GiB', or 'auto': the machine's memory divided "
+        "among workers); workers spill to disk, then pause, as they approach it.",
+    )
+    processes: bool = Field(
+        default=True, description="Workers as processes (True) or threads in this process."
+    )
+
+    _client: Any = PrivateAttr(default=None)
+    _cluster: Any = PrivateAttr(default=None)
+
+    def _start_cluster(self) -> Any:
+        if self.jobqueue:
+            try:
+                import dask_jobqueue
+            except ImportError as err:
+                raise ImportError(
+                    f"DaskResource(jobqueue={self.jobqueue!r}) needs dask-jobqueue: "
+                    "`uv pip install dask-jobqueue` (or pip) in the environment"
+                ) from err
+            cluster_class = getattr(dask_jobqueue, self.jobqueue, None)
+            if cluster_class is None:
+                raise ValueError(
+                    f"dask-jobqueue has no {self.jobqueue!r}; use e.g. SLURMCluster, PBSCluster"
+                )
+            cluster = cluster_class()
+            cluster.scale(jobs=self.jobqueue_jobs)
+            return cluster
+        from distributed import LocalCluster
+
+        cores = os.cpu_count() or 1
+        workers = self.n_workers or (min(cores, 4) if self.processes else 1)
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=self.threads_per_worker or max(1, cores // workers),
+            memory_limit=self.memory_limit,
+            processes=self.processes,
+            dashboard_address="127.0.0.1:0",
+        )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from distributed import Client
+
+        if self.scheduler_address:
+            self._client = Client(self.scheduler_address)
+        else:
+            self._cluster = self._start_cluster()
+            self._client = Client(self._cluster)
+        if context.log is not None:
+            context.log.info(f"Dask dashboard: {self._client.dashboard_link}")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` of this run."""
+        if self._client is None:
+            raise RuntimeError("DaskResource is used outside a run: no client has been started")
+        return self._client
+
+    def metadata(self) -> dict[str, Any]:
+        """Dashboard link and worker count, for the materialisation's metadata."""
+        workers = self.client.scheduler_info()["workers"]
+        return {
+            "dask_dashboard": dg.MetadataValue.url(self.client.dashboard_link),
+            "dask_workers": len(workers),
+            "dask_threads": sum(w["nthreads"] for w in workers.values()),
+        }

@@ -1,0 +1,49 @@
+"""DaskResource: starts and closes its cluster, or connects to an existing scheduler."""
+
+import dagster as dg
+import pytest
+from distributed import LocalCluster
+
+from entropice_dagster.resources import DaskResource
+
+
+def test_local_cluster_runs_work_and_is_closed_after_the_run():
+    resource = DaskResource(n_workers=1, threads_per_worker=2, processes=False)
+    with resource.yield_for_execution(dg.build_init_resource_context()) as dask:
+        assert dask.client.submit(sum, [1, 2, 3]).result() == 6
+        metadata = dask.metadata()
+        assert metadata["dask_workers"] == 1 and metadata["dask_threads"] == 2
+        assert metadata["dask_dashboard"].value.endswith("/status")
+        client = dask.client
+    assert client.status == "closed"
+
+
+def test_existing_scheduler_is_used_and_left_running():
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        resource = DaskResource(scheduler_address=cluster.scheduler_address)
+        with resource.yield_for_execution(dg.build_init_resource_context()) as dask:
+            assert dask.client.scheduler.address == cluster.scheduler_address
+            assert dask.client.submit(max, [4, 2]).result() == 4
+        assert cluster.status.name == "running"
+
+
+def test_memory_limit_reaches_the_workers():
+    resource = DaskResource(n_workers=1, processes=False, memory_limit="1GiB")
+    with resource.yield_for_execution(dg.build_init_resource_context()) as dask:
+        (worker,) = dask.client.scheduler_info()["workers"].values()
+        assert worker["memory_limit"] == 2**30
+
+
+def test_jobqueue_without_the_package_says_how_to_install_it():
+    pytest.importorskip("distributed")
+    resource = DaskResource(jobqueue="SLURMCluster")
+    with (
+        pytest.raises(ImportError, match="dask-jobqueue"),
+        resource.yield_for_execution(dg.build_init_resource_context()),
+    ):
+        pass
+
+
+def test_client_outside_a_run_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="outside a run"):
+        _ = DaskResource().client
