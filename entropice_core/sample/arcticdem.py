@@ -16,19 +16,18 @@ import numpy as np
 import rasterio
 import rasterio.features
 import scipy.sparse as sp
-import shapely
 from affine import Affine
 
+from entropice_core.ingest.arcticdem import (
+    NODATA,
+    PIXEL_SIZE,
+    TILE_PIXELS,
+    tile_bounds,
+)
 from entropice_core.io.atomic import atomic_path
 from entropice_core.sample.resample import cubic_weights, resample
 from entropice_core.sample.world import POLAR_CRS, LatentGrid, LatentWorld, polar_box
 
-TILE_ORIGIN = -4_000_000.0
-TILE_SIZE = 100_000.0
-PIXEL_SIZE = 32.0
-TILE_PIXELS = 3125
-NODATA = -9999.0
-VERSION = "v4.1"
 #: Spacing of the white noise that gives the DEM texture below the latent resolution.
 DETAIL_RES = 64.0
 #: Elevations are rounded to 1/32 m: finer than the DEM's accuracy, and the zeroed low
@@ -49,40 +48,6 @@ _COG_PROFILE = {
     "overview_resampling": "average",
     "num_threads": 2,
 }
-
-
-def tile_of(x: float, y: float) -> tuple[int, int]:
-    """``(row, col)`` of the 100 km mosaic tile holding the EPSG:3413 point ``(x, y)``."""
-    row = int(np.floor((y - TILE_ORIGIN) / TILE_SIZE)) + 1
-    col = int(np.floor((x - TILE_ORIGIN) / TILE_SIZE)) + 1
-    return row, col
-
-
-def tile_bounds(row: int, col: int) -> tuple[float, float, float, float]:
-    """``(left, bottom, right, top)`` of tile ``row, col`` in EPSG:3413 metres."""
-    left = TILE_ORIGIN + (col - 1) * TILE_SIZE
-    bottom = TILE_ORIGIN + (row - 1) * TILE_SIZE
-    return left, bottom, left + TILE_SIZE, bottom + TILE_SIZE
-
-
-def tile_path(root: Path, row: int, col: int) -> Path:
-    """Where the mosaic puts the 32 m DEM of a tile, relative to ``root``."""
-    name = f"{row}_{col}"
-    return Path(root) / name / f"{name}_32m_{VERSION}_dem.tif"
-
-
-def tiles_for(bbox: tuple[float, float, float, float]) -> list[tuple[int, int]]:
-    """Tiles whose square intersects the lon/lat box ``bbox`` (projected, curved edges kept)."""
-    area = polar_box(bbox)
-    minx, miny, maxx, maxy = area.bounds
-    row0, col0 = tile_of(minx, miny)
-    row1, col1 = tile_of(maxx, maxy)
-    return [
-        (row, col)
-        for row in range(row0, row1 + 1)
-        for col in range(col0, col1 + 1)
-        if area.intersects(shapely.box(*tile_bounds(row, col)))
-    ]
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from entropice_core.config import SAMPLE_REGION_BBOX
+from entropice_core.ingest.arcticdem import tile_path, tiles_for
 from entropice_core.io.atomic import atomic_path
 from entropice_core.sample import arcticdem, darts, era5
 from entropice_core.sample.world import build_world
@@ -52,11 +53,11 @@ def _months(arctic_years: tuple[int, int]) -> list[tuple[int, int]]:
 def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
     """Where ``generate_sample_region`` puts each file (nothing is read or written)."""
     sources = Path(data_dir) / "sources"
-    tiles = arcticdem.tiles_for(SAMPLE_REGION_BBOX)
+    tiles = tiles_for(SAMPLE_REGION_BBOX)
     return SampleRegionFiles(
         seed=seed,
         manifest=sources / MANIFEST_NAME,
-        arcticdem=tuple(arcticdem.tile_path(sources / "arcticdem", r, c) for r, c in tiles),
+        arcticdem=tuple(tile_path(sources / "arcticdem", r, c) for r, c in tiles),
         era5=tuple(
             era5.era5_path(sources / "era5", year, month, step)
             for year, month in _months(era5.ARCTIC_YEARS)
@@ -114,13 +115,11 @@ def generate_sample_region(
     step("latent world built")
 
     sources = files.manifest.parent
-    tiles = arcticdem.tiles_for(SAMPLE_REGION_BBOX)
+    tiles = tiles_for(SAMPLE_REGION_BBOX)
     detail = arcticdem.detail_noise(seed, tiles)
     for row, col in tiles:
         elevation = arcticdem.render_tile(world, detail, row, col)
-        arcticdem.write_tile(
-            arcticdem.tile_path(sources / "arcticdem", row, col), elevation, row, col
-        )
+        arcticdem.write_tile(tile_path(sources / "arcticdem", row, col), elevation, row, col)
     step(f"arcticdem: {len(tiles)} tiles written")
 
     hourly = era5.simulate_era5(world)
