@@ -1,0 +1,458 @@
+"""Raster-to-grid aggregation: zonal statistics of a raster over the cells of a grid level.
+
+Definitions (see ``docs/aggregation.md``)
+-----------------------------------------
+Every (pixel, cell) pair of a :class:`~entropice_core.spatial.pixelmap.CellPixelMap` has a
+coverage ``c`` (the exact share of the pixel's area inside the cell) and a weight ``w = c * a``,
+where ``a`` is 1 on projected rasters and the pixel's true area (km2, WGS84) on lon/lat rasters.
+Over the valid (non-nodata) pixels of a cell:
+
+- ``mean = sum(w x) / sum(w)``; ``std = sqrt(sum(w (x - mean)^2) / sum(w))`` (population);
+- ``sum = sum(c x)`` and ``count = sum(c)``, as exactextract defines them;
+- ``min``/``max`` over pixels with ``c > 0``;
+- ``valid_fraction = sum(w) / W``, with ``W`` the weight of the whole cell including its parts
+  outside the raster, so a cell half outside reports at most 0.5;
+- ``median`` and ``quantile`` follow the *pixel-centre* rule: the valid pixels whose centre lies
+  in the cell, unweighted, with numpy's default (linear) interpolation.
+
+Tiling
+------
+Rows are processed in the mapping's fixed *blocks*; each block gives a :class:`Partial` (weights,
+weighted sums, sums of squared deviations from the block mean, min, max and the pixel-centre
+values) and partials are merged in block order with Chan's pairwise formula. Reading several
+blocks at once (``max_pixels``) or running blocks as dask tasks changes neither the blocks nor
+the merge order, so results are bit-identical however the raster is tiled. Quantiles need all
+values of a cell at once: the sequential path keeps the values of the cells still open and
+finishes each cell after its last block, so memory stays about one row of cells; the dask path
+keeps all pixel-centre values until the final merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import reduce
+
+import dask
+import geopandas as gpd
+import numpy as np
+import xarray as xr
+
+from entropice_core.config import GridSpec
+from entropice_core.spatial.pixelmap import CellPixelMap, RasterGrid, build_cell_pixel_map
+
+#: Statistics computed when none are asked for.
+DEFAULT_STATISTICS = ("mean", "std", "min", "max", "count", "valid_fraction")
+#: Pixels (times bands) read at once by default: 256 MiB of float64.
+DEFAULT_MAX_PIXELS = 2**25
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Per-cell partial results of some blocks, for the cells in ``cells`` (sorted indices).
+
+    Moment arrays are ``(bands, len(cells))``; ``member_value`` is ``(bands, len(member_cell))``
+    and holds the pixel-centre values (NaN where nodata) for quantiles.
+    """
+
+    cells: np.ndarray
+    weight: np.ndarray
+    weighted_sum: np.ndarray
+    m2: np.ndarray
+    count: np.ndarray
+    total: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    member_cell: np.ndarray
+    member_value: np.ndarray
+
+
+@dataclass(frozen=True)
+class CellMoments:
+    """Final per-cell moments ``(bands, cells)`` and quantiles, the input of every statistic."""
+
+    weight: np.ndarray
+    weighted_sum: np.ndarray
+    m2: np.ndarray
+    count: np.ndarray
+    total: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    total_weight: np.ndarray
+    quantiles: dict[float, np.ndarray] = field(default_factory=dict)
+    requested: tuple[float, ...] = ()
+
+    def quantile(self, q: float) -> np.ndarray:
+        return self.quantiles[q]
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.full(np.broadcast(a, b).shape, np.nan), where=b > 0)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One output variable: ``compute`` maps moments to values; ``levels`` names the quantiles
+    it needs from the requested ones; ``dim`` is an extra output dimension (``quantile``)."""
+
+    compute: Callable[[CellMoments], np.ndarray]
+    levels: Callable[[Sequence[float]], tuple[float, ...]] = lambda qs: ()
+    dim: str | None = None
+
+
+#: The registry: add a statistic here and every caller can ask for it by name.
+STATISTICS: dict[str, Statistic] = {
+    "mean": Statistic(lambda m: _div(m.weighted_sum, m.weight)),
+    "sum": Statistic(lambda m: np.where(m.count > 0, m.total, np.nan)),
+    "std": Statistic(lambda m: np.sqrt(np.maximum(_div(m.m2, m.weight), 0.0))),
+    "min": Statistic(lambda m: np.where(np.isfinite(m.minimum), m.minimum, np.nan)),
+    "max": Statistic(lambda m: np.where(np.isfinite(m.maximum), m.maximum, np.nan)),
+    "count": Statistic(lambda m: m.count),
+    "valid_fraction": Statistic(lambda m: _div(m.weight, m.total_weight[None, :])),
+    "median": Statistic(lambda m: m.quantile(0.5), levels=lambda qs: (0.5,)),
+    "quantile": Statistic(
+        lambda m: np.stack([m.quantile(q) for q in m.requested]),
+        levels=lambda qs: tuple(float(q) for q in qs),
+        dim="quantile",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """What to compute and how much to read at once.
+
+    ``quantiles`` are the levels of the ``quantile`` statistic; ``max_pixels`` bounds the pixels
+    times bands read per step (at least one mapping block is read).
+    """
+
+    statistics: tuple[str, ...] = DEFAULT_STATISTICS
+    quantiles: tuple[float, ...] = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.statistics if s not in STATISTICS]
+        if unknown:
+            raise ValueError(f"unknown statistics {unknown}; known: {', '.join(STATISTICS)}")
+        if "quantile" in self.statistics and not self.quantiles:
+            raise ValueError("the 'quantile' statistic needs quantiles=(...) levels in [0, 1]")
+        if any(not 0 <= q <= 1 for q in self.quantiles):
+            raise ValueError(f"quantiles {self.quantiles} must lie in [0, 1]")
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        found = [q for s in self.statistics for q in STATISTICS[s].levels(self.quantiles)]
+        return tuple(dict.fromkeys(found))
+
+
+def block_partial(
+    cmap: CellPixelMap, block: int, values: np.ndarray, members: bool = True
+) -> Partial:
+    """Partial moments of one mapping block from its ``(bands, pixels)`` values (NaN = nodata).
+
+    This is the per-tile task of parallel runs; merge results with :func:`merge_partials`.
+    """
+    lo, hi = cmap.block_start[block], cmap.block_start[block + 1]
+    cell, coverage = cmap.cell[lo:hi], cmap.coverage[lo:hi]
+    nb = values.shape[0]
+    if hi == lo:
+        return _empty_partial(nb, values.dtype)
+    x = values[:, cmap.pixel[lo:hi]]
+    valid = ~np.isnan(x)
+    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    lengths = np.diff(np.r_[starts, len(cell)])
+    cov = np.where(valid, coverage, 0.0)
+    if cmap.row_area is None:
+        w = cov
+    else:
+        row_area = cmap.row_area[block * cmap.block_rows + cmap.pixel[lo:hi] // cmap.grid.width]
+        w = np.where(valid, cmap.area_fraction[lo:hi] * row_area, 0.0)
+    x0 = np.where(valid, x, 0.0)
+    weight = np.add.reduceat(w, starts, axis=1)
+    weighted_sum = np.add.reduceat(w * x0, starts, axis=1)
+    mean = _div(weighted_sum, weight)
+    deviation = x0 - np.repeat(np.nan_to_num(mean), lengths, axis=1)
+    m2 = np.add.reduceat(w * deviation * deviation, starts, axis=1)
+    if cmap.row_area is None:
+        count, total = weight, weighted_sum
+    else:
+        count, total = (
+            np.add.reduceat(cov, starts, axis=1),
+            np.add.reduceat(cov * x0, starts, axis=1),
+        )
+    minimum = np.minimum.reduceat(np.where(valid, x, np.inf), starts, axis=1)
+    maximum = np.maximum.reduceat(np.where(valid, x, -np.inf), starts, axis=1)
+    centre = cmap.centre[lo:hi] if members else np.zeros(0, dtype=bool)
+    return Partial(
+        cells=cell[starts],
+        weight=weight,
+        weighted_sum=weighted_sum,
+        m2=m2,
+        count=count,
+        total=total,
+        minimum=minimum,
+        maximum=maximum,
+        member_cell=cell[centre] if members else np.zeros(0, np.int32),
+        member_value=x[:, centre] if members else np.zeros((nb, 0), values.dtype),
+    )
+
+
+def _empty_partial(nb: int, dtype: np.dtype) -> Partial:
+    none = np.zeros((nb, 0))
+    return Partial(
+        np.zeros(0, np.int32), none, none, none, none, none, none, none,
+        np.zeros(0, np.int32), np.zeros((nb, 0), dtype),
+    )  # fmt: skip
+
+
+def merge_partials(a: Partial, b: Partial) -> Partial:
+    """Exact, deterministic merge of two partials (``a`` from earlier blocks than ``b``).
+
+    Weights and sums add; sums of squared deviations combine with Chan et al.'s pairwise rule
+    ``M2 = M2a + M2b + (mean_b - mean_a)^2 Wa Wb / (Wa + Wb)``, which stays accurate where the
+    textbook ``sum(w x^2) - W mean^2`` cancels catastrophically.
+    """
+    cells = np.union1d(a.cells, b.cells)
+    ia, ib = np.searchsorted(cells, a.cells), np.searchsorted(cells, b.cells)
+    nb = max(a.weight.shape[0], b.weight.shape[0])
+
+    def spread(part: Partial, index: np.ndarray, name: str, fill: float) -> np.ndarray:
+        out = np.full((nb, len(cells)), fill)
+        out[:, index] = getattr(part, name)
+        return out
+
+    wa, wb = spread(a, ia, "weight", 0.0), spread(b, ib, "weight", 0.0)
+    sa, sb = spread(a, ia, "weighted_sum", 0.0), spread(b, ib, "weighted_sum", 0.0)
+    weight = wa + wb
+    delta = np.nan_to_num(_div(sb, wb) - _div(sa, wa))
+    cross = np.where((wa > 0) & (wb > 0), delta * delta * _div(wa * wb, weight), 0.0)
+    m2 = spread(a, ia, "m2", 0.0) + spread(b, ib, "m2", 0.0) + np.nan_to_num(cross)
+    return Partial(
+        cells=cells,
+        weight=weight,
+        weighted_sum=sa + sb,
+        m2=m2,
+        count=spread(a, ia, "count", 0.0) + spread(b, ib, "count", 0.0),
+        total=spread(a, ia, "total", 0.0) + spread(b, ib, "total", 0.0),
+        minimum=np.minimum(spread(a, ia, "minimum", np.inf), spread(b, ib, "minimum", np.inf)),
+        maximum=np.maximum(spread(a, ia, "maximum", -np.inf), spread(b, ib, "maximum", -np.inf)),
+        member_cell=np.concatenate([a.member_cell, b.member_cell]),
+        member_value=np.concatenate([a.member_value, b.member_value], axis=1),
+    )
+
+
+def member_quantiles(
+    member_cell: np.ndarray, member_value: np.ndarray, levels: Sequence[float], n_cells: int
+) -> np.ndarray:
+    """Quantiles ``(levels, bands, cells)`` of each cell's values (numpy's linear rule).
+
+    One sort per band orders values by (cell, value): float32 values are packed with the cell
+    index into one uint64 key (a single fast sort); other dtypes use ``lexsort``.
+    """
+    out = np.full((len(levels), member_value.shape[0], n_cells), np.nan)
+    for band, values in enumerate(member_value):
+        ok = ~np.isnan(values)
+        cells, values = member_cell[ok], values[ok]
+        if values.dtype == np.float32:
+            ordered = np.sort((cells.astype(np.uint64) << np.uint64(32)) | _float_key(values))
+            values = _key_float(ordered)
+        else:
+            order = np.lexsort((values, cells))
+            values = values[order].astype(np.float64)
+        counts = np.bincount(cells, minlength=n_cells)
+        start = np.cumsum(counts) - counts
+        present = counts > 0
+        n, first = counts[present], start[present]
+        for i, q in enumerate(levels):
+            position = (n - 1) * q
+            below = np.floor(position).astype(np.int64)
+            t = position - below
+            a = values[first + below].astype(np.float64)
+            b = values[first + np.minimum(below + 1, n - 1)].astype(np.float64)
+            diff = b - a
+            out[i, band, present] = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return out
+
+
+def _float_key(values: np.ndarray) -> np.ndarray:
+    bits = values.view(np.uint32)
+    flip = np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    return (bits ^ flip).astype(np.uint64)
+
+
+def _key_float(keys: np.ndarray) -> np.ndarray:
+    low = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    bits = np.where(low >> 31, low ^ np.uint32(0x80000000), ~low)
+    return bits.view(np.float32)
+
+
+def _as_float(data: xr.DataArray) -> xr.DataArray:
+    """Raster values as floats with nodata as NaN."""
+    nodata = data.rio.nodata if data.rio.nodata is not None else data.rio.encoded_nodata
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float64)
+    if nodata is not None and not np.isnan(nodata):
+        data = data.where(data != nodata)
+    return data
+
+
+def _rows(data: xr.DataArray, extra: list[str], start: int, stop: int) -> np.ndarray:
+    y, x = data.rio.y_dim, data.rio.x_dim
+    part = data.isel({y: slice(start, stop)}).transpose(*extra, y, x)
+    return np.asarray(part.values).reshape(-1, (stop - start) * data.sizes[x])
+
+
+def aggregate_partial(
+    data: xr.DataArray, cmap: CellPixelMap, config: AggregationConfig
+) -> tuple[Partial, np.ndarray]:
+    """All blocks merged in order with bounded memory; returns moments and the quantiles.
+
+    Reads ``config.max_pixels`` pixels (times bands) at a time and finishes each cell's
+    quantiles as soon as its last block is read.
+    """
+    extra = [d for d in data.dims if d not in (data.rio.y_dim, data.rio.x_dim)]
+    nb = int(np.prod([data.sizes[d] for d in extra]))
+    levels = config.levels
+    n_cells = len(cmap.cell_ids)
+    last_block = _last_centre_block(cmap) if levels else None
+    quantiles = np.full((len(levels), nb, n_cells), np.nan)
+    blocks_per_read = max(1, config.max_pixels // (cmap.block_rows * cmap.grid.width * nb))
+    acc = _empty_partial(nb, data.dtype)
+    no_cell, no_value = acc.member_cell, acc.member_value
+    pending_cell, pending_value = no_cell, no_value
+    for first in range(0, cmap.n_blocks, blocks_per_read):
+        last = min(first + blocks_per_read, cmap.n_blocks)
+        row0 = cmap.block_rows_range(first)[0]
+        values = _rows(data, extra, row0, cmap.block_rows_range(last - 1)[1])
+        for block in range(first, last):
+            r0, r1 = cmap.block_rows_range(block)
+            offset = (r0 - row0) * cmap.grid.width
+            block_values = values[:, offset : offset + (r1 - r0) * cmap.grid.width]
+            part = block_partial(cmap, block, block_values, members=bool(levels))
+            acc = merge_partials(acc, replace(part, member_cell=no_cell, member_value=no_value))
+            if not levels:
+                continue
+            pending_cell = np.concatenate([pending_cell, part.member_cell])
+            pending_value = np.concatenate([pending_value, part.member_value], axis=1)
+            done = last_block[pending_cell] <= block
+            if done.any():
+                found = member_quantiles(
+                    pending_cell[done], pending_value[:, done], levels, n_cells
+                )
+                finished = np.unique(pending_cell[done])
+                quantiles[:, :, finished] = found[:, :, finished]
+                pending_cell, pending_value = pending_cell[~done], pending_value[:, ~done]
+    return acc, quantiles
+
+
+def aggregate_partial_dask(
+    data: xr.DataArray, cmap: CellPixelMap, config: AggregationConfig
+) -> tuple[Partial, np.ndarray]:
+    """Same result as :func:`aggregate_partial`, one dask task per block (threads scheduler).
+
+    The merge runs in block order in one final task, so results are bit-identical; quantiles
+    are computed there from all pixel-centre values.
+    """
+    extra = [d for d in data.dims if d not in (data.rio.y_dim, data.rio.x_dim)]
+    levels = config.levels
+
+    def task(block: int) -> Partial:
+        values = _rows(data, extra, *cmap.block_rows_range(block))
+        return block_partial(cmap, block, values, members=bool(levels))
+
+    parts = [dask.delayed(task)(block) for block in range(cmap.n_blocks)]
+    merged = dask.delayed(lambda ps: reduce(merge_partials, ps))(parts)
+    (acc,) = dask.compute(merged, scheduler="threads")
+    n_cells = len(cmap.cell_ids)
+    quantiles = member_quantiles(acc.member_cell, acc.member_value, levels, n_cells)
+    return acc, quantiles
+
+
+def _last_centre_block(cmap: CellPixelMap) -> np.ndarray:
+    """Index of the last block holding a pixel-centre member of each cell (-1: none)."""
+    last = np.full(len(cmap.cell_ids), -1, dtype=np.int64)
+    for block in range(cmap.n_blocks):
+        lo, hi = cmap.block_start[block], cmap.block_start[block + 1]
+        last[np.unique(cmap.cell[lo:hi][cmap.centre[lo:hi]])] = block
+    return last
+
+
+def aggregate_raster(
+    raster: xr.DataArray | xr.Dataset,
+    cells: gpd.GeoDataFrame,
+    spec: GridSpec,
+    config: AggregationConfig = AggregationConfig(),
+    *,
+    cell_map: CellPixelMap | None = None,
+    parallel: bool = False,
+) -> xr.Dataset:
+    """Zonal statistics of ``raster`` over ``cells`` as an L2 dataset on ``cell_ids``.
+
+    Parameters
+    ----------
+    raster
+        DataArray or Dataset with a CRS (rioxarray) and ``y``/``x`` dims; other dims (time,
+        band) are carried through. Nodata is NaN or the raster's (encoded) nodata value.
+    cells
+        The cells of a grid level (``grid_cells``: cell_id, EPSG:4326 geometry).
+    cell_map
+        A mapping built earlier for the same raster grid and cells; built here if missing.
+    parallel
+        Run one dask task per block instead of the bounded-memory sequential loop.
+
+    Returns
+    -------
+    Dataset with one variable per statistic (``<var>_<statistic>`` for Dataset input), dims
+    ``(cell_ids[, quantile], *extra)``; ``cell_ids`` carries ``spec.xdggs_attrs``.
+    """
+    grid = RasterGrid.from_xarray(raster)
+    if cell_map is None:
+        cell_map = build_cell_pixel_map(cells, grid)
+    elif cell_map.grid != grid or len(cell_map.cell_ids) != len(cells):
+        raise ValueError("cell_map was built for another raster grid or another set of cells")
+    arrays = raster.data_vars.items() if isinstance(raster, xr.Dataset) else [(None, raster)]
+    out = xr.Dataset(coords={"cell_ids": ("cell_ids", cell_map.cell_ids, spec.xdggs_attrs)})
+    run = aggregate_partial_dask if parallel else aggregate_partial
+    for name, data in arrays:
+        data = _as_float(data)
+        acc, quantiles = run(data, cell_map, config)
+        moments = _moments(acc, quantiles, cell_map, config)
+        extra = [d for d in data.dims if d not in (data.rio.y_dim, data.rio.x_dim)]
+        shape = [data.sizes[d] for d in extra]
+        for stat in config.statistics:
+            entry = STATISTICS[stat]
+            values = entry.compute(moments)
+            lead = [entry.dim] if entry.dim else []
+            values = values.reshape(*values.shape[: len(lead)], *shape, -1)
+            values = np.moveaxis(values, -1, 0)
+            coords = {d: data[d] for d in extra if d in data.coords}
+            if entry.dim:
+                coords[entry.dim] = list(config.quantiles)
+            key = stat if name is None else f"{name}_{stat}"
+            out[key] = xr.DataArray(values, dims=["cell_ids", *lead, *extra], coords=coords)
+    out.attrs.update(grid=spec.grid, level=spec.level)
+    return out
+
+
+def _moments(
+    acc: Partial, quantiles: np.ndarray, cmap: CellPixelMap, config: AggregationConfig
+) -> CellMoments:
+    n, nb = len(cmap.cell_ids), acc.weight.shape[0]
+
+    def dense(name: str, fill: float) -> np.ndarray:
+        out = np.full((nb, n), fill)
+        out[:, acc.cells] = getattr(acc, name)
+        return out
+
+    return CellMoments(
+        weight=dense("weight", 0.0),
+        weighted_sum=dense("weighted_sum", 0.0),
+        m2=dense("m2", 0.0),
+        count=dense("count", 0.0),
+        total=dense("total", 0.0),
+        minimum=dense("minimum", np.inf),
+        maximum=dense("maximum", -np.inf),
+        total_weight=cmap.total_weight,
+        quantiles={q: quantiles[i] for i, q in enumerate(config.levels)},
+        requested=tuple(config.quantiles),
+    )

@@ -1,0 +1,418 @@
+"""Which raster pixels lie in which grid cell, and by how much: the cell-to-pixel mapping.
+
+The mapping is built once per (raster grid, grid level) pair and reused for every band and time
+step. It lists (pixel, cell, coverage) entries:
+
+- *interior* pixels, wholly inside one cell, found by rasterising the cells with the pixel-centre
+  rule (``rasterio.features.rasterize``) and taking coverage 1;
+- *edge* pixels, crossed by a cell boundary (a few percent of all pixels), with the exact
+  fraction of the pixel's area inside each cell they touch. Fractions come from one vectorised
+  walk along the cell boundaries (the accumulation-buffer method of exact polygon rasterisers):
+  each boundary piece inside a pixel adds the area between itself and the pixel's top to that
+  pixel, and a full strip to every pixel above it in its column; a running sum down the column
+  gives exact areas, the same quantity exactextract computes.
+
+Cells come in EPSG:4326. For a projected raster their edges are first densified
+(``segmentize``, :data:`CELL_SEGMENT_DEG`) and then projected, so that the projected polygon
+follows the cell's lon/lat shape instead of joining projected vertices with straight lines. For a
+lon/lat raster cells are used as they are, wrapped into the raster's 360-degree longitude window
+(rasters in [0, 360) and [-180, 180) both work, cells cut at 180 degrees included).
+
+Entries are sorted by row *block* (a fixed number of raster rows, part of the mapping) and then by
+cell, so that one block of raster rows is reduced with contiguous segment reductions and results
+do not depend on how many blocks are read at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from pyproj import CRS
+
+from entropice_core.spatial.geodesy import AUTHALIC_RADIUS_KM, authalic_latitude
+from entropice_core.spatial.overlay import CELL_SEGMENT_DEG
+
+#: Edge coverage below this is rounding noise of the boundary walk (exact zeros come out as
+#: about 1e-16), not a pixel touched by the cell.
+MIN_COVERAGE = 1e-12
+#: Default block size: about this many pixels per block of raster rows.
+DEFAULT_BLOCK_PIXELS = 2**22
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """A north-up raster grid: affine ``transform`` (no rotation), shape and CRS."""
+
+    transform: Affine
+    width: int
+    height: int
+    crs: CRS
+
+    def __post_init__(self) -> None:
+        t = self.transform
+        if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+            raise ValueError(
+                f"raster transform {tuple(t)[:6]} is not north-up without rotation; flip the "
+                "y axis so that rows run north to south (e.g. obj.sortby('y', ascending=False))"
+            )
+
+    @classmethod
+    def from_xarray(cls, obj) -> RasterGrid:
+        """The grid of a rioxarray-aware DataArray or Dataset (``obj.rio.crs`` must be set)."""
+        if obj.rio.crs is None:
+            raise ValueError("the raster has no CRS: set one with obj.rio.write_crs(...)")
+        return cls(
+            transform=obj.rio.transform(),
+            width=int(obj.rio.width),
+            height=int(obj.rio.height),
+            crs=CRS.from_user_input(obj.rio.crs),
+        )
+
+    @property
+    def is_geographic(self) -> bool:
+        return self.crs.is_geographic
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        t = self.transform
+        return t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f
+
+
+def project_cells(
+    cells: gpd.GeoDataFrame | gpd.GeoSeries,
+    grid: RasterGrid,
+    segment_deg: float = CELL_SEGMENT_DEG,
+) -> np.ndarray:
+    """Cell polygons in the raster's CRS (positional order), as the mapping uses them.
+
+    Projected rasters: edges densified to ``segment_deg`` degrees, then projected. Lon/lat
+    rasters: each cell shifted by -360, 0 or +360 degrees into the raster's longitude window.
+    """
+    series = cells.geometry if isinstance(cells, gpd.GeoDataFrame) else cells
+    if series.crs is None:
+        raise ValueError("cells need a CRS (EPSG:4326)")
+    if not grid.is_geographic:
+        return series.segmentize(segment_deg).to_crs(grid.crs).to_numpy()
+    geoms = series.to_crs(grid.crs).to_numpy()
+    west = grid.transform.c
+    shifted = [
+        shapely.clip_by_rect(
+            shapely.transform(geoms, lambda xy, s=shift: xy + np.array([s, 0.0])),
+            west,
+            -90.0,
+            west + 360,
+            90.0,
+        )
+        for shift in (-360.0, 0.0, 360.0)
+    ]
+    return _polygonal(shapely.union_all(np.stack(shifted), axis=0))
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Drop the lines and points that clipping leaves on window edges."""
+    out = np.array(geoms, dtype=object)
+    for i, g in enumerate(out):
+        if g.geom_type not in ("Polygon", "MultiPolygon"):
+            parts = [p for p in shapely.get_parts(g) if p.geom_type == "Polygon" and p.area > 0]
+            out[i] = shapely.MultiPolygon(parts) if parts else shapely.Polygon()
+    return out
+
+
+@dataclass(frozen=True)
+class CellPixelMap:
+    """Pixel-cell entries of one (raster grid, cell set) pair; see the module docstring.
+
+    Attributes
+    ----------
+    cell_ids
+        The cells' ids, in the order of the input cells (cell index ``i`` is ``cell_ids[i]``).
+    block_rows
+        Raster rows per block; block ``k`` holds rows ``k * block_rows`` onwards.
+    block_start
+        Entry offsets of the blocks (``n_blocks + 1``).
+    pixel
+        Flat pixel offset of each entry within its block (row-major).
+    cell
+        Cell index of each entry; sorted within each block.
+    coverage
+        Fraction of the pixel's area inside the cell (1 for interior pixels).
+    centre
+        Whether the pixel's centre lies in the cell (the median/quantile membership rule).
+    row_area
+        True area (km2, WGS84) of a pixel of each raster row, for lon/lat rasters; ``None``
+        for projected rasters, whose pixels all weigh 1.
+    area_fraction
+        Lon/lat rasters: share of the pixel's true area inside the cell (``coverage`` is the
+        share in lon/lat, which exactextract's ``count`` and ``sum`` use); ``None`` otherwise.
+    total_weight
+        Weight of each whole cell, counting the parts outside the raster too (the denominator of
+        the valid fraction): pixel units (projected) or km2 (lon/lat).
+    """
+
+    grid: RasterGrid
+    cell_ids: np.ndarray
+    block_rows: int
+    block_start: np.ndarray
+    pixel: np.ndarray
+    cell: np.ndarray
+    coverage: np.ndarray
+    centre: np.ndarray
+    row_area: np.ndarray | None
+    area_fraction: np.ndarray | None
+    total_weight: np.ndarray
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.block_start) - 1
+
+    def block_rows_range(self, block: int) -> tuple[int, int]:
+        start = block * self.block_rows
+        return start, min(start + self.block_rows, self.grid.height)
+
+    def save(self, path: str | Path) -> None:
+        """Write the mapping to an ``.npz`` file (reload with :meth:`load`)."""
+        t = self.grid.transform
+        arrays = {
+            "transform": np.array(tuple(t)[:6]),
+            "shape": np.array([self.grid.width, self.grid.height, self.block_rows]),
+            "crs": np.array(self.grid.crs.to_wkt()),
+        }
+        if self.row_area is not None:
+            arrays.update(row_area=self.row_area, area_fraction=self.area_fraction)
+        for name in ("cell_ids", "block_start", "pixel", "cell", "coverage", "centre"):
+            arrays[name] = getattr(self, name)
+        np.savez(path, total_weight=self.total_weight, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CellPixelMap:
+        with np.load(path) as f:
+            width, height, block_rows = (int(v) for v in f["shape"])
+            grid = RasterGrid(Affine(*f["transform"]), width, height, CRS.from_wkt(str(f["crs"])))
+            lonlat = "row_area" in f.files
+            names = ("cell_ids", "block_start", "pixel", "cell", "coverage", "centre")
+            return cls(
+                grid=grid,
+                block_rows=block_rows,
+                row_area=f["row_area"] if lonlat else None,
+                area_fraction=f["area_fraction"] if lonlat else None,
+                total_weight=f["total_weight"],
+                **{name: f[name] for name in names},
+            )
+
+
+def build_cell_pixel_map(
+    cells: gpd.GeoDataFrame,
+    grid: RasterGrid,
+    *,
+    block_pixels: int = DEFAULT_BLOCK_PIXELS,
+    segment_deg: float = CELL_SEGMENT_DEG,
+) -> CellPixelMap:
+    """Build the mapping of ``cells`` (a ``grid_cells`` frame) onto ``grid``.
+
+    Parameters
+    ----------
+    block_pixels
+        About this many pixels per block of rows (whole rows; at least one row).
+    segment_deg
+        Densification of cell edges before projecting (projected rasters only).
+    """
+    geoms = project_cells(cells, grid, segment_deg)
+    t = grid.transform
+    # Pixel coordinates: u right, v down, one unit per pixel; exact for north-up grids.
+    to_pixels = [1 / t.a, 0, 0, 1 / t.e, -t.c / t.a, -t.f / t.e]
+    pix = shapely.transform(
+        geoms, lambda xy: xy * np.array([to_pixels[0], to_pixels[3]]) + to_pixels[4:]
+    )
+    inside = shapely.clip_by_rect(pix, 0.0, 0.0, float(grid.width), float(grid.height))
+    inside = shapely.orient_polygons(_polygonal(inside), exterior_cw=True)
+    outside_area = _outside_area(geoms, pix, inside, grid)
+
+    label = rasterio.features.rasterize(
+        ((g, i + 1) for i, g in enumerate(inside) if not g.is_empty),
+        out_shape=(grid.height, grid.width),
+        transform=Affine.identity(),
+        fill=0,
+        dtype="int32",
+    )
+    profiles = [_planar_profile] + ([_area_profile(grid)] if grid.is_geographic else [])
+    edge_pixel, edge_cell, edge_fracs = _edge_coverage(inside, grid.width, grid.height, profiles)
+    edge_mask = np.zeros(grid.height * grid.width, dtype=bool)
+    edge_mask[edge_pixel] = True
+    keep = edge_fracs[0] > MIN_COVERAGE
+    edge_pixel, edge_cell = edge_pixel[keep], edge_cell[keep]
+    edge_cov = np.clip(edge_fracs[-1][keep], 0.0, 1.0)  # area share (= coverage if projected)
+    edge_planar = np.minimum(edge_fracs[0][keep], 1.0)
+    edge_centre = label.ravel()[edge_pixel] == edge_cell + 1
+
+    block_rows = max(1, block_pixels // grid.width)
+    n_blocks = -(-grid.height // block_rows)
+    edge_block = edge_pixel // (block_rows * grid.width)
+    edge_order = np.argsort(edge_block, kind="stable")
+    edge_bounds = np.searchsorted(edge_block[edge_order], np.arange(n_blocks + 1))
+    parts: list[tuple[np.ndarray, ...]] = []
+    flat_label, flat_edge = label.ravel(), edge_mask
+    for k in range(n_blocks):
+        lo = k * block_rows * grid.width
+        hi = min(lo + block_rows * grid.width, grid.height * grid.width)
+        lab = flat_label[lo:hi]
+        interior = np.flatnonzero((lab > 0) & ~flat_edge[lo:hi])
+        sel = edge_order[edge_bounds[k] : edge_bounds[k + 1]]
+        pixel = np.concatenate([interior, edge_pixel[sel] - lo]).astype(np.int32)
+        cell = np.concatenate([lab[interior] - 1, edge_cell[sel]]).astype(np.int32)
+        coverage = np.concatenate([np.ones(len(interior)), edge_planar[sel]])
+        share = np.concatenate([np.ones(len(interior)), edge_cov[sel]])
+        centre = np.concatenate([np.ones(len(interior), dtype=bool), edge_centre[sel]])
+        order = np.argsort(cell, kind="stable")
+        parts.append((pixel[order], cell[order], coverage[order], share[order], centre[order]))
+    block_start = np.concatenate([[0], np.cumsum([len(p[0]) for p in parts])])
+    pixel, cell, coverage, share, centre = (
+        np.concatenate(arrs) for arrs in zip(*parts, strict=True)
+    )
+
+    row_area = _row_area(grid) if grid.is_geographic else None
+    entry_weight = coverage
+    if row_area is not None:
+        rows = np.repeat(np.arange(n_blocks) * block_rows, np.diff(block_start))
+        entry_weight = share * row_area[rows + pixel // grid.width]
+    total = np.bincount(cell, weights=entry_weight, minlength=len(geoms)) + outside_area
+    return CellPixelMap(
+        grid=grid,
+        cell_ids=np.asarray(cells["cell_id"], dtype=np.uint64),
+        block_rows=block_rows,
+        block_start=block_start,
+        pixel=pixel,
+        cell=cell,
+        coverage=coverage,
+        centre=centre,
+        row_area=row_area,
+        area_fraction=share if row_area is not None else None,
+        total_weight=total,
+    )
+
+
+def _band_sin(grid: RasterGrid, lat: np.ndarray) -> np.ndarray:
+    """Sine of the authalic latitude (clipped to +-90): areas of lat bands are differences."""
+    return np.sin(np.radians(authalic_latitude(np.clip(lat, -90.0, 90.0))))
+
+
+def _row_area(grid: RasterGrid) -> np.ndarray:
+    """True area (km2, WGS84) of a pixel of each row, counting only its part inside +-90.
+
+    The band between two latitudes has area ``R^2 dlon (sin b_top - sin b_bottom)`` on the
+    authalic sphere with authalic latitudes ``b``, which equals its area on the ellipsoid.
+    """
+    t = grid.transform
+    sin_edge = _band_sin(grid, t.f + t.e * np.arange(grid.height + 1))
+    return AUTHALIC_RADIUS_KM**2 * np.radians(t.a) * (sin_edge[:-1] - sin_edge[1:])
+
+
+def _planar_profile(row: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Share of a pixel between its top and ``v`` (pixel rows), measured in the raster's CRS."""
+    return v - row
+
+
+def _area_profile(grid: RasterGrid) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Share of a lon/lat pixel's true area between its top and ``v`` (pixel rows)."""
+    t = grid.transform
+
+    def profile(row: np.ndarray, v: np.ndarray) -> np.ndarray:
+        top, bottom = _band_sin(grid, t.f + t.e * row), _band_sin(grid, t.f + t.e * (row + 1))
+        here = _band_sin(grid, t.f + t.e * v)
+        return np.divide(top - here, top - bottom, out=np.zeros_like(v), where=top > bottom)
+
+    return profile
+
+
+def _outside_area(
+    geoms: np.ndarray, pix: np.ndarray, inside: np.ndarray, grid: RasterGrid
+) -> np.ndarray:
+    """Weight of the part of each cell outside the raster, in the units of the mapping."""
+    clipped = np.array([not g.is_empty for g in pix]) & (
+        np.abs(shapely.area(pix) - shapely.area(inside)) > 1e-9 * np.maximum(shapely.area(pix), 1)
+    )
+    out = np.zeros(len(geoms))
+    if not clipped.any():
+        return out
+    if not grid.is_geographic:
+        out[clipped] = shapely.area(pix[clipped]) - shapely.area(inside[clipped])
+        return out
+    left, bottom, right, top = grid.bounds
+    rest = shapely.difference(geoms[clipped], shapely.box(left, bottom, right, top))
+    series = gpd.GeoSeries(rest, crs=grid.crs).to_crs(4326).segmentize(CELL_SEGMENT_DEG)
+    north = shapely.get_y(shapely.point_on_surface(geoms[clipped])) >= 0
+    for hemisphere, crs in ((north, "EPSG:6931"), (~north, "EPSG:6932")):
+        if hemisphere.any():
+            idx = np.flatnonzero(clipped)[hemisphere]
+            out[idx] = series[hemisphere].to_crs(crs).area.to_numpy() / 1e6
+    return out
+
+
+def _edge_coverage(
+    polygons: np.ndarray,
+    width: int,
+    height: int,
+    profiles: Sequence[Callable[[np.ndarray, np.ndarray], np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Exact coverage of the pixels crossed by polygon boundaries (pixel coordinates).
+
+    Returns flat pixel index, polygon index and one covered share per profile for each
+    (pixel, polygon) pair, sorted by polygon then pixel. A profile gives the share of a pixel
+    between its top and a row coordinate; each boundary piece adds its integral (Simpson's rule:
+    exact for the planar profile, and to ~1e-12 for the true-area one on small pieces).
+    Exteriors must be clockwise (``orient_polygons``).
+    """
+    parts, owner = shapely.get_parts(polygons, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    same = ring[1:] == ring[:-1]
+    u0, v0 = coords[:-1][same, 0], coords[:-1][same, 1]
+    u1, v1 = coords[1:][same, 0], coords[1:][same, 1]
+    edge_owner = owner[ring_part[ring[:-1][same]]]
+    moving = (u0 != u1) | (v0 != v1)
+    u0, v0, u1, v1, edge_owner = u0[moving], v0[moving], u1[moving], v1[moving], edge_owner[moving]
+    n_edges = len(u0)
+
+    # Parameters t in (0, 1) where each edge crosses a pixel column or row line.
+    e_idx, t = [np.arange(n_edges)] * 2, [np.zeros(n_edges), np.ones(n_edges)]
+    for a0, a1 in ((u0, u1), (v0, v1)):
+        first = np.floor(np.minimum(a0, a1)) + 1
+        count = np.maximum(np.ceil(np.maximum(a0, a1)) - first, 0).astype(np.int64)
+        which = np.repeat(np.arange(n_edges), count)
+        offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        t.append((first[which] + offset - a0[which]) / (a1 - a0)[which])
+        e_idx.append(which)
+    e_idx, t = np.concatenate(e_idx), np.concatenate(t)
+    order = np.lexsort((t, e_idx))
+    e_idx, t = e_idx[order], t[order]
+    pair = np.flatnonzero(e_idx[1:] == e_idx[:-1])
+    e, ta, tb = e_idx[pair], t[pair], t[pair + 1]
+    du, dv = u1[e] - u0[e], v1[e] - v0[e]
+    ua, ub = u0[e] + ta * du, u0[e] + tb * du
+    va, vb = v0[e] + ta * dv, v0[e] + tb * dv
+    vmid = 0.5 * (va + vb)
+    col = np.clip(np.floor(0.5 * (ua + ub)), 0, width - 1).astype(np.int64)
+    row = np.clip(np.floor(vmid), 0, height - 1).astype(np.int64)
+    step = ub - ua
+    # Own pixel: the share between the piece and the pixel's top; pixels above: a full strip.
+    owns = [step * (p(row, va) + 4 * p(row, vmid) + p(row, vb)) / 6 for p in profiles]
+    cell = edge_owner[e]
+
+    key_order = np.lexsort((row, col, cell))
+    cell, col, row, step = (a[key_order] for a in (cell, col, row, step))
+    new = np.r_[True, (cell[1:] != cell[:-1]) | (col[1:] != col[:-1]) | (row[1:] != row[:-1])]
+    starts = np.flatnonzero(new)
+    cell, col, row = cell[starts], col[starts], row[starts]
+    step = np.add.reduceat(step, starts)
+    column_start = np.flatnonzero(np.r_[True, (cell[1:] != cell[:-1]) | (col[1:] != col[:-1])])
+    column_end = np.r_[column_start[1:], len(cell)] - 1
+    within = np.cumsum(step)
+    above = np.repeat(within[column_end], np.diff(np.r_[column_start, len(cell)])) - within
+    shares = [np.add.reduceat(own[key_order], starts) + above for own in owns]
+    return row * width + col, cell.astype(np.int32), shares
