@@ -5,7 +5,8 @@ which would load every partition again. They are blocking: a grid with duplicate
 geometries or impossible land fractions would poison every per-cell asset downstream.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 import geopandas as gpd
@@ -80,3 +81,22 @@ def check_specs(asset: str, checks: tuple[Check, ...]) -> list[dg.AssetCheckSpec
 
 def check_results(frame: gpd.GeoDataFrame, checks: tuple[Check, ...]) -> list[dg.AssetCheckResult]:
     return [check(frame) for check in checks]
+
+
+def checked_output(
+    value: Any, metadata: dict[str, Any], results: list[dg.AssetCheckResult]
+) -> Iterator[dg.AssetCheckResult | dg.Output]:
+    """Yield the check results, then the value only if every check passed.
+
+    The checks run before the IO manager writes anything, so a failed (blocking) check fails
+    the run and leaves the previous materialisation in place instead of replacing it.
+    """
+    yield from results
+    failed = [r.check_name for r in results if not r.passed]
+    if failed:
+        raise dg.Failure(
+            description=f"blocking checks failed: {', '.join(failed)}; nothing was written and "
+            "the previous version is kept (see the check results for details)",
+            metadata={"failed_checks": failed},
+        )
+    yield dg.Output(value, metadata=metadata)

@@ -104,26 +104,28 @@ def _water() -> gpd.GeoDataFrame:
 @pytest.mark.slow
 def test_direct_asset_call(materialised, tmp_path: Path) -> None:
     data_dir, _ = materialised
-    result = grid_cells(
-        context=dg.build_asset_context(partition_key="h3_3"),
-        watermask=read_geoparquet(data_dir / "watermask" / "watermask.parquet"),
-        area_of_interest=AreaOfInterestResource(aoi="sample"),
-        grid_settings=GridCellsResource(),
-        data_dir=DataDirResource(path=str(tmp_path)),
+    events = list(
+        grid_cells(
+            context=dg.build_asset_context(partition_key="h3_3"),
+            watermask=read_geoparquet(data_dir / "watermask" / "watermask.parquet"),
+            area_of_interest=AreaOfInterestResource(aoi="sample"),
+            grid_settings=GridCellsResource(),
+            data_dir=DataDirResource(path=str(tmp_path)),
+        )
     )
-    cells = result.value
+    (output,) = [e for e in events if isinstance(e, dg.Output)]
+    checks = [e for e in events if isinstance(e, dg.AssetCheckResult)]
+    cells = output.value
     assert isinstance(cells, gpd.GeoDataFrame) and len(cells) > 0
-    assert (result.metadata["grid"], result.metadata["level"]) == ("h3", 3)
-    assert {r.check_name: r.passed for r in result.check_results} == dict.fromkeys(
-        GRID_CHECKS, True
-    )
+    assert (output.metadata["grid"].value, output.metadata["level"].value) == ("h3", 3)
+    assert {r.check_name: r.passed for r in checks} == dict.fromkeys(GRID_CHECKS, True)
     assert (tmp_path / "grids" / "h3_3.png").exists()
 
 
 def test_failed_blocking_check_fails_the_run(
     tmp_path: Path, make_resources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Duplicate cell ids must stop the run so that nothing downstream joins on them."""
+    """Duplicate cell ids stop the run before anything is written: the previous file stays."""
 
     def duplicated_cells(spec, aoi: AreaOfInterest, water, config, progress) -> gpd.GeoDataFrame:
         return gpd.GeoDataFrame(
@@ -139,6 +141,9 @@ def test_failed_blocking_check_fails_the_run(
     monkeypatch.setattr(entropice_core.spatial.grids, "grid_cells", duplicated_cells)
     data_dir = tmp_path / "data"
     write_geoparquet(_water(), data_dir / "watermask" / "watermask.parquet")
+    previous = data_dir / "grids" / "h3_3.parquet"
+    write_geoparquet(_water(), previous)
+    before = previous.read_bytes()
     result = dg.materialize(
         [watermask, grid_cells],
         selection=[grid_cells],
@@ -153,6 +158,8 @@ def test_failed_blocking_check_fails_the_run(
         "geometries_valid": True,
         "land_fraction_in_0_1": True,
     }
+    assert previous.read_bytes() == before
+    assert [p.name for p in previous.parent.iterdir()] == ["h3_3.parquet"]
 
 
 @pytest.mark.slow

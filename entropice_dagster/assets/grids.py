@@ -12,7 +12,13 @@ from entropice_core.config import GridSpec
 from entropice_core.io.atomic import atomic_path
 from entropice_core.spatial import grids
 from entropice_core.spatial.watermask import water_polygons
-from entropice_dagster.checks import GRID_CELLS_CHECKS, WATERMASK_CHECKS, check_results, check_specs
+from entropice_dagster.checks import (
+    GRID_CELLS_CHECKS,
+    WATERMASK_CHECKS,
+    check_results,
+    check_specs,
+    checked_output,
+)
 from entropice_dagster.metadata import frame_summary
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
@@ -24,9 +30,6 @@ from entropice_dagster.resources import (
 
 IO_MANAGER_KEY = "geoparquet_io_manager"
 MAP_MAX_POLYGONS = 50_000
-
-# The assets below have no return annotation on purpose: with check_specs, Dagster 1.13 reads
-# `-> dg.MaterializeResult` as "no output value" and would not hand the frame to the IO manager.
 
 
 def _land_fraction_map(cells: gpd.GeoDataFrame, path: Path, title: str) -> dg.MetadataValue:
@@ -65,15 +68,15 @@ def watermask(area_of_interest: AreaOfInterestResource, watermask_source: Waterm
     """
     config = watermask_source.config()
     water = water_polygons(area_of_interest.area(), config)
-    return dg.MaterializeResult(
-        value=water,
-        metadata={
+    yield from checked_output(
+        water,
+        {
             "source": config.source,
             "tiles": len(water),
             "tiles_with_water": int((~water.geometry.is_empty).sum()),
             **frame_summary(water),
         },
-        check_results=check_results(water, WATERMASK_CHECKS),
+        check_results(water, WATERMASK_CHECKS),
     )
 
 
@@ -103,17 +106,16 @@ def grid_cells(
     cells = grids.grid_cells(
         spec, aoi, watermask, grid_settings.config(), progress=context.log.info
     )
-    map_path = data_dir.root / "grids" / f"{spec.key}.png"
-    return dg.MaterializeResult(
-        value=cells,
-        metadata={
-            "grid": spec.grid,
-            "level": spec.level,
-            "area_of_interest": aoi.name,
-            "land_area_km2": round(float(cells["land_area_km2"].sum()), 1),
-            **frame_summary(cells),
-            "map": dg.MetadataValue.path(str(map_path)),
-            "map_preview": _land_fraction_map(cells, map_path, f"{spec.key}: land fraction"),
-        },
-        check_results=check_results(cells, GRID_CELLS_CHECKS),
-    )
+    results = check_results(cells, GRID_CELLS_CHECKS)
+    metadata = {
+        "grid": spec.grid,
+        "level": spec.level,
+        "area_of_interest": aoi.name,
+        "land_area_km2": round(float(cells["land_area_km2"].sum()), 1),
+        **frame_summary(cells),
+    }
+    if all(r.passed for r in results):  # a failed run writes nothing, the map included
+        map_path = data_dir.root / "grids" / f"{spec.key}.png"
+        metadata["map"] = dg.MetadataValue.path(str(map_path))
+        metadata["map_preview"] = _land_fraction_map(cells, map_path, f"{spec.key}: land fraction")
+    yield from checked_output(cells, metadata, results)

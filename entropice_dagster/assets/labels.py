@@ -6,6 +6,7 @@ import geopandas as gpd
 from entropice_core.config import GridSpec
 from entropice_core.ingest import darts
 from entropice_dagster.assets.grids import IO_MANAGER_KEY
+from entropice_dagster.checks import checked_output
 from entropice_dagster.metadata import frame_summary
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import DartsSourceResource, DataDirResource
@@ -82,16 +83,16 @@ def rts_labels(
     labelled = float(labels["rts_area_km2"].sum())
     expected = darts.footprint_area_in_cells_km2(darts_polygons, grid_cells)
     error = abs(labelled - expected) / expected if expected else abs(labelled)
-    return dg.MaterializeResult(
-        value=labels,
-        metadata={
+    yield from checked_output(
+        labels,
+        {
             "cells": labels.sizes["cell_ids"],
             "cells_with_rts": int((labels["rts_count_all_years"] > 0).sum()),
             "slumps": int(labels["rts_count_all_years"].sum()),
             "rts_area_km2": round(labelled, 4),
             "years": labels["year"].to_numpy().tolist(),
         },
-        check_results=[
+        [
             dg.AssetCheckResult(
                 check_name="rts_area_matches_footprints",
                 passed=bool(error <= AREA_TOLERANCE),
