@@ -18,18 +18,20 @@ Over the valid (non-nodata) pixels of a cell:
 Tiling
 ------
 Rows are processed in the mapping's fixed *blocks*; each block gives a :class:`Partial` (weights,
-weighted sums, sums of squared deviations from the block mean, min, max and the pixel-centre
-values) and partials are merged in block order with Chan's pairwise formula. Reading several
-blocks at once (``max_pixels``) or running blocks as dask tasks changes neither the blocks nor
-the merge order, so results are bit-identical however the raster is tiled. Quantiles need all
-values of a cell at once: the sequential path keeps the values of the cells still open and
-finishes each cell after its last block, so memory stays about one row of cells; the dask path
-keeps all pixel-centre values until the final merge.
+weighted sums, sums of squared deviations from the mean, min, max and the pixel-centre values as
+per-cell segments) and partials are merged in block order with Chan's pairwise formula. Reading
+several blocks at once (``max_pixels``) or running blocks as dask tasks changes neither the blocks
+nor the merge order, so results are bit-identical however the raster is tiled. Quantiles need all
+values of a cell at once: the sequential path finishes cells lying in one block from that block's
+segment and keeps aside the values of cells spanning blocks until their last block, so memory
+stays about one block plus one row of cells; the dask path keeps all pixel-centre values until
+the final merge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import reduce
 
@@ -39,20 +41,24 @@ import numpy as np
 import xarray as xr
 
 from entropice_core.config import GridSpec
-from entropice_core.spatial.pixelmap import CellPixelMap, RasterGrid, build_cell_pixel_map
+from entropice_core.spatial.pixelmap import CellPixelMap, RasterGrid, build_cell_pixel_map, runs
 
 #: Statistics computed when none are asked for.
 DEFAULT_STATISTICS = ("mean", "std", "min", "max", "count", "valid_fraction")
 #: Pixels (times bands) read at once by default: 256 MiB of float64.
 DEFAULT_MAX_PIXELS = 2**25
+#: Values (pixels times bands) reduced per step within a block: small enough for the float64
+#: temporaries to stay in cache (results do not depend on it: every segment is reduced whole).
+CHUNK_VALUES = 2**17
 
 
 @dataclass(frozen=True)
 class Partial:
     """Per-cell partial results of some blocks, for the cells in ``cells`` (sorted indices).
 
-    Moment arrays are ``(bands, len(cells))``; ``member_value`` is ``(bands, len(member_cell))``
-    and holds the pixel-centre values (NaN where nodata) for quantiles.
+    Moment arrays are ``(bands, len(cells))``. The pixel-centre values (NaN where nodata) for
+    quantiles come in segments: ``member_value`` is ``(bands, member_length.sum())``, segment
+    ``i`` holds ``member_length[i]`` values of cell ``member_cell[i]`` (a cell may have several).
     """
 
     cells: np.ndarray
@@ -64,6 +70,7 @@ class Partial:
     minimum: np.ndarray
     maximum: np.ndarray
     member_cell: np.ndarray
+    member_length: np.ndarray
     member_value: np.ndarray
 
 
@@ -151,13 +158,115 @@ def block_partial(
     """Partial moments of one mapping block from its ``(bands, pixels)`` values (NaN = nodata).
 
     This is the per-tile task of parallel runs; merge results with :func:`merge_partials`.
+    Interior pixels are reduced over the block's cell segments, edge pixels from their
+    coverage entries; the two partials are merged in that fixed order.
     """
-    lo, hi = cmap.block_start[block], cmap.block_start[block + 1]
-    cell, coverage = cmap.cell[lo:hi], cmap.coverage[lo:hi]
+    s0, s1 = cmap.block_segment[block], cmap.block_segment[block + 1]
+    bounds = cmap.segment_start[s0 : s1 + 1]
+    pixel = cmap.member_pixel[bounds[0] : bounds[-1]]
+    x = values[:, pixel]
+    lengths = np.diff(bounds)
+    cells = cmap.segment_cell[s0:s1]
+    interior = cmap.segment_interior[s0:s1]
+    offsets = bounds - bounds[0]
+    nb = values.shape[0]
+    inner = [
+        _interior_partial(
+            cmap, block, x[:, lo:hi], pixel[lo:hi], offsets[a:b] - lo, interior[a:b], cells[a:b]
+        )
+        for a, b in _chunks(offsets, nb)
+        for lo, hi in [(offsets[a], offsets[b])]
+    ]
+    e0, e1 = cmap.edge_start[block], cmap.edge_start[block + 1]
+    edge_offsets = e0 + np.flatnonzero(np.diff(cmap.edge_cell[e0:e1], prepend=-1, append=-1))
+    edge = [
+        _edge_partial(cmap, block, values, edge_offsets[a], edge_offsets[b])
+        for a, b in _chunks(edge_offsets, nb)
+    ]
+    part = merge_partials(_concat(inner, nb, values.dtype), _concat(edge, nb, values.dtype))
+    if not members:
+        return part
+    return replace(part, member_cell=cells, member_length=lengths, member_value=x)
+
+
+def _interior_partial(
+    cmap: CellPixelMap,
+    block: int,
+    x: np.ndarray,
+    pixel: np.ndarray,
+    starts: np.ndarray,
+    interior: np.ndarray,
+    cells: np.ndarray,
+) -> Partial:
+    """Moments of the interior pixels of a block's segments (coverage 1).
+
+    Segments end with the cell's edge pixels, which count here only for min and max (their
+    coverage is positive) and are masked out of the sums, which the edge entries provide.
+    """
+    lengths = np.diff(np.r_[starts, x.shape[1]])
+    invalid = np.isnan(x)
+    invalid[:, runs(starts + interior, lengths - interior)] = True
+    x0 = np.where(invalid, np.float64(0.0), x)
+    count = (lengths - np.add.reduceat(invalid, starts, axis=1, dtype=np.intp)).astype(np.float64)
+    total = np.add.reduceat(x0, starts, axis=1)
+    if cmap.row_area is None:
+        weight, weighted_sum = count, total
+    else:
+        area = cmap.row_area[block * cmap.block_rows + pixel // cmap.grid.width]
+        w = np.where(invalid, 0.0, area)
+        weight = np.add.reduceat(w, starts, axis=1)
+        weighted_sum = np.add.reduceat(w * x0, starts, axis=1)
+    mean = np.nan_to_num(_div(weighted_sum, weight))
+    deviation = np.repeat(mean, lengths, axis=1)
+    np.subtract(x0, deviation, out=deviation)
+    np.multiply(deviation, ~invalid, out=deviation)
+    np.square(deviation, out=deviation)
+    if cmap.row_area is not None:
+        deviation *= w
+    minimum = np.fmin.reduceat(x, starts, axis=1)
+    maximum = np.fmax.reduceat(x, starts, axis=1)
+    return Partial(
+        cells=cells,
+        weight=weight,
+        weighted_sum=weighted_sum,
+        m2=np.add.reduceat(deviation, starts, axis=1),
+        count=count,
+        total=total,
+        minimum=np.where(np.isnan(minimum), np.inf, minimum),
+        maximum=np.where(np.isnan(maximum), -np.inf, maximum),
+        member_cell=np.zeros(0, np.int32),
+        member_length=np.zeros(0, np.int64),
+        member_value=np.zeros((x.shape[0], 0), x.dtype),
+    )
+
+
+def _chunks(offsets: np.ndarray, nb: int) -> Iterator[tuple[int, int]]:
+    """Runs ``[a, b)`` of whole segments (bounded by ``offsets``) of about ``CHUNK_VALUES``
+    values each, so that the float64 temporaries stay in cache and off the page allocator."""
+    if len(offsets) < 2 or offsets[-1] == offsets[0]:
+        return iter(())
+    group = (offsets[:-1] - offsets[0]) // max(1, CHUNK_VALUES // nb)
+    edges = np.r_[np.flatnonzero(np.r_[True, group[1:] != group[:-1]]), len(offsets) - 1]
+    return itertools.pairwise(edges.tolist())
+
+
+def _concat(parts: list[Partial], nb: int, dtype: np.dtype) -> Partial:
+    """Moments of partials over disjoint, increasing cells, side by side."""
+    if not parts:
+        return _empty_partial(nb, dtype)
+    moments = ("weight", "weighted_sum", "m2", "count", "total", "minimum", "maximum")
+    joined = {name: np.concatenate([getattr(p, name) for p in parts], axis=1) for name in moments}
+    return replace(parts[0], cells=np.concatenate([p.cells for p in parts]), **joined)
+
+
+def _edge_partial(cmap: CellPixelMap, block: int, values: np.ndarray, lo: int, hi: int) -> Partial:
+    """Moments of a block's edge entries, weighted by their exact coverage."""
     nb = values.shape[0]
     if hi == lo:
         return _empty_partial(nb, values.dtype)
-    x = values[:, cmap.pixel[lo:hi]]
+    cell, coverage = cmap.edge_cell[lo:hi], cmap.edge_coverage[lo:hi]
+    pixel = cmap.edge_pixel[lo:hi]
+    x = values[:, pixel]
     valid = ~np.isnan(x)
     starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
     lengths = np.diff(np.r_[starts, len(cell)])
@@ -165,8 +274,8 @@ def block_partial(
     if cmap.row_area is None:
         w = cov
     else:
-        row_area = cmap.row_area[block * cmap.block_rows + cmap.pixel[lo:hi] // cmap.grid.width]
-        w = np.where(valid, cmap.area_fraction[lo:hi] * row_area, 0.0)
+        row_area = cmap.row_area[block * cmap.block_rows + pixel // cmap.grid.width]
+        w = np.where(valid, cmap.edge_share[lo:hi] * row_area, 0.0)
     x0 = np.where(valid, x, 0.0)
     weight = np.add.reduceat(w, starts, axis=1)
     weighted_sum = np.add.reduceat(w * x0, starts, axis=1)
@@ -182,8 +291,9 @@ def block_partial(
         )
     minimum = np.minimum.reduceat(np.where(valid, x, np.inf), starts, axis=1)
     maximum = np.maximum.reduceat(np.where(valid, x, -np.inf), starts, axis=1)
-    centre = cmap.centre[lo:hi] if members else np.zeros(0, dtype=bool)
-    return Partial(
+    empty = _empty_partial(nb, values.dtype)
+    return replace(
+        empty,
         cells=cell[starts],
         weight=weight,
         weighted_sum=weighted_sum,
@@ -192,8 +302,6 @@ def block_partial(
         total=total,
         minimum=minimum,
         maximum=maximum,
-        member_cell=cell[centre] if members else np.zeros(0, np.int32),
-        member_value=x[:, centre] if members else np.zeros((nb, 0), values.dtype),
     )
 
 
@@ -201,7 +309,7 @@ def _empty_partial(nb: int, dtype: np.dtype) -> Partial:
     none = np.zeros((nb, 0))
     return Partial(
         np.zeros(0, np.int32), none, none, none, none, none, none, none,
-        np.zeros(0, np.int32), np.zeros((nb, 0), dtype),
+        np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((nb, 0), dtype),
     )  # fmt: skip
 
 
@@ -237,53 +345,82 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
         minimum=np.minimum(spread(a, ia, "minimum", np.inf), spread(b, ib, "minimum", np.inf)),
         maximum=np.maximum(spread(a, ia, "maximum", -np.inf), spread(b, ib, "maximum", -np.inf)),
         member_cell=np.concatenate([a.member_cell, b.member_cell]),
+        member_length=np.concatenate([a.member_length, b.member_length]),
         member_value=np.concatenate([a.member_value, b.member_value], axis=1),
     )
 
 
-def member_quantiles(
-    member_cell: np.ndarray, member_value: np.ndarray, levels: Sequence[float], n_cells: int
-) -> np.ndarray:
-    """Quantiles ``(levels, bands, cells)`` of each cell's values (numpy's linear rule).
+def member_quantiles(part: Partial, levels: Sequence[float], n_cells: int) -> np.ndarray:
+    """Quantiles ``(levels, bands, cells)`` of the member segments of ``part``.
 
-    One sort per band orders values by (cell, value): float32 values are packed with the cell
-    index into one uint64 key (a single fast sort); other dtypes use ``lexsort``.
+    Segments of the same cell are first gathered into one (only where a cell has several).
     """
-    out = np.full((len(levels), member_value.shape[0], n_cells), np.nan)
-    for band, values in enumerate(member_value):
-        ok = ~np.isnan(values)
-        cells, values = member_cell[ok], values[ok]
-        if values.dtype == np.float32:
-            ordered = np.sort((cells.astype(np.uint64) << np.uint64(32)) | _float_key(values))
-            values = _key_float(ordered)
-        else:
-            order = np.lexsort((values, cells))
-            values = values[order].astype(np.float64)
-        counts = np.bincount(cells, minlength=n_cells)
-        start = np.cumsum(counts) - counts
-        present = counts > 0
-        n, first = counts[present], start[present]
-        for i, q in enumerate(levels):
-            position = (n - 1) * q
-            below = np.floor(position).astype(np.int64)
-            t = position - below
-            a = values[first + below].astype(np.float64)
-            b = values[first + np.minimum(below + 1, n - 1)].astype(np.float64)
-            diff = b - a
-            out[i, band, present] = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    out = np.full((len(levels), part.member_value.shape[0], n_cells), np.nan)
+    cells, lengths, values = part.member_cell, part.member_length, part.member_value
+    if not len(cells):
+        return out
+    order = np.argsort(cells, kind="stable")
+    starts = np.cumsum(lengths) - lengths
+    ordered = cells[order]
+    first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    if len(first) < len(cells):
+        values = values[:, runs(starts[order], lengths[order])]
+        lengths = np.add.reduceat(lengths[order], first)
+        starts, cells = np.cumsum(lengths) - lengths, ordered[first]
+    out[:, :, cells] = segment_quantiles(values, starts, lengths, levels)
     return out
 
 
-def _float_key(values: np.ndarray) -> np.ndarray:
-    bits = values.view(np.uint32)
-    flip = np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
-    return (bits ^ flip).astype(np.uint64)
+#: Segments up to this long are sorted together as rows of a padded array (one call per size
+#: class); longer ones one by one, so Python overhead stays small for any segment size.
+ROW_SORT_MAX = 2048
 
 
-def _key_float(keys: np.ndarray) -> np.ndarray:
-    low = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    bits = np.where(low >> 31, low ^ np.uint32(0x80000000), ~low)
-    return bits.view(np.float32)
+def segment_quantiles(
+    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, levels: Sequence[float]
+) -> np.ndarray:
+    """Quantiles ``(levels, bands, segments)`` of value segments (numpy's linear rule).
+
+    NaNs (nodata) sort to the end of a segment, so the valid values are its first ``n``
+    sorted ones. Long segments of ``values`` are sorted in place.
+    """
+    out = np.full((len(levels), values.shape[0], len(starts)), np.nan)
+    size = np.left_shift(1, np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64))
+    long = np.flatnonzero(size > ROW_SORT_MAX)
+    classes = [np.flatnonzero(size == s) for s in np.unique(size[size <= ROW_SORT_MAX])]
+    for band, x in enumerate(values):
+        for sel in classes:
+            span = np.arange(size[sel[0]])
+            inside = span < lengths[sel, None]
+            rows = np.where(inside, x[np.where(inside, starts[sel, None] + span, 0)], np.nan)
+            rows.sort(axis=1)
+            n = np.count_nonzero(~np.isnan(rows), axis=1)
+            out[:, band, sel] = _pick(lambda p, r=rows: r[np.arange(len(r)), p], n, levels)
+        n = np.zeros(len(long), dtype=np.int64)
+        for j, (s, m) in enumerate(zip(starts[long], lengths[long], strict=True)):
+            segment = x[s : s + m]
+            segment.sort()
+            n[j] = np.searchsorted(segment, np.nan)
+        out[:, band, long] = _pick(lambda p, x=x: x[starts[long] + p], n, levels)
+    return out
+
+
+def _pick(
+    get: Callable[[np.ndarray], np.ndarray], n: np.ndarray, levels: Sequence[float]
+) -> np.ndarray:
+    """Linear-rule quantiles ``(levels, segments)`` from sorted segments with ``n`` values
+    (NaN where ``n`` is 0); ``get`` reads the values at positions within the segments."""
+    out = np.full((len(levels), len(n)), np.nan)
+    present = n > 0
+    for i, q in enumerate(levels):
+        position = (n - 1) * q
+        below = np.floor(position).astype(np.int64)
+        t = position - below
+        a = get(np.maximum(below, 0)).astype(np.float64)
+        b = get(np.clip(below + 1, 0, np.maximum(n - 1, 0))).astype(np.float64)
+        diff = b - a
+        out[i, present] = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)[present]
+    return out
 
 
 def _as_float(data: xr.DataArray) -> xr.DataArray:
@@ -307,19 +444,19 @@ def aggregate_partial(
 ) -> tuple[Partial, np.ndarray]:
     """All blocks merged in order with bounded memory; returns moments and the quantiles.
 
-    Reads ``config.max_pixels`` pixels (times bands) at a time and finishes each cell's
-    quantiles as soon as its last block is read.
+    Reads ``config.max_pixels`` pixels (times bands) at a time. A cell whose members all lie in
+    one block gets its quantiles from that block's segment; the values of cells spanning blocks
+    are kept until their last block is read.
     """
     extra = [d for d in data.dims if d not in (data.rio.y_dim, data.rio.x_dim)]
     nb = int(np.prod([data.sizes[d] for d in extra]))
     levels = config.levels
     n_cells = len(cmap.cell_ids)
-    last_block = _last_centre_block(cmap) if levels else None
+    first_block, last_block = _member_blocks(cmap)
     quantiles = np.full((len(levels), nb, n_cells), np.nan)
     blocks_per_read = max(1, config.max_pixels // (cmap.block_rows * cmap.grid.width * nb))
     acc = _empty_partial(nb, data.dtype)
-    no_cell, no_value = acc.member_cell, acc.member_value
-    pending_cell, pending_value = no_cell, no_value
+    pending: dict[int, list[np.ndarray]] = {}
     for first in range(0, cmap.n_blocks, blocks_per_read):
         last = min(first + blocks_per_read, cmap.n_blocks)
         row0 = cmap.block_rows_range(first)[0]
@@ -329,20 +466,37 @@ def aggregate_partial(
             offset = (r0 - row0) * cmap.grid.width
             block_values = values[:, offset : offset + (r1 - r0) * cmap.grid.width]
             part = block_partial(cmap, block, block_values, members=bool(levels))
-            acc = merge_partials(acc, replace(part, member_cell=no_cell, member_value=no_value))
+            acc = merge_partials(acc, _without_members(part))
             if not levels:
                 continue
-            pending_cell = np.concatenate([pending_cell, part.member_cell])
-            pending_value = np.concatenate([pending_value, part.member_value], axis=1)
-            done = last_block[pending_cell] <= block
-            if done.any():
-                found = member_quantiles(
-                    pending_cell[done], pending_value[:, done], levels, n_cells
+            cells, lengths = part.member_cell, part.member_length
+            starts = np.cumsum(lengths) - lengths
+            alone = (first_block[cells] == block) & (last_block[cells] == block)
+            quantiles[:, :, cells[alone]] = segment_quantiles(
+                part.member_value, starts[alone], lengths[alone], levels
+            )
+            for j in np.flatnonzero(~alone):
+                piece = part.member_value[:, starts[j] : starts[j] + lengths[j]].copy()
+                pending.setdefault(int(cells[j]), []).append(piece)
+            done = [int(c) for c in cells[~alone] if last_block[c] == block]
+            if done:
+                pieces = [pending.pop(c) for c in done]
+                sizes = np.array([sum(p.shape[1] for p in ps) for ps in pieces])
+                joined = np.concatenate([p for ps in pieces for p in ps], axis=1)
+                quantiles[:, :, done] = segment_quantiles(
+                    joined, np.cumsum(sizes) - sizes, sizes, levels
                 )
-                finished = np.unique(pending_cell[done])
-                quantiles[:, :, finished] = found[:, :, finished]
-                pending_cell, pending_value = pending_cell[~done], pending_value[:, ~done]
     return acc, quantiles
+
+
+def _without_members(part: Partial) -> Partial:
+    none = _empty_partial(part.member_value.shape[0], part.member_value.dtype)
+    return replace(
+        part,
+        member_cell=none.member_cell,
+        member_length=none.member_length,
+        member_value=none.member_value,
+    )
 
 
 def aggregate_partial_dask(
@@ -363,18 +517,17 @@ def aggregate_partial_dask(
     parts = [dask.delayed(task)(block) for block in range(cmap.n_blocks)]
     merged = dask.delayed(lambda ps: reduce(merge_partials, ps))(parts)
     (acc,) = dask.compute(merged, scheduler="threads")
-    n_cells = len(cmap.cell_ids)
-    quantiles = member_quantiles(acc.member_cell, acc.member_value, levels, n_cells)
-    return acc, quantiles
+    return acc, member_quantiles(acc, levels, len(cmap.cell_ids))
 
 
-def _last_centre_block(cmap: CellPixelMap) -> np.ndarray:
-    """Index of the last block holding a pixel-centre member of each cell (-1: none)."""
+def _member_blocks(cmap: CellPixelMap) -> tuple[np.ndarray, np.ndarray]:
+    """First and last block holding a pixel-centre member of each cell (-1 for none)."""
+    block = np.repeat(np.arange(cmap.n_blocks), np.diff(cmap.block_segment))
+    first = np.full(len(cmap.cell_ids), cmap.n_blocks, dtype=np.int64)
     last = np.full(len(cmap.cell_ids), -1, dtype=np.int64)
-    for block in range(cmap.n_blocks):
-        lo, hi = cmap.block_start[block], cmap.block_start[block + 1]
-        last[np.unique(cmap.cell[lo:hi][cmap.centre[lo:hi]])] = block
-    return last
+    np.minimum.at(first, cmap.segment_cell, block)
+    np.maximum.at(last, cmap.segment_cell, block)
+    return np.where(last < 0, -1, first), last
 
 
 def aggregate_raster(

@@ -1,7 +1,7 @@
 """Which raster pixels lie in which grid cell, and by how much: the cell-to-pixel mapping.
 
 The mapping is built once per (raster grid, grid level) pair and reused for every band and time
-step. It lists (pixel, cell, coverage) entries:
+step. It covers two kinds of pixels:
 
 - *interior* pixels, wholly inside one cell, found by rasterising the cells with the pixel-centre
   rule (``rasterio.features.rasterize``) and taking coverage 1;
@@ -18,9 +18,10 @@ follows the cell's lon/lat shape instead of joining projected vertices with stra
 lon/lat raster cells are used as they are, wrapped into the raster's 360-degree longitude window
 (rasters in [0, 360) and [-180, 180) both work, cells cut at 180 degrees included).
 
-Entries are sorted by row *block* (a fixed number of raster rows, part of the mapping) and then by
-cell, so that one block of raster rows is reduced with contiguous segment reductions and results
-do not depend on how many blocks are read at once.
+Pixels are grouped by row *block* (a fixed number of raster rows, part of the mapping) and then
+by cell with one stable sort of a per-pixel key, so that one block of raster rows is reduced with
+one gather and contiguous segment reductions, and results do not depend on how many blocks are
+read at once. Only edge pixels are stored with their coverage; interior pixels are just offsets.
 """
 
 from __future__ import annotations
@@ -127,7 +128,13 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CellPixelMap:
-    """Pixel-cell entries of one (raster grid, cell set) pair; see the module docstring.
+    """Pixel-cell layout of one (raster grid, cell set) pair; see the module docstring.
+
+    Pixel offsets are flat (row-major) within their block. Interior pixels are not stored as
+    (pixel, cell, coverage) entries but grouped: each *segment* is one cell's pixel-centre
+    members in one block, its interior pixels (coverage 1) first and then its edge pixels whose
+    centre lies in the cell, so one gather and contiguous segment reductions serve both moments
+    and quantiles. Edge pixels are also listed as explicit entries with their exact coverage.
 
     Attributes
     ----------
@@ -135,22 +142,28 @@ class CellPixelMap:
         The cells' ids, in the order of the input cells (cell index ``i`` is ``cell_ids[i]``).
     block_rows
         Raster rows per block; block ``k`` holds rows ``k * block_rows`` onwards.
-    block_start
-        Entry offsets of the blocks (``n_blocks + 1``).
-    pixel
-        Flat pixel offset of each entry within its block (row-major).
-    cell
-        Cell index of each entry; sorted within each block.
-    coverage
-        Fraction of the pixel's area inside the cell (1 for interior pixels).
-    centre
-        Whether the pixel's centre lies in the cell (the median/quantile membership rule).
+    member_pixel
+        Pixel offset of each member, segment after segment (int32).
+    segment_start
+        Offsets of the segments in ``member_pixel`` (``n_segments + 1``).
+    segment_cell
+        Cell index of each segment; increasing within each block.
+    segment_interior
+        Interior pixels at the start of each segment (the rest are edge pixels).
+    block_segment
+        Segment offsets of the blocks (``n_blocks + 1``).
+    edge_start
+        Entry offsets of the blocks in the edge entries (``n_blocks + 1``).
+    edge_pixel, edge_cell
+        Pixel offset and cell index of each edge entry; sorted by cell within each block.
+    edge_coverage
+        Fraction of the edge pixel's area inside the cell, measured in the raster's CRS.
+    edge_share
+        Lon/lat rasters: share of the pixel's true area inside the cell (``edge_coverage`` is the
+        share in lon/lat, which exactextract's ``count`` and ``sum`` use); ``None`` otherwise.
     row_area
         True area (km2, WGS84) of a pixel of each raster row, for lon/lat rasters; ``None``
         for projected rasters, whose pixels all weigh 1.
-    area_fraction
-        Lon/lat rasters: share of the pixel's true area inside the cell (``coverage`` is the
-        share in lon/lat, which exactextract's ``count`` and ``sum`` use); ``None`` otherwise.
     total_weight
         Weight of each whole cell, counting the parts outside the raster too (the denominator of
         the valid fraction): pixel units (projected) or km2 (lon/lat).
@@ -159,18 +172,22 @@ class CellPixelMap:
     grid: RasterGrid
     cell_ids: np.ndarray
     block_rows: int
-    block_start: np.ndarray
-    pixel: np.ndarray
-    cell: np.ndarray
-    coverage: np.ndarray
-    centre: np.ndarray
+    member_pixel: np.ndarray
+    segment_start: np.ndarray
+    segment_cell: np.ndarray
+    segment_interior: np.ndarray
+    block_segment: np.ndarray
+    edge_start: np.ndarray
+    edge_pixel: np.ndarray
+    edge_cell: np.ndarray
+    edge_coverage: np.ndarray
+    edge_share: np.ndarray | None
     row_area: np.ndarray | None
-    area_fraction: np.ndarray | None
     total_weight: np.ndarray
 
     @property
     def n_blocks(self) -> int:
-        return len(self.block_start) - 1
+        return len(self.block_segment) - 1
 
     def block_rows_range(self, block: int) -> tuple[int, int]:
         start = block * self.block_rows
@@ -185,10 +202,10 @@ class CellPixelMap:
             "crs": np.array(self.grid.crs.to_wkt()),
         }
         if self.row_area is not None:
-            arrays.update(row_area=self.row_area, area_fraction=self.area_fraction)
-        for name in ("cell_ids", "block_start", "pixel", "cell", "coverage", "centre"):
+            arrays.update(row_area=self.row_area, edge_share=self.edge_share)
+        for name in _ARRAYS:
             arrays[name] = getattr(self, name)
-        np.savez(path, total_weight=self.total_weight, **arrays)
+        np.savez(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> CellPixelMap:
@@ -196,15 +213,19 @@ class CellPixelMap:
             width, height, block_rows = (int(v) for v in f["shape"])
             grid = RasterGrid(Affine(*f["transform"]), width, height, CRS.from_wkt(str(f["crs"])))
             lonlat = "row_area" in f.files
-            names = ("cell_ids", "block_start", "pixel", "cell", "coverage", "centre")
             return cls(
                 grid=grid,
                 block_rows=block_rows,
                 row_area=f["row_area"] if lonlat else None,
-                area_fraction=f["area_fraction"] if lonlat else None,
-                total_weight=f["total_weight"],
-                **{name: f[name] for name in names},
+                edge_share=f["edge_share"] if lonlat else None,
+                **{name: f[name] for name in _ARRAYS},
             )
+
+
+_ARRAYS = (
+    "cell_ids", "member_pixel", "segment_start", "segment_cell", "segment_interior",
+    "block_segment", "edge_start", "edge_pixel", "edge_cell", "edge_coverage", "total_weight",
+)  # fmt: skip
 
 
 def build_cell_pixel_map(
@@ -224,6 +245,7 @@ def build_cell_pixel_map(
         Densification of cell edges before projecting (projected rasters only).
     """
     geoms = project_cells(cells, grid, segment_deg)
+    n_cells = len(geoms)
     t = grid.transform
     # Pixel coordinates: u right, v down, one unit per pixel; exact for north-up grids.
     to_pixels = [1 / t.a, 0, 0, 1 / t.e, -t.c / t.a, -t.f / t.e]
@@ -240,61 +262,89 @@ def build_cell_pixel_map(
         transform=Affine.identity(),
         fill=0,
         dtype="int32",
-    )
+    ).ravel()
     profiles = [_planar_profile] + ([_area_profile(grid)] if grid.is_geographic else [])
     edge_pixel, edge_cell, edge_fracs = _edge_coverage(inside, grid.width, grid.height, profiles)
-    edge_mask = np.zeros(grid.height * grid.width, dtype=bool)
-    edge_mask[edge_pixel] = True
+    # Sort key of each pixel: 2 * (cell + 1) for interior pixels, one more for edge pixels whose
+    # centre is in a cell they touch, 0 for the rest (no cell, or an edge pixel left out).
+    key = label * 2
+    key[edge_pixel] = 0
     keep = edge_fracs[0] > MIN_COVERAGE
     edge_pixel, edge_cell = edge_pixel[keep], edge_cell[keep]
-    edge_cov = np.clip(edge_fracs[-1][keep], 0.0, 1.0)  # area share (= coverage if projected)
-    edge_planar = np.minimum(edge_fracs[0][keep], 1.0)
-    edge_centre = label.ravel()[edge_pixel] == edge_cell + 1
+    edge_share = np.clip(edge_fracs[-1][keep], 0.0, 1.0)  # area share (= coverage if projected)
+    edge_coverage = np.minimum(edge_fracs[0][keep], 1.0)
+    centre = label[edge_pixel] == edge_cell + 1
+    key[edge_pixel[centre]] = 2 * edge_cell[centre] + 3
+    del label
 
     block_rows = max(1, block_pixels // grid.width)
+    block_size = block_rows * grid.width
     n_blocks = -(-grid.height // block_rows)
-    edge_block = edge_pixel // (block_rows * grid.width)
+    edge_block = edge_pixel // block_size
     edge_order = np.argsort(edge_block, kind="stable")
-    edge_bounds = np.searchsorted(edge_block[edge_order], np.arange(n_blocks + 1))
-    parts: list[tuple[np.ndarray, ...]] = []
-    flat_label, flat_edge = label.ravel(), edge_mask
-    for k in range(n_blocks):
-        lo = k * block_rows * grid.width
-        hi = min(lo + block_rows * grid.width, grid.height * grid.width)
-        lab = flat_label[lo:hi]
-        interior = np.flatnonzero((lab > 0) & ~flat_edge[lo:hi])
-        sel = edge_order[edge_bounds[k] : edge_bounds[k + 1]]
-        pixel = np.concatenate([interior, edge_pixel[sel] - lo]).astype(np.int32)
-        cell = np.concatenate([lab[interior] - 1, edge_cell[sel]]).astype(np.int32)
-        coverage = np.concatenate([np.ones(len(interior)), edge_planar[sel]])
-        share = np.concatenate([np.ones(len(interior)), edge_cov[sel]])
-        centre = np.concatenate([np.ones(len(interior), dtype=bool), edge_centre[sel]])
-        order = np.argsort(cell, kind="stable")
-        parts.append((pixel[order], cell[order], coverage[order], share[order], centre[order]))
-    block_start = np.concatenate([[0], np.cumsum([len(p[0]) for p in parts])])
-    pixel, cell, coverage, share, centre = (
-        np.concatenate(arrs) for arrs in zip(*parts, strict=True)
-    )
-
+    edge_start = np.searchsorted(edge_block[edge_order], np.arange(n_blocks + 1))
     row_area = _row_area(grid) if grid.is_geographic else None
-    entry_weight = coverage
+    total = np.zeros(n_cells)
+    member_pixel = np.empty(np.count_nonzero(key), dtype=np.int32)
+    filled = 0
+    segments = []
+    for k in range(n_blocks):
+        block_key = key[k * block_size : (k + 1) * block_size]
+        start, length, run_key = _key_runs(block_key, grid.width)
+        # Stable counting sort by key: order the runs, then expand them (no per-pixel sort).
+        order = np.argsort(run_key, kind="stable")
+        size = length.sum()
+        runs(start[order], length[order], out=member_pixel[filled : filled + size])
+        filled += size
+        count = np.bincount(run_key, length, minlength=2 * n_cells + 2).reshape(-1, 2)[1:]
+        cell = np.flatnonzero(count.sum(axis=1))
+        segments.append((np.full(len(cell), k), cell, count[cell].astype(np.int64)))
+        if row_area is None:
+            total += count[:, 0]
+        else:
+            area = length * row_area[k * block_rows + start // grid.width]
+            total += np.bincount(run_key, area, minlength=2 * n_cells + 2)[2::2]
+    block, segment_cell, count = (np.concatenate(arrs) for arrs in zip(*segments, strict=True))
+    edge_weight = edge_coverage
     if row_area is not None:
-        rows = np.repeat(np.arange(n_blocks) * block_rows, np.diff(block_start))
-        entry_weight = share * row_area[rows + pixel // grid.width]
-    total = np.bincount(cell, weights=entry_weight, minlength=len(geoms)) + outside_area
+        edge_weight = edge_share * row_area[edge_pixel // grid.width]
+    total += np.bincount(edge_cell, weights=edge_weight, minlength=n_cells) + outside_area
     return CellPixelMap(
         grid=grid,
         cell_ids=np.asarray(cells["cell_id"], dtype=np.uint64),
         block_rows=block_rows,
-        block_start=block_start,
-        pixel=pixel,
-        cell=cell,
-        coverage=coverage,
-        centre=centre,
+        member_pixel=member_pixel,
+        segment_start=np.concatenate([[0], np.cumsum(count.sum(axis=1))]),
+        segment_cell=segment_cell.astype(np.int32),
+        segment_interior=count[:, 0].astype(np.int32),
+        block_segment=np.searchsorted(block, np.arange(n_blocks + 1)),
+        edge_start=edge_start,
+        edge_pixel=(edge_pixel - edge_block * block_size)[edge_order].astype(np.int32),
+        edge_cell=edge_cell[edge_order],
+        edge_coverage=edge_coverage[edge_order],
+        edge_share=edge_share[edge_order] if row_area is not None else None,
         row_area=row_area,
-        area_fraction=share if row_area is not None else None,
         total_weight=total,
     )
+
+
+def _key_runs(key: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start, length and key of the runs of equal nonzero keys along the rows of a block."""
+    new = np.empty(len(key), dtype=bool)
+    new[0] = True
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    new[::width] = True
+    start = np.flatnonzero(new)
+    length = np.diff(np.r_[start, len(key)])
+    run_key = key[start]
+    keep = run_key > 0
+    return start[keep], length[keep], run_key[keep]
+
+
+def runs(starts: np.ndarray, lengths: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of all runs, concatenated."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.add(np.repeat(starts - offsets, lengths), np.arange(lengths.sum()), out=out)
 
 
 def _band_sin(grid: RasterGrid, lat: np.ndarray) -> np.ndarray:
@@ -389,7 +439,9 @@ def _edge_coverage(
         t.append((first[which] + offset - a0[which]) / (a1 - a0)[which])
         e_idx.append(which)
     e_idx, t = np.concatenate(e_idx), np.concatenate(t)
-    order = np.lexsort((t, e_idx))
+    # One float key orders by edge, then t: rounding can only swap crossings closer than about
+    # 1e-16 * n_edges in t, whose pieces have no area to speak of.
+    order = np.argsort(2.0 * e_idx + t)
     e_idx, t = e_idx[order], t[order]
     pair = np.flatnonzero(e_idx[1:] == e_idx[:-1])
     e, ta, tb = e_idx[pair], t[pair], t[pair + 1]
@@ -404,7 +456,7 @@ def _edge_coverage(
     owns = [step * (p(row, va) + 4 * p(row, vmid) + p(row, vb)) / 6 for p in profiles]
     cell = edge_owner[e]
 
-    key_order = np.lexsort((row, col, cell))
+    key_order = np.argsort((cell.astype(np.int64) * width + col) * height + row)
     cell, col, row, step = (a[key_order] for a in (cell, col, row, step))
     new = np.r_[True, (cell[1:] != cell[:-1]) | (col[1:] != col[:-1]) | (row[1:] != row[:-1])]
     starts = np.flatnonzero(new)
