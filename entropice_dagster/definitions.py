@@ -13,6 +13,7 @@ from entropice_dagster.assets.labels import ZARR_IO_MANAGER_KEY
 from entropice_dagster.io_managers import GeoParquetIOManager, ZarrIOManager
 from entropice_dagster.jobs import per_cell_assets
 from entropice_dagster.resources import (
+    ArcticDEMSourceResource,
     AreaOfInterestResource,
     DartsSourceResource,
     DataDirResource,
@@ -33,5 +34,6 @@ defs = dg.Definitions(
         "grid_settings": GridCellsResource(),
         "watermask_source": WatermaskResource(),
         "darts_source": DartsSourceResource(),
+        "arcticdem_source": ArcticDEMSourceResource(),
     },
 )

@@ -19,6 +19,7 @@ from entropice_core.sample import generate_sample_region
 from entropice_dagster.assets import all_assets
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
+from entropice_dagster.assets.terrain import terrain_features
 from entropice_dagster.definitions import defs, settings
 from entropice_dagster.partitions import grid_partitions
 
@@ -58,11 +59,12 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed; see its logs in the UI"
 
 
-def _summary(rows: list[tuple[str, dict, dict]], aoi: str) -> Table:
-    table = Table(title=f"grid_cells and rts_labels on {aoi!r}")
-    for column in ("partition", "cells", "land km²", "cells with RTS", "slumps", "RTS km²"):
+def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
+    table = Table(title=f"Per grid level on {aoi!r}")
+    columns = ("partition", "cells", "land km²", "cells with RTS", "slumps", "RTS km²", "mean m")
+    for column in columns:
         table.add_column(column, justify="right")
-    for key, cells, labels in rows:
+    for key, cells, labels, terrain in rows:
         table.add_row(
             key,
             f"{cells['dagster/partition_row_count'].value:,}",
@@ -70,6 +72,7 @@ def _summary(rows: list[tuple[str, dict, dict]], aoi: str) -> Table:
             f"{labels['cells_with_rts'].value:,}",
             f"{labels['slumps'].value:,}",
             f"{labels['rts_area_km2'].value:,.2f}",
+            f"{terrain['mean_elevation_m'].value:,.0f}",
         )
     return table
 
@@ -83,7 +86,7 @@ def main() -> int:
         console.print(f"sample region sources: {files.manifest.parent}")
     keys = grid_partitions.get_partition_keys()
     steps = [([watermask], None), ([darts_polygons], None)]
-    steps += [([grid_cells, rts_labels], key) for key in keys]
+    steps += [([grid_cells, rts_labels, terrain_features], key) for key in keys]
     rows = []
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
@@ -109,14 +112,15 @@ def main() -> int:
             if key is not None:
                 (cells,) = result.asset_materializations_for_node("grid_cells")
                 (labels,) = result.asset_materializations_for_node("rts_labels")
-                rows.append((key, cells.metadata, labels.metadata))
+                (terrain,) = result.asset_materializations_for_node("terrain_features")
+                rows.append((key, cells.metadata, labels.metadata, terrain.metadata))
             progress.advance(task)
 
     console.print(_summary(rows, settings.aoi))
     console.print(
         f"Outputs in {settings.data_dir}: watermask/watermask.parquet, "
         "grids/{grid_level}.parquet, darts/footprints.parquet, "
-        "darts/labels_{grid_level}.zarr and .parquet"
+        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/features_{grid_level}.zarr"
     )
     console.print(
         f"Runs, metadata, checks and maps are in {os.environ['DAGSTER_HOME']}.\n"

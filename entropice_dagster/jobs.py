@@ -11,7 +11,8 @@ from entropice_dagster.partitions import grid_partitions
 
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
-    selection=dg.AssetSelection.assets("grid_cells", "rts_labels"),
+    selection=dg.AssetSelection.assets("grid_cells", "rts_labels", "terrain_features"),
     partitions_def=grid_partitions,
-    description="Grid cells and RTS labels for one grid level; backfill it for all levels.",
+    description="Grid cells, RTS labels and terrain features for one grid level; backfill it "
+    "for all levels.",
 )

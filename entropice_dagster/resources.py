@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
+from entropice_core.ingest.arcticdem import find_tiles
 from entropice_core.ingest.darts import find_darts_files
 
 _GRID = GridCellsConfig()
@@ -205,3 +206,19 @@ class DaskResource(dg.ConfigurableResource):
             "dask_workers": len(workers),
             "dask_threads": sum(w["nthreads"] for w in workers.values()),
         }
+
+
+class ArcticDEMSourceResource(dg.ConfigurableResource):
+    """Where the ArcticDEM v4.1 32 m mosaic tiles lie (``{row}_{col}/..._32m_v4.1_dem.tif``).
+
+    Empty ``folder`` means ``DATA_DIR/sources/arcticdem``, where the sample region writes its
+    tiles; real tiles come from the PGC open-data bucket (see the README).
+    """
+
+    folder: str = Field(
+        default="", description="Folder of the tile folders (default DATA_DIR/sources/arcticdem)."
+    )
+
+    def tiles(self, data_dir: Path, area: AreaOfInterest) -> list[Path]:
+        folder = Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
+        return find_tiles(folder, area.geometry.bounds)

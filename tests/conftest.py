@@ -18,6 +18,7 @@ def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:
     from entropice_dagster.assets.labels import ZARR_IO_MANAGER_KEY
     from entropice_dagster.io_managers import GeoParquetIOManager, ZarrIOManager
     from entropice_dagster.resources import (
+        ArcticDEMSourceResource,
         AreaOfInterestResource,
         DartsSourceResource,
         DataDirResource,
@@ -33,6 +34,7 @@ def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:
         "grid_settings": GridCellsResource(),
         "watermask_source": WatermaskResource(),
         "darts_source": DartsSourceResource(),
+        "arcticdem_source": ArcticDEMSourceResource(),
     }
 
 

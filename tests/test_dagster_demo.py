@@ -43,6 +43,7 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "grids" / f"{key}.parquet").exists()
         assert (tmp_path / "data" / "darts" / f"labels_{key}.zarr").is_dir()
         assert (tmp_path / "data" / "darts" / f"labels_{key}.parquet").exists()
+        assert (tmp_path / "data" / "arcticdem" / f"features_{key}.zarr").is_dir()
         assert key in done.stdout
     assert "grids/{grid_level}.parquet" in done.stdout
     assert "make ui" in done.stdout and "http://127.0.0.1:3000" in done.stdout

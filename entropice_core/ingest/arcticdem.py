@@ -11,11 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import dask.array as da
+import geopandas as gpd
 import numpy as np
 import rioxarray
 import shapely
 import xarray as xr
 from pyproj import Transformer
+
+from entropice_core.config import GridSpec
+from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
 
 CRS = "EPSG:3413"
 TILE_ORIGIN = -4_000_000.0
@@ -107,3 +111,46 @@ def open_mosaic(paths: list[Path]) -> xr.DataArray:
     )
     mosaic.attrs.update(units="m", long_name="height above the WGS84 ellipsoid")
     return mosaic.rio.write_crs(CRS).rio.write_nodata(np.nan, encoded=False)
+
+
+#: Per-cell statistics of every terrain variable (mean, spread, extremes and quartiles).
+TERRAIN_STATISTICS = AggregationConfig(
+    statistics=("mean", "std", "min", "max", "median", "quantile", "valid_fraction"),
+    quantiles=(0.25, 0.75),
+)
+
+
+def find_tiles(folder: str | Path, bbox: tuple[float, float, float, float]) -> list[Path]:
+    """The 32 m DEM tiles under ``folder`` that cover the lon/lat ``bbox``.
+
+    Tiles the index says are needed but that are missing are an error naming them (download
+    them first); tiles of the index without land (open ocean) simply do not exist in the
+    release, so a missing tile is reported, not guessed.
+    """
+    folder = Path(folder)
+    wanted = tiles_for(bbox)
+    paths = [tile_path(folder, row, col) for row, col in wanted]
+    present = [p for p in paths if p.exists()]
+    if not present:
+        raise FileNotFoundError(
+            f"no ArcticDEM 32 m tile for {bbox} under {folder} (expected e.g. {paths[0]}); "
+            "download the tiles or run `make demo` for the sample region"
+        )
+    return present
+
+
+def terrain_features(tiles: list[Path], cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
+    """Per-cell statistics of ArcticDEM elevation over the cells of one grid level.
+
+    Returns an xdggs L2 dataset with ``elevation_<statistic>`` variables (quartiles along a
+    ``quantile`` dim); statistics as in :data:`TERRAIN_STATISTICS` and docs/aggregation.md.
+    """
+    mosaic = open_mosaic(tiles)
+    features = aggregate_raster(
+        mosaic.to_dataset(name="elevation"), cells, spec, TERRAIN_STATISTICS
+    )
+    for name in features.data_vars:
+        if name != "elevation_valid_fraction":
+            features[name].attrs["units"] = "m"
+    features.attrs["source"] = "ArcticDEM v4.1 32 m mosaic"
+    return features
