@@ -219,6 +219,7 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
         default="", description="Folder of the tile folders (default DATA_DIR/sources/arcticdem)."
     )
 
-    def tiles(self, data_dir: Path, area: AreaOfInterest) -> list[Path]:
+    def tiles(self, data_dir: Path, area: AreaOfInterest) -> tuple[list[Path], list[Path]]:
+        """(present, missing) tiles for the area; see ``find_tiles``."""
         folder = Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
         return find_tiles(folder, area.geometry.bounds)

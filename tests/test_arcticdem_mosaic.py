@@ -8,6 +8,7 @@ from rasterio.windows import Window
 from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.ingest.arcticdem import (
     NODATA,
+    find_tiles,
     open_mosaic,
     tile_bounds,
     tile_of,
@@ -62,3 +63,16 @@ def test_missing_tiles_are_nan_and_bad_tiles_are_refused(region, tmp_path):
         dst.write(np.zeros((1, 4, 4), np.float32))
     with pytest.raises(ValueError, match="has no CRS"):
         open_mosaic([bare])
+
+
+def test_find_tiles_reports_missing_tiles_and_refuses_none(region, tmp_path):
+    _, files, _ = region
+    present, missing = find_tiles(files.arcticdem[0].parents[1], SAMPLE_REGION_BBOX)
+    assert sorted(present) == sorted(files.arcticdem) and missing == []
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        find_tiles(tmp_path, SAMPLE_REGION_BBOX)
+    one = tmp_path / files.arcticdem[0].parent.name
+    one.mkdir()
+    (one / files.arcticdem[0].name).write_bytes(files.arcticdem[0].read_bytes())
+    present, missing = find_tiles(tmp_path, SAMPLE_REGION_BBOX)
+    assert len(present) == 1 and len(missing) == len(files.arcticdem) - 1

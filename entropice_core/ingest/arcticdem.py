@@ -120,23 +120,23 @@ TERRAIN_STATISTICS = AggregationConfig(
 )
 
 
-def find_tiles(folder: str | Path, bbox: tuple[float, float, float, float]) -> list[Path]:
-    """The 32 m DEM tiles under ``folder`` that cover the lon/lat ``bbox``.
+def find_tiles(
+    folder: str | Path, bbox: tuple[float, float, float, float]
+) -> tuple[list[Path], list[Path]]:
+    """The 32 m DEM tiles under ``folder`` that cover the lon/lat ``bbox``: (present, missing).
 
-    Tiles the index says are needed but that are missing are an error naming them (download
-    them first); tiles of the index without land (open ocean) simply do not exist in the
-    release, so a missing tile is reported, not guessed.
+    Missing tiles are returned rather than refused because the release has no tiles over open
+    ocean; callers report them. No tile at all is an error naming the expected path.
     """
     folder = Path(folder)
-    wanted = tiles_for(bbox)
-    paths = [tile_path(folder, row, col) for row, col in wanted]
+    paths = [tile_path(folder, row, col) for row, col in tiles_for(bbox)]
     present = [p for p in paths if p.exists()]
     if not present:
         raise FileNotFoundError(
             f"no ArcticDEM 32 m tile for {bbox} under {folder} (expected e.g. {paths[0]}); "
             "download the tiles or run `make demo` for the sample region"
         )
-    return present
+    return present, [p for p in paths if not p.exists()]
 
 
 def terrain_features(tiles: list[Path], cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:

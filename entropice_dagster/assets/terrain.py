@@ -50,7 +50,11 @@ def terrain_features(
     coverage, see docs/aggregation.md), plus the valid fraction of the cell's area.
     """
     spec = GridSpec.from_key(context.partition_key)
-    tiles = arcticdem_source.tiles(data_dir.root, area_of_interest.area())
+    tiles, missing = arcticdem_source.tiles(data_dir.root, area_of_interest.area())
+    if missing:
+        context.log.warning(
+            f"{len(missing)} tiles of the index are absent (open ocean?): {missing}"
+        )
     features = arcticdem.terrain_features(tiles, grid_cells, spec)
     means = features["elevation_mean"].to_numpy()
     finite = means[np.isfinite(means)]
@@ -64,6 +68,7 @@ def terrain_features(
         features,
         {
             "tiles": len(tiles),
+            "missing_tiles": [str(p) for p in missing],
             "cells": len(grid_cells),
             "cells_with_data": int(finite.size),
             "mean_elevation_m": round(float(finite.mean()), 1) if finite.size else None,
