@@ -24,6 +24,9 @@ from entropice_core.io.geoparquet import (
 from entropice_core.io.icechunk import commit_dataset, read_dataset_version
 from entropice_core.io.zarr import dataset_table, read_dataset, write_dataset
 
+#: Resource keys of the two IO managers, as the assets name them.
+GEOPARQUET_IO_MANAGER_KEY = "geoparquet_io_manager"
+ZARR_IO_MANAGER_KEY = "zarr_io_manager"
 PATH_METADATA_KEY = "entropice/path"
 TABLE_METADATA_KEY = "entropice/table_path"
 ICECHUNK_METADATA_KEY = "entropice/icechunk"

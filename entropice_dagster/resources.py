@@ -14,6 +14,12 @@ from pydantic import Field, PrivateAttr
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
 from entropice_core.ingest.arcticdem import find_tiles
 from entropice_core.ingest.darts import find_darts_files
+from entropice_dagster.io_managers import (
+    GEOPARQUET_IO_MANAGER_KEY,
+    ZARR_IO_MANAGER_KEY,
+    GeoParquetIOManager,
+    ZarrIOManager,
+)
 
 _GRID = GridCellsConfig()
 _WATER = WatermaskConfig()
@@ -223,3 +229,17 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
         """(present, missing) tiles for the area; see ``find_tiles``."""
         folder = Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
         return find_tiles(folder, area.geometry.bounds)
+
+
+def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
+    """Every resource the assets use, with defaults, for one data directory and area."""
+    return {
+        GEOPARQUET_IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(data_dir)),
+        ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(data_dir)),
+        "data_dir": DataDirResource(path=str(data_dir)),
+        "area_of_interest": AreaOfInterestResource(aoi=aoi),
+        "grid_settings": GridCellsResource(),
+        "watermask_source": WatermaskResource(),
+        "darts_source": DartsSourceResource(),
+        "arcticdem_source": ArcticDEMSourceResource(),
+    }

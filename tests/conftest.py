@@ -14,28 +14,9 @@ SEED = 42
 def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:
     """The resources of ``definitions.defs``, pointed at ``data_dir``."""
     # Imported here so that the core tests never import dagster.
-    from entropice_dagster.assets.grids import IO_MANAGER_KEY
-    from entropice_dagster.assets.labels import ZARR_IO_MANAGER_KEY
-    from entropice_dagster.io_managers import GeoParquetIOManager, ZarrIOManager
-    from entropice_dagster.resources import (
-        ArcticDEMSourceResource,
-        AreaOfInterestResource,
-        DartsSourceResource,
-        DataDirResource,
-        GridCellsResource,
-        WatermaskResource,
-    )
+    from entropice_dagster.resources import project_resources
 
-    return {
-        IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(data_dir)),
-        ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(data_dir)),
-        "data_dir": DataDirResource(path=str(data_dir)),
-        "area_of_interest": AreaOfInterestResource(aoi=aoi),
-        "grid_settings": GridCellsResource(),
-        "watermask_source": WatermaskResource(),
-        "darts_source": DartsSourceResource(),
-        "arcticdem_source": ArcticDEMSourceResource(),
-    }
+    return project_resources(data_dir, aoi)
 
 
 @pytest.fixture(scope="session")

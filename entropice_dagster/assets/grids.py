@@ -19,6 +19,7 @@ from entropice_dagster.checks import (
     check_specs,
     checked_output,
 )
+from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY
 from entropice_dagster.metadata import frame_summary
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
@@ -28,7 +29,6 @@ from entropice_dagster.resources import (
     WatermaskResource,
 )
 
-IO_MANAGER_KEY = "geoparquet_io_manager"
 MAP_MAX_POLYGONS = 50_000
 
 
@@ -57,7 +57,7 @@ def _land_fraction_map(cells: gpd.GeoDataFrame, path: Path, title: str) -> dg.Me
     group_name="grids",
     kinds={"geoparquet"},
     code_version="1",
-    io_manager_key=IO_MANAGER_KEY,
+    io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
     metadata={"entropice/path": "watermask/watermask.parquet"},
     check_specs=check_specs("watermask", WATERMASK_CHECKS),
 )
@@ -85,7 +85,7 @@ def watermask(area_of_interest: AreaOfInterestResource, watermask_source: Waterm
     kinds={"geoparquet"},
     code_version="1",
     partitions_def=grid_partitions,
-    io_manager_key=IO_MANAGER_KEY,
+    io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
     metadata={"entropice/path": "grids/{partition_key}.parquet"},
     check_specs=check_specs("grid_cells", GRID_CELLS_CHECKS),
 )

@@ -5,13 +5,12 @@ import geopandas as gpd
 
 from entropice_core.config import GridSpec
 from entropice_core.ingest import darts
-from entropice_dagster.assets.grids import IO_MANAGER_KEY
 from entropice_dagster.checks import checked_output
+from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
 from entropice_dagster.metadata import frame_summary
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import DartsSourceResource, DataDirResource
 
-ZARR_IO_MANAGER_KEY = "zarr_io_manager"
 #: The labels' total RTS area may differ from the clipped footprint area by this fraction.
 AREA_TOLERANCE = 1e-3
 
@@ -20,7 +19,7 @@ AREA_TOLERANCE = 1e-3
     group_name="labels",
     kinds={"geoparquet"},
     code_version="1",
-    io_manager_key=IO_MANAGER_KEY,
+    io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
     metadata={"entropice/path": "darts/footprints.parquet"},
 )
 def darts_polygons(

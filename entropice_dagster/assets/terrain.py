@@ -6,8 +6,8 @@ import numpy as np
 
 from entropice_core.config import GridSpec
 from entropice_core.ingest import arcticdem
-from entropice_dagster.assets.labels import ZARR_IO_MANAGER_KEY
 from entropice_dagster.checks import checked_output
+from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     ArcticDEMSourceResource,
