@@ -77,15 +77,16 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
     def _read(self, path: Path) -> Any:
         """Load what ``handle_output`` wrote at ``path``."""
 
+    def _load(self, metadata: Mapping[str, Any], asset: str, partition: str | None) -> Any:
+        """Load one partition (or the unpartitioned asset) of ``asset``."""
+        return self._read(self._path(metadata, asset, partition))
+
     def load_input(self, context: dg.InputContext) -> Any:
-        metadata = context.upstream_output.definition_metadata
+        metadata = context.upstream_output.definition_metadata or {}
         asset = context.asset_key.to_user_string()
         if not context.has_asset_partitions:
-            return self._read(self._path(metadata, asset, None))
-        values = {
-            key: self._read(self._path(metadata, asset, key))
-            for key in context.asset_partition_keys
-        }
+            return self._load(metadata, asset, None)
+        values = {key: self._load(metadata, asset, key) for key in context.asset_partition_keys}
         return next(iter(values.values())) if len(values) == 1 else values
 
 
@@ -158,12 +159,8 @@ class ZarrIOManager(_DataDirIOManager):
     def _read(self, path: Path) -> xr.Dataset:
         return read_dataset(path)
 
-    def load_input(self, context: dg.InputContext) -> xr.Dataset | dict[str, xr.Dataset]:
-        metadata = context.upstream_output.definition_metadata or {}
+    def _load(self, metadata: Mapping[str, Any], asset: str, partition: str | None) -> xr.Dataset:
         if not metadata.get(ICECHUNK_METADATA_KEY):
-            return super().load_input(context)
-        path = self._path(metadata, context.asset_key.to_user_string(), None)
-        if not context.has_asset_partitions:
-            return read_dataset_version(path, None)
-        values = {key: read_dataset_version(path, key) for key in context.asset_partition_keys}
-        return next(iter(values.values())) if len(values) == 1 else values
+            return super()._load(metadata, asset, partition)
+        # One repository for all partitions; each partition is a group in it.
+        return read_dataset_version(self._path(metadata, asset, None), partition)
