@@ -110,12 +110,13 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
     """
     path = Path(path)
     frame = _read_vector(path)
+    per_image = False  # level-1: one footprint per image, dated instead of yeared
     if "year" in frame.columns:
         years = pd.to_numeric(frame["year"], errors="coerce")
     elif "image_id" in frame.columns and not any(c in frame for c in DATE_COLUMNS):
         years = _training_label_years(frame, path)
     else:
-        years = _years_from_dates(frame, path)
+        years, per_image = _years_from_dates(frame, path), True
     max_year = max_year or dt.date.today().year
     bad = years.isna() | (years < FIRST_YEAR) | (years > max_year)
     if bad.any():
@@ -129,24 +130,23 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
     invalid = ~shapely.is_valid(geoms) & ~shapely.is_empty(geoms) & ~shapely.is_missing(geoms)
     geoms[invalid] = shapely.make_valid(geoms[invalid])
     geoms = _split_at_antimeridian(geoms)
-    # Keep the polygonal part of every feature (repairs can leave lines or points).
-    polygonal = np.array(
-        [
-            shapely.union_all([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"])
-            if g is not None
-            else shapely.Polygon()
-            for g in geoms
-        ],
-        dtype=object,
-    )
+    # Keep the polygonal part of every feature (repairs can leave lines or points); only
+    # collections and missing geometries need a look at their parts.
+    polygonal = geoms.copy()
+    mixed = ~np.isin(shapely.get_type_id(geoms), (3, 6))  # neither Polygon nor MultiPolygon
+    polygonal[mixed] = [
+        shapely.union_all([p for p in shapely.get_parts(g) if p.geom_type == "Polygon"])
+        if g is not None
+        else shapely.Polygon()
+        for g in geoms[mixed]
+    ]
     keep = ~shapely.is_empty(polygonal)
     clean = gpd.GeoDataFrame(
         {"year": years[keep].astype(np.int16).to_numpy(), "source": path.name},
         geometry=polygonal[keep],
         crs="EPSG:4326",
     )
-    is_level1 = any(c in frame.columns for c in DATE_COLUMNS) and "year" not in frame.columns
-    if is_level1:
+    if per_image:
         clean = dissolve_per_year(clean)
     clean["area_m2"] = clean.to_crs(equal_area_crs(clean)).area.to_numpy()
     clean.attrs.update(repaired=int(invalid.sum()), dropped=int((~keep).sum()), path=str(path))
