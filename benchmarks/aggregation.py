@@ -20,6 +20,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely
 import xarray as xr
+import xvec  # noqa: F401  (registers the .xvec accessor)
 from exactextract import exact_extract
 from pyproj import Transformer
 from rich.console import Console
@@ -70,7 +71,7 @@ def era5_raster(steps: int = 24) -> xr.DataArray:
     return xr.DataArray(values, dims=("time", "y", "x"), coords=coords).rio.write_crs(4326)
 
 
-def run_case(table: Table, label: str, raster: xr.DataArray, key: str, xvec: bool) -> None:
+def run_case(table: Table, label: str, raster: xr.DataArray, key: str, with_xvec: bool) -> None:
     spec = GridSpec.from_key(key)
     cells = cells_over(raster, key) if key != "h3_3" else None
     if cells is None:
@@ -112,7 +113,7 @@ def run_case(table: Table, label: str, raster: xr.DataArray, key: str, xvec: boo
     no_median = EE_STATS[:-1]
     ee_moments = timed(lambda: exact_extract(band, polygons, no_median, output="pandas"))
     results.append(("exactextract: no median", bands * ee_moments))
-    if xvec:
+    if with_xvec:
         stats = ["mean", "sum", "std", "min", "max", "count", "median"]
         geoms = polygons.geometry.to_numpy()
         try:

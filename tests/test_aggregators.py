@@ -9,6 +9,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely
 import xarray as xr
 import xdggs
+from distributed import Client, LocalCluster
 from exactextract import exact_extract
 from pyproj import Transformer
 
@@ -126,7 +127,20 @@ def test_tiled_and_parallel_equal_untiled_exactly():
         aggregate_raster(raster, cells, spec, strips, cell_map=cell_map),
         aggregate_raster(raster.chunk(y=70), cells, spec, strips, cell_map=cell_map),
         aggregate_raster(raster, cells, spec, config, cell_map=cell_map, parallel=True),
+        aggregate_raster(raster.chunk(y=70), cells, spec, config, cell_map=cell_map, parallel=True),
     ]
+    # on a distributed cluster, as under the DaskResource: workers read their own rows
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster),
+    ):
+        variants.append(
+            aggregate_raster(
+                raster.chunk(y=45), cells, spec, config, cell_map=cell_map, parallel=True
+            )
+        )
     assert cell_map.n_blocks == 15 and whole["mean"].dims == ("cell_ids", "time")
     for tiled in variants:
         xr.testing.assert_identical(tiled, whole)

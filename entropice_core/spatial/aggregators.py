@@ -30,26 +30,24 @@ the final merge.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import reduce
 
 import dask
+import dask.array as da
 import geopandas as gpd
 import numpy as np
 import xarray as xr
 
 from entropice_core.config import GridSpec
+from entropice_core.spatial.kernels import MOMENTS, segment_moments
 from entropice_core.spatial.pixelmap import CellPixelMap, RasterGrid, build_cell_pixel_map, runs
 
 #: Statistics computed when none are asked for.
 DEFAULT_STATISTICS = ("mean", "std", "min", "max", "count", "valid_fraction")
 #: Pixels (times bands) read at once by default: 256 MiB of float64.
 DEFAULT_MAX_PIXELS = 2**25
-#: Values (pixels times bands) reduced per step within a block: small enough for the float64
-#: temporaries to stay in cache (results do not depend on it: every segment is reduced whole).
-CHUNK_VALUES = 2**17
 
 
 @dataclass(frozen=True)
@@ -158,150 +156,49 @@ def block_partial(
     """Partial moments of one mapping block from its ``(bands, pixels)`` values (NaN = nodata).
 
     This is the per-tile task of parallel runs; merge results with :func:`merge_partials`.
-    Interior pixels are reduced over the block's cell segments, edge pixels from their
-    coverage entries; the two partials are merged in that fixed order.
+    Interior pixels (coverage 1) are reduced over the interior heads of the block's cell
+    segments, edge pixels over their coverage entries (which also give the edge pixels' min and
+    max); the two partials are merged in that fixed order. With ``members`` the whole segments
+    (interior and edge pixels with their centre in the cell) are kept for the quantiles.
     """
     s0, s1 = cmap.block_segment[block], cmap.block_segment[block + 1]
-    bounds = cmap.segment_start[s0 : s1 + 1]
-    pixel = cmap.member_pixel[bounds[0] : bounds[-1]]
-    x = values[:, pixel]
-    lengths = np.diff(bounds)
-    cells = cmap.segment_cell[s0:s1]
-    interior = cmap.segment_interior[s0:s1]
-    offsets = bounds - bounds[0]
-    nb = values.shape[0]
-    inner = [
-        _interior_partial(
-            cmap, block, x[:, lo:hi], pixel[lo:hi], offsets[a:b] - lo, interior[a:b], cells[a:b]
-        )
-        for a, b in _chunks(offsets, nb)
-        for lo, hi in [(offsets[a], offsets[b])]
-    ]
+    cells, bounds = cmap.segment_cell[s0:s1], cmap.segment_start[s0 : s1 + 1]
+    none = np.zeros(0)
+    rows = none
+    if cmap.row_area is not None:
+        rows = cmap.row_area[slice(*cmap.block_rows_range(block))]
+
+    def moments(pixel, start, stop, share, coverage, cells) -> Partial:
+        found = segment_moments(values, pixel, start, stop, share, coverage, rows, cmap.grid.width)
+        empty = _empty_partial(values.shape[0], values.dtype)
+        return replace(empty, cells=cells, **dict(zip(MOMENTS, found, strict=True)))
+
+    inner = moments(
+        cmap.member_pixel,
+        bounds[:-1],
+        bounds[:-1] + cmap.segment_interior[s0:s1],
+        none,
+        none,
+        cells,
+    )
     e0, e1 = cmap.edge_start[block], cmap.edge_start[block + 1]
-    edge_offsets = e0 + np.flatnonzero(np.diff(cmap.edge_cell[e0:e1], prepend=-1, append=-1))
-    edge = [
-        _edge_partial(cmap, block, values, edge_offsets[a], edge_offsets[b])
-        for a, b in _chunks(edge_offsets, nb)
-    ]
-    part = merge_partials(_concat(inner, nb, values.dtype), _concat(edge, nb, values.dtype))
+    edge_cell = cmap.edge_cell[e0:e1]
+    edge_bounds = e0 + np.flatnonzero(np.diff(edge_cell, prepend=-1, append=-1))
+    share = cmap.edge_coverage if cmap.edge_share is None else cmap.edge_share
+    edge = moments(
+        cmap.edge_pixel,
+        edge_bounds[:-1],
+        edge_bounds[1:],
+        share,
+        cmap.edge_coverage,
+        cmap.edge_cell[edge_bounds[:-1]],
+    )
+    part = merge_partials(inner, edge)
     if not members:
         return part
-    return replace(part, member_cell=cells, member_length=lengths, member_value=x)
-
-
-def _interior_partial(
-    cmap: CellPixelMap,
-    block: int,
-    x: np.ndarray,
-    pixel: np.ndarray,
-    starts: np.ndarray,
-    interior: np.ndarray,
-    cells: np.ndarray,
-) -> Partial:
-    """Moments of the interior pixels of a block's segments (coverage 1).
-
-    Segments end with the cell's edge pixels, which count here only for min and max (their
-    coverage is positive) and are masked out of the sums, which the edge entries provide.
-    """
-    lengths = np.diff(np.r_[starts, x.shape[1]])
-    invalid = np.isnan(x)
-    invalid[:, runs(starts + interior, lengths - interior)] = True
-    x0 = np.where(invalid, np.float64(0.0), x)
-    count = (lengths - np.add.reduceat(invalid, starts, axis=1, dtype=np.intp)).astype(np.float64)
-    total = np.add.reduceat(x0, starts, axis=1)
-    if cmap.row_area is None:
-        weight, weighted_sum = count, total
-    else:
-        area = cmap.row_area[block * cmap.block_rows + pixel // cmap.grid.width]
-        w = np.where(invalid, 0.0, area)
-        weight = np.add.reduceat(w, starts, axis=1)
-        weighted_sum = np.add.reduceat(w * x0, starts, axis=1)
-    mean = np.nan_to_num(_div(weighted_sum, weight))
-    deviation = np.repeat(mean, lengths, axis=1)
-    np.subtract(x0, deviation, out=deviation)
-    np.multiply(deviation, ~invalid, out=deviation)
-    np.square(deviation, out=deviation)
-    if cmap.row_area is not None:
-        deviation *= w
-    minimum = np.fmin.reduceat(x, starts, axis=1)
-    maximum = np.fmax.reduceat(x, starts, axis=1)
-    return Partial(
-        cells=cells,
-        weight=weight,
-        weighted_sum=weighted_sum,
-        m2=np.add.reduceat(deviation, starts, axis=1),
-        count=count,
-        total=total,
-        minimum=np.where(np.isnan(minimum), np.inf, minimum),
-        maximum=np.where(np.isnan(maximum), -np.inf, maximum),
-        member_cell=np.zeros(0, np.int32),
-        member_length=np.zeros(0, np.int64),
-        member_value=np.zeros((x.shape[0], 0), x.dtype),
-    )
-
-
-def _chunks(offsets: np.ndarray, nb: int) -> Iterator[tuple[int, int]]:
-    """Runs ``[a, b)`` of whole segments (bounded by ``offsets``) of about ``CHUNK_VALUES``
-    values each, so that the float64 temporaries stay in cache and off the page allocator."""
-    if len(offsets) < 2 or offsets[-1] == offsets[0]:
-        return iter(())
-    group = (offsets[:-1] - offsets[0]) // max(1, CHUNK_VALUES // nb)
-    edges = np.r_[np.flatnonzero(np.r_[True, group[1:] != group[:-1]]), len(offsets) - 1]
-    return itertools.pairwise(edges.tolist())
-
-
-def _concat(parts: list[Partial], nb: int, dtype: np.dtype) -> Partial:
-    """Moments of partials over disjoint, increasing cells, side by side."""
-    if not parts:
-        return _empty_partial(nb, dtype)
-    moments = ("weight", "weighted_sum", "m2", "count", "total", "minimum", "maximum")
-    joined = {name: np.concatenate([getattr(p, name) for p in parts], axis=1) for name in moments}
-    return replace(parts[0], cells=np.concatenate([p.cells for p in parts]), **joined)
-
-
-def _edge_partial(cmap: CellPixelMap, block: int, values: np.ndarray, lo: int, hi: int) -> Partial:
-    """Moments of a block's edge entries, weighted by their exact coverage."""
-    nb = values.shape[0]
-    if hi == lo:
-        return _empty_partial(nb, values.dtype)
-    cell, coverage = cmap.edge_cell[lo:hi], cmap.edge_coverage[lo:hi]
-    pixel = cmap.edge_pixel[lo:hi]
-    x = values[:, pixel]
-    valid = ~np.isnan(x)
-    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
-    lengths = np.diff(np.r_[starts, len(cell)])
-    cov = np.where(valid, coverage, 0.0)
-    if cmap.row_area is None:
-        w = cov
-    else:
-        row_area = cmap.row_area[block * cmap.block_rows + pixel // cmap.grid.width]
-        w = np.where(valid, cmap.edge_share[lo:hi] * row_area, 0.0)
-    x0 = np.where(valid, x, 0.0)
-    weight = np.add.reduceat(w, starts, axis=1)
-    weighted_sum = np.add.reduceat(w * x0, starts, axis=1)
-    mean = _div(weighted_sum, weight)
-    deviation = x0 - np.repeat(np.nan_to_num(mean), lengths, axis=1)
-    m2 = np.add.reduceat(w * deviation * deviation, starts, axis=1)
-    if cmap.row_area is None:
-        count, total = weight, weighted_sum
-    else:
-        count, total = (
-            np.add.reduceat(cov, starts, axis=1),
-            np.add.reduceat(cov * x0, starts, axis=1),
-        )
-    minimum = np.minimum.reduceat(np.where(valid, x, np.inf), starts, axis=1)
-    maximum = np.maximum.reduceat(np.where(valid, x, -np.inf), starts, axis=1)
-    empty = _empty_partial(nb, values.dtype)
+    member_value = values[:, cmap.member_pixel[bounds[0] : bounds[-1]]]
     return replace(
-        empty,
-        cells=cell[starts],
-        weight=weight,
-        weighted_sum=weighted_sum,
-        m2=m2,
-        count=count,
-        total=total,
-        minimum=minimum,
-        maximum=maximum,
+        part, member_cell=cells, member_length=np.diff(bounds), member_value=member_value
     )
 
 
@@ -502,22 +399,34 @@ def _without_members(part: Partial) -> Partial:
 def aggregate_partial_dask(
     data: xr.DataArray, cmap: CellPixelMap, config: AggregationConfig
 ) -> tuple[Partial, np.ndarray]:
-    """Same result as :func:`aggregate_partial`, one dask task per block (threads scheduler).
+    """Same result as :func:`aggregate_partial`, one dask task per mapping block.
 
-    The merge runs in block order in one final task, so results are bit-identical; quantiles
-    are computed there from all pixel-centre values.
+    Tasks run on the current dask scheduler: the ``distributed`` client of the Dagster
+    ``DaskResource`` when a run has one (workers read their own rows of a lazily opened raster;
+    the mapping is shipped once), else local threads. The compiled reductions release the GIL,
+    so the threads of a worker reduce blocks side by side. The merge runs in block order in one
+    final task, so results are bit-identical; quantiles are computed there from all
+    pixel-centre values.
     """
-    extra = [d for d in data.dims if d not in (data.rio.y_dim, data.rio.x_dim)]
-    levels = config.levels
+    y, x = data.rio.y_dim, data.rio.x_dim
+    extra = [d for d in data.dims if d not in (y, x)]
+    nb = int(np.prod([data.sizes[d] for d in extra]))
+    rows = data.transpose(*extra, y, x).data
+    rows = rows if isinstance(rows, da.Array) else da.from_array(rows)
+    rows = rows.reshape(nb, data.sizes[y], data.sizes[x], merge_chunks=True)
+    pieces = rows.rechunk((nb, cmap.block_rows, data.sizes[x])).to_delayed().ravel()
+    shared_map = dask.delayed(cmap, traverse=False)
+    members = bool(config.levels)
+    parts = [
+        dask.delayed(_block_task)(shared_map, block, piece, members)
+        for block, piece in enumerate(pieces)
+    ]
+    (acc,) = dask.compute(dask.delayed(reduce)(merge_partials, parts))
+    return acc, member_quantiles(acc, config.levels, len(cmap.cell_ids))
 
-    def task(block: int) -> Partial:
-        values = _rows(data, extra, *cmap.block_rows_range(block))
-        return block_partial(cmap, block, values, members=bool(levels))
 
-    parts = [dask.delayed(task)(block) for block in range(cmap.n_blocks)]
-    merged = dask.delayed(lambda ps: reduce(merge_partials, ps))(parts)
-    (acc,) = dask.compute(merged, scheduler="threads")
-    return acc, member_quantiles(acc, levels, len(cmap.cell_ids))
+def _block_task(cmap: CellPixelMap, block: int, rows: np.ndarray, members: bool) -> Partial:
+    return block_partial(cmap, block, rows.reshape(rows.shape[0], -1), members=members)
 
 
 def _member_blocks(cmap: CellPixelMap) -> tuple[np.ndarray, np.ndarray]:
