@@ -148,7 +148,7 @@ def main() -> None:
     console = Console(width=140)
     # The compiled kernels load (or compile, on a fresh checkout) once per process: time that
     # apart, so that the rows below measure the work done per raster.
-    small = polar_raster(200)
+    small = polar_raster(500)
     warm = timed(
         lambda: aggregate_raster(small, cells_over(small, "h3_6"), GridSpec.from_key("h3_6"))
     )
