@@ -481,10 +481,15 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         if self.class_weight is not None:
             per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
             weights = weights * per_class[y_index]
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
             raise ValueError(
-                "sample_weight (times class_weight) must be finite and non-negative with a "
-                f"positive sum; got min {weights.min():.3g}, sum {weights.sum():.3g}"
+                "sample_weight (times class_weight) must be finite and non-negative; "
+                f"got values from {weights.min():.3g} to {weights.max():.3g}"
+            )
+        if not np.any(weights > 0):
+            raise ValueError(
+                "sample_weight (times class_weight) is zero for every sample: "
+                "give some samples a positive weight"
             )
         return weights
 
@@ -533,7 +538,8 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class (the first one on ties)."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     @property
     def effective_dimension_(self) -> float:
