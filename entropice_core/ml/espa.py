@@ -107,12 +107,12 @@ class ESPAParams(BaseModel):
 class _Data:
     """The training data on the backend, with what every pass needs."""
 
-    X: Any  # (T, D) compute dtype
-    y: Any  # (T,) class indices
+    X: Any  # (T, D + M): the features and the one-hot labels, compute dtype
     w: Any  # (T,) float64 weights
     mean: Any  # (D,) weighted mean of X
     sumsq: Any  # (D,) sum_t w_t (X_td - mean_d)^2
     total: float  # N, the total weight
+    n_features: int
     n_classes: int
     chunk: int
 
@@ -138,7 +138,7 @@ class _Boxes:
     @classmethod
     def empty(cls, xp: ModuleType, data: _Data, K: int) -> _Boxes:
         device = array_api_compat.device(data.w)
-        D = data.X.shape[1]
+        D = data.n_features
         return cls(
             box=xp.full(data.X.shape[0], -1, dtype=xp.int64, device=device),
             sums=xp.zeros((K, D + data.n_classes + 2), dtype=xp.float64, device=device),
@@ -202,12 +202,16 @@ def _segment_sums(xp: ModuleType, values: Any, labels: Any, K: int) -> Any:
     matrix product whose cost grows with K (and whose (K, n) @ (n, C) shape is slow in OpenBLAS).
     """
     order = xp.argsort(labels, stable=True)
-    prefix = xp.cumulative_sum(xp.take(values, order, axis=0), axis=0, include_initial=True)
+    prefix = xp.cumulative_sum(xp.take(values, order, axis=0), axis=0)
     ordered = xp.take(labels, order)
     ids = xp.arange(K, dtype=ordered.dtype, device=array_api_compat.device(ordered))
+
+    def before(index: Any) -> Any:  # sum of the first ``index`` sorted rows
+        rows = xp.take(prefix, xp.clip(index - 1, min=0), axis=0)
+        return xp.where((index > 0)[:, None], rows, 0.0)
+
     start = xp.searchsorted(ordered, ids, side="left")
-    stop = xp.searchsorted(ordered, ids, side="right")
-    return xp.take(prefix, stop, axis=0) - xp.take(prefix, start, axis=0)
+    return before(xp.searchsorted(ordered, ids, side="right")) - before(start)
 
 
 def _sweep(
@@ -220,13 +224,14 @@ def _sweep(
     """
     K, M = state.S.shape[1], data.n_classes
     metric = _Metric.of(xp, state, data.X.dtype)
-    # the label term per (class, box), with the metric's per-box constant folded in
+    # The label term per (class, box) with the metric's per-box constant folded in, stacked
+    # under the metric: [x, one-hot(y)] @ this is the whole cost in one matrix product.
     offset = metric.bias - xp.log(xp.clip(state.Lam, min=LAMBDA_FLOOR)) * (eps_C / M)
-    classes = xp.arange(M, device=array_api_compat.device(data.y))
+    weights = xp.concat([metric.scaled, xp.astype(offset, data.X.dtype)], axis=0)
     sums, new_boxes, cost_sum = boxes.sums, [], 0.0
     for rows in _chunks(data.X.shape[0], data.chunk):
-        X, y, w = data.X[rows, :], data.y[rows], data.w[rows]
-        cost = xp.astype(X @ metric.scaled, xp.float64, copy=False) + xp.take(offset, y, axis=0)
+        X, w = data.X[rows, :], data.w[rows]
+        cost = xp.astype(X @ weights, xp.float64, copy=False)
         box = xp.argmin(cost, axis=1)  # ties go to the lowest index
         new_boxes.append(box)
         if eps_C == 0:
@@ -236,13 +241,10 @@ def _sweep(
         if moved.shape[0] == 0:
             continue
         if moved.shape[0] < X.shape[0]:
-            X, y, w = xp.take(X, moved, axis=0), xp.take(y, moved), xp.take(w, moved)
+            X, w = xp.take(X, moved, axis=0), xp.take(w, moved)
             old, box = xp.take(old, moved), xp.take(box, moved)
         w = w[:, None]
-        label = xp.astype(y[:, None] == classes[None, :], xp.float64)
-        values = xp.concat(
-            [w * xp.astype(X, xp.float64, copy=False), w * label, w, xp.ones_like(w)], axis=1
-        )
+        values = xp.concat([w * xp.astype(X, xp.float64, copy=False), w, xp.ones_like(w)], axis=1)
         sums = sums + _segment_sums(xp, values, box, K) - _segment_sums(xp, values, old, K)
     box = xp.concat(new_boxes) if len(new_boxes) > 1 else new_boxes[0]
     return _Boxes(box=box, sums=sums, n_features=boxes.n_features), cost_sum
@@ -276,7 +278,7 @@ def _iteration(
     """One eSPA+ iteration (assign, W, S, Lambda) and the loss of the state it returns."""
     boxes, _ = _sweep(xp, data, state, boxes, params.eps_C)
     old, boxes = _prune(xp, state, boxes)
-    D, M, N = data.X.shape[1], data.n_classes, data.total
+    D, M, N = data.n_features, data.n_classes, data.total
     # Centred coordinates keep b accurate when the data are not centred.
     S_old = old.S - data.mean[:, None]
     X_c = boxes.Xsum - boxes.n[:, None] * data.mean[None, :]  # (K, D)
@@ -325,8 +327,8 @@ def _initial_state(
     """K distinct random samples as centres, uniform W, class priors in every box (espa.md 3)."""
     pick = np.sort(np.random.default_rng(seed).choice(data.X.shape[0], size=K, replace=False))
     index = xp.asarray(pick, device=array_api_compat.device(data.X))
-    S = xp.astype(xp.take(data.X, index, axis=0), xp.float64).T
-    D = data.X.shape[1]
+    D = data.n_features
+    S = xp.astype(xp.take(data.X, index, axis=0)[:, :D], xp.float64).T
     W = xp.full(D, 1.0 / D, dtype=xp.float64, device=array_api_compat.device(S))
     Lam = xp.broadcast_to(priors[:, None], (priors.shape[0], K))
     return _State(S=S, W=W, Lam=xp.asarray(Lam, copy=True))
@@ -438,16 +440,18 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         xp = array_backend(params.backend)
         K = min(params.n_clusters, len(X))
         chunk = self._chunk(params, K, X.shape[1])
-        Xb = self._to_backend(xp, X, getattr(xp, params.dtype))
+        # one copy of X, with the one-hot labels appended (see _sweep)
+        labelled = np.concatenate([X, np.arange(len(classes)) == y_index[:, None]], axis=1)
+        Xb = self._to_backend(xp, labelled, getattr(xp, params.dtype))
         w = self._to_backend(xp, weights, xp.float64)
-        mean, sumsq = _moments(xp, Xb, w, chunk)
+        mean, sumsq = _moments(xp, Xb[:, : X.shape[1]], w, chunk)
         data = _Data(
             X=Xb,
-            y=self._to_backend(xp, y_index, xp.int64),
             w=w,
             mean=mean,
             sumsq=sumsq,
             total=float(weights.sum()),
+            n_features=X.shape[1],
             n_classes=len(classes),
             chunk=chunk,
         )
@@ -517,7 +521,7 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         # Mean training distance to the assigned centre: the min cost plus the dropped
         # per-row constant (1/D) sum_d W_d x_d^2, summed through the weighted moments.
         moment2 = data.sumsq + data.total * data.mean**2
-        distance = (cost + xp.sum(state.W * moment2) / data.X.shape[1]) / data.total
+        distance = (cost + xp.sum(state.W * moment2) / data.n_features) / data.total
         self.S_ = to_numpy(state.S)
         self.W_ = to_numpy(state.W)
         self.Lambda_ = to_numpy((boxes.counts / boxes.n[:, None]).T)
