@@ -1,5 +1,7 @@
 """ESPAClassifier against direct numpy formulas, scikit-learn's checks and espa.md's numbers."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -262,3 +264,10 @@ def test_bad_parameters_name_themselves(params, name):
     X, y = make_blobs(50, random_state=0)
     with pytest.raises(ValueError, match=name):
         ESPAClassifier(**params).fit(X, y)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed")
+def test_missing_gpu_backend_names_the_extra():
+    X, y = make_blobs(50, random_state=0)
+    with pytest.raises(ImportError, match=r"--extra gpu"):
+        ESPAClassifier(backend="torch").fit(X, y)
