@@ -231,11 +231,12 @@ def _sweep(
     sums, new_boxes, cost_sum = boxes.sums, [], 0.0
     for rows in _chunks(data.X.shape[0], data.chunk):
         X, w = data.X[rows, :], data.w[rows]
-        cost = xp.astype(X @ weights, xp.float64, copy=False)
+        cost = X @ weights
         box = xp.argmin(cost, axis=1)  # ties go to the lowest index
         new_boxes.append(box)
         if eps_C == 0:
-            cost_sum = cost_sum + float(xp.sum(w * xp.min(cost, axis=1)))
+            lowest = xp.astype(xp.min(cost, axis=1), xp.float64, copy=False)
+            cost_sum = cost_sum + float(xp.sum(w * lowest))
         old = boxes.box[rows]
         moved = xp.nonzero(box != old)[0]
         if moved.shape[0] == 0:
