@@ -146,7 +146,7 @@ class SearchSpec(BaseModel):
     refit: str = Field(default="f1_macro", description="Metric that picks the best candidate.")
     distributions: dict[str, Any] = Field(
         default_factory=dict,
-        description="Per parameter: {dist = '<scipy.stats name>', <its kwargs>} or a list of values.",
+        description="Per parameter: {dist = '<scipy.stats name>', <its kwargs>} or a list.",
     )
 
     @field_validator("distributions")

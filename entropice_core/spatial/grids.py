@@ -306,4 +306,6 @@ def cell_neighbours(spec: GridSpec, ids: np.ndarray, k: int = 1) -> list[np.ndar
     else:
         table = healpix.kth_neighbourhood(ids, spec.level, k)
         disks = [row[row >= 0] for row in table]
-    return [np.setdiff1d(np.asarray(d, dtype=np.uint64), [c]) for d, c in zip(disks, ids)]
+    return [
+        np.setdiff1d(np.asarray(d, dtype=np.uint64), [c]) for d, c in zip(disks, ids, strict=True)
+    ]
