@@ -371,6 +371,8 @@ def train_experiment(
     stamp = {
         "experiment": config.name,
         "grid_level": data.spec.key,
+        "model": config.model,
+        "predict_device": config.device if kind.takes_device_arrays else "cpu",
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
         "classes": classes,
