@@ -452,11 +452,12 @@ def _source_columns(
     source: SourceSpec, data: xr.Dataset, ids: np.ndarray
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
     """One source flattened to columns on ``ids``, its missing cells handled per its policy."""
-    names = source.variables or [
+    # sorted: a store lists its variables in no fixed order, and models need a fixed one
+    names = source.variables or sorted(
         str(v)
         for v, da in data.data_vars.items()
         if "cell_ids" in da.dims and da.dtype.kind in "biuf"
-    ]
+    )
     unknown = [n for n in names if n not in data.data_vars]
     if unknown:
         raise ValueError(

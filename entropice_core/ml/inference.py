@@ -54,7 +54,7 @@ def predict_cells(
     dataset
         A training dataset (``DatasetEnsemble.build``, or the ``training_dataset`` store).
     feature_names
-        The features the model was trained on; they must be the dataset's, in order.
+        The features the model was trained on, in its order (taken from the dataset by name).
     device
         ``cpu``, or ``cuda`` to send each batch to the GPU as a cupy array (models that take
         device arrays: XGBoost with device = "cuda").
@@ -69,22 +69,23 @@ def predict_cells(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     data = TrainingData(dataset)
-    if data.feature_names != list(feature_names):
+    absent = sorted(set(feature_names) - set(data.feature_names))
+    if absent:
         raise ValueError(
-            f"the dataset's features {data.feature_names} are not the ones the model was "
-            f"trained on {list(feature_names)}: retrain the model on this dataset"
+            f"the dataset lacks the features {absent} the model was trained on: retrain the "
+            "model on this dataset, or rebuild the dataset with the model's config"
         )
     role = dataset["role"].to_numpy()
     n = role.size
     proba = np.full((n, len(classes)), np.nan, dtype=np.float32)
-    features = dataset["features"]
+    features = dataset["features"].sel(feature=list(feature_names))
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         usable = role[start:stop] != ROLES["excluded"]
         if usable.any():
             block = features.isel(cell_ids=slice(start, stop)).to_numpy()[usable]
             X = (
-                pd.DataFrame(block, columns=data.feature_names)
+                pd.DataFrame(block, columns=list(feature_names))
                 if device == "cpu"
                 else as_device_array(block, device)
             )
