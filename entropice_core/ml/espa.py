@@ -1,0 +1,543 @@
+"""eSPA+ (entropy-optimal Scalable Probabilistic Approximation), a scikit-learn classifier.
+
+Definitions (see ``docs/espa.md`` and ``/work/shared/design/espa.md``)
+--------------------------------------------------------------------
+X (T x D), labels y_t in {0..M-1}, sample weights w_t with total weight N = sum(w). Learned: box
+centres S (D x K), feature weights W (D, on the simplex) and Lambda (M x K, column-stochastic,
+Lambda_mk = P(class m | box k)); every sample belongs to one box k(t). The loss, in the reference
+normalisation of Horenko's MATLAB code (espa.md section 2), weighted:
+
+    L = 1/(N D) sum_t w_t sum_d W_d (X_td - S_d,k(t))^2 + eps_W/D sum_d W_d ln W_d
+        - eps_C/(N M) sum_t w_t ln Lambda_{y_t, k(t)}          (Lambda floored at 1e-12)
+
+One iteration runs four exact block minimisers (eSPA+ order), so L never increases:
+assign k(t) (the only step that sees the labels), W = softmax(-b / (N eps_W)) with
+b_d = sum_t w_t (X_td - S_d,k(t))^2 for the previous S, S = weighted box means, Lambda = weighted
+class frequencies per box. Boxes left empty are dropped. After the best restart, the training
+samples are reassigned without labels (nearest centre in the W metric) and Lambda is recomputed
+("unbiasing"); prediction is the Lambda column of the nearest box.
+
+Implementation
+--------------
+The math is written once against the Python array API (``array_api_compat``), so numpy, torch,
+cupy and ``array_api_strict`` run the same code. Each iteration is one pass over the samples in
+chunks: per chunk, assign and accumulate the per-box weighted counts, sums of X and class counts
+(one-hot matmuls, no scatter); W, S, Lambda and the loss then follow from these sums and the
+weighted sums of squares of the centred data, computed once. Memory is O(chunk_size * K) beyond X.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import array_api_compat
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+#: Lambda is floored here inside the logarithm, as in the reference MATLAB code.
+LAMBDA_FLOOR = 1e-12
+#: Elements of one chunk's (chunk x max(K, D)) temporaries when ``chunk_size`` is None: 16 MiB.
+AUTO_CHUNK_ELEMENTS = 2**21
+#: Array namespaces by backend name; imported only when asked for.
+BACKENDS = {
+    "numpy": "array_api_compat.numpy",
+    "torch": "array_api_compat.torch",
+    "cupy": "array_api_compat.cupy",
+    "array_api_strict": "array_api_strict",
+}
+
+Backend = Literal["numpy", "torch", "cupy", "array_api_strict"]
+
+
+def array_backend(name: str) -> ModuleType:
+    """The array-API namespace for ``name``; GPU libraries are imported only here."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend={name!r} is unknown; use one of {sorted(BACKENDS)}")
+    try:
+        return importlib.import_module(BACKENDS[name])
+    except ImportError as err:
+        extra = "gpu" if name in ("torch", "cupy") else "dev"
+        raise ImportError(
+            f"backend={name!r} needs the {name} package: install it with "
+            f"`uv sync --extra {extra}` (pip install 'entropice[{extra}]'), or use backend='numpy'"
+        ) from err
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any supported backend to host memory."""
+    if array_api_compat.is_numpy_array(x):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    return np.from_dlpack(x)
+
+
+class ESPAParams(BaseModel):
+    """The estimator's hyperparameters, validated at fit (so errors name the bad value)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    n_clusters: int = Field(ge=1, description="K, the number of boxes (upper bound: pruned)")
+    eps_C: float = Field(ge=0, description="weight of the label term")
+    eps_W: float = Field(gt=0, description="weight of W's entropy (large: uniform W)")
+    max_iter: int = Field(ge=1)
+    tol: float = Field(ge=0, description="stop when the loss decreases by <= tol * |loss|")
+    n_init: int = Field(ge=1, description="restarts; the lowest training loss is kept")
+    readout: Literal["hard", "soft"]
+    backend: Backend
+    device: Any = None
+    dtype: Literal["float64", "float32"]
+    chunk_size: int | None = Field(default=None, ge=1)
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The training data on the backend, with what every pass needs."""
+
+    X: Any  # (T, D) compute dtype
+    y: Any  # (T,) class indices
+    w: Any  # (T,) float64 weights
+    mean: Any  # (D,) weighted mean of X
+    sumsq: Any  # (D,) sum_t w_t (X_td - mean_d)^2
+    total: float  # N, the total weight
+    n_classes: int
+    chunk: int
+
+
+@dataclass(frozen=True)
+class _State:
+    """The model of one iteration: centres S (D, K), weights W (D,), Lambda (M, K); float64."""
+
+    S: Any
+    W: Any
+    Lam: Any
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """The samples' boxes (T,) and per-box sums over them: sizes (K,), weights n (K,), weighted
+    sums of X (K, D) and class counts (K, M); -1 is no box yet, with all sums zero."""
+
+    box: Any
+    size: Any
+    n: Any
+    Xsum: Any
+    counts: Any
+
+    @classmethod
+    def empty(cls, xp: ModuleType, data: _Data, K: int) -> _Boxes:
+        device = array_api_compat.device(data.w)
+        zeros = [xp.zeros(shape, dtype=xp.float64, device=device) for shape in ((K,), (K,))]
+        return cls(
+            box=xp.full(data.X.shape[0], -1, dtype=xp.int64, device=device),
+            size=zeros[0],
+            n=zeros[1],
+            Xsum=xp.zeros((K, data.X.shape[1]), dtype=xp.float64, device=device),
+            counts=xp.zeros((K, data.n_classes), dtype=xp.float64, device=device),
+        )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One restart: its final state, loss per iteration and whether it converged."""
+
+    state: _State
+    losses: list[float]
+    converged: bool
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """The W metric of a state, ready for chunks: cost = X @ scaled + bias."""
+
+    scaled: Any  # (D, K) -2/D W_d S_dk, compute dtype
+    bias: Any  # (K,) 1/D sum_d W_d S_dk^2
+
+    @classmethod
+    def of(cls, xp: ModuleType, state: _State, dtype: Any) -> _Metric:
+        WS = state.W[:, None] * state.S
+        D = state.S.shape[0]
+        return cls(scaled=xp.astype(WS * (-2.0 / D), dtype), bias=xp.sum(WS * state.S, axis=0) / D)
+
+
+def _box_costs(xp: ModuleType, X: Any, metric: _Metric) -> Any:
+    """Cost (chunk, K): (1/D) sum_d W_d (x_d - S_dk)^2 up to a per-row constant."""
+    return xp.astype(X @ metric.scaled, xp.float64, copy=False) + metric.bias
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    """Consecutive row slices of at most ``size`` rows (stops in bounds, as the array API asks)."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _one_hot_t(xp: ModuleType, index: Any, size: int) -> Any:
+    """(size, n) float64 indicator of ``index`` (n,); -1 gives a zero column.
+
+    Built transposed so that ``one_hot_t @ X`` is a plain matrix product (the transposed
+    product of a (n, size) indicator is several times slower in OpenBLAS).
+    """
+    labels = xp.arange(size, device=array_api_compat.device(index))
+    return xp.astype(labels[:, None] == index[None, :], xp.float64)
+
+
+def _sweep(
+    xp: ModuleType, data: _Data, state: _State, boxes: _Boxes, eps_C: float
+) -> tuple[_Boxes, float]:
+    """Reassign every sample (label term if eps_C > 0) and update the box sums by the moves.
+
+    Only samples that change box touch the sums, so late iterations cost little more than the
+    distances. Returns the new boxes and sum_t w_t min_k cost_tk (for the read-out temperature).
+    """
+    K, M = state.S.shape[1], data.n_classes
+    metric = _Metric.of(xp, state, data.X.dtype)
+    log_lam = xp.log(xp.clip(state.Lam, min=LAMBDA_FLOOR)) * (eps_C / M) if eps_C > 0 else None
+    size, n, Xsum, counts = boxes.size, boxes.n, boxes.Xsum, boxes.counts
+    new_boxes, cost_sum = [], 0.0
+    for rows in _chunks(data.X.shape[0], data.chunk):
+        X, y, w = data.X[rows, :], data.y[rows], data.w[rows]
+        cost = _box_costs(xp, X, metric)
+        if log_lam is not None:
+            cost = cost - xp.take(log_lam, y, axis=0)
+        box = xp.argmin(cost, axis=1)  # ties go to the lowest index
+        new_boxes.append(box)
+        if log_lam is None:
+            cost_sum = cost_sum + float(xp.sum(w * xp.min(cost, axis=1)))
+        moved = xp.nonzero(box != boxes.box[rows])[0]
+        if moved.shape[0] == 0:
+            continue
+        if moved.shape[0] < X.shape[0]:
+            X, y, w = xp.take(X, moved, axis=0), xp.take(y, moved), xp.take(w, moved)
+            old, box = xp.take(boxes.box[rows], moved), xp.take(box, moved)
+        else:
+            old = boxes.box[rows]
+        delta = _one_hot_t(xp, box, K) - _one_hot_t(xp, old, K)  # (K, moved), +1 in, -1 out
+        size = size + xp.sum(delta, axis=1)
+        delta = delta * w[None, :]
+        n = n + xp.sum(delta, axis=1)
+        Xsum = Xsum + xp.astype(xp.astype(delta, X.dtype) @ X, xp.float64, copy=False)
+        counts = counts + delta @ _one_hot_t(xp, y, M).T
+    box = xp.concat(new_boxes) if len(new_boxes) > 1 else new_boxes[0]
+    return _Boxes(box=box, size=size, n=n, Xsum=Xsum, counts=counts), cost_sum
+
+
+def _prune(xp: ModuleType, state: _State, boxes: _Boxes) -> tuple[_State, _Boxes]:
+    """Drop the boxes left without samples and renumber the rest."""
+    full = boxes.size > 0
+    keep = xp.nonzero(full)[0]
+    if keep.shape[0] == boxes.size.shape[0]:
+        return state, boxes
+    renumber = xp.cumulative_sum(xp.astype(full, xp.int64)) - 1
+    state = _State(
+        S=xp.take(state.S, keep, axis=1), W=state.W, Lam=xp.take(state.Lam, keep, axis=1)
+    )
+    boxes = _Boxes(
+        box=xp.take(renumber, boxes.box),
+        size=xp.take(boxes.size, keep),
+        n=xp.take(boxes.n, keep),
+        Xsum=xp.take(boxes.Xsum, keep, axis=0),
+        counts=xp.take(boxes.counts, keep, axis=0),
+    )
+    return state, boxes
+
+
+def _entropy_term(xp: ModuleType, W: Any) -> Any:
+    return xp.sum(W * xp.log(xp.clip(W, min=LAMBDA_FLOOR**2)))
+
+
+def _iteration(
+    xp: ModuleType, data: _Data, state: _State, boxes: _Boxes, params: ESPAParams
+) -> tuple[_State, _Boxes, float]:
+    """One eSPA+ iteration (assign, W, S, Lambda) and the loss of the state it returns."""
+    boxes, _ = _sweep(xp, data, state, boxes, params.eps_C)
+    old, boxes = _prune(xp, state, boxes)
+    D, M, N = data.X.shape[1], data.n_classes, data.total
+    # Centred coordinates keep b accurate when the data are not centred.
+    S_old = old.S - data.mean[:, None]
+    X_c = boxes.Xsum - boxes.n[:, None] * data.mean[None, :]  # (K, D)
+    b = data.sumsq - 2.0 * xp.sum(S_old.T * X_c, axis=0) + boxes.n @ (S_old.T**2)
+    z = -b / (N * params.eps_W)
+    W = xp.exp(z - xp.max(z))
+    W = W / xp.sum(W)
+    S_c = X_c / boxes.n[:, None]  # (K, D) centred box means
+    Lam = (boxes.counts / boxes.n[:, None]).T
+    fit = xp.sum(W * (data.sumsq - boxes.n @ S_c**2)) / (N * D)
+    label = -xp.sum(boxes.counts * xp.log(xp.clip(Lam.T, min=LAMBDA_FLOOR))) / (N * M)
+    loss = fit + params.eps_W / D * _entropy_term(xp, W) + params.eps_C * label
+    return _State(S=S_c.T + data.mean[:, None], W=W, Lam=Lam), boxes, float(loss)
+
+
+def _descend(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> _Run:
+    """Iterate from ``state`` until the loss stops decreasing by more than tol * |loss|."""
+    losses: list[float] = []
+    boxes = _Boxes.empty(xp, data, state.S.shape[1])
+    for _ in range(params.max_iter):
+        state, boxes, loss = _iteration(xp, data, state, boxes, params)
+        if losses and loss > losses[-1] + 1e-10 * abs(losses[-1]):
+            warnings.warn(
+                f"eSPA loss increased from {losses[-1]!r} to {loss!r}: the data are probably "
+                "badly scaled (standardise them, e.g. StandardScaler in a Pipeline)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        losses.append(loss)
+        if len(losses) > 1 and losses[-2] - loss <= params.tol * abs(loss):
+            return _Run(state=state, losses=losses, converged=True)
+    return _Run(state=state, losses=losses, converged=False)
+
+
+def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any]:
+    """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk."""
+    parts = _chunks(X.shape[0], chunk)
+    total = xp.sum(w)
+    mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64) for rows in parts) / total
+    return mean, sum(w[rows] @ (xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts)
+
+
+def _initial_state(
+    xp: ModuleType, data: _Data, priors: Any, K: int, seed: np.random.SeedSequence
+) -> _State:
+    """K distinct random samples as centres, uniform W, class priors in every box (espa.md 3)."""
+    pick = np.sort(np.random.default_rng(seed).choice(data.X.shape[0], size=K, replace=False))
+    index = xp.asarray(pick, device=array_api_compat.device(data.X))
+    S = xp.astype(xp.take(data.X, index, axis=0), xp.float64).T
+    D = data.X.shape[1]
+    W = xp.full(D, 1.0 / D, dtype=xp.float64, device=array_api_compat.device(S))
+    Lam = xp.broadcast_to(priors[:, None], (priors.shape[0], K))
+    return _State(S=S, W=W, Lam=xp.asarray(Lam, copy=True))
+
+
+class ESPAClassifier(ClassifierMixin, BaseEstimator):
+    """eSPA+ classifier: K boxes, an entropic feature weighting W and P(class | box).
+
+    Fits with exact block minimisation (the loss never increases), ``n_init`` restarts keeping the
+    lowest training loss, then unbiases Lambda. Standardise the features first (``StandardScaler``
+    in a ``Pipeline``): eps_W is in units of within-box variance.
+
+    Parameters
+    ----------
+    n_clusters : int
+        K, the number of boxes; empty boxes are dropped, ``K_`` is what is left.
+    eps_C : float
+        Weight of the label term (reference normalisation): larger makes boxes label-purer.
+    eps_W : float
+        Weight of W's entropy: small selects few features, large gives a uniform W.
+    max_iter, tol : int, float
+        Stop a restart after ``max_iter`` iterations or when the loss decreases by at most
+        ``tol * |loss|``.
+    n_init : int
+        Independent restarts, seeded from ``random_state``; the lowest training loss is kept.
+    random_state : int, RandomState or None
+        Seed of the restarts (initial centres); a fixed seed gives identical fits.
+    class_weight : dict, "balanced" or None
+        Multiplies the sample weights per class (for imbalanced labels).
+    readout : "hard" or "soft"
+        "hard": P(y | x) is the Lambda column of the nearest box (the canonical eSPA read-out).
+        "soft": boxes weighted by softmax(-distance / tau), tau the mean training distance to the
+        assigned centre (smoother probabilities, higher AUC).
+    backend : "numpy", "torch", "cupy" or "array_api_strict"
+        Array library that runs the math; torch and cupy come with the ``gpu`` extra.
+    device : str or None
+        Device for the backend (e.g. "cuda"); None is the backend's default.
+    dtype : "float64" or "float32"
+        Dtype of the distance matmuls; sums and the model stay float64.
+    chunk_size : int or None
+        Samples per chunk of each pass (memory O(chunk_size * K)); None picks about
+        2**21 / max(K, D) samples. Results do not depend on it beyond rounding.
+    warm_start : bool
+        Continue from the previous fit's state (one run, ``n_init`` ignored).
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 20,
+        *,
+        eps_C: float = 0.1,
+        eps_W: float = 1.0,
+        max_iter: int = 300,
+        tol: float = 1e-8,
+        n_init: int = 10,
+        random_state: int | np.random.RandomState | None = None,
+        class_weight: dict | str | None = None,
+        readout: str = "hard",
+        backend: str = "numpy",
+        device: Any = None,
+        dtype: str = "float64",
+        chunk_size: int | None = None,
+        warm_start: bool = False,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.eps_C = eps_C
+        self.eps_W = eps_W
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_init = n_init
+        self.random_state = random_state
+        self.class_weight = class_weight
+        self.readout = readout
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+        self.warm_start = warm_start
+
+    def _params(self) -> ESPAParams:
+        names = ESPAParams.model_fields
+        return ESPAParams(**{k: v for k, v in self.get_params().items() if k in names})
+
+    def _to_backend(self, xp: ModuleType, x: np.ndarray, dtype: Any) -> Any:
+        return xp.asarray(x, dtype=dtype, device=self.device)
+
+    def _chunk(self, params: ESPAParams, K: int, D: int) -> int:
+        return params.chunk_size or max(1, AUTO_CHUNK_ELEMENTS // max(K, D))
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> ESPAClassifier:
+        """Fit boxes, feature weights and class probabilities to (X, y)."""
+        params = self._params()
+        warm = self.warm_start and hasattr(self, "_train_state")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=not warm)
+        check_classification_targets(y)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if warm and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                f"warm_start=True needs the classes of the previous fit {self.classes_.tolist()}, "
+                f"got {classes.tolist()}; fit with warm_start=False to start over"
+            )
+        self.classes_ = classes
+        weights = self._sample_weights(sample_weight, y, y_index)
+        priors = np.bincount(y_index, weights=weights, minlength=len(classes)) / weights.sum()
+        if np.any(weights == 0):  # zero-weight samples change no sum: leave them out
+            rows = np.flatnonzero(weights)
+            X, y_index, weights = X[rows], y_index[rows], weights[rows]
+
+        xp = array_backend(params.backend)
+        K = min(params.n_clusters, len(X))
+        chunk = self._chunk(params, K, X.shape[1])
+        Xb = self._to_backend(xp, X, getattr(xp, params.dtype))
+        w = self._to_backend(xp, weights, xp.float64)
+        mean, sumsq = _moments(xp, Xb, w, chunk)
+        data = _Data(
+            X=Xb,
+            y=self._to_backend(xp, y_index, xp.int64),
+            w=w,
+            mean=mean,
+            sumsq=sumsq,
+            total=float(weights.sum()),
+            n_classes=len(classes),
+            chunk=chunk,
+        )
+        if warm:
+            runs = [_descend(xp, data, self._backend_state(xp, *self._train_state), params)]
+        else:
+            priors_b = self._to_backend(xp, priors, xp.float64)
+            seeds = np.random.SeedSequence(
+                check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+            ).spawn(params.n_init)
+            runs = [
+                _descend(xp, data, _initial_state(xp, data, priors_b, K, seed), params)
+                for seed in seeds
+            ]
+        best = min(range(len(runs)), key=lambda i: runs[i].losses[-1])
+        if not runs[best].converged:
+            warnings.warn(
+                f"eSPA did not converge in max_iter={params.max_iter} iterations "
+                f"(last loss decrease {np.diff(runs[best].losses[-2:])}); raise max_iter or tol",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._unbias(xp, data, runs[best].state)
+        self.loss_histories_ = [run.losses for run in runs]
+        self.loss_history_ = runs[best].losses
+        self.n_iter_ = len(runs[best].losses)
+        self.best_restart_ = best
+        return self
+
+    def _sample_weights(self, sample_weight: Any, y: np.ndarray, y_index: np.ndarray) -> np.ndarray:
+        """Sample weights times class weights, checked: finite, non-negative, positive sum."""
+        n = len(y)
+        if sample_weight is None:
+            weights = np.ones(n)
+        else:
+            weights = np.asarray(sample_weight, dtype=np.float64)
+            if weights.ndim == 0:
+                weights = np.full(n, float(weights))
+            if weights.shape != (n,):
+                raise ValueError(
+                    f"sample_weight has shape {weights.shape}, expected ({n},): "
+                    "one weight per sample"
+                )
+        if self.class_weight is not None:
+            per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            weights = weights * per_class[y_index]
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(
+                "sample_weight (times class_weight) must be finite and non-negative with a "
+                f"positive sum; got min {weights.min():.3g}, sum {weights.sum():.3g}"
+            )
+        return weights
+
+    def _backend_state(self, xp: ModuleType, S: np.ndarray, W: np.ndarray, Lam: np.ndarray):
+        return _State(*(self._to_backend(xp, a, xp.float64) for a in (S, W, Lam)))
+
+    def _unbias(self, xp: ModuleType, data: _Data, state: _State) -> None:
+        """Store the fit, with Lambda recomputed from label-free assignments (espa.md 3)."""
+        self._train_state = tuple(to_numpy(a) for a in (state.S, state.W, state.Lam))
+        boxes, cost = _sweep(xp, data, state, _Boxes.empty(xp, data, state.S.shape[1]), 0.0)
+        state, boxes = _prune(xp, state, boxes)
+        # Mean training distance to the assigned centre: the min cost plus the dropped
+        # per-row constant (1/D) sum_d W_d x_d^2, summed through the weighted moments.
+        moment2 = data.sumsq + data.total * data.mean**2
+        distance = (cost + xp.sum(state.W * moment2) / data.X.shape[1]) / data.total
+        self.S_ = to_numpy(state.S)
+        self.W_ = to_numpy(state.W)
+        self.Lambda_ = to_numpy((boxes.counts / boxes.n[:, None]).T)
+        self.K_ = self.S_.shape[1]
+        self.tau_ = max(float(distance), np.finfo(np.float64).tiny)
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """W, the entropic feature weights (sum to 1)."""
+        check_is_fitted(self)
+        return self.W_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """P(class | x), columns in ``classes_`` order (hard or soft read-out)."""
+        check_is_fitted(self)
+        params = self._params()
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        xp = array_backend(params.backend)
+        state = self._backend_state(xp, self.S_, self.W_, self.Lambda_)
+        Xb = self._to_backend(xp, X, getattr(xp, params.dtype))
+        metric = _Metric.of(xp, state, Xb.dtype)
+        parts = []
+        for rows in _chunks(X.shape[0], self._chunk(params, self.K_, X.shape[1])):
+            cost = _box_costs(xp, Xb[rows, :], metric)
+            if params.readout == "hard":
+                parts.append(xp.take(state.Lam.T, xp.argmin(cost, axis=1), axis=0))
+            else:
+                r = xp.exp(-(cost - xp.min(cost, axis=1)[:, None]) / self.tau_)
+                parts.append((r / xp.sum(r, axis=1)[:, None]) @ state.Lam.T)
+        return to_numpy(xp.concat(parts, axis=0))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class (the first one on ties)."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    @property
+    def effective_dimension_(self) -> float:
+        """exp(H(W)): about how many features W spreads over."""
+        check_is_fitted(self)
+        W = self.W_[self.W_ > 0]
+        return float(math.exp(-np.sum(W * np.log(W))))
