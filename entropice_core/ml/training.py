@@ -78,16 +78,11 @@ class ModelKind:
 
 
 def _espa(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
-    try:
-        from entropice_core.ml.espa import ESPAClassifier
-    except ImportError as err:
-        raise ImportError(
-            "the espa model needs entropice_core.ml.espa (ESPAClassifier), which this checkout "
-            "lacks"
-        ) from err
+    from entropice_core.ml.espa import ESPAClassifier
+
     model = ESPAClassifier(random_state=seed)
-    if device != "cpu" and "device" in model.get_params():
-        model.set_params(device=device)
+    if device == "cuda":  # one array-API code path; torch carries it to the GPU
+        model.set_params(backend="torch", device="cuda")
     return model
 
 
