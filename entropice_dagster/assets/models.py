@@ -2,6 +2,7 @@
 (grid level, experiment). Experiments are the TOML files in configs/ (see docs/training.md)."""
 
 import json
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -26,7 +27,11 @@ from entropice_dagster.partitions import CONFIG_DIR, grid_partitions, model_part
 #: so a new [[sources]] table in configs/dataset.toml is a new upstream asset.
 ENSEMBLE = DatasetEnsemble.from_toml(CONFIG_DIR / "dataset.toml")
 #: Models and predictions read the one grid level of their (grid level, experiment) key.
-BY_GRID_LEVEL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="grid_level")
+with warnings.catch_warnings():  # beta since 1.x, the documented way for 2-D -> 1-D (stack.md)
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    BY_GRID_LEVEL = dg.MultiToSingleDimensionPartitionMapping(
+        partition_dimension_name="grid_level"
+    )
 
 
 def _markdown(frame: pd.DataFrame) -> dg.MetadataValue:
