@@ -35,11 +35,9 @@ TABLE_METADATA_KEY = "entropice/table_path"
 ICECHUNK_METADATA_KEY = "entropice/icechunk"
 
 
-def _dimension_keys(
-    partitions_def: dg.PartitionsDefinition | None, key: str | None
-) -> dict[str, str]:
+def _dimension_keys(partitions_def: dg.PartitionsDefinition, key: str) -> dict[str, str]:
     """``{dimension: key}`` of a multi-partition key, for path templates; {} otherwise."""
-    if key is None or not isinstance(partitions_def, dg.MultiPartitionsDefinition):
+    if not isinstance(partitions_def, dg.MultiPartitionsDefinition):
         return {}
     return dict(partitions_def.get_partition_key_from_str(key).keys_by_dimension)
 
@@ -84,7 +82,7 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
 
     def _output_path(self, context: dg.OutputContext, key: str = PATH_METADATA_KEY) -> Path:
         partition = context.partition_key if context.has_asset_partitions else None
-        dimensions = _dimension_keys(context.asset_partitions_def, partition)
+        dimensions = _dimension_keys(context.asset_partitions_def, partition) if partition else {}
         return self._path(
             context.definition_metadata,
             context.asset_key.to_user_string(),

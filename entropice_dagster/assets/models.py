@@ -29,9 +29,7 @@ ENSEMBLE = DatasetEnsemble.from_toml(CONFIG_DIR / "dataset.toml")
 #: Models and predictions read the one grid level of their (grid level, experiment) key.
 with warnings.catch_warnings():  # beta since 1.x, the documented way for 2-D -> 1-D (stack.md)
     warnings.simplefilter("ignore", dg.BetaWarning)
-    BY_GRID_LEVEL = dg.MultiToSingleDimensionPartitionMapping(
-        partition_dimension_name="grid_level"
-    )
+    BY_GRID_LEVEL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="grid_level")
 
 
 def _markdown(frame: pd.DataFrame) -> dg.MetadataValue:
