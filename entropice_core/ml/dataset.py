@@ -522,12 +522,9 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
 
 
-def _near(ids: np.ndarray, neighbours: list[np.ndarray], source: np.ndarray) -> np.ndarray:
-    """Cells of ``ids`` that are neighbours of the cells where ``source`` is set."""
-    picked = [neighbours[i] for i in np.flatnonzero(source)]
-    if not picked:
-        return np.zeros(ids.size, dtype=bool)
-    return np.isin(ids, np.concatenate(picked)) & ~source
+def _near(ids: np.ndarray, neighbours: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Cells of ``ids`` that neighbour a cell where ``source`` is set (not those cells)."""
+    return np.isin(ids, neighbours[source].ravel()) & ~source
 
 
 def _split(

@@ -292,20 +292,28 @@ def parent_cells(spec: GridSpec, ids: np.ndarray, level: int) -> np.ndarray:
     )
 
 
-def cell_neighbours(spec: GridSpec, ids: np.ndarray, k: int = 1) -> list[np.ndarray]:
-    """For each cell, the ids of the cells within ``k`` steps (itself excluded).
+#: Padding of :func:`cell_neighbours` rows: not a cell id of either grid.
+NO_CELL = np.iinfo(np.uint64).max
 
-    H3: ``h3.grid_disk``; HEALPix: ``healpix_geo``'s k-th neighbourhood (edge and vertex
-    neighbours, so a ring of 8 for k = 1 away from the 8 base-cell corners).
+
+def cell_neighbours(spec: GridSpec, ids: np.ndarray, k: int = 1) -> np.ndarray:
+    """For each cell, the ids of the cells within ``k`` steps, itself excluded.
+
+    Returns an ``(n, m)`` uint64 array padded with :data:`NO_CELL` (pentagons and HEALPix
+    base-cell corners have fewer neighbours). H3: ``h3.grid_disk``; HEALPix: ``healpix_geo``'s
+    k-th neighbourhood (edge and corner neighbours: 8 cells for k = 1).
     """
     ids = np.asarray(ids, dtype=np.uint64)
     if k < 1:
-        return [np.empty(0, dtype=np.uint64) for _ in ids]
+        return np.full((ids.size, 0), NO_CELL, dtype=np.uint64)
     if spec.grid == "h3":
-        disks = [h3_int.grid_disk(c, k) for c in ids]
+        table = np.full((ids.size, 3 * k * (k + 1) + 1), NO_CELL, dtype=np.uint64)
+        for row, cell in enumerate(ids):
+            disk = h3_int.grid_disk(cell, k)
+            table[row, : len(disk)] = disk
     else:
-        table = healpix.kth_neighbourhood(ids, spec.level, k)
-        disks = [row[row >= 0] for row in table]
-    return [
-        np.setdiff1d(np.asarray(d, dtype=np.uint64), [c]) for d, c in zip(disks, ids, strict=True)
-    ]
+        found = healpix.kth_neighbourhood(ids, spec.level, k)
+        table = np.where(found >= 0, found, 0).astype(np.uint64)
+        table[found < 0] = NO_CELL
+    table[table == ids[:, None]] = NO_CELL
+    return table
