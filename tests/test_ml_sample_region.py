@@ -1,5 +1,7 @@
-"""Models on the sample region, through Dagster and through the command line (h3_6; the demo
-test runs healpix_9 too)."""
+"""Models on the sample region, through Dagster and through the command line.
+
+h3_5 keeps this file quick (378 cells, 66 % with RTS, 66 blocks of h3_4); the demo test trains
+every model on h3_6 and healpix_9, where its blocking baseline check must pass too."""
 
 import json
 import subprocess
@@ -18,7 +20,7 @@ from entropice_core.ml.training import load_model
 from entropice_dagster.assets import all_assets
 from entropice_dagster.partitions import experiment_partitions
 
-KEY = "h3_6"
+KEY = "h3_5"
 ENTROPICE = Path(sys.executable).with_name("entropice")
 
 
@@ -79,7 +81,10 @@ def test_predictions_cover_every_cell_and_match_the_model(models) -> None:
     frame = gpd.read_parquet(folder / "predictions.parquet").set_index("cell_id")
     cells = gpd.read_parquet(data_dir / "grids" / f"{KEY}.parquet")
     assert set(frame.index) == set(cells["cell_id"]) and frame.crs.to_epsg() == 4326
-    np.testing.assert_allclose(frame[["proba_no_rts", "proba_rts"]].sum(axis=1).dropna(), 1, 1e-5)
+    predicted = frame["predicted_class"].notna()
+    assert predicted.sum() >= 0.99 * len(frame)
+    total = frame.loc[predicted, ["proba_no_rts", "proba_rts"]].sum(axis=1)
+    np.testing.assert_allclose(total, 1, rtol=1e-5)
     model, stamp = load_model(folder)
     data = TrainingData(read_dataset(data_dir / "datasets" / f"{KEY}.zarr"))
     X = data.X("test")
@@ -95,8 +100,10 @@ def test_cli_train_and_predict(models, tmp_path) -> None:
     out = tmp_path / "knn"
     env = {"ENTROPICE_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
     train = subprocess.run(
-        [str(ENTROPICE), "train", "--config", "configs/knn-binary.toml", "--grid-level", KEY]
-        + ["--n-iter", "2", "--out", str(out)],
+        [
+            *(str(ENTROPICE), "train", "--config", "configs/knn-binary.toml"),
+            *("--grid-level", KEY, "--n-iter", "2", "--out", str(out)),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -119,8 +126,10 @@ def test_cli_train_and_predict(models, tmp_path) -> None:
     )
     assert bad.returncode == 2 and "unknown model None" in bad.stderr
     predict = subprocess.run(
-        [str(ENTROPICE), "predict", "--grid-level", KEY, "--experiment", "rf-binary"]
-        + ["--batch-size", "500", "--out", str(tmp_path / "p.parquet")],
+        [
+            *(str(ENTROPICE), "predict", "--grid-level", KEY, "--experiment", "rf-binary"),
+            *("--batch-size", "500", "--out", str(tmp_path / "p.parquet")),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -128,7 +137,9 @@ def test_cli_train_and_predict(models, tmp_path) -> None:
         check=False,
     )
     assert predict.returncode == 0, predict.stderr
-    expected = gpd.read_parquet(data_dir / "training-results" / KEY / "rf-binary" / "predictions.parquet")
+    expected = gpd.read_parquet(
+        data_dir / "training-results" / KEY / "rf-binary" / "predictions.parquet"
+    )
     got = gpd.read_parquet(tmp_path / "p.parquet")
     pd.testing.assert_frame_equal(
         got.drop(columns="geometry").reset_index(drop=True),
