@@ -128,26 +128,38 @@ class _State:
 
 @dataclass(frozen=True)
 class _Boxes:
-    """The samples' boxes (T,) and per-box sums over them: sizes (K,), weights n (K,), weighted
-    sums of X (K, D) and class counts (K, M); -1 is no box yet, with all sums zero."""
+    """The samples' boxes (T,), -1 for none yet, and per-box sums over them: (K, D + M + 2)
+    columns of weighted sums of X, class weights, total weight n and sample count."""
 
     box: Any
-    size: Any
-    n: Any
-    Xsum: Any
-    counts: Any
+    sums: Any
+    n_features: int
 
     @classmethod
     def empty(cls, xp: ModuleType, data: _Data, K: int) -> _Boxes:
         device = array_api_compat.device(data.w)
-        zeros = [xp.zeros(shape, dtype=xp.float64, device=device) for shape in ((K,), (K,))]
+        D = data.X.shape[1]
         return cls(
             box=xp.full(data.X.shape[0], -1, dtype=xp.int64, device=device),
-            size=zeros[0],
-            n=zeros[1],
-            Xsum=xp.zeros((K, data.X.shape[1]), dtype=xp.float64, device=device),
-            counts=xp.zeros((K, data.n_classes), dtype=xp.float64, device=device),
+            sums=xp.zeros((K, D + data.n_classes + 2), dtype=xp.float64, device=device),
+            n_features=D,
         )
+
+    @property
+    def Xsum(self) -> Any:
+        return self.sums[:, : self.n_features]
+
+    @property
+    def counts(self) -> Any:
+        return self.sums[:, self.n_features : -2]
+
+    @property
+    def n(self) -> Any:
+        return self.sums[:, -2]
+
+    @property
+    def size(self) -> Any:
+        return self.sums[:, -1]
 
 
 @dataclass(frozen=True)
@@ -183,14 +195,19 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _one_hot_t(xp: ModuleType, index: Any, size: int) -> Any:
-    """(size, n) float64 indicator of ``index`` (n,); -1 gives a zero column.
+def _segment_sums(xp: ModuleType, values: Any, labels: Any, K: int) -> Any:
+    """Sums (K, C) of the rows of ``values`` (n, C) by label 0..K-1; other labels are ignored.
 
-    Built transposed so that ``one_hot_t @ X`` is a plain matrix product (the transposed
-    product of a (n, size) indicator is several times slower in OpenBLAS).
+    A stable sort and a prefix sum: memory-bound and free of scatter-adds, unlike a one-hot
+    matrix product whose cost grows with K (and whose (K, n) @ (n, C) shape is slow in OpenBLAS).
     """
-    labels = xp.arange(size, device=array_api_compat.device(index))
-    return xp.astype(labels[:, None] == index[None, :], xp.float64)
+    order = xp.argsort(labels, stable=True)
+    prefix = xp.cumulative_sum(xp.take(values, order, axis=0), axis=0, include_initial=True)
+    ordered = xp.take(labels, order)
+    ids = xp.arange(K, dtype=ordered.dtype, device=array_api_compat.device(ordered))
+    start = xp.searchsorted(ordered, ids, side="left")
+    stop = xp.searchsorted(ordered, ids, side="right")
+    return xp.take(prefix, stop, axis=0) - xp.take(prefix, start, axis=0)
 
 
 def _sweep(
@@ -203,34 +220,32 @@ def _sweep(
     """
     K, M = state.S.shape[1], data.n_classes
     metric = _Metric.of(xp, state, data.X.dtype)
-    log_lam = xp.log(xp.clip(state.Lam, min=LAMBDA_FLOOR)) * (eps_C / M) if eps_C > 0 else None
-    size, n, Xsum, counts = boxes.size, boxes.n, boxes.Xsum, boxes.counts
-    new_boxes, cost_sum = [], 0.0
+    # the label term per (class, box), with the metric's per-box constant folded in
+    offset = metric.bias - xp.log(xp.clip(state.Lam, min=LAMBDA_FLOOR)) * (eps_C / M)
+    classes = xp.arange(M, device=array_api_compat.device(data.y))
+    sums, new_boxes, cost_sum = boxes.sums, [], 0.0
     for rows in _chunks(data.X.shape[0], data.chunk):
         X, y, w = data.X[rows, :], data.y[rows], data.w[rows]
-        cost = _box_costs(xp, X, metric)
-        if log_lam is not None:
-            cost = cost - xp.take(log_lam, y, axis=0)
+        cost = xp.astype(X @ metric.scaled, xp.float64, copy=False) + xp.take(offset, y, axis=0)
         box = xp.argmin(cost, axis=1)  # ties go to the lowest index
         new_boxes.append(box)
-        if log_lam is None:
+        if eps_C == 0:
             cost_sum = cost_sum + float(xp.sum(w * xp.min(cost, axis=1)))
-        moved = xp.nonzero(box != boxes.box[rows])[0]
+        old = boxes.box[rows]
+        moved = xp.nonzero(box != old)[0]
         if moved.shape[0] == 0:
             continue
         if moved.shape[0] < X.shape[0]:
             X, y, w = xp.take(X, moved, axis=0), xp.take(y, moved), xp.take(w, moved)
-            old, box = xp.take(boxes.box[rows], moved), xp.take(box, moved)
-        else:
-            old = boxes.box[rows]
-        delta = _one_hot_t(xp, box, K) - _one_hot_t(xp, old, K)  # (K, moved), +1 in, -1 out
-        size = size + xp.sum(delta, axis=1)
-        delta = delta * w[None, :]
-        n = n + xp.sum(delta, axis=1)
-        Xsum = Xsum + xp.astype(xp.astype(delta, X.dtype) @ X, xp.float64, copy=False)
-        counts = counts + delta @ _one_hot_t(xp, y, M).T
+            old, box = xp.take(old, moved), xp.take(box, moved)
+        w = w[:, None]
+        label = xp.astype(y[:, None] == classes[None, :], xp.float64)
+        values = xp.concat(
+            [w * xp.astype(X, xp.float64, copy=False), w * label, w, xp.ones_like(w)], axis=1
+        )
+        sums = sums + _segment_sums(xp, values, box, K) - _segment_sums(xp, values, old, K)
     box = xp.concat(new_boxes) if len(new_boxes) > 1 else new_boxes[0]
-    return _Boxes(box=box, size=size, n=n, Xsum=Xsum, counts=counts), cost_sum
+    return _Boxes(box=box, sums=sums, n_features=boxes.n_features), cost_sum
 
 
 def _prune(xp: ModuleType, state: _State, boxes: _Boxes) -> tuple[_State, _Boxes]:
@@ -245,10 +260,8 @@ def _prune(xp: ModuleType, state: _State, boxes: _Boxes) -> tuple[_State, _Boxes
     )
     boxes = _Boxes(
         box=xp.take(renumber, boxes.box),
-        size=xp.take(boxes.size, keep),
-        n=xp.take(boxes.n, keep),
-        Xsum=xp.take(boxes.Xsum, keep, axis=0),
-        counts=xp.take(boxes.counts, keep, axis=0),
+        sums=xp.take(boxes.sums, keep, axis=0),
+        n_features=boxes.n_features,
     )
     return state, boxes
 
@@ -302,7 +315,7 @@ def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any]:
     """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk."""
     parts = _chunks(X.shape[0], chunk)
     total = xp.sum(w)
-    mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64) for rows in parts) / total
+    mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64, copy=False) for rows in parts) / total
     return mean, sum(w[rows] @ (xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts)
 
 
@@ -481,10 +494,15 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         if self.class_weight is not None:
             per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
             weights = weights * per_class[y_index]
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
             raise ValueError(
-                "sample_weight (times class_weight) must be finite and non-negative with a "
-                f"positive sum; got min {weights.min():.3g}, sum {weights.sum():.3g}"
+                "sample_weight (times class_weight) must be finite and non-negative; "
+                f"got values from {weights.min():.3g} to {weights.max():.3g}"
+            )
+        if not np.any(weights > 0):
+            raise ValueError(
+                "sample_weight (times class_weight) is zero for every sample: "
+                "give some samples a positive weight"
             )
         return weights
 
@@ -533,7 +551,8 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class (the first one on ties)."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     @property
     def effective_dimension_(self) -> float:
