@@ -98,11 +98,13 @@ def predict_cells(
     predicted[~known] = pd.NA
     labels = pd.array(np.asarray(classes, dtype=object)[best], dtype="string")
     labels[~known] = pd.NA
-    role_names = {code: name for name, code in ROLES.items()}
+    role_names = np.empty(max(ROLES.values()) - min(ROLES.values()) + 1, dtype=object)
+    for name, code in ROLES.items():
+        role_names[code - min(ROLES.values())] = name
     table = pd.DataFrame(
         {
             "cell_id": data.cell_ids,
-            "role": [role_names[int(r)] for r in role],
+            "role": pd.array(role_names[role.astype(np.int64) - min(ROLES.values())], dtype="str"),
             "predicted_class": predicted,
             "predicted_label": labels,
             **{col: proba[:, i] for i, col in enumerate(probability_columns(classes))},
