@@ -47,10 +47,11 @@ from sklearn.metrics import (
 from sklearn.model_selection import RandomizedSearchCV, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
 
 from entropice_core import __version__
 from entropice_core.io.atomic import atomic_path
-from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData
+from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData, fingerprint
 
 ModelName = Literal["espa", "xgboost", "rf", "knn"]
 Device = Literal["cpu", "cuda"]
@@ -322,8 +323,6 @@ def train_experiment(
     splits = data.cv_splits()
     fit_params = {}
     if config.class_weight == "balanced" and kind.takes_sample_weight:
-        from sklearn.utils.class_weight import compute_sample_weight
-
         fit_params["model__sample_weight"] = compute_sample_weight("balanced", y)
 
     report(f"{config.name}: {config.search.n_iter} candidates x {len(splits)} spatial folds")
@@ -378,7 +377,7 @@ def train_experiment(
         "train_cells": len(X),
         "test_cells": len(X_test),
         "data_versions": data.data_versions,
-        "training_dataset_sha256": _dataset_hash(data),
+        "training_dataset_sha256": fingerprint(data.dataset),
     }
     return TrainedExperiment(
         model=model,
@@ -390,12 +389,6 @@ def train_experiment(
         importance=importance,
         stamp=stamp,
     )
-
-
-def _dataset_hash(data: TrainingData) -> str:
-    from entropice_core.ml.dataset import fingerprint
-
-    return fingerprint(data.dataset)
 
 
 def _importance(
