@@ -1,4 +1,4 @@
-"""The ``entropice`` command line: build grids and watermasks, run the demo.
+"""The ``entropice`` command line: build grids and watermasks, train and predict, run the demo.
 
 Every command that writes takes ``--data-dir`` (default: ``$ENTROPICE_DATA_DIR`` or ``./data``)
 and follows the storage layout of docs/architecture (``grids/{grid_level}.parquet``, ...).
@@ -185,6 +185,100 @@ def demo(data_dir: DataDirOption = None) -> None:
         raise SystemExit(result.returncode)
 
 
+def _results_dir(root: Path, grid_level: str, experiment: str) -> Path:
+    return root / "training-results" / GridSpec.from_key(grid_level).key / experiment
+
+
+@app.command
+def train(
+    *,
+    config: Annotated[Path, Parameter(help="Experiment file, e.g. configs/espa-binary.toml.")],
+    grid_level: Annotated[str, Parameter(help="Grid level to train on, e.g. h3_5.")],
+    n_iter: Annotated[
+        int | None, Parameter(help="Search candidates (default: the config's search.n_iter).")
+    ] = None,
+    data_dir: DataDirOption = None,
+    out: Annotated[
+        Path | None,
+        Parameter(help="Output folder (default: DATA_DIR/training-results/{grid_level}/{name})."),
+    ] = None,
+) -> None:
+    """Train one experiment on the L2 datasets of a grid level (see docs/training.md).
+
+    Reads the labels and features the config's dataset names under DATA_DIR, tunes the model
+    by randomised search over spatial CV folds, and writes the model file, CV results, scores,
+    feature importance and the resolved config.
+
+    Example: entropice train --config configs/espa-binary.toml --grid-level h3_5
+    """
+    from entropice_core.ml.training import ExperimentConfig, save_experiment, train_experiment
+
+    experiment = ExperimentConfig.from_toml(config)
+    if n_iter is not None:
+        search = experiment.search.model_copy(update={"n_iter": n_iter})
+        experiment = experiment.model_copy(update={"search": search})
+    root = data_dir or Settings.from_env().data_dir
+    target = out or _results_dir(root, grid_level, experiment.name)
+    with _progress() as progress:
+        task = progress.add_task(f"{grid_level}: reading the datasets", total=None)
+        data = experiment.dataset.open(root, GridSpec.from_key(grid_level).key)
+        result = train_experiment(
+            data, experiment, lambda message: progress.update(task, description=message)
+        )
+        save_experiment(result, target)
+    table = Table(title=f"{experiment.name} on {grid_level}")
+    for column in ("metric", "CV mean", "CV std", "test", "majority CV", "majority test"):
+        table.add_column(column, justify="right")
+    for metric, row in result.scores.iterrows():
+        table.add_row(str(metric), *(f"{v:.3f}" for v in row))
+    Console().print(table)
+    verdict = "beats" if result.beats_baseline() else "[red]does not beat[/]"
+    console.print(f"{verdict} the majority baseline on {result.refit_metric}; wrote {target}")
+
+
+@app.command
+def predict(
+    *,
+    grid_level: Annotated[str, Parameter(help="Grid level, e.g. h3_5.")],
+    experiment: Annotated[str, Parameter(help="Experiment key, e.g. espa-binary.")],
+    batch_size: Annotated[int, Parameter(help="Cells per batch (bounds memory).")] = 65_536,
+    data_dir: DataDirOption = None,
+    out: Annotated[
+        Path | None,
+        Parameter(help="Output GeoParquet (default: next to the model, predictions.parquet)."),
+    ] = None,
+) -> None:
+    """Predict every cell of a grid level with a trained experiment (`entropice train`)."""
+    from entropice_core.ml.inference import predict_cells
+    from entropice_core.ml.training import RESOLVED_CONFIG, ExperimentConfig, load_model
+
+    root = data_dir or Settings.from_env().data_dir
+    folder = _results_dir(root, grid_level, experiment)
+    model, stamp = load_model(folder)
+    resolved = ExperimentConfig.from_toml(folder / RESOLVED_CONFIG)
+    key = GridSpec.from_key(grid_level).key
+    cells = read_geoparquet(root / "grids" / f"{key}.parquet")
+    with _progress() as progress:
+        task = progress.add_task(f"{experiment} on {key}", total=None)
+        data = resolved.dataset.open(root, key)
+        frame = predict_cells(
+            model,
+            data.dataset,
+            cells,
+            stamp["classes"],
+            stamp["feature_names"],
+            batch_size=batch_size,
+            device=stamp.get("predict_device", "cpu"),
+            progress=lambda done, total: progress.update(
+                task, description=f"{experiment} on {key}: {done:,}/{total:,} cells"
+            ),
+        )
+        target = out or folder / "predictions.parquet"
+        write_geoparquet(frame, target)
+    counts = frame["predicted_label"].value_counts(dropna=False).to_dict()
+    console.print(f"[green]wrote[/] {target}: {len(frame):,} cells, {counts}")
+
+
 def main() -> None:
     """Entry point: run the app, turning known errors into one readable line."""
     try:
@@ -193,7 +287,7 @@ def main() -> None:
         messages = (e["msg"].removeprefix("Value error, ") for e in err.errors())
         console.print(f"[red]error:[/] {'; '.join(messages)}")
         raise SystemExit(2) from err
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         console.print(f"[red]error:[/] {err}")
         raise SystemExit(2) from err
 

@@ -19,14 +19,18 @@ from entropice_core.sample import generate_sample_region
 from entropice_dagster.assets import all_assets
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
+from entropice_dagster.assets.models import predictions, trained_model, training_dataset
 from entropice_dagster.assets.terrain import terrain_features
 from entropice_dagster.definitions import defs, settings
-from entropice_dagster.partitions import grid_partitions
+from entropice_dagster.partitions import experiment_partitions, grid_partitions
 
 UI_URL = "http://127.0.0.1:3000"
 # Step logs stay in the instance (and the UI); the terminal shows the progress bar and, on
 # failure, the root cause.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+#: Grid levels that get models: one per grid type where the sample region has enough cells
+#: with and without RTS and enough spatial blocks (~70 blocks of h3_4, ~47 of healpix_7).
+MODEL_LEVELS = ("h3_6", "healpix_9")
 
 
 def _instance() -> dg.DagsterInstance:
@@ -77,6 +81,18 @@ def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
     return table
 
 
+def _model_table(rows: list[tuple[str, str, dict]]) -> Table:
+    table = Table(title="Spatial CV scores per grid level and model (binary task: any RTS)")
+    columns = ("grid level", "experiment", "CV F1 macro", "CV ROC AUC", "CV accuracy")
+    for column in (*columns, "majority F1", "test F1 macro"):
+        table.add_column(column, justify="right")
+    for key, experiment, meta in rows:
+        values = [meta[name].value for name in ("cv_f1_macro", "cv_roc_auc", "cv_accuracy")]
+        extra = [meta[name].value for name in ("majority_cv_f1_macro", "test_f1_macro")]
+        table.add_row(key, experiment, *(f"{v:.3f}" for v in (*values, *extra)))
+    return table
+
+
 def main() -> int:
     console = Console()
     instance = _instance()
@@ -87,7 +103,13 @@ def main() -> int:
     keys = grid_partitions.get_partition_keys()
     steps = [([watermask], None), ([darts_polygons], None)]
     steps += [([grid_cells, rts_labels, terrain_features], key) for key in keys]
-    rows = []
+    steps += [([training_dataset], key) for key in MODEL_LEVELS]
+    steps += [
+        ([trained_model, predictions], dg.MultiPartitionKey({"grid_level": key, "experiment": e}))
+        for key in MODEL_LEVELS
+        for e in experiment_partitions.get_partition_keys()
+    ]
+    rows, model_rows = [], []
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("materialising", total=len(steps))
@@ -109,7 +131,11 @@ def main() -> int:
                 console.print(f"[red]{name} failed (run {result.run_id}):[/red]")
                 console.print(_failure(result), markup=False)
                 return 1
-            if key is not None:
+            if selection[0] is trained_model:
+                (model,) = result.asset_materializations_for_node("trained_model")
+                dims = key.keys_by_dimension
+                model_rows.append((dims["grid_level"], dims["experiment"], model.metadata))
+            elif selection[0] is grid_cells:
                 (cells,) = result.asset_materializations_for_node("grid_cells")
                 (labels,) = result.asset_materializations_for_node("rts_labels")
                 (terrain,) = result.asset_materializations_for_node("terrain_features")
@@ -117,10 +143,12 @@ def main() -> int:
             progress.advance(task)
 
     console.print(_summary(rows, settings.aoi))
+    console.print(_model_table(model_rows))
     console.print(
         f"Outputs in {settings.data_dir}: watermask/watermask.parquet, "
         "grids/{grid_level}.parquet, darts/footprints.parquet, "
-        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/features_{grid_level}.zarr"
+        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/features_{grid_level}.zarr, "
+        "datasets/{grid_level}.zarr, training-results/{grid_level}/{experiment}/"
     )
     console.print(
         f"Runs, metadata, checks and maps are in {os.environ['DAGSTER_HOME']}.\n"

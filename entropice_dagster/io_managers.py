@@ -2,7 +2,8 @@
 
 The storage layout is a contract (architecture.md), so paths are spelled out on the assets
 rather than derived from asset keys: ``{"entropice/path": "grids/{partition_key}.parquet"}``
-is relative to ``data_dir`` and filled in with the partition key.
+is relative to ``data_dir`` and filled in with the partition key; a multi-partitioned asset
+can also name each dimension (``training-results/{grid_level}/{experiment}``).
 """
 
 from abc import abstractmethod
@@ -23,13 +24,22 @@ from entropice_core.io.geoparquet import (
 )
 from entropice_core.io.icechunk import commit_dataset, read_dataset_version
 from entropice_core.io.zarr import dataset_table, read_dataset, write_dataset
+from entropice_core.ml.training import TrainedExperiment, load_model, save_experiment
 
 #: Resource keys of the two IO managers, as the assets name them.
 GEOPARQUET_IO_MANAGER_KEY = "geoparquet_io_manager"
 ZARR_IO_MANAGER_KEY = "zarr_io_manager"
+EXPERIMENT_IO_MANAGER_KEY = "experiment_io_manager"
 PATH_METADATA_KEY = "entropice/path"
 TABLE_METADATA_KEY = "entropice/table_path"
 ICECHUNK_METADATA_KEY = "entropice/icechunk"
+
+
+def _dimension_keys(partitions_def: dg.PartitionsDefinition, key: str) -> dict[str, str]:
+    """``{dimension: key}`` of a multi-partition key, for path templates; {} otherwise."""
+    if not isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        return {}
+    return dict(partitions_def.get_partition_key_from_str(key).keys_by_dimension)
 
 
 def _column_schema(frame: gpd.GeoDataFrame) -> dg.TableSchema:
@@ -53,6 +63,7 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
         asset: str,
         partition_key: str | None,
         key: str = PATH_METADATA_KEY,
+        dimensions: Mapping[str, str] | None = None,
     ) -> Path:
         template = (metadata or {}).get(key)
         if template is None:
@@ -65,28 +76,46 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
             raise dg.DagsterInvariantViolationError(
                 f"asset {asset} is not partitioned but its path {template!r} needs a partition key"
             )
-        return Path(self.data_dir) / template.format(partition_key=partition_key)
+        return Path(self.data_dir) / template.format(
+            partition_key=partition_key, **(dimensions or {})
+        )
 
     def _output_path(self, context: dg.OutputContext, key: str = PATH_METADATA_KEY) -> Path:
         partition = context.partition_key if context.has_asset_partitions else None
+        dimensions = _dimension_keys(context.asset_partitions_def, partition) if partition else {}
         return self._path(
-            context.definition_metadata, context.asset_key.to_user_string(), partition, key
+            context.definition_metadata,
+            context.asset_key.to_user_string(),
+            partition,
+            key,
+            dimensions,
         )
 
     @abstractmethod
     def _read(self, path: Path) -> Any:
         """Load what ``handle_output`` wrote at ``path``."""
 
-    def _load(self, metadata: Mapping[str, Any], asset: str, partition: str | None) -> Any:
+    def _load(
+        self,
+        metadata: Mapping[str, Any],
+        asset: str,
+        partition: str | None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> Any:
         """Load one partition (or the unpartitioned asset) of ``asset``."""
-        return self._read(self._path(metadata, asset, partition))
+        return self._read(self._path(metadata, asset, partition, dimensions=dimensions))
 
     def load_input(self, context: dg.InputContext) -> Any:
         metadata = context.upstream_output.definition_metadata or {}
         asset = context.asset_key.to_user_string()
         if not context.has_asset_partitions:
             return self._load(metadata, asset, None)
-        values = {key: self._load(metadata, asset, key) for key in context.asset_partition_keys}
+        values = {
+            key: self._load(
+                metadata, asset, key, _dimension_keys(context.asset_partitions_def, key)
+            )
+            for key in context.asset_partition_keys
+        }
         return next(iter(values.values())) if len(values) == 1 else values
 
 
@@ -159,8 +188,35 @@ class ZarrIOManager(_DataDirIOManager):
     def _read(self, path: Path) -> xr.Dataset:
         return read_dataset(path)
 
-    def _load(self, metadata: Mapping[str, Any], asset: str, partition: str | None) -> xr.Dataset:
+    def _load(
+        self,
+        metadata: Mapping[str, Any],
+        asset: str,
+        partition: str | None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> xr.Dataset:
         if not metadata.get(ICECHUNK_METADATA_KEY):
-            return super()._load(metadata, asset, partition)
+            return super()._load(metadata, asset, partition, dimensions)
         # One repository for all partitions; each partition is a group in it.
         return read_dataset_version(self._path(metadata, asset, None), partition)
+
+
+class ExperimentIOManager(_DataDirIOManager):
+    """Trained experiments as a folder: model file (skops, else joblib) with its version stamp,
+    CV results, scores and feature importance (Parquet) and the resolved config (TOML).
+
+    Each file is replaced atomically; loading gives ``(fitted pipeline, stamp)``.
+    """
+
+    def handle_output(self, context: dg.OutputContext, obj: TrainedExperiment) -> None:
+        paths = save_experiment(obj, self._output_path(context))
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(paths["model"].parent)),
+                "model_file": dg.MetadataValue.path(str(paths["model"])),
+                "bytes": paths["model"].stat().st_size,
+            }
+        )
+
+    def _read(self, path: Path) -> tuple[Any, dict[str, Any]]:
+        return load_model(path)

@@ -4,8 +4,20 @@ One ``grid_level`` key is one (grid, level) pair such as ``h3_5``; ``GridSpec.fr
 A new grid or level is a new key here, never a new asset.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from entropice_core.config import DEFAULT_GRID_LEVELS
+from entropice_core.ml.training import experiment_keys
 
 grid_partitions = dg.StaticPartitionsDefinition(list(DEFAULT_GRID_LEVELS))
+
+#: Experiment and dataset configs (configs/<model>-<task>.toml, configs/dataset.toml).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: One key per experiment file: a new configs/<model>-<task>.toml is a new partition.
+experiment_partitions = dg.StaticPartitionsDefinition(experiment_keys(CONFIG_DIR))
+#: Trained models and predictions: one per grid level and experiment (key "espa-binary|h3_5").
+model_partitions = dg.MultiPartitionsDefinition(
+    {"grid_level": grid_partitions, "experiment": experiment_partitions}
+)

@@ -15,8 +15,10 @@ from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConf
 from entropice_core.ingest.arcticdem import find_tiles
 from entropice_core.ingest.darts import find_darts_files
 from entropice_dagster.io_managers import (
+    EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
     ZARR_IO_MANAGER_KEY,
+    ExperimentIOManager,
     GeoParquetIOManager,
     ZarrIOManager,
 )
@@ -236,6 +238,7 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
     return {
         GEOPARQUET_IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(data_dir)),
         ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(data_dir)),
+        EXPERIMENT_IO_MANAGER_KEY: ExperimentIOManager(data_dir=str(data_dir)),
         "data_dir": DataDirResource(path=str(data_dir)),
         "area_of_interest": AreaOfInterestResource(aoi=aoi),
         "grid_settings": GridCellsResource(),

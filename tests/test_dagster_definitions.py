@@ -53,7 +53,11 @@ def test_every_asset_has_group_description_and_storage_path() -> None:
         assert spec.group_name not in (None, "default"), asset.key
         assert spec.description and spec.description.strip(), asset.key
         template = spec.metadata[PATH_METADATA_KEY]
-        assert ("{partition_key}" in template) == (asset.partitions_def is not None), asset.key
+        keys = ["partition_key"]
+        if isinstance(asset.partitions_def, dg.MultiPartitionsDefinition):
+            keys = [d.name for d in asset.partitions_def.partitions_defs]
+        named = all(f"{{{key}}}" in template for key in keys)
+        assert named == (asset.partitions_def is not None), asset.key
 
 
 def test_grid_cells_checks_are_blocking() -> None:

@@ -1,6 +1,7 @@
 """`python -m entropice_dagster.demo`: what `entropice demo` / `make demo` run."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import dagster as dg
 import pytest
 
 from entropice_core.config import DEFAULT_GRID_LEVELS
+from entropice_dagster.demo import MODEL_LEVELS
+from entropice_dagster.partitions import experiment_partitions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +48,15 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "darts" / f"labels_{key}.parquet").exists()
         assert (tmp_path / "data" / "arcticdem" / f"features_{key}.zarr").is_dir()
         assert key in done.stdout
+    experiments = experiment_partitions.get_partition_keys()
+    for key in MODEL_LEVELS:
+        assert (tmp_path / "data" / "datasets" / f"{key}.zarr").is_dir()
+        for experiment in experiments:
+            folder = tmp_path / "data" / "training-results" / key / experiment
+            assert (folder / "predictions.parquet").exists()
+            assert (folder / "cv_results.parquet").exists()
+            assert re.search(rf"{key}\s+│\s+{experiment}\s+│\s+0\.\d{{3}}", done.stdout)
+    assert "Spatial CV scores per grid level and model" in done.stdout
     assert "grids/{grid_level}.parquet" in done.stdout
     assert "make ui" in done.stdout and "http://127.0.0.1:3000" in done.stdout
     # the runs stay in the persistent instance, for the UI
@@ -53,7 +65,8 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         statuses = [run.status for run in instance.get_runs()]
     finally:
         instance.dispose()
-    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (2 + len(DEFAULT_GRID_LEVELS))
+    runs = 2 + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * (1 + len(experiments))
+    assert statuses == [dg.DagsterRunStatus.SUCCESS] * runs
 
 
 def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:

@@ -65,3 +65,13 @@ def read_dataset_version(
             f"{path} has no group {group!r} at {snapshot_id or BRANCH}: materialise that "
             "partition first"
         ) from err
+
+
+def branch_snapshot(repo_path: str | Path, branch: str = BRANCH) -> str:
+    """The snapshot id at the head of ``branch``: what a read of the branch sees now."""
+    path = Path(repo_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Icechunk repository {path} does not exist: materialise the asset that writes it"
+        )
+    return _repository(path).lookup_branch(branch)

@@ -31,7 +31,11 @@ import shapely.affinity
 from h3.api import numpy_int as h3_int
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, GridSpec
-from entropice_core.spatial.geodesy import great_circle_crossing_lat, ring_area_km2
+from entropice_core.spatial.geodesy import (
+    AUTHALIC_RADIUS_KM,
+    great_circle_crossing_lat,
+    ring_area_km2,
+)
 from entropice_core.spatial.watermask import land_fractions
 
 #: healpix-geo ellipsoid name matching xdggs's default (no ``ellipsoid`` attr = sphere).
@@ -262,3 +266,54 @@ def grid_cells(
             f"{config.min_land_fraction}); choose an area with land or lower min_land_fraction"
         )
     return cells
+
+
+def mean_cell_area_km2(spec: GridSpec) -> float:
+    """Average cell area of a grid level on the authalic sphere (H3: ``h3``'s own average)."""
+    if spec.grid == "h3":
+        return float(h3.average_hexagon_area(spec.level, unit="km^2"))
+    return 4 * np.pi * AUTHALIC_RADIUS_KM**2 / (12 * 4**spec.level)
+
+
+def parent_cells(spec: GridSpec, ids: np.ndarray, level: int) -> np.ndarray:
+    """The ancestor at ``level`` (coarser or equal) of each cell, as uint64 ids of that level.
+
+    H3 through ``h3.cell_to_parent``; HEALPix NESTED ids drop two bits per level.
+    """
+    if not 0 <= level <= spec.level:
+        raise ValueError(
+            f"parent level {level} must lie between 0 and the cells' level {spec.level}"
+        )
+    ids = np.asarray(ids, dtype=np.uint64)
+    if spec.grid == "healpix":
+        return ids >> np.uint64(2 * (spec.level - level))
+    return np.fromiter(
+        (h3_int.cell_to_parent(c, level) for c in ids), dtype=np.uint64, count=len(ids)
+    )
+
+
+#: Padding of :func:`cell_neighbours` rows: not a cell id of either grid.
+NO_CELL = np.iinfo(np.uint64).max
+
+
+def cell_neighbours(spec: GridSpec, ids: np.ndarray, k: int = 1) -> np.ndarray:
+    """For each cell, the ids of the cells within ``k`` steps, itself excluded.
+
+    Returns an ``(n, m)`` uint64 array padded with :data:`NO_CELL` (pentagons and HEALPix
+    base-cell corners have fewer neighbours). H3: ``h3.grid_disk``; HEALPix: ``healpix_geo``'s
+    k-th neighbourhood (edge and corner neighbours: 8 cells for k = 1).
+    """
+    ids = np.asarray(ids, dtype=np.uint64)
+    if k < 1:
+        return np.full((ids.size, 0), NO_CELL, dtype=np.uint64)
+    if spec.grid == "h3":
+        table = np.full((ids.size, 3 * k * (k + 1) + 1), NO_CELL, dtype=np.uint64)
+        for row, cell in enumerate(ids):
+            disk = h3_int.grid_disk(cell, k)
+            table[row, : len(disk)] = disk
+    else:
+        found = healpix.kth_neighbourhood(ids, spec.level, k)
+        table = np.where(found >= 0, found, 0).astype(np.uint64)
+        table[found < 0] = NO_CELL
+    table[table == ids[:, None]] = NO_CELL
+    return table

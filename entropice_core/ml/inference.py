@@ -1,0 +1,115 @@
+"""Batch prediction of every cell of a grid level, the same way for every model.
+
+Features are read from the training dataset (lazy, Dask-backed when opened from Zarr) one batch
+of cells at a time, so memory stays at one batch of features plus the small per-cell outputs
+(class and probabilities). Cells whose features were dropped (role ``excluded``, see
+dataset.py) and grid cells the dataset lacks get no class and NaN probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from entropice_core.ml.dataset import ROLES, TrainingData, as_device_array
+
+#: Default cells per batch: 65,536 cells x 100 float32 features is 25 MiB.
+DEFAULT_BATCH_SIZE = 65_536
+
+
+def _to_numpy(values: Any) -> np.ndarray:
+    """predict_proba output from any device as numpy (cupy has .get, torch .cpu)."""
+    if hasattr(values, "get"):
+        return values.get()
+    if hasattr(values, "cpu"):
+        return values.cpu().numpy()
+    return np.asarray(values)
+
+
+def probability_columns(classes: list[str]) -> list[str]:
+    """Output column of each class's probability: ``proba_<class name>``."""
+    return [f"proba_{name}" for name in classes]
+
+
+def predict_cells(
+    model: Any,
+    dataset: xr.Dataset,
+    cells: gpd.GeoDataFrame,
+    classes: list[str],
+    feature_names: list[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> gpd.GeoDataFrame:
+    """Class and class probabilities of every cell of ``cells`` from ``model.predict_proba``.
+
+    Parameters
+    ----------
+    dataset
+        A training dataset (``DatasetEnsemble.build``, or the ``training_dataset`` store).
+    feature_names
+        The features the model was trained on, in its order (taken from the dataset by name).
+    device
+        ``cpu``, or ``cuda`` to send each batch to the GPU as a cupy array (models that take
+        device arrays: XGBoost with device = "cuda").
+    progress
+        Called with (cells done, cells in total) after each batch.
+
+    Returns
+    -------
+    GeoDataFrame (EPSG:4326) with cell_id, geometry, role, predicted_class (the class index,
+    nullable), predicted_label and one ``proba_<class>`` column per class.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    data = TrainingData(dataset)
+    absent = sorted(set(feature_names) - set(data.feature_names))
+    if absent:
+        raise ValueError(
+            f"the dataset lacks the features {absent} the model was trained on: retrain the "
+            "model on this dataset, or rebuild the dataset with the model's config"
+        )
+    role = dataset["role"].to_numpy()
+    n = role.size
+    proba = np.full((n, len(classes)), np.nan, dtype=np.float32)
+    features = dataset["features"].sel(feature=list(feature_names))
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        usable = role[start:stop] != ROLES["excluded"]
+        if usable.any():
+            block = features.isel(cell_ids=slice(start, stop)).to_numpy()[usable]
+            X = (
+                pd.DataFrame(block, columns=list(feature_names))
+                if device == "cpu"
+                else as_device_array(block, device)
+            )
+            proba[start:stop][usable] = _to_numpy(model.predict_proba(X))
+        if progress is not None:
+            progress(stop, n)
+    known = ~np.isnan(proba[:, 0])
+    best = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)
+    predicted = pd.array(best, dtype="Int64")
+    predicted[~known] = pd.NA
+    labels = pd.array(np.asarray(classes, dtype=object)[best], dtype="string")
+    labels[~known] = pd.NA
+    role_names = np.empty(max(ROLES.values()) - min(ROLES.values()) + 1, dtype=object)
+    for name, code in ROLES.items():
+        role_names[code - min(ROLES.values())] = name
+    table = pd.DataFrame(
+        {
+            "cell_id": data.cell_ids,
+            "role": pd.array(role_names[role.astype(np.int64) - min(ROLES.values())], dtype="str"),
+            "predicted_class": predicted,
+            "predicted_label": labels,
+            **{col: proba[:, i] for i, col in enumerate(probability_columns(classes))},
+        }
+    )
+    frame = cells[["cell_id", "geometry"]].merge(table, on="cell_id", how="left")
+    frame["role"] = frame["role"].fillna("excluded")
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=cells.crs)

@@ -1,0 +1,532 @@
+"""Experiments: one model on one task, tuned by randomised search over spatial CV folds.
+
+An experiment is a TOML file named ``<model>-<task>.toml`` (configs/espa-binary.toml, ...):
+the model, the target, fixed parameters and the search distributions (scipy.stats names with
+their keyword arguments, or a list to choose from). Every model goes through the same steps:
+
+1. ``Pipeline([scale?, model])``: distance-based models (eSPA, KNN) get a StandardScaler fitted
+   inside each CV split, so no validation cell shapes the scaling.
+2. ``RandomizedSearchCV`` over the dataset's spatial folds (buffered, see dataset.py), scored
+   with accuracy, F1, Jaccard, precision, recall (macro and weighted) and ROC AUC (binary);
+   the best candidate by ``search.refit`` is refitted on all training cells.
+3. The held-out test blocks score the model and the majority-class baseline.
+4. Feature importance: the model's own (eSPA's W, tree gains/impurity) where it has one, and
+   permutation importance on the test cells for every model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+import joblib
+import numpy as np
+import pandas as pd
+import scipy.stats
+import skops.io as sio
+import tomlkit
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sklearn.base import BaseEstimator
+from sklearn.dummy import DummyClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import (
+    f1_score,
+    get_scorer,
+    jaccard_score,
+    make_scorer,
+    precision_score,
+    recall_score,
+)
+from sklearn.model_selection import RandomizedSearchCV, cross_validate
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+
+from entropice_core import __version__
+from entropice_core.io.atomic import atomic_path
+from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData, fingerprint
+
+ModelName = Literal["espa", "xgboost", "rf", "knn"]
+Device = Literal["cpu", "cuda"]
+
+#: Files of a trained experiment (the ``training-results/{grid_level}/{experiment}/`` folder).
+MODEL_STAMP = "model.json"
+CV_RESULTS = "cv_results.parquet"
+SCORES = "scores.parquet"
+FEATURE_IMPORTANCE = "feature_importance.parquet"
+RESOLVED_CONFIG = "config.toml"
+
+#: Module prefixes a model file may hold; anything else is refused when loading.
+TRUSTED_MODULES = ("sklearn.", "xgboost.", "numpy.", "scipy.", "entropice_core.ml.")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How one model family is built and what it can do."""
+
+    build: Callable[[Device, int, int], BaseEstimator]
+    scaled: bool
+    takes_missing: bool
+    takes_sample_weight: bool
+    takes_device_arrays: bool = False
+
+
+def _espa(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+    from entropice_core.ml.espa import ESPAClassifier
+
+    model = ESPAClassifier(random_state=seed)
+    if device == "cuda":  # one array-API code path; torch carries it to the GPU
+        model.set_params(backend="torch", device="cuda")
+    return model
+
+
+def _xgboost(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(device=device, tree_method="hist", random_state=seed, n_jobs=n_jobs)
+
+
+def _cuml(module: str, name: str) -> Any:
+    try:
+        return getattr(__import__(f"cuml.{module}", fromlist=[name]), name)
+    except ImportError as err:
+        raise ImportError(
+            f"device 'cuda' for {name} needs cuML (RAPIDS): install it with conda or "
+            "`pip install cuml-cu12`, or use device = 'cpu'"
+        ) from err
+
+
+def _rf(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+    if device == "cuda":
+        return _cuml("ensemble", "RandomForestClassifier")(random_state=seed)
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(random_state=seed, n_jobs=n_jobs)
+
+
+def _knn(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+    if device == "cuda":
+        return _cuml("neighbors", "KNeighborsClassifier")()
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_jobs=n_jobs)
+
+
+MODELS: dict[str, ModelKind] = {
+    "espa": ModelKind(_espa, scaled=True, takes_missing=False, takes_sample_weight=True),
+    "xgboost": ModelKind(
+        _xgboost,
+        scaled=False,
+        takes_missing=True,
+        takes_sample_weight=True,
+        takes_device_arrays=True,
+    ),
+    "rf": ModelKind(_rf, scaled=False, takes_missing=False, takes_sample_weight=True),
+    "knn": ModelKind(_knn, scaled=True, takes_missing=False, takes_sample_weight=False),
+}
+
+
+class SearchSpec(BaseModel):
+    """Randomised search: how many candidates, which metric picks the best, what to sample."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_iter: int = Field(default=10, ge=1, description="Candidates drawn.")
+    refit: str = Field(default="f1_macro", description="Metric that picks the best candidate.")
+    distributions: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per parameter: {dist = '<scipy.stats name>', <its kwargs>} or a list.",
+    )
+
+    @field_validator("distributions")
+    @classmethod
+    def _valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, spec in value.items():
+            distribution(name, spec)
+        return value
+
+    def sampled(self) -> dict[str, Any]:
+        """The distributions as RandomizedSearchCV takes them."""
+        return {name: distribution(name, spec) for name, spec in self.distributions.items()}
+
+
+def distribution(name: str, spec: Any) -> Any:
+    """A frozen scipy.stats distribution (or a list of choices) from its TOML form."""
+    if isinstance(spec, list):
+        if not spec:
+            raise ValueError(f"parameter {name!r}: an empty list has nothing to choose from")
+        return spec
+    if not isinstance(spec, dict) or "dist" not in spec:
+        raise ValueError(
+            f"parameter {name!r}: write {{dist = 'loguniform', a = 1e-3, b = 1.0}} (a scipy.stats "
+            f"distribution and its arguments) or a list of values, not {spec!r}"
+        )
+    kwargs = {k: v for k, v in spec.items() if k != "dist"}
+    family = getattr(scipy.stats, str(spec["dist"]), None)
+    if not isinstance(family, scipy.stats.rv_continuous | scipy.stats.rv_discrete):
+        raise ValueError(
+            f"parameter {name!r}: {spec['dist']!r} is not a scipy.stats distribution; use e.g. "
+            "uniform (loc, scale), loguniform (a, b), randint (low, high), norm (loc, scale)"
+        )
+    try:
+        frozen = family(**kwargs)
+        frozen.rvs(random_state=0)
+    except Exception as err:
+        raise ValueError(
+            f"parameter {name!r}: scipy.stats.{spec['dist']}({kwargs}) is invalid: {err}"
+        ) from err
+    return frozen
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment: ``<model>-<task>``, read from configs/<model>-<task>.toml."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    name: str = Field(description="Experiment key <model>-<task>, e.g. espa-binary.")
+    model: ModelName
+    device: Device = "cpu"
+    target: Target = Target()
+    class_weight: Literal["balanced", "none"] = Field(
+        default="balanced",
+        description="'balanced' weights samples inversely to class frequency in fit "
+        "(models that take sample weights; KNN does not).",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters.")
+    search: SearchSpec = SearchSpec()
+    seed: int = 0
+    n_jobs: int = Field(default=1, description="Parallel CV fits (-1: all cores).")
+    dataset: DatasetEnsemble
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if self.name != f"{self.model}-{self.target.task}":
+            raise ValueError(
+                f"experiment {self.name!r} must be named <model>-<task>: "
+                f"{self.model}-{self.target.task}"
+            )
+        return self
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> ExperimentConfig:
+        """Read an experiment file; its ``dataset`` key names the dataset config (relative)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"experiment config {path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path} is not valid TOML: {err}") from err
+        model = raw.get("model")
+        if model not in MODELS:
+            raise ValueError(f"{path}: unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        dataset = raw.get("dataset", "dataset.toml")
+        if isinstance(dataset, str):
+            raw["dataset"] = DatasetEnsemble.from_toml(path.parent / dataset)
+        raw.setdefault("name", path.stem)
+        try:
+            return cls.model_validate(raw)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+
+    def estimator(self) -> Pipeline:
+        """The untrained pipeline with the fixed parameters set."""
+        kind = MODELS[self.model]
+        model = kind.build(self.device, self.seed, self.n_jobs)
+        valid = model.get_params()
+        unknown = sorted(p for p in {*self.params, *self.search.distributions} if p not in valid)
+        if unknown:
+            raise ValueError(
+                f"{self.name}: {type(model).__name__} has no parameters {unknown}; it has "
+                f"{sorted(model.get_params())}"
+            )
+        model.set_params(**self.params)
+        steps = [("scale", StandardScaler())] if kind.scaled else []
+        return Pipeline([*steps, ("model", model)])
+
+
+def scorers(binary: bool) -> dict[str, Any]:
+    """The metrics of every experiment (zero_division=0: a class never predicted scores 0)."""
+    result: dict[str, Any] = {"accuracy": get_scorer("accuracy")}
+    for average in ("macro", "weighted"):
+        for metric, function in (
+            ("f1", f1_score),
+            ("jaccard", jaccard_score),
+            ("precision", precision_score),
+            ("recall", recall_score),
+        ):
+            result[f"{metric}_{average}"] = make_scorer(function, average=average, zero_division=0)
+    if binary:
+        result["roc_auc"] = get_scorer("roc_auc")
+    return result
+
+
+@dataclass
+class TrainedExperiment:
+    """A fitted model with its scores, importances and provenance."""
+
+    model: Pipeline
+    config: ExperimentConfig
+    classes: list[str]
+    feature_names: list[str]
+    cv_results: pd.DataFrame
+    scores: pd.DataFrame
+    importance: pd.DataFrame
+    stamp: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def refit_metric(self) -> str:
+        return self.config.search.refit
+
+    def beats_baseline(self) -> bool:
+        """Better than the majority class on the refit metric, in CV and on the test cells."""
+        row = self.scores.loc[self.refit_metric]
+        return bool(
+            row["model_cv_mean"] > row["baseline_cv_mean"]
+            and row["model_test"] > row["baseline_test"]
+        )
+
+
+def train_experiment(
+    data: TrainingData, config: ExperimentConfig, progress: Callable[[str], None] | None = None
+) -> TrainedExperiment:
+    """Tune, refit and evaluate ``config``'s model on ``data`` (see the module docstring)."""
+    report = progress or (lambda message: None)
+    kind = MODELS[config.model]
+    X, y, classes = data.xy(config.target, "train")
+    X_test, y_test, _ = data.xy(config.target, "test")
+    if len(X) == 0 or len(X_test) == 0:
+        raise ValueError(
+            f"the dataset has {len(X)} training and {len(X_test)} test cells: nothing to train "
+            "or test on; use a larger area or a finer grid level"
+        )
+    if np.unique(y).size < 2:
+        raise ValueError(
+            f"the training cells hold one class only ({classes[y[0]]}): nothing to learn"
+        )
+    if not kind.takes_missing and (X.isna().any().any() or X_test.isna().any().any()):
+        raise ValueError(
+            f"model {config.model} cannot take missing values, and a source keeps them "
+            "(missing = 'keep'): set missing = 'drop' or 'fill' in the dataset config"
+        )
+    binary = len(classes) == 2
+    metrics = scorers(binary)
+    if config.search.refit not in metrics:
+        raise ValueError(f"search.refit {config.search.refit!r} is not one of {list(metrics)}")
+    splits = data.cv_splits()
+    fit_params = {}
+    if config.class_weight == "balanced" and kind.takes_sample_weight:
+        fit_params["model__sample_weight"] = compute_sample_weight("balanced", y)
+
+    report(f"{config.name}: {config.search.n_iter} candidates x {len(splits)} spatial folds")
+    with warnings.catch_warnings():
+        # all-list search spaces smaller than n_iter are searched whole
+        warnings.filterwarnings("ignore", message="The total space of parameters")
+        search = RandomizedSearchCV(
+            config.estimator(),
+            {f"model__{k}": v for k, v in config.search.sampled().items()},
+            n_iter=config.search.n_iter,
+            scoring=metrics,
+            refit=config.search.refit,
+            cv=splits,
+            random_state=config.seed,
+            n_jobs=config.n_jobs,
+            error_score="raise",
+        )
+        search.fit(X, y, **fit_params)
+    model = search.best_estimator_
+
+    report(f"{config.name}: scoring the test blocks and the majority baseline")
+    baseline = DummyClassifier(strategy="most_frequent")
+    baseline_cv = cross_validate(baseline, X, y, cv=splits, scoring=metrics)
+    baseline.fit(X, y)
+    best = search.best_index_
+    rows = {}
+    for metric, scorer in metrics.items():
+        rows[metric] = {
+            "model_cv_mean": search.cv_results_[f"mean_test_{metric}"][best],
+            "model_cv_std": search.cv_results_[f"std_test_{metric}"][best],
+            "model_test": scorer(model, X_test, y_test),
+            "baseline_cv_mean": float(np.mean(baseline_cv[f"test_{metric}"])),
+            "baseline_test": scorer(baseline, X_test, y_test),
+        }
+    scores = pd.DataFrame.from_dict(rows, orient="index").astype(float)
+    scores.index.name = "metric"
+
+    report(f"{config.name}: feature importance")
+    importance = _importance(model, X_test, y_test, metrics[config.search.refit], config.seed)
+    stamp = {
+        "experiment": config.name,
+        "grid_level": data.spec.key,
+        "model": config.model,
+        "predict_device": config.device if kind.takes_device_arrays else "cpu",
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "classes": classes,
+        "feature_names": list(X.columns),
+        "best_params": {
+            k.removeprefix("model__"): _plain(v) for k, v in search.best_params_.items()
+        },
+        "train_cells": len(X),
+        "test_cells": len(X_test),
+        "data_versions": data.data_versions,
+        "training_dataset_sha256": fingerprint(data.dataset),
+    }
+    return TrainedExperiment(
+        model=model,
+        config=config,
+        classes=classes,
+        feature_names=list(X.columns),
+        cv_results=_cv_table(search.cv_results_),
+        scores=scores,
+        importance=importance,
+        stamp=stamp,
+    )
+
+
+def _importance(
+    model: Pipeline, X: pd.DataFrame, y: np.ndarray, scorer: Any, seed: int
+) -> pd.DataFrame:
+    """Native importance (if the model has one) and permutation importance on ``X``."""
+    estimator = model[-1]
+    native = getattr(estimator, "feature_importances_", None)
+    permuted = permutation_importance(
+        model, X, y, scoring=scorer, n_repeats=5, random_state=seed, n_jobs=1
+    )
+    table = pd.DataFrame(
+        {
+            "feature": list(X.columns),
+            "native": np.asarray(native, dtype=float) if native is not None else np.nan,
+            "permutation_mean": permuted.importances_mean,
+            "permutation_std": permuted.importances_std,
+        }
+    )
+    key = "native" if native is not None else "permutation_mean"
+    return table.sort_values(key, ascending=False, ignore_index=True)
+
+
+def _cv_table(results: dict[str, Any]) -> pd.DataFrame:
+    """``cv_results_`` as a Parquet-friendly table: parameters as JSON text."""
+    table = pd.DataFrame(
+        {k: v for k, v in results.items() if not k.startswith("param") and "split" not in k}
+    )
+    table.insert(
+        0,
+        "params",
+        [
+            json.dumps({k.removeprefix("model__"): _plain(v) for k, v in p.items()})
+            for p in results["params"]
+        ],
+    )
+    return table
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _versions() -> dict[str, str]:
+    names = ("scikit-learn", "xgboost", "xgboost-cpu", "skops", "numpy", "scipy")
+    found = {"entropice": __version__}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def save_experiment(result: TrainedExperiment, directory: str | Path) -> dict[str, Path]:
+    """Write the model (skops, or joblib where skops cannot hold it), its stamp, CV results,
+    scores, feature importance and the resolved config into ``directory``, each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        payload, fmt = sio.dumps(result.model), "skops"
+    except Exception:  # cuML and other estimators skops does not know
+        payload, fmt = None, "joblib"
+    paths = {"model": directory / f"model.{fmt}"}
+    with atomic_path(paths["model"]) as tmp:
+        if payload is not None:
+            tmp.write_bytes(payload)
+        else:
+            joblib.dump(result.model, tmp)
+    stamp = {**result.stamp, "format": fmt, "model_file": paths["model"].name}
+    for key, name, frame in (
+        ("cv_results", CV_RESULTS, result.cv_results),
+        ("scores", SCORES, result.scores.reset_index()),
+        ("feature_importance", FEATURE_IMPORTANCE, result.importance),
+    ):
+        paths[key] = directory / name
+        with atomic_path(paths[key]) as tmp:
+            frame.to_parquet(tmp, index=False)
+    paths["config"] = directory / RESOLVED_CONFIG
+    with atomic_path(paths["config"]) as tmp:
+        tmp.write_text(tomlkit.dumps(_toml_ready(result.config.model_dump(mode="json"))))
+    paths["stamp"] = directory / MODEL_STAMP
+    with atomic_path(paths["stamp"]) as tmp:
+        tmp.write_text(json.dumps(stamp, indent=2))
+    return paths
+
+
+def _toml_ready(value: Any) -> Any:
+    """TOML has no null: drop None values (they are the defaults)."""
+    if isinstance(value, dict):
+        return {k: _toml_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_toml_ready(v) for v in value]
+    return value
+
+
+def load_model(directory: str | Path) -> tuple[Pipeline, dict[str, Any]]:
+    """The fitted pipeline and its stamp from ``save_experiment``'s folder.
+
+    skops files are loaded trusting only scikit-learn, xgboost, numpy, scipy and Entropice
+    types; anything else in the file is refused. A scikit-learn version other than the one
+    that trained the model is warned about.
+    """
+    directory = Path(directory)
+    stamp_path = directory / MODEL_STAMP
+    if not stamp_path.exists():
+        raise FileNotFoundError(
+            f"{stamp_path} does not exist: train the experiment first (`entropice train` or "
+            "the trained_model asset)"
+        )
+    stamp = json.loads(stamp_path.read_text())
+    path = directory / stamp["model_file"]
+    if stamp["format"] == "skops":
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+        if refused:
+            raise ValueError(
+                f"{path} holds types outside {TRUSTED_MODULES}: {refused}; refusing to load it"
+            )
+        model = sio.load(path, trusted=untrusted)
+    else:
+        model = joblib.load(path)
+    trained = stamp["versions"].get("scikit-learn")
+    if trained != _versions().get("scikit-learn"):
+        warnings.warn(
+            f"{path} was trained with scikit-learn {trained}, this is "
+            f"{_versions().get('scikit-learn')}: retrain if predictions look off",
+            stacklevel=2,
+        )
+    return model, stamp
+
+
+def experiment_keys(config_dir: str | Path) -> list[str]:
+    """The experiments of a config folder: every ``<model>-<task>.toml`` in it."""
+    tasks = Target.model_fields["task"].annotation.__args__
+    keys = []
+    for path in sorted(Path(config_dir).glob("*.toml")):
+        model, _, task = path.stem.partition("-")
+        if model in MODELS and task in tasks:
+            keys.append(path.stem)
+    return keys

@@ -1,0 +1,244 @@
+"""DatasetEnsemble on synthetic L2 datasets: joins, missing values, targets, the spatial split.
+
+Parents and neighbours are recomputed here with h3 and healpix-geo directly, not with the
+project's grid helpers.
+"""
+
+import h3
+import healpix_geo.nested as healpix
+import numpy as np
+import pytest
+import xarray as xr
+
+from entropice_core.config import AreaOfInterest, GridSpec
+from entropice_core.io.zarr import read_dataset, write_dataset
+from entropice_core.ml.dataset import (
+    DatasetEnsemble,
+    SourceSpec,
+    SplitSpec,
+    Target,
+    TrainingData,
+    as_device_array,
+    fingerprint,
+)
+from entropice_core.spatial.grids import cell_ids
+
+LEVELS = ("h3_6", "healpix_9")
+
+
+def l2(spec: GridSpec, ids: np.ndarray, **variables) -> xr.Dataset:
+    """An L2 dataset: xdggs cell_ids plus the given variables."""
+    coords = {"cell_ids": ("cell_ids", ids, spec.xdggs_attrs)}
+    for _name, (dims, _) in variables.items():
+        if "quantile" in dims:
+            coords["quantile"] = [0.25, 0.75]
+        if "year" in dims:
+            coords["year"] = [2019, 2020, 2021]
+    return xr.Dataset(variables, coords=coords)
+
+
+def synthetic(key: str, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset, np.ndarray]:
+    """Labels and one feature source over the sample box; RTS where feature ``a`` is high."""
+    spec = GridSpec.from_key(key)
+    ids = np.sort(cell_ids(spec, AreaOfInterest.sample_region()))
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=ids.size)
+    count = np.where(a + 0.5 * rng.normal(size=ids.size) > 0.3, rng.integers(1, 9, ids.size), 0)
+    labels = l2(
+        spec,
+        ids,
+        rts_count_all_years=(("cell_ids",), count),
+        rts_density_all_years=(("cell_ids",), count * 10.0),
+    )
+    features = l2(
+        spec,
+        ids,
+        a_mean=(("cell_ids",), a),
+        b_std=(("cell_ids",), rng.normal(size=ids.size)),
+        q=(("cell_ids", "quantile"), rng.normal(size=(ids.size, 2))),
+        t_mean=(("cell_ids", "year"), rng.normal(size=(ids.size, 3))),
+    )
+    return labels, features, ids
+
+
+def ensemble(**source) -> DatasetEnsemble:
+    spec = {"asset": "terrain_features", "path": "x/{grid_level}.zarr", **source}
+    return DatasetEnsemble(sources=[SourceSpec(**spec)])
+
+
+@pytest.fixture(scope="module", params=LEVELS)
+def built(request) -> tuple[str, TrainingData]:
+    labels, features, _ = synthetic(request.param)
+    return request.param, ensemble().build(labels, {"terrain_features": features})
+
+
+def parents(key: str, ids: np.ndarray, level: int) -> np.ndarray:
+    spec = GridSpec.from_key(key)
+    if spec.grid == "h3":
+        return np.array(
+            [h3.str_to_int(h3.cell_to_parent(h3.int_to_str(int(c)), level)) for c in ids]
+        )
+    return ids // 4 ** (spec.level - level)
+
+
+def neighbours(key: str, cell: int) -> set[int]:
+    spec = GridSpec.from_key(key)
+    if spec.grid == "h3":
+        return {h3.str_to_int(c) for c in h3.grid_disk(h3.int_to_str(cell), 1)} - {cell}
+    found = healpix.neighbours(np.array([cell], dtype=np.uint64), spec.level)[0]
+    return {int(c) for c in found if c >= 0}
+
+
+def test_no_cell_in_both_train_and_test(built) -> None:
+    _, data = built
+    train, test = set(data.X("train").index), set(data.X("test").index)
+    assert train and test and not train & test
+    roles = sum(data.mask(r).astype(int) for r in ("train", "test", "buffer", "excluded"))
+    assert (roles == 1).all()
+
+
+def test_blocks_are_parents_and_never_split_across_train_and_test(built) -> None:
+    key, data = built
+    level = int(data.dataset.attrs["block_level"])
+    expected = parents(key, data.cell_ids, level)
+    np.testing.assert_array_equal(data.dataset["block"].to_numpy(), expected)
+    test_blocks = set(expected[data.mask("test")])
+    assert not test_blocks & set(expected[data.mask("train")])
+    # about 2000 km2 blocks: h3_4 (1,770 km2) and healpix_7 (2,594 km2)
+    assert level == (4 if key == "h3_6" else 7)
+
+
+def test_neighbours_of_test_cells_are_not_in_train(built) -> None:
+    key, data = built
+    train = set(data.X("train").index.tolist())
+    touching = [c for c in data.X("test").index if neighbours(key, int(c)) & train]
+    assert touching == []
+    assert data.mask("buffer").any()
+
+
+def test_cv_folds_are_blocked_and_buffered(built) -> None:
+    key, data = built
+    cells = data.X("train").index.to_numpy()
+    blocks = data.groups()
+    splits = data.cv_splits()
+    assert len(splits) == 4
+    validated = np.concatenate([v for _, v in splits])
+    assert np.array_equal(np.sort(validated), np.arange(cells.size))
+    for fit, validate in splits:
+        assert not set(blocks[fit]) & set(blocks[validate])
+        fit_cells = set(cells[fit].tolist())
+        assert not any(neighbours(key, int(c)) & fit_cells for c in cells[validate])
+
+
+def test_split_is_stratified_by_any_rts(built) -> None:
+    _, data = built
+    _, y_train, _ = data.xy(Target(), "train")
+    _, y_test, _ = data.xy(Target(), "test")
+    assert abs(y_train.mean() - y_test.mean()) < 0.1
+
+
+def test_columns_flatten_extra_dims_and_select_years() -> None:
+    labels, features, ids = synthetic("healpix_9")
+    data = ensemble(years=[2020, 2021], missing="error").build(
+        labels, {"terrain_features": features}
+    )
+    X = data.X()
+    assert sorted(X.columns) == sorted(
+        ["a_mean", "b_std", "q_0.25", "q_0.75", "t_mean_2020", "t_mean_2021"]
+    )
+    np.testing.assert_allclose(X["q_0.75"], features["q"].to_numpy()[:, 1].astype(np.float32))
+    np.testing.assert_allclose(X["t_mean_2021"], features["t_mean"].to_numpy()[:, 2], rtol=1e-6)
+    mean = ensemble(years_reduce="mean", statistics=["mean"]).build(
+        labels, {"terrain_features": features}
+    )
+    assert mean.feature_names == ["a_mean", "t_mean"]
+    np.testing.assert_allclose(
+        mean.X()["t_mean"], features["t_mean"].to_numpy().mean(axis=1), rtol=1e-6
+    )
+    assert data.X().index.tolist() == ids.tolist()
+
+
+def test_missing_values_per_source_policy() -> None:
+    labels, features, ids = synthetic("healpix_9")
+    holes = features.copy(deep=True)
+    holes["a_mean"][:5] = np.nan
+    # a source lacking some cells: they are missing there too
+    partial = holes.isel(cell_ids=slice(0, -3))
+    dropped = ensemble(missing="drop").build(labels, {"terrain_features": partial})
+    excluded = set(ids[dropped.mask("excluded")].tolist())
+    assert excluded == set(ids[:5].tolist()) | set(ids[-3:].tolist())
+    filled = ensemble(missing="fill", fill_value=-9).build(labels, {"terrain_features": partial})
+    assert not filled.mask("excluded").any()
+    assert (filled.X()["a_mean"].to_numpy()[:5] == -9).all()
+    kept = ensemble(missing="keep").build(labels, {"terrain_features": partial})
+    assert np.isnan(kept.X()["a_mean"].to_numpy()[:5]).all()
+    with pytest.raises(ValueError, match="missing values in 8 cells"):
+        ensemble(missing="error").build(labels, {"terrain_features": partial})
+
+
+def test_count_classes_are_quantile_bins_of_training_cells() -> None:
+    labels, features, _ = synthetic("h3_6")
+    data = ensemble().build(labels, {"terrain_features": features})
+    codes, names = Target(task="count", n_bins=3).encode(data)
+    value = data.dataset["rts_count"].to_numpy()
+    assert names[0] == "0" and len(names) == codes.max() + 1
+    assert ((codes == 0) == (value == 0)).all()
+    # classes are ordered by value and every class occurs among the training cells
+    order = np.argsort(value, kind="stable")
+    assert (np.diff(codes[order]) >= 0).all()
+    assert set(codes[data.mask("train")]) == set(range(len(names)))
+    # binary: any RTS
+    binary, binary_names = Target().encode(data)
+    assert binary_names == ["no_rts", "rts"]
+    np.testing.assert_array_equal(binary, (value > 0).astype(int))
+
+
+def test_bad_inputs_give_clear_errors() -> None:
+    labels, features, _ = synthetic("healpix_9")
+    with pytest.raises(ValueError, match="no cells"):
+        ensemble().build(labels.isel(cell_ids=slice(0, 0)), {"terrain_features": features})
+    empty = features.copy(deep=True)
+    for name in empty.data_vars:
+        empty[name][:] = np.nan
+    with pytest.raises(ValueError, match="the dataset would be empty"):
+        ensemble().build(labels, {"terrain_features": empty})
+    with pytest.raises(ValueError, match="has no variables"):
+        ensemble(variables=["slope"]).build(labels, {"terrain_features": features})
+    with pytest.raises(ValueError, match="was not given"):
+        ensemble().build(labels, {})
+    other, _, _ = synthetic("h3_6")
+    with pytest.raises(ValueError, match="same grid level"):
+        ensemble().build(labels, {"terrain_features": other})
+    with pytest.raises(ValueError, match="too few"):
+        DatasetEnsemble(
+            sources=[SourceSpec(asset="terrain_features", path="x")],
+            split=SplitSpec(block_level=3),
+        ).build(labels, {"terrain_features": features})
+
+
+def test_xarray_form_round_trips_through_zarr_with_the_same_fingerprint(tmp_path) -> None:
+    labels, features, _ = synthetic("healpix_9")
+    data = ensemble().build(labels, {"terrain_features": features})
+    write_dataset(data.dataset, tmp_path / "d.zarr")
+    again = TrainingData(read_dataset(tmp_path / "d.zarr"))
+    assert fingerprint(again.dataset.load()) == fingerprint(data.dataset)
+    assert again.X("train").equals(data.X("train"))
+    versions = data.data_versions
+    assert versions["terrain_features"]["sha256"] == fingerprint(features)
+    changed = features.copy(deep=True)
+    changed["a_mean"][0] += 1
+    assert fingerprint(changed) != fingerprint(features)
+
+
+def test_device_arrays() -> None:
+    values = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert isinstance(as_device_array(values), np.ndarray)
+    for device in ("cuda", "torch"):
+        try:
+            as_device_array(values, device)
+        except ImportError as err:
+            assert "gpu extra" in str(err)
+        except RuntimeError:  # installed but no GPU here
+            pass
+    with pytest.raises(ValueError, match="unknown device"):
+        as_device_array(values, "tpu")

@@ -1,0 +1,210 @@
+"""Experiments on synthetic data: configs, every model through one interface, model files,
+inference. The sample-region runs are in test_ml_sample_region.py."""
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import skops.io as sio
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.pipeline import Pipeline
+from test_ml_dataset import synthetic
+
+from entropice_core.ml.dataset import ROLES, DatasetEnsemble, SourceSpec, TrainingData
+from entropice_core.ml.inference import predict_cells
+from entropice_core.ml.training import (
+    MODEL_STAMP,
+    ExperimentConfig,
+    experiment_keys,
+    load_model,
+    save_experiment,
+    train_experiment,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MODELS = ("espa", "xgboost", "rf", "knn")
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainingData:
+    labels, features, _ = synthetic("healpix_9", seed=1)
+    holes = features.copy(deep=True)
+    holes["b_std"][:4] = np.nan  # four excluded cells: no prediction for them
+    ensemble = DatasetEnsemble(sources=[SourceSpec(asset="terrain_features", path="x")])
+    return ensemble.build(labels, {"terrain_features": holes})
+
+
+def config(model: str, **changes) -> ExperimentConfig:
+    base = ExperimentConfig.from_toml(CONFIGS / f"{model}-binary.toml")
+    search = base.search.model_copy(update={"n_iter": 2})
+    return base.model_copy(update={"search": search, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> dict[str, tuple]:
+    out = {}
+    for model in MODELS:
+        result = train_experiment(data, config(model))
+        folder = tmp_path_factory.mktemp(model)
+        save_experiment(result, folder)
+        out[model] = (result, folder)
+    return out
+
+
+def test_the_example_configs_are_the_experiments() -> None:
+    keys = experiment_keys(CONFIGS)
+    assert keys == sorted(f"{m}-binary" for m in MODELS)
+    for key in keys:
+        experiment = ExperimentConfig.from_toml(CONFIGS / f"{key}.toml")
+        assert experiment.name == key
+        experiment.estimator()  # every parameter exists on the estimator
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_learns_the_synthetic_signal(trained, model) -> None:
+    result, _ = trained[model]
+    assert result.beats_baseline()
+    assert set(result.scores.index) >= {
+        "accuracy",
+        "f1_macro",
+        "f1_weighted",
+        "jaccard_macro",
+        "precision_weighted",
+        "recall_macro",
+        "roc_auc",
+    }
+    # a_mean carries the label
+    assert result.importance.sort_values("permutation_mean").iloc[-1]["feature"] == "a_mean"
+    assert len(result.cv_results) == 2
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_file_round_trip_gives_identical_predictions(data, trained, model) -> None:
+    result, folder = trained[model]
+    loaded, stamp = load_model(folder)
+    X = data.X("test")
+    np.testing.assert_array_equal(loaded.predict_proba(X), result.model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), result.model.predict(X))
+    assert stamp["format"] == "skops" and (folder / "model.skops").exists()
+    assert stamp["versions"]["entropice"] and stamp["versions"]["scikit-learn"]
+    assert stamp["data_versions"]["rts_labels"]["sha256"]
+    for name in ("cv_results.parquet", "scores.parquet", "feature_importance.parquet"):
+        assert not pd.read_parquet(folder / name).empty
+    again = ExperimentConfig.from_toml(folder / "config.toml")
+    assert again == result.config
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("batch_size", [7, 100_000])
+def test_inference_equals_the_models_own_predict_proba(data, trained, model, batch_size) -> None:
+    result, _ = trained[model]
+    ids = data.cell_ids
+    # the grid cells in another order, plus one cell the dataset lacks
+    cells = gpd.GeoDataFrame(
+        {"cell_id": np.append(ids[::-1], np.uint64(1))},
+        geometry=[shapely.Point(0, 0)] * (ids.size + 1),
+        crs="EPSG:4326",
+    )
+    frame = predict_cells(
+        result.model,
+        data.dataset,
+        cells,
+        result.classes,
+        result.feature_names,
+        batch_size=batch_size,
+    ).set_index("cell_id")
+    usable = ~data.mask("excluded")
+    expected = result.model.predict_proba(data.X()[usable])
+    got = frame.loc[ids[usable], ["proba_no_rts", "proba_rts"]].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    classes = frame.loc[ids[usable], "predicted_class"].to_numpy(dtype=int)
+    np.testing.assert_array_equal(classes, np.argmax(expected, axis=1))
+    no_prediction = [*list(ids[~usable]), 1]
+    assert frame.loc[no_prediction, "predicted_class"].isna().all()
+    assert frame.loc[no_prediction, "proba_rts"].isna().all()
+    assert (frame.loc[ids[data.mask("test")], "role"] == "test").all()
+    assert int(ROLES["excluded"]) == -1
+
+
+class Smuggled(ClassifierMixin, BaseEstimator):
+    """A class from outside the trusted modules, as a tampered file would hold."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+
+def test_model_files_with_untrusted_types_are_refused(trained, tmp_path) -> None:
+    _, folder = trained["rf"]
+    for name in (MODEL_STAMP, "model.skops"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    sio.dump(Pipeline([("model", Smuggled().fit([[0]], [0]))]), tmp_path / "model.skops")
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train the experiment first"):
+        load_model(tmp_path / "nothing")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "dataset.toml").write_text((CONFIGS / "dataset.toml").read_text())
+    path = tmp_path / "xgboost-binary.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('model = "svm"', "unknown model 'svm'; choose one of espa, xgboost, rf, knn"),
+        (
+            'model = "xgboost"\n[search.distributions]\nmax_depth = { dist = "randomint" }',
+            "'randomint' is not a scipy.stats distribution",
+        ),
+        (
+            'model = "xgboost"\n[search.distributions]\neta = { dist = "uniform", lo = 1 }',
+            r"scipy.stats.uniform\(\{'lo': 1\}\) is invalid",
+        ),
+        (
+            'model = "xgboost"\n[search.distributions]\neta = 0.1',
+            "or a list of values",
+        ),
+        ('model = "xgboost"\n[target]\ntask = "count"', "must be named <model>-<task>"),
+        ('model = "xgboost"\n[search]\nn_iter = 0', "greater than or equal to 1"),
+        ("model = [", "is not valid TOML"),
+    ],
+)
+def test_bad_configs_give_clear_errors(tmp_path, text, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig.from_toml(_write(tmp_path, text))
+
+
+def test_unknown_hyperparameters_and_missing_files_are_named(tmp_path) -> None:
+    path = _write(tmp_path, 'model = "xgboost"\n[params]\nn_trees = 5')
+    with pytest.raises(ValueError, match=r"has no parameters \['n_trees'\]"):
+        ExperimentConfig.from_toml(path).estimator()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ExperimentConfig.from_toml(tmp_path / "rf-binary.toml")
+
+
+def test_empty_or_one_class_training_data_is_refused(data) -> None:
+    one_class = data.dataset.copy(deep=True)
+    one_class["rts_count"][:] = 0
+    with pytest.raises(ValueError, match="one class only"):
+        train_experiment(TrainingData(one_class), config("knn"))
+    nothing = data.dataset.copy(deep=True)
+    nothing["role"][:] = ROLES["excluded"]
+    with pytest.raises(ValueError, match="nothing to train"):
+        train_experiment(TrainingData(nothing), config("knn"))
+
+
+def test_models_that_cannot_take_missing_values_say_so(data) -> None:
+    kept = data.dataset.copy(deep=True)
+    features = kept["features"].to_numpy().copy()
+    features[np.flatnonzero(data.mask("train"))[:3], 0] = np.nan
+    kept["features"] = (kept["features"].dims, features)
+    with pytest.raises(ValueError, match="cannot take missing values"):
+        train_experiment(TrainingData(kept), config("knn"))
+    assert train_experiment(TrainingData(kept), config("xgboost")).beats_baseline()
