@@ -53,7 +53,7 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         statuses = [run.status for run in instance.get_runs()]
     finally:
         instance.dispose()
-    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (2 + len(DEFAULT_GRID_LEVELS))
+    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (3 + len(DEFAULT_GRID_LEVELS))
 
 
 def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 import dask.array as da
+import numba
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
@@ -164,24 +165,92 @@ def _disk_sum(
     return out
 
 
-def _box_sum(a: Any, width: int, xp: ModuleType) -> Any:
-    """Integer sums over ``width x width`` windows of the last two axes (valid part only),
-    from the summed-area table."""
-    n, m = a.shape[-2] - width + 1, a.shape[-1] - width + 1
+def _summed_area(a: Any, xp: ModuleType) -> Any:
+    """``t[..., i, j] = sum(a[..., :i, :j])`` (integers: exact in any order)."""
     table = xp.zeros((*a.shape[:-2], a.shape[-2] + 1, a.shape[-1] + 1), dtype=a.dtype)
     xp.cumsum(xp.cumsum(a, axis=-1), axis=-2, out=table[..., 1:, 1:])
-    w = width
+    return table
+
+
+def _box_sum(table: Any, width: int, trim: int) -> Any:
+    """Sums over ``width x width`` windows from a summed-area table, for the windows that
+    start ``trim`` pixels inside its array and fit ``trim`` pixels from its far edges."""
+    n = table.shape[-2] - 1 - 2 * trim - width + 1
+    m = table.shape[-1] - 1 - 2 * trim - width + 1
+    r, c, w = trim, trim, width
     return (
-        table[..., w : w + n, w : w + m]
-        - table[..., :n, w : w + m]
-        - table[..., w : w + n, :m]
-        + table[..., :n, :m]
+        table[..., r + w : r + w + n, c + w : c + w + m]
+        - table[..., r : r + n, c + w : c + w + m]
+        - table[..., r + w : r + w + n, c : c + m]
+        + table[..., r : r + n, c : c + m]
     )
 
 
 def _fixed(a: Any, bits: int, xp: ModuleType) -> Any:
     """``a`` in integer units of ``2**-bits`` (NaN as 0): sums of these are exact."""
     return xp.rint(xp.where(xp.isnan(a), 0, a) * 2.0**bits).astype(xp.int64)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _local_cpu(
+    z: np.ndarray,
+    halo: int,
+    dx: float,
+    dy: float,
+    flags: tuple[bool, bool, bool, bool, bool],
+    out: np.ndarray,
+) -> None:
+    """The 3 x 3 groups (``flags``: slope, aspect, curvature, tri, roughness) fused in one
+    pass per pixel on the CPU; the formulas of the array code in :func:`_block`."""
+    with_slope, with_aspect, with_curvature, with_tri, with_roughness = flags
+    nan = np.float32(np.nan)
+    for row in numba.prange(out.shape[1]):
+        y = row + halo
+        for col in range(out.shape[2]):
+            x = col + halo
+            a, b, c = z[y - 1, x - 1], z[y - 1, x], z[y - 1, x + 1]
+            d, e, f = z[y, x - 1], z[y, x], z[y, x + 1]
+            g, h, i = z[y + 1, x - 1], z[y + 1, x], z[y + 1, x + 1]
+            k = 0
+            if with_slope or with_aspect:
+                p = ((c + 2 * f + i) - (a + 2 * d + g)) / (8 * dx)
+                q = ((g + 2 * h + i) - (a + 2 * b + c)) / (8 * dy)
+                s = np.sqrt(p * p + q * q) if e == e else np.nan
+                if with_slope:
+                    out[k, row, col] = np.degrees(np.arctan(s))
+                    k += 1
+                if with_aspect:
+                    if s == 0:
+                        out[k, row, col], out[k + 1, row, col], out[k + 2, row, col] = nan, 0, 0
+                    else:
+                        theta = np.degrees(np.arctan2(q, -p))
+                        out[k, row, col] = 450 - theta if theta > 90 else 90 - theta
+                        out[k + 1, row, col], out[k + 2, row, col] = q / s, -p / s
+                    k += 3
+            if with_curvature:
+                dd = ((d + f) * 0.5 - e) / dx**2
+                ee = ((b + h) * 0.5 - e) / dy**2
+                ff = (c + g - a - i) / (4 * dx * dy)
+                gg, hh = (f - d) / (2 * dx), (b - h) / (2 * dy)
+                norm = gg * gg + hh * hh
+                if norm == 0 and e == e:
+                    out[k, row, col], out[k + 1, row, col] = 0, 0
+                else:
+                    out[k, row, col] = -2 * (dd * gg * gg + ee * hh * hh + ff * gg * hh) / norm
+                    out[k + 1, row, col] = 2 * (dd * hh * hh + ee * gg * gg - ff * gg * hh) / norm
+                out[k + 2, row, col] = -2 * (dd + ee)
+                k += 3
+            if with_tri:
+                total = (a - e) ** 2 + (b - e) ** 2 + (c - e) ** 2 + (d - e) ** 2
+                total += (f - e) ** 2 + (g - e) ** 2 + (h - e) ** 2 + (i - e) ** 2
+                out[k, row, col] = np.sqrt(total)
+                k += 1
+            if with_roughness:
+                if np.isnan(a + b + c + d + e + f + g + h + i):
+                    out[k, row, col] = nan
+                else:
+                    hi = max(a, b, c, d, e, f, g, h, i)
+                    out[k, row, col] = hi - min(a, b, c, d, e, f, g, h, i)
 
 
 def _block(z: Any, halo: int, dx: float, dy: float, config: TerrainConfig, xp: ModuleType) -> Any:
@@ -195,6 +264,15 @@ def _block(z: Any, halo: int, dx: float, dy: float, config: TerrainConfig, xp: M
         r, c = halo - grow + i, halo - grow + j
         return z[r : r + ny + 2 * grow, c : c + nx + 2 * grow]
 
+    local = [g for g in LOCAL if g in groups]
+    fused = xp is np and bool(local)
+    if fused:  # one compiled pass for the 3 x 3 groups on the CPU
+        flags = tuple(g in groups for g in LOCAL)
+        n_local = sum(len(LOCAL[g]) for g in local)
+        fused_out = np.empty((n_local, ny, nx), dtype=np.float32)
+        _local_cpu(z, halo, float(dx), float(dy), flags, fused_out)
+        out += list(fused_out)
+        groups -= set(local)
     with np.errstate(invalid="ignore", divide="ignore"):
         # Horn's gradient over the core plus a ring wide enough for the VRM windows.
         ring = max([0, *(w // 2 for w in config.vrm_windows)]) if "vrm" in groups else 0
@@ -260,10 +338,9 @@ def _block(z: Any, halo: int, dx: float, dy: float, config: TerrainConfig, xp: M
             ok = ~xp.isnan(s)
             normals = xp.stack([sin_s * east, sin_s * north, cos_s, ok.astype(xp.float32)])
             normals = _fixed(xp.where(ok, normals, 0), NORMAL_BITS, xp)
+            table = _summed_area(normals, xp)  # one table for every window size
             for w in config.vrm_windows:
-                trim = ring - w // 2
-                part = normals[:, trim : normals.shape[1] - trim, trim : normals.shape[2] - trim]
-                sums = _box_sum(part, w, xp) * 2.0**-NORMAL_BITS
+                sums = _box_sum(table, w, ring - w // 2) * 2.0**-NORMAL_BITS
                 length = xp.sqrt(sums[0] ** 2 + sums[1] ** 2 + sums[2] ** 2)
                 out.append(xp.where(ok[core], 1 - length / sums[3], np.nan))
     return xp.stack([x.astype(xp.float32, copy=False) for x in out])
