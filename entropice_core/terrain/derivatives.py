@@ -204,6 +204,8 @@ def _local_cpu(
     pass per pixel on the CPU; the formulas of the array code in :func:`_block`."""
     with_slope, with_aspect, with_curvature, with_tri, with_roughness = flags
     nan = np.float32(np.nan)
+    px, py, dxx, dyy = 1 / (8 * dx), 1 / (8 * dy), 1 / dx**2, 1 / dy**2
+    dxy, gx, hy = 1 / (4 * dx * dy), 1 / (2 * dx), 1 / (2 * dy)
     for row in numba.prange(out.shape[1]):
         y = row + halo
         for col in range(out.shape[2]):
@@ -213,8 +215,8 @@ def _local_cpu(
             g, h, i = z[y + 1, x - 1], z[y + 1, x], z[y + 1, x + 1]
             k = 0
             if with_slope or with_aspect:
-                p = ((c + 2 * f + i) - (a + 2 * d + g)) / (8 * dx)
-                q = ((g + 2 * h + i) - (a + 2 * b + c)) / (8 * dy)
+                p = ((c + 2 * f + i) - (a + 2 * d + g)) * px
+                q = ((g + 2 * h + i) - (a + 2 * b + c)) * py
                 s = np.sqrt(p * p + q * q) if e == e else np.nan
                 if with_slope:
                     out[k, row, col] = np.degrees(np.arctan(s))
@@ -228,10 +230,10 @@ def _local_cpu(
                         out[k + 1, row, col], out[k + 2, row, col] = q / s, -p / s
                     k += 3
             if with_curvature:
-                dd = ((d + f) * 0.5 - e) / dx**2
-                ee = ((b + h) * 0.5 - e) / dy**2
-                ff = (c + g - a - i) / (4 * dx * dy)
-                gg, hh = (f - d) / (2 * dx), (b - h) / (2 * dy)
+                dd = ((d + f) * 0.5 - e) * dxx
+                ee = ((b + h) * 0.5 - e) * dyy
+                ff = (c + g - a - i) * dxy
+                gg, hh = (f - d) * gx, (b - h) * hy
                 norm = gg * gg + hh * hh
                 if norm == 0 and e == e:
                     out[k, row, col], out[k + 1, row, col] = 0, 0
@@ -264,15 +266,6 @@ def _block(z: Any, halo: int, dx: float, dy: float, config: TerrainConfig, xp: M
         r, c = halo - grow + i, halo - grow + j
         return z[r : r + ny + 2 * grow, c : c + nx + 2 * grow]
 
-    local = [g for g in LOCAL if g in groups]
-    fused = xp is np and bool(local)
-    if fused:  # one compiled pass for the 3 x 3 groups on the CPU
-        flags = tuple(g in groups for g in LOCAL)
-        n_local = sum(len(LOCAL[g]) for g in local)
-        fused_out = np.empty((n_local, ny, nx), dtype=np.float32)
-        _local_cpu(z, halo, float(dx), float(dy), flags, fused_out)
-        out += list(fused_out)
-        groups -= set(local)
     with np.errstate(invalid="ignore", divide="ignore"):
         # Horn's gradient over the core plus a ring wide enough for the VRM windows.
         ring = max([0, *(w // 2 for w in config.vrm_windows)]) if "vrm" in groups else 0
@@ -362,12 +355,21 @@ def derivatives_array(
         cp = _cupy()
         return cp.asnumpy(_block(cp.asarray(z, dtype=cp.float32), halo, dx, dy, config, cp))
     z = np.asarray(z, dtype=np.float32)
-    ny = z.shape[0] - 2 * halo
-    strips = [
-        _block(z[r : min(r + config.strip_rows, ny) + 2 * halo], halo, dx, dy, config, np)
-        for r in range(0, ny, config.strip_rows)
-    ]
-    return np.concatenate(strips, axis=1)
+    ny, nx = z.shape[0] - 2 * halo, z.shape[1] - 2 * halo
+    parts = []
+    local = [g for g in config.derivatives if g in LOCAL]
+    if local:  # one compiled pass for the 3 x 3 groups
+        fused = np.empty((sum(len(LOCAL[g]) for g in local), ny, nx), dtype=np.float32)
+        _local_cpu(z, halo, float(dx), float(dy), tuple(g in local for g in LOCAL), fused)
+        parts.append(fused)
+    windows = config.model_copy(update={"derivatives": tuple(set(config.derivatives) - set(LOCAL))})
+    if windows.derivatives:  # TPI and VRM by strips, so temporaries stay in cache
+        strips = [
+            _block(z[r : min(r + config.strip_rows, ny) + 2 * halo], halo, dx, dy, windows, np)
+            for r in range(0, ny, config.strip_rows)
+        ]
+        parts.append(np.concatenate(strips, axis=1))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _cupy() -> ModuleType:
