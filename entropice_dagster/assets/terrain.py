@@ -29,7 +29,13 @@ DERIVATIVES_REPO = "arcticdem/derivatives.icechunk"
 _DEFAULT = TerrainConfig()
 
 
-@dg.asset(group_name="terrain", kinds={"geotiff"}, code_version="1")
+@dg.asset(
+    group_name="terrain",
+    kinds={"geotiff"},
+    code_version="1",
+    # Where the sample region and downloads put the tiles (the resource may point elsewhere).
+    metadata={"entropice/path": "sources/arcticdem"},
+)
 def arcticdem_tiles(
     arcticdem_source: ArcticDEMSourceResource,
     area_of_interest: AreaOfInterestResource,
@@ -83,6 +89,7 @@ def _preview(values: np.ndarray, title: str) -> dg.MetadataValue:
     code_version="1",
     deps=[arcticdem_tiles],
     pool="dask",
+    metadata={"entropice/path": DERIVATIVES_REPO},
 )
 def terrain_derivatives(
     config: TerrainDerivativesConfig,
