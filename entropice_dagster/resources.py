@@ -244,6 +244,11 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
         description="PGC tile index (ArcticDEM_Mosaic_Index_latest_gpqt.zip) restricting "
         "downloads to tiles the release has; empty: every tile of the area is tried.",
     )
+    stac: bool = Field(
+        default=False,
+        description="Read each tile's static STAC item ({row}_{col}_32m_v4.1.json) first and "
+        "download the file its dem asset names.",
+    )
     retries: int = Field(default=5, ge=0, description="Download retries per tile.")
 
     def root(self, data_dir: Path) -> Path:
@@ -263,6 +268,7 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
             index,
             DownloadConfig(retries=self.retries),
             show_progress=False,
+            stac=self.stac,
         )
 
     def tiles(self, data_dir: Path, area: AreaOfInterest) -> tuple[list[Path], list[Path]]:

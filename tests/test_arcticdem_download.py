@@ -1,6 +1,7 @@
 """ArcticDEM tile downloads from a loopback HTTP server: resume, integrity, missing tiles."""
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,3 +176,25 @@ def test_fetch_tiles_downloads_the_area_keeps_what_is_there_and_uses_the_index(b
     with serve(root_subset) as (_, url):
         result = fetch_tiles(SAMPLE_REGION_BBOX, tmp_path / "t2", url, None, FAST, False)
     assert len(result.present) == 2 and len(result.missing) == len(wanted) - 2
+
+
+def test_stac_items_name_the_files_and_a_tile_without_item_is_missing(bucket, tmp_path):
+    _, tiles = bucket
+    served = tmp_path / "stac"
+    (row, col), (other_row, other_col) = tile_rowcol(tiles[0]), tile_rowcol(tiles[1])
+    # The item points at a file elsewhere (relative href), so the template alone would fail.
+    moved = served / "files" / "dem.tif"
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(tiles[0].read_bytes())
+    item = served / f"{row}_{col}" / f"{row}_{col}_32m_v4.1.json"
+    item.parent.mkdir()
+    item.write_text(
+        json.dumps({"type": "Feature", "assets": {"dem": {"href": "../files/dem.tif"}}})
+    )
+    index = {(row, col), (other_row, other_col)}
+    with serve(served) as (_, url):
+        result = fetch_tiles(SAMPLE_REGION_BBOX, tmp_path / "out", url, index, FAST, False, True)
+    assert [tile_rowcol(p) for p in result.present] == [(row, col)]
+    assert result.missing == [(other_row, other_col)]
+    assert sha256(result.present[0]) == sha256(tiles[0])
+    assert (result.present[0].parent / item.name).exists()  # kept for offline reruns

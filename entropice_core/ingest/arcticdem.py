@@ -14,9 +14,11 @@ opened with rasterio before it takes its place (``entropice_core.io.download``).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import dask.array as da
 import geopandas as gpd
@@ -74,6 +76,18 @@ def tile_url(base_url: str, row: int, col: int) -> str:
     return f"{base_url.rstrip('/')}/{name}/{name}_32m_{VERSION}_dem.tif"
 
 
+def stac_item_url(base_url: str, row: int, col: int) -> str:
+    """URL of a tile's static STAC item, beside its files in the bucket."""
+    name = f"{row}_{col}"
+    return f"{base_url.rstrip('/')}/{name}/{name}_32m_{VERSION}.json"
+
+
+def _check_stac_item(path: Path) -> None:
+    item = json.loads(Path(path).read_text())
+    if "href" not in item.get("assets", {}).get("dem", {}):
+        raise ValueError(f"STAC item {path} has no assets.dem.href")
+
+
 def read_tile_index(path: str | Path) -> set[tuple[int, int]]:
     """Tiles listed in a PGC mosaic tile index (GeoParquet, zipped or not, or any vector file).
 
@@ -129,11 +143,14 @@ def fetch_tiles(
     index: set[tuple[int, int]] | None = None,
     config: DownloadConfig = DownloadConfig(),
     show_progress: bool = True,
+    stac: bool = False,
 ) -> FetchedTiles:
     """Download the 32 m tiles covering the lon/lat ``bbox`` into ``folder`` (tile layout).
 
     Tiles already on disk are kept; ``index`` (from :func:`read_tile_index`) skips tiles the
     release does not have; a tile the server does not have (open ocean) is reported missing.
+    With ``stac``, each tile's static STAC item (``{row}_{col}_32m_v4.1.json``) is fetched
+    first, kept beside the tile, and its ``dem`` asset names the file to download.
     """
     wanted = [t for t in tiles_for(bbox) if index is None or t in index]
     present, missing, downloaded = [], [], []
@@ -143,7 +160,15 @@ def fetch_tiles(
             path = tile_path(Path(folder), row, col)
             if not path.exists():
                 try:
-                    download(tile_url(base_url, row, col), path, config, check_tile, progress)
+                    url = tile_url(base_url, row, col)
+                    if stac:  # the item beside the tile names the DEM's URL
+                        item_url = stac_item_url(base_url, row, col)
+                        item = path.with_name(Path(item_url).name)
+                        if not item.exists():
+                            download(item_url, item, config, _check_stac_item, progress)
+                        href = json.loads(item.read_text())["assets"]["dem"]["href"]
+                        url = urljoin(item_url, href)
+                    download(url, path, config, check_tile, progress)
                 except NotOnServer:
                     missing.append((row, col))
                     continue
