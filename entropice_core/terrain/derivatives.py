@@ -16,9 +16,13 @@ raster's transform; formulas in docs/terrain.md):
 
 Nodata (NaN) propagates through the 3 x 3 operators and the raster's edge counts as nodata;
 TPI and VRM average the valid pixels of their windows. Every output pixel is computed from
-its own neighbourhood by the same operations in the same order wherever it lies in a tile:
-window sums use power-of-two partial sums instead of running sums, so a tiled result equals
-the untiled one bit for bit.
+its own neighbourhood by the same operations wherever it lies in a tile, and window sums add
+fixed-point integers (exact in any order) rather than running float sums, so a tiled result
+equals the untiled one bit for bit.
+
+On the CPU the 3 x 3 groups run as one fused numba kernel and TPI/VRM as numpy array code;
+the cupy backend runs the array code for everything (the same formulas, tested against the
+kernel on the CPU).
 """
 
 from __future__ import annotations
