@@ -20,7 +20,7 @@ from entropice_dagster.assets import all_assets
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
 from entropice_dagster.assets.models import predictions, trained_model, training_dataset
-from entropice_dagster.assets.terrain import terrain_features
+from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
 from entropice_dagster.definitions import defs, settings
 from entropice_dagster.partitions import experiment_partitions, grid_partitions
 
@@ -65,7 +65,16 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 
 def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
     table = Table(title=f"Per grid level on {aoi!r}")
-    columns = ("partition", "cells", "land km²", "cells with RTS", "slumps", "RTS km²", "mean m")
+    columns = (
+        "partition",
+        "cells",
+        "land km²",
+        "cells with RTS",
+        "slumps",
+        "RTS km²",
+        "mean m",
+        "slope °",
+    )
     for column in columns:
         table.add_column(column, justify="right")
     for key, cells, labels, terrain in rows:
@@ -77,6 +86,7 @@ def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
             f"{labels['slumps'].value:,}",
             f"{labels['rts_area_km2'].value:,.2f}",
             f"{terrain['mean_elevation_m'].value:,.0f}",
+            f"{terrain['mean_slope_deg'].value:.2f}",
         )
     return table
 
@@ -102,6 +112,7 @@ def main() -> int:
         console.print(f"sample region sources: {files.manifest.parent}")
     keys = grid_partitions.get_partition_keys()
     steps = [([watermask], None), ([darts_polygons], None)]
+    steps += [([arcticdem_tiles, terrain_derivatives], None)]
     steps += [([grid_cells, rts_labels, terrain_features], key) for key in keys]
     steps += [([training_dataset], key) for key in MODEL_LEVELS]
     steps += [
@@ -147,8 +158,9 @@ def main() -> int:
     console.print(
         f"Outputs in {settings.data_dir}: watermask/watermask.parquet, "
         "grids/{grid_level}.parquet, darts/footprints.parquet, "
-        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/features_{grid_level}.zarr, "
-        "datasets/{grid_level}.zarr, training-results/{grid_level}/{experiment}/"
+        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/derivatives.icechunk, "
+        "arcticdem/features_{grid_level}.zarr, datasets/{grid_level}.zarr, "
+        "training-results/{grid_level}/{experiment}/"
     )
     console.print(
         f"Runs, metadata, checks and maps are in {os.environ['DAGSTER_HOME']}.\n"

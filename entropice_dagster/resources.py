@@ -12,8 +12,15 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
-from entropice_core.ingest.arcticdem import find_tiles
+from entropice_core.ingest.arcticdem import (
+    FetchedTiles,
+    fetch_tiles,
+    find_tiles,
+    read_tile_index,
+    tile_rowcol,
+)
 from entropice_core.ingest.darts import find_darts_files
+from entropice_core.io.download import DownloadConfig
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
@@ -217,20 +224,58 @@ class DaskResource(dg.ConfigurableResource):
 
 
 class ArcticDEMSourceResource(dg.ConfigurableResource):
-    """Where the ArcticDEM v4.1 32 m mosaic tiles lie (``{row}_{col}/..._32m_v4.1_dem.tif``).
+    """Where the ArcticDEM v4.1 32 m mosaic tiles lie (``{row}_{col}/..._32m_v4.1_dem.tif``)
+    and where missing ones are downloaded from.
 
     Empty ``folder`` means ``DATA_DIR/sources/arcticdem``, where the sample region writes its
-    tiles; real tiles come from the PGC open-data bucket (see the README).
+    tiles. With ``base_url`` set, tiles of the area that are not on disk are downloaded from
+    it (the PGC bucket: ``entropice_core.ingest.arcticdem.BASE_URL``, or a mirror); empty
+    means use the tiles on disk only.
     """
 
     folder: str = Field(
         default="", description="Folder of the tile folders (default DATA_DIR/sources/arcticdem)."
     )
+    base_url: str = Field(
+        default="",
+        description="Download missing tiles from here (e.g. https://pgc-opendata-dems.s3."
+        "us-west-2.amazonaws.com/arcticdem/mosaics/v4.1/32m); empty: use the tiles on disk.",
+    )
+    index_path: str = Field(
+        default="",
+        description="PGC tile index (ArcticDEM_Mosaic_Index_latest_gpqt.zip) restricting "
+        "downloads to tiles the release has; empty: every tile of the area is tried.",
+    )
+    stac: bool = Field(
+        default=False,
+        description="Read each tile's static STAC item ({row}_{col}_32m_v4.1.json) first and "
+        "download the file its dem asset names.",
+    )
+    retries: int = Field(default=5, ge=0, description="Download retries per tile.")
+
+    def root(self, data_dir: Path) -> Path:
+        return Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
+
+    def fetch(self, data_dir: Path, area: AreaOfInterest) -> FetchedTiles:
+        """Tiles for the area on disk, downloading missing ones when ``base_url`` is set."""
+        bbox = area.geometry.bounds
+        if not self.base_url:
+            present, missing = find_tiles(self.root(data_dir), bbox)
+            return FetchedTiles(present, [tile_rowcol(p) for p in missing], [])
+        index = read_tile_index(self.index_path) if self.index_path else None
+        return fetch_tiles(
+            bbox,
+            self.root(data_dir),
+            self.base_url,
+            index,
+            DownloadConfig(retries=self.retries),
+            show_progress=False,
+            stac=self.stac,
+        )
 
     def tiles(self, data_dir: Path, area: AreaOfInterest) -> tuple[list[Path], list[Path]]:
-        """(present, missing) tiles for the area; see ``find_tiles``."""
-        folder = Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
-        return find_tiles(folder, area.geometry.bounds)
+        """(present, missing) tiles on disk for the area; see ``find_tiles``."""
+        return find_tiles(self.root(data_dir), area.geometry.bounds)
 
 
 def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:

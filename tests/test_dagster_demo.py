@@ -65,7 +65,7 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         statuses = [run.status for run in instance.get_runs()]
     finally:
         instance.dispose()
-    runs = 2 + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * (1 + len(experiments))
+    runs = 3 + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * (1 + len(experiments))
     assert statuses == [dg.DagsterRunStatus.SUCCESS] * runs
 
 

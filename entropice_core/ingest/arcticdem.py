@@ -4,22 +4,38 @@ Facts (PGC data description): float32 GeoTIFF heights in metres above the WGS84 
 nodata -9999, EPSG:3413, 100 km tiles named ``{row}_{col}`` with row = floor((y + 4,000,000) /
 100 km) + 1 and col likewise from x, 3125 x 3125 pixels at 32 m, stored as
 ``{row}_{col}/{row}_{col}_32m_v4.1_dem.tif``. The sample region writes the same layout.
+
+Access: the tiles of an area come from the index arithmetic, optionally restricted to the
+tiles a PGC tile index lists (``ArcticDEM_Mosaic_Index_latest_gpqt.zip``, read offline), and
+are fetched from ``{base_url}/{row}_{col}/{row}_{col}_32m_v4.1_dem.tif``: the PGC open-data
+bucket by default, any HTTP server or mirror otherwise. Each tile is resumed, size-checked and
+opened with rasterio before it takes its place (``entropice_core.io.download``).
 """
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import dask.array as da
 import geopandas as gpd
 import numpy as np
+import rasterio
 import rioxarray
 import shapely
 import xarray as xr
 from pyproj import Transformer
+from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from entropice_core.config import GridSpec
+from entropice_core.io.download import DownloadConfig, NotOnServer, download
+from entropice_core.io.vector import read_vector
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+from entropice_core.spatial.watermask import water_raster
+from entropice_core.terrain.derivatives import TerrainConfig, terrain_derivatives
 
 CRS = "EPSG:3413"
 TILE_ORIGIN = -4_000_000.0
@@ -30,6 +46,8 @@ NODATA = -9999.0
 VERSION = "v4.1"
 #: Dask chunk edge for mosaic reads (pixels): 1024 x 1024 float32 = 4 MiB.
 CHUNK = 1024
+#: The PGC open-data bucket (Cloud-Optimized GeoTIFFs over unsigned HTTPS).
+BASE_URL = "https://pgc-opendata-dems.s3.us-west-2.amazonaws.com/arcticdem/mosaics/v4.1/32m"
 
 
 def tile_of(x: float, y: float) -> tuple[int, int]:
@@ -50,6 +68,113 @@ def tile_path(root: Path, row: int, col: int) -> Path:
     """Where the mosaic puts the 32 m DEM of a tile, relative to ``root``."""
     name = f"{row}_{col}"
     return Path(root) / name / f"{name}_32m_{VERSION}_dem.tif"
+
+
+def tile_url(base_url: str, row: int, col: int) -> str:
+    """URL of the 32 m DEM of a tile under ``base_url`` (the bucket's folder layout)."""
+    name = f"{row}_{col}"
+    return f"{base_url.rstrip('/')}/{name}/{name}_32m_{VERSION}_dem.tif"
+
+
+def stac_item_url(base_url: str, row: int, col: int) -> str:
+    """URL of a tile's static STAC item, beside its files in the bucket."""
+    name = f"{row}_{col}"
+    return f"{base_url.rstrip('/')}/{name}/{name}_32m_{VERSION}.json"
+
+
+def _check_stac_item(path: Path) -> None:
+    item = json.loads(Path(path).read_text())
+    if "href" not in item.get("assets", {}).get("dem", {}):
+        raise ValueError(f"STAC item {path} has no assets.dem.href")
+
+
+def read_tile_index(path: str | Path) -> set[tuple[int, int]]:
+    """Tiles listed in a PGC mosaic tile index (GeoParquet, zipped or not, or any vector file).
+
+    Rows name their tile in ``dem_id`` (``36_24_32m_v4.1``), ``tile`` or ``supertile``; only
+    32 m rows are kept where a ``resolution`` column says so.
+    """
+    frame = read_vector(Path(path), "ArcticDEM tile index")
+    column = next((c for c in ("dem_id", "tile", "supertile") if c in frame.columns), None)
+    if column is None:
+        raise ValueError(
+            f"{path} has no dem_id, tile or supertile column (columns: {list(frame.columns)}); "
+            "use PGC's ArcticDEM_Mosaic_Index_latest_gpqt.zip"
+        )
+    if "resolution" in frame.columns:
+        frame = frame[frame["resolution"].astype(str).str.startswith("32")]
+    tiles = set()
+    for name in frame[column].astype(str):
+        match = re.match(r"(\d+)_(\d+)", name)
+        if match:
+            tiles.add((int(match[1]), int(match[2])))
+    return tiles
+
+
+def check_tile(path: str | Path) -> None:
+    """Raise ``ValueError`` unless ``path`` is a whole, readable 32 m ArcticDEM tile.
+
+    Every block is decoded, so a truncated or corrupt file fails here, not in a later read.
+    """
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None or src.crs.to_epsg() != 3413:
+                raise ValueError(f"CRS is {src.crs}, not {CRS}")
+            if src.res != (PIXEL_SIZE, PIXEL_SIZE) or src.shape != (TILE_PIXELS, TILE_PIXELS):
+                raise ValueError(f"{src.shape} pixels of {src.res} m, not 3125 x 3125 of 32 m")
+            src.read(1)
+    except rasterio.errors.RasterioError as err:
+        raise ValueError(f"{path} is not a readable GeoTIFF ({err})") from err
+
+
+@dataclass(frozen=True)
+class FetchedTiles:
+    """Outcome of :func:`fetch_tiles`: tiles on disk, tiles the server lacks, new downloads."""
+
+    present: list[Path]
+    missing: list[tuple[int, int]]
+    downloaded: list[Path]
+
+
+def fetch_tiles(
+    bbox: tuple[float, float, float, float],
+    folder: str | Path,
+    base_url: str = BASE_URL,
+    index: set[tuple[int, int]] | None = None,
+    config: DownloadConfig = DownloadConfig(),
+    show_progress: bool = True,
+    stac: bool = False,
+) -> FetchedTiles:
+    """Download the 32 m tiles covering the lon/lat ``bbox`` into ``folder`` (tile layout).
+
+    Tiles already on disk are kept; ``index`` (from :func:`read_tile_index`) skips tiles the
+    release does not have; a tile the server does not have (open ocean) is reported missing.
+    With ``stac``, each tile's static STAC item (``{row}_{col}_32m_v4.1.json``) is fetched
+    first, kept beside the tile, and its ``dem`` asset names the file to download.
+    """
+    wanted = [t for t in tiles_for(bbox) if index is None or t in index]
+    present, missing, downloaded = [], [], []
+    columns = (TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, disable=not show_progress, transient=True) as progress:
+        for row, col in wanted:
+            path = tile_path(Path(folder), row, col)
+            if not path.exists():
+                try:
+                    url = tile_url(base_url, row, col)
+                    if stac:  # the item beside the tile names the DEM's URL
+                        item_url = stac_item_url(base_url, row, col)
+                        item = path.with_name(Path(item_url).name)
+                        if not item.exists():
+                            download(item_url, item, config, _check_stac_item, progress)
+                        href = json.loads(item.read_text())["assets"]["dem"]["href"]
+                        url = urljoin(item_url, href)
+                    download(url, path, config, check_tile, progress)
+                except NotOnServer:
+                    missing.append((row, col))
+                    continue
+                downloaded.append(path)
+            present.append(path)
+    return FetchedTiles(present, missing, downloaded)
 
 
 def project_lonlat_box(bbox: tuple[float, float, float, float]) -> shapely.Polygon:
@@ -73,7 +198,8 @@ def tiles_for(bbox: tuple[float, float, float, float]) -> list[tuple[int, int]]:
     ]
 
 
-def _tile_rowcol(path: Path) -> tuple[int, int]:
+def tile_rowcol(path: Path) -> tuple[int, int]:
+    """``(row, col)`` of a tile from its file name."""
     row, col = path.name.split("_")[:2]
     return int(row), int(col)
 
@@ -98,7 +224,7 @@ def open_mosaic(paths: list[Path]) -> xr.DataArray:
                 f"{path} is {tile.rio.crs} at {tile.rio.resolution()} m, not the 32 m "
                 f"ArcticDEM mosaic in {CRS}"
             )
-        tiles[_tile_rowcol(Path(path))] = tile.isel(band=0, drop=True).astype(np.float32)
+        tiles[tile_rowcol(Path(path))] = tile.isel(band=0, drop=True).astype(np.float32)
     rows = range(max(r for r, _ in tiles), min(r for r, _ in tiles) - 1, -1)  # north first
     cols = range(min(c for _, c in tiles), max(c for _, c in tiles) + 1)
     empty = da.full((TILE_PIXELS, TILE_PIXELS), np.nan, dtype=np.float32, chunks=CHUNK)
@@ -139,18 +265,80 @@ def find_tiles(
     return present, [p for p in paths if not p.exists()]
 
 
-def terrain_features(tiles: list[Path], cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
-    """Per-cell statistics of ArcticDEM elevation over the cells of one grid level.
+def terrain_rasters(
+    tiles: list[Path], water: gpd.GeoDataFrame | None, config: TerrainConfig = TerrainConfig()
+) -> xr.Dataset:
+    """Elevation and every terrain derivative over the mosaic of ``tiles``, lazily.
 
-    Returns an xdggs L2 dataset with ``elevation_<statistic>`` variables (quartiles along a
-    ``quantile`` dim); statistics as in :data:`TERRAIN_STATISTICS` and docs/aggregation.md.
+    Water pixels (``water`` polygons, see ``spatial.watermask``) are masked like nodata
+    before the derivatives are computed, so no window reaches into a lake or the sea.
     """
-    mosaic = open_mosaic(tiles)
-    features = aggregate_raster(
-        mosaic.to_dataset(name="elevation"), cells, spec, TERRAIN_STATISTICS
-    )
-    for name in features.data_vars:
-        if name != "elevation_valid_fraction":
-            features[name].attrs["units"] = "m"
-    features.attrs["source"] = "ArcticDEM v4.1 32 m mosaic"
+    mosaic = open_mosaic(tiles).chunk(config.chunk)
+    mask = water_raster(water, mosaic) if water is not None else None
+    rasters = terrain_derivatives(mosaic, config, water=mask)
+    elevation = mosaic if mask is None else mosaic.where(~mask)
+    rasters["elevation"] = elevation.rio.write_nodata(None)
+    rasters["elevation"].attrs.update(mosaic.attrs, units="m")
+    rasters.attrs["tiles"] = [Path(p).name for p in tiles]
+    return rasters[["elevation", *config.names()]]
+
+
+#: Derivatives kept out of the per-cell statistics: the mean of a circular angle is
+#: meaningless (northness and eastness carry the aspect).
+NOT_AGGREGATED = ("aspect",)
+
+
+#: Default sample size per cell: 2,500 pixels (a 50 x 50 grid) estimate a cell's mean and
+#: quartiles to about 2 % of their spread, and make coarse grid levels cheap.
+MIN_PIXELS_PER_CELL = 2500
+
+
+def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
+    """Largest stride that leaves a cell of median area at least ``min_pixels`` pixels
+    (1: every pixel; also when ``min_pixels`` is 0)."""
+    if min_pixels <= 0 or cells.empty:
+        return 1
+    area = float(cells.geometry.to_crs("EPSG:6931").area.median())
+    return max(1, int(np.sqrt(area / (min_pixels * dx * dy))))
+
+
+def terrain_features(
+    rasters: xr.Dataset,
+    cells: gpd.GeoDataFrame,
+    spec: GridSpec,
+    statistics: AggregationConfig = TERRAIN_STATISTICS,
+    min_pixels_per_cell: int = MIN_PIXELS_PER_CELL,
+) -> xr.Dataset:
+    """Per-cell statistics of elevation and each derivative over the cells of one grid level.
+
+    Statistics are taken over a regular sample of the pixels: every ``stride``-th pixel in
+    each direction (the centre of each ``stride x stride`` block), with the stride chosen so
+    that a cell of median size keeps at least ``min_pixels_per_cell`` pixels (0: every
+    pixel, exact). The derivatives themselves are always computed at full resolution. All
+    variables are read together as bands of one raster, so the cell-pixel map is built once.
+
+    Returns an xdggs L2 dataset with ``<variable>_<statistic>`` variables (quartiles along a
+    ``quantile`` dim) and the stride in its attrs; see docs/terrain.md.
+    """
+    if "spatial_ref" in rasters.data_vars:  # as read back from Zarr
+        rasters = rasters.set_coords("spatial_ref")
+    crs = rasters.rio.crs
+    dx, dy = (abs(v) for v in rasters.rio.resolution())
+    stride = pixel_stride(cells, dx, dy, min_pixels_per_cell)
+    if stride > 1:
+        sample = slice(stride // 2, None, stride)
+        rasters = rasters.isel({rasters.rio.y_dim: sample, rasters.rio.x_dim: sample})
+    names = [v for v in rasters.data_vars if v not in NOT_AGGREGATED]
+    stack = rasters[names].to_dataarray("variable").drop_vars("spatial_ref", errors="ignore")
+    stack = stack.rio.write_crs(crs).rio.write_nodata(np.nan, encoded=False)
+    stacked = aggregate_raster(xr.Dataset({"terrain": stack}), cells, spec, statistics)
+    features = xr.Dataset(coords={"cell_ids": stacked["cell_ids"]}, attrs=stacked.attrs)
+    for key, values in stacked.data_vars.items():
+        stat = key.removeprefix("terrain_")
+        for name in names:
+            variable = values.sel(variable=name, drop=True)
+            if stat != "valid_fraction":
+                variable.attrs["units"] = rasters[name].attrs.get("units", "")
+            features[f"{name}_{stat}"] = variable
+    features.attrs.update(source="ArcticDEM v4.1 32 m mosaic", pixel_stride=stride)
     return features

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import icechunk
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from icechunk.xarray import to_icechunk
 
@@ -38,6 +39,21 @@ def commit_dataset(
             f"refusing to commit to {repo_path}/{group}: an L2 dataset needs a cell_ids "
             "coordinate with xdggs attrs (grid_name, level, ...)"
         )
+    return _commit(dataset, repo_path, group, message)
+
+
+def commit_raster(dataset: xr.Dataset, repo_path: str | Path, message: str) -> str:
+    """Write a raster dataset (with a CRS) as the root group of the repository at
+    ``repo_path``, replacing what was there, as one commit; return the snapshot id.
+
+    Dask-backed variables are computed and written chunk by chunk.
+    """
+    if dataset.rio.crs is None:
+        raise ValueError(f"refusing to commit to {repo_path}: the raster has no CRS")
+    return _commit(dataset, repo_path, None, message)
+
+
+def _commit(dataset: xr.Dataset, repo_path: str | Path, group: str | None, message: str) -> str:
     session = _repository(repo_path).writable_session(BRANCH)
     to_icechunk(dataset, session, group=group, mode="w")
     return session.commit(message, rebase_with=icechunk.ConflictDetector())

@@ -20,9 +20,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import dask.array as da
 import geopandas as gpd
 import numpy as np
 import shapely
+import xarray as xr
+from affine import Affine
 from rasterio.features import rasterize, shapes
 from rasterio.transform import from_origin
 
@@ -274,3 +277,34 @@ def _strip_fractions(geoms, r0, r1, c0, c1, water_geoms, transform, shape) -> np
         share[tiny] = 1.0 - wet[row, col]
     fractions[mixed] = share
     return fractions
+
+
+def water_raster(water: gpd.GeoDataFrame, like: xr.DataArray) -> xr.DataArray:
+    """Boolean raster (True = water) of the water polygons on the grid of ``like``, lazily.
+
+    Polygons are projected to the raster's CRS once (densified so edges stay curved) and each
+    Dask chunk is rasterised on its own (pixel centres inside a polygon are water), so memory
+    stays one chunk. Pixels outside the polygons, and outside the mask's tiles, are land.
+    """
+    if like.rio.crs is None:
+        raise ValueError("the raster to mask has no CRS; write one with .rio.write_crs(...)")
+    geoms = water.geometry[~water.geometry.is_empty]
+    projected = gpd.GeoSeries(geoms.segmentize(0.01).to_numpy(), crs=water.crs)
+    polygons = projected.to_crs(like.rio.crs).make_valid().to_numpy()
+    tree = shapely.STRtree(polygons)
+    transform = like.rio.transform()
+    data = like.data if isinstance(like.data, da.Array) else da.zeros(like.shape, chunks=1024)
+
+    def block(chunk: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        local = transform @ Affine.translation(c0, r0)
+        bounds = (*(local @ (0, r1 - r0)), *(local @ (c1 - c0, 0)))
+        hits = polygons[tree.query(shapely.box(*bounds))]
+        if not len(hits):
+            return np.zeros((r1 - r0, c1 - c0), dtype=bool)
+        return rasterize(
+            ((g, 1) for g in hits), out_shape=(r1 - r0, c1 - c0), transform=local, dtype="uint8"
+        ).astype(bool)
+
+    mask = data.map_blocks(block, dtype=bool, meta=np.array((), dtype=bool))
+    return xr.DataArray(mask, coords=like.coords, dims=like.dims, name="water")

@@ -3,7 +3,8 @@
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
 from entropice_dagster.assets.models import predictions, trained_model, training_dataset
-from entropice_dagster.assets.terrain import terrain_features
+from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
 
-all_assets = [watermask, grid_cells, darts_polygons, rts_labels, terrain_features]
+all_assets = [watermask, grid_cells, darts_polygons, rts_labels]
+all_assets += [arcticdem_tiles, terrain_derivatives, terrain_features]
 all_assets += [training_dataset, trained_model, predictions]

@@ -1,0 +1,130 @@
+"""HTTP(S) downloads that survive dropped connections: retries, resume, checks, atomic rename.
+
+A file is fetched into a hidden ``.<name>.part`` beside the target. A dropped connection keeps
+the part; the next attempt asks for the rest with an HTTP ``Range`` header (and starts over if
+the server ignores it). The complete part must have the announced size and pass the caller's
+check (e.g. opening it with rasterio) before it is renamed onto the target, so a target path
+only ever holds a complete, checked file.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import Progress, TaskID
+
+#: Errors after which a download is tried again (the part is kept and resumed).
+TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+class DownloadConfig(BaseModel):
+    """How hard to try."""
+
+    model_config = ConfigDict(frozen=True)
+
+    retries: int = Field(default=5, ge=0, description="Attempts after the first one.")
+    backoff_s: float = Field(
+        default=2.0, ge=0, description="Wait before retry n is backoff_s * 2**(n-1) seconds."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Socket timeout per request.")
+    chunk_bytes: int = Field(default=1 << 20, ge=1024, description="Bytes read at a time.")
+
+
+class NotOnServer(FileNotFoundError):
+    """The server answered 404: the file does not exist there (retrying will not help)."""
+
+
+def _part_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.part")
+
+
+def _fetch_once(
+    url: str,
+    part: Path,
+    config: DownloadConfig,
+    progress: Progress | None,
+    task: TaskID | None,
+) -> int:
+    """One request, appending to ``part`` from its current size; returns the file's size."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=config.timeout_s)
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise NotOnServer(f"{url} does not exist on the server (HTTP 404)") from err
+        if err.code == 416:  # the part already holds everything
+            return offset
+        raise
+    with response:
+        if response.status == 206:
+            total = int(response.headers["Content-Range"].rsplit("/", 1)[1])
+        else:  # the server sent the whole file: start over
+            offset = 0
+            length = response.headers.get("Content-Length")
+            total = int(length) if length is not None else -1
+        if progress is not None and task is not None:
+            progress.update(task, total=total if total >= 0 else None, completed=offset)
+        with open(part, "ab" if offset else "wb") as out:
+            while chunk := response.read(config.chunk_bytes):
+                out.write(chunk)
+                if progress is not None and task is not None:
+                    progress.advance(task, len(chunk))
+    size = part.stat().st_size
+    if total >= 0 and size < total:
+        raise ConnectionError(f"{url}: connection closed after {size:,} of {total:,} bytes")
+    return total if total >= 0 else size
+
+
+def download(
+    url: str,
+    target: str | Path,
+    config: DownloadConfig = DownloadConfig(),
+    check: Callable[[Path], None] | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Download ``url`` to ``target`` with retries and resume; return ``target``.
+
+    ``check(path)`` inspects the complete file and raises ``ValueError`` if it is unusable;
+    a file that fails it is deleted (a corrupt download is not resumed) and the error names
+    the URL. A 404 raises :class:`NotOnServer` at once; other errors are retried
+    ``config.retries`` times with exponential backoff, keeping what arrived.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = _part_path(target)
+    task = progress.add_task(target.name, total=None) if progress is not None else None
+    for attempt in range(config.retries + 1):
+        try:
+            size = _fetch_once(url, part, config, progress, task)
+            break
+        except TRANSIENT as err:
+            if isinstance(err, urllib.error.HTTPError) and err.code < 500 and err.code != 429:
+                raise ConnectionError(f"{url}: HTTP {err.code} {err.reason}") from err
+            if attempt == config.retries:
+                raise ConnectionError(
+                    f"{url}: failed after {attempt + 1} attempts ({err}); the partial file "
+                    f"{part} is kept and the next run resumes it"
+                ) from err
+            time.sleep(config.backoff_s * 2**attempt)
+    if part.stat().st_size != size:
+        part.unlink()
+        raise ValueError(f"{url}: got {part.stat().st_size:,} bytes, expected {size:,}")
+    if check is not None:
+        try:
+            check(part)
+        except Exception as err:
+            part.unlink()
+            raise ValueError(
+                f"{url} downloaded but is unusable: {err}. The file was deleted; download it "
+                "again, and if it fails again the copy on the server is damaged"
+            ) from err
+    os.replace(part, target)
+    return target

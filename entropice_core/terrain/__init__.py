@@ -1,0 +1,1 @@
+"""Terrain analysis of DEMs: derivatives computed tile by tile."""

@@ -1,0 +1,200 @@
+"""ArcticDEM tile downloads from a loopback HTTP server: resume, integrity, missing tiles."""
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from entropice_core.config import SAMPLE_REGION_BBOX
+from entropice_core.ingest.arcticdem import (
+    check_tile,
+    fetch_tiles,
+    read_tile_index,
+    tile_path,
+    tile_rowcol,
+    tile_url,
+    tiles_for,
+)
+from entropice_core.io.download import DownloadConfig, NotOnServer, download
+
+FAST = DownloadConfig(retries=3, backoff_s=0.0, timeout_s=10)
+
+
+class Server:
+    """Serves files from ``root`` with Range support; can drop connections or ignore Range."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.drop_after: int | None = None  # bytes sent before the first response is cut
+        self.drops = 0
+        self.ranges: list[str | None] = []
+        self.honour_range = True
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = server.root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                header = self.headers.get("Range")
+                server.ranges.append(header)
+                start = 0
+                if header and server.honour_range:
+                    start = int(header.removeprefix("bytes=").split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                if server.drop_after is not None and server.drops == 0:
+                    server.drops += 1
+                    self.wfile.write(body[: server.drop_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # the peer sees a short read
+                    return
+                self.wfile.write(body)
+
+        return Handler
+
+
+@contextmanager
+def serve(root: Path) -> Iterator[tuple[Server, str]]:
+    state = Server(root)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def bucket(region):
+    """The sample tiles in the bucket's layout: (root folder, tile files)."""
+    _, files, _ = region
+    return files.arcticdem[0].parents[1], list(files.arcticdem)
+
+
+def test_download_resumes_after_a_dropped_connection(bucket, tmp_path):
+    root, tiles = bucket
+    source = tiles[0]
+    row, col = tile_rowcol(source)
+    with serve(root) as (server, url):
+        server.drop_after = 100_000
+        target = tile_path(tmp_path, row, col)
+        download(tile_url(url, row, col), target, FAST, check_tile)
+    assert server.drops == 1
+    assert server.ranges == [None, "bytes=100000-"]  # the second request asked for the rest
+    assert sha256(target) == sha256(source)
+    assert not list(target.parent.glob(".*part"))
+
+
+def test_a_server_ignoring_range_restarts_the_file(bucket, tmp_path):
+    root, tiles = bucket
+    row, col = tile_rowcol(tiles[1])
+    with serve(root) as (server, url):
+        server.drop_after, server.honour_range = 50_000, False
+        target = download(tile_url(url, row, col), tmp_path / "t.tif", FAST, check_tile)
+    assert sha256(target) == sha256(tiles[1])
+
+
+def test_a_corrupt_file_is_refused_and_deleted(bucket, tmp_path):
+    _root, tiles = bucket
+    row, col = tile_rowcol(tiles[0])
+    broken = tmp_path / "bucket"
+    path = tile_path(broken, row, col)
+    path.parent.mkdir(parents=True)
+    data = bytearray(tiles[0].read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 20_000] = b"\0" * 20_000  # damage compressed blocks
+    path.write_bytes(bytes(data))
+    target = tile_path(tmp_path / "out", row, col)
+    with serve(broken) as (_, url), pytest.raises(ValueError, match=r"unusable.*download it again"):
+        download(tile_url(url, row, col), target, FAST, check_tile)
+    assert not target.exists() and not list(target.parent.glob(".*"))
+
+
+def test_missing_tiles_are_reported_and_retries_give_up_with_the_part_kept(bucket, tmp_path):
+    root, _tiles = bucket
+    with serve(root) as (_, url), pytest.raises(NotOnServer):
+        download(f"{url}/1_1/nothing.tif", tmp_path / "x.tif", FAST)
+    dead = "http://127.0.0.1:9"  # discard port: connection refused
+    with pytest.raises(ConnectionError, match="failed after 2 attempts"):
+        download(dead + "/x.tif", tmp_path / "x.tif", FAST.model_copy(update={"retries": 1}))
+
+
+def test_fetch_tiles_downloads_the_area_keeps_what_is_there_and_uses_the_index(bucket, tmp_path):
+    root, tiles = bucket
+    wanted = tiles_for(SAMPLE_REGION_BBOX)
+    keep = {tile_rowcol(p) for p in tiles[:3]}
+    index_path = tmp_path / "index.parquet"
+    gpd.GeoDataFrame(
+        {"dem_id": [f"{r}_{c}_32m_v4.1" for r, c in keep] + ["99_99_32m_v4.1"]},
+        geometry=[shapely.Point(0, 0)] * (len(keep) + 1),
+        crs="EPSG:3413",
+    ).to_parquet(index_path)
+    index = read_tile_index(index_path)
+    assert keep <= index and (99, 99) in index
+    out = tmp_path / "tiles"
+    with serve(root) as (server, url):
+        first = fetch_tiles(SAMPLE_REGION_BBOX, out, url, index, FAST, show_progress=False)
+        again = fetch_tiles(SAMPLE_REGION_BBOX, out, url, index, FAST, show_progress=False)
+    assert (
+        {tile_rowcol(p) for p in first.present}
+        == keep
+        == {tile_rowcol(p) for p in first.downloaded}
+    )
+    assert again.downloaded == [] and len(again.present) == 3
+    assert len(server.ranges) == 3  # nothing fetched twice
+    # Without an index every tile of the area is asked for; absent ones are missing.
+    (root_subset := tmp_path / "subset").mkdir()
+    for path in tiles[:2]:
+        (root_subset / path.parent.name).mkdir()
+        (root_subset / path.parent.name / path.name).write_bytes(path.read_bytes())
+    with serve(root_subset) as (_, url):
+        result = fetch_tiles(SAMPLE_REGION_BBOX, tmp_path / "t2", url, None, FAST, False)
+    assert len(result.present) == 2 and len(result.missing) == len(wanted) - 2
+
+
+def test_stac_items_name_the_files_and_a_tile_without_item_is_missing(bucket, tmp_path):
+    _, tiles = bucket
+    served = tmp_path / "stac"
+    (row, col), (other_row, other_col) = tile_rowcol(tiles[0]), tile_rowcol(tiles[1])
+    # The item points at a file elsewhere (relative href), so the template alone would fail.
+    moved = served / "files" / "dem.tif"
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(tiles[0].read_bytes())
+    item = served / f"{row}_{col}" / f"{row}_{col}_32m_v4.1.json"
+    item.parent.mkdir()
+    item.write_text(
+        json.dumps({"type": "Feature", "assets": {"dem": {"href": "../files/dem.tif"}}})
+    )
+    index = {(row, col), (other_row, other_col)}
+    with serve(served) as (_, url):
+        result = fetch_tiles(SAMPLE_REGION_BBOX, tmp_path / "out", url, index, FAST, False, True)
+    assert [tile_rowcol(p) for p in result.present] == [(row, col)]
+    assert result.missing == [(other_row, other_col)]
+    assert sha256(result.present[0]) == sha256(tiles[0])
+    assert (result.present[0].parent / item.name).exists()  # kept for offline reruns
