@@ -16,7 +16,7 @@ NINE = [
     *("healpix_6", "healpix_7", "healpix_8", "healpix_9", "healpix_10"),
 ]
 #: Assets that are not indexed by grid cells (sources, rasters); everything else is per-cell.
-NOT_PER_CELL = {"watermask", "darts_polygons"}
+NOT_PER_CELL = {"watermask", "darts_polygons", "era5_hourly", "era5_daily", "era5_yearly"}
 
 
 def _assets() -> list[dg.AssetsDefinition]:
