@@ -16,12 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from entropice_core.sample import generate_sample_region
+from entropice_core.sample.era5 import ARCTIC_YEARS
 from entropice_dagster.assets import all_assets
+from entropice_dagster.assets.climate import climate_features, era5_daily, era5_hourly, era5_yearly
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
 from entropice_dagster.assets.terrain import terrain_features
 from entropice_dagster.definitions import defs, settings
-from entropice_dagster.partitions import grid_partitions
+from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
 
 UI_URL = "http://127.0.0.1:3000"
 # Step logs stay in the instance (and the UI); the terminal shows the progress bar and, on
@@ -59,12 +61,13 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed; see its logs in the UI"
 
 
-def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
+def _summary(rows: list[tuple[str, dict, dict, dict, dict]], aoi: str) -> Table:
     table = Table(title=f"Per grid level on {aoi!r}")
     columns = ("partition", "cells", "land km²", "cells with RTS", "slumps", "RTS km²", "mean m")
+    columns += ("TDD °C·d",)
     for column in columns:
         table.add_column(column, justify="right")
-    for key, cells, labels, terrain in rows:
+    for key, cells, labels, terrain, climate in rows:
         table.add_row(
             key,
             f"{cells['dagster/partition_row_count'].value:,}",
@@ -73,6 +76,7 @@ def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
             f"{labels['slumps'].value:,}",
             f"{labels['rts_area_km2'].value:,.2f}",
             f"{terrain['mean_elevation_m'].value:,.0f}",
+            f"{climate['mean_tdd'].value:,.0f}",
         )
     return table
 
@@ -85,8 +89,15 @@ def main() -> int:
             files = generate_sample_region(settings.data_dir)
         console.print(f"sample region sources: {files.manifest.parent}")
     keys = grid_partitions.get_partition_keys()
+    # ERA5 of the sample's Arctic years: all daily stores first, so that each year's indices
+    # see the next year's October-December (the end of the thaw season)
+    years = [str(y) for y in range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)]
+    known = set(instance.get_dynamic_partitions(arctic_year_partitions.name))
+    instance.add_dynamic_partitions(arctic_year_partitions.name, sorted(set(years) - known))
     steps = [([watermask], None), ([darts_polygons], None)]
-    steps += [([grid_cells, rts_labels, terrain_features], key) for key in keys]
+    steps += [([era5_hourly, era5_daily], year) for year in years]
+    steps += [([era5_yearly], year) for year in years]
+    steps += [([grid_cells, rts_labels, terrain_features, climate_features], key) for key in keys]
     rows = []
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
@@ -109,18 +120,22 @@ def main() -> int:
                 console.print(f"[red]{name} failed (run {result.run_id}):[/red]")
                 console.print(_failure(result), markup=False)
                 return 1
-            if key is not None:
+            if key in keys:
                 (cells,) = result.asset_materializations_for_node("grid_cells")
                 (labels,) = result.asset_materializations_for_node("rts_labels")
                 (terrain,) = result.asset_materializations_for_node("terrain_features")
-                rows.append((key, cells.metadata, labels.metadata, terrain.metadata))
+                (climate,) = result.asset_materializations_for_node("climate_features")
+                rows.append(
+                    (key, cells.metadata, labels.metadata, terrain.metadata, climate.metadata)
+                )
             progress.advance(task)
 
     console.print(_summary(rows, settings.aoi))
     console.print(
         f"Outputs in {settings.data_dir}: watermask/watermask.parquet, "
         "grids/{grid_level}.parquet, darts/footprints.parquet, "
-        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/features_{grid_level}.zarr"
+        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/features_{grid_level}.zarr, "
+        "era5/daily/{year}.zarr, era5/yearly/{year}.zarr, era5/features_{grid_level}.zarr"
     )
     console.print(
         f"Runs, metadata, checks and maps are in {os.environ['DAGSTER_HOME']}.\n"

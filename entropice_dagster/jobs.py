@@ -7,7 +7,7 @@ the asset graph.
 
 import dagster as dg
 
-from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
+from entropice_dagster.partitions import grid_partitions
 
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
@@ -22,7 +22,6 @@ per_cell_assets = dg.define_asset_job(
 era5_arctic_year = dg.define_asset_job(
     "era5_arctic_year",
     selection=dg.AssetSelection.assets("era5_hourly", "era5_daily", "era5_yearly"),
-    partitions_def=arctic_year_partitions,
     description="ERA5 download, daily aggregates and yearly indices of one Arctic year; "
     "backfill it for all years (then run per_cell_assets for climate_features).",
 )

@@ -30,7 +30,7 @@ DAYS = pd.date_range("2019-10-01", "2021-12-31", freq="D")
 
 
 def _set(t: np.ndarray, start: str, stop: str, value: float) -> None:
-    t[(DAYS >= start) & (DAYS <= stop)] = value
+    t[(start <= DAYS) & (stop >= DAYS)] = value
 
 
 def _series() -> xr.Dataset:

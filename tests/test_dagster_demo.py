@@ -44,6 +44,7 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "darts" / f"labels_{key}.zarr").is_dir()
         assert (tmp_path / "data" / "darts" / f"labels_{key}.parquet").exists()
         assert (tmp_path / "data" / "arcticdem" / f"features_{key}.zarr").is_dir()
+        assert (tmp_path / "data" / "era5" / f"features_{key}.zarr").is_dir()
         assert key in done.stdout
     assert "grids/{grid_level}.parquet" in done.stdout
     assert "make ui" in done.stdout and "http://127.0.0.1:3000" in done.stdout
@@ -53,7 +54,8 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         statuses = [run.status for run in instance.get_runs()]
     finally:
         instance.dispose()
-    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (2 + len(DEFAULT_GRID_LEVELS))
+    # 2 unpartitioned, 6 Arctic years x 2 (download + daily, then indices), 9 grid levels
+    assert statuses == [dg.DagsterRunStatus.SUCCESS] * (2 + 12 + len(DEFAULT_GRID_LEVELS))
 
 
 def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:

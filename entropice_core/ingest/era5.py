@@ -458,6 +458,41 @@ DAILY_VARIABLES = {
 }
 
 
+def daily_from_hourly(
+    t2m: np.ndarray,
+    sd: np.ndarray,
+    accum: np.ndarray,
+    days: np.ndarray,
+    latitude: np.ndarray,
+    longitude: np.ndarray,
+) -> xr.Dataset:
+    """UTC-day aggregates from hourly arrays ``(day * 24, lat, lon)`` in ERA5 units.
+
+    ``t2m`` (K) and ``sd`` (m w.e.) are the hours 00..23 of each day; ``accum`` stacks ``tp``
+    and ``sf`` (m) for the hours *ending* 01..24 UTC of each day. A missing hour (NaN) makes
+    that day's value NaN: gaps are not filled. Tiny negative accumulations are clipped to 0.
+    """
+    shape = (len(days), 24, len(latitude), len(longitude))
+    t = t2m.reshape(shape) - np.float32(273.15)
+    tp, sf = (np.clip(accum, 0.0, None) * np.float32(1000.0)).reshape(2, *shape)
+    dims = ("time", "latitude", "longitude")
+    return xr.Dataset(
+        {
+            "t2m_mean": (dims, t.mean(axis=1)),
+            "t2m_min": (dims, t.min(axis=1)),
+            "t2m_max": (dims, t.max(axis=1)),
+            "precipitation": (dims, tp.sum(axis=1)),
+            "snowfall": (dims, sf.sum(axis=1)),
+            "snow_water_equivalent": (dims, sd.reshape(shape).mean(axis=1) * np.float32(1000)),
+        },
+        coords={
+            "time": np.asarray(days).astype("datetime64[ns]"),
+            "latitude": latitude,
+            "longitude": longitude,
+        },
+    )
+
+
 def _month_daily(
     root: Path, year: int, month: int, grid: xr.Dataset | None
 ) -> tuple[xr.Dataset, dict[str, int]]:
@@ -472,32 +507,17 @@ def _month_daily(
         times = start + np.arange(n_days * 24) * hour
         t2m, sd = _hours(ds, ["t2m", "sd"], times, path)
         lat, lon = ds["latitude"].to_numpy(), ds["longitude"].to_numpy()
-    shape = (n_days, 24, len(lat), len(lon))
-    t = t2m.reshape(shape) - np.float32(273.15)
     # accumulations of day d: hours ending 01..23 UTC of d and 00 UTC of d + 1
     times = start + hour + np.arange(n_days * 24) * hour
     path = era5_path(root, year, month, "accum")
     with open_month(path, "accum") as ds:
         accum = _hours(_normalise(ds), ["tp", "sf"], times, path)
-    nxt = np.datetime64(f"{year}-{month:02d}", "M") + 1
+    nxt = np.datetime64(f"{year}-{month:02d}", "M") + np.timedelta64(1, "M")
     next_path = era5_path(root, int(str(nxt)[:4]), int(str(nxt)[5:7]), "accum")
     if next_path.exists():
         with open_month(next_path, "accum") as ds:
             accum[:, -1:] = _hours(_normalise(ds), ["tp", "sf"], times[-1:], next_path)
-    accum = np.clip(accum, 0.0, None) * np.float32(1000.0)  # tiny negatives occur; m -> mm
-    tp, sf = accum.reshape(2, *shape)
-    dims = ("time", "latitude", "longitude")
-    daily = xr.Dataset(
-        {
-            "t2m_mean": (dims, t.mean(axis=1)),
-            "t2m_min": (dims, t.min(axis=1)),
-            "t2m_max": (dims, t.max(axis=1)),
-            "precipitation": (dims, tp.sum(axis=1)),
-            "snowfall": (dims, sf.sum(axis=1)),
-            "snow_water_equivalent": (dims, sd.reshape(shape).mean(axis=1) * np.float32(1000)),
-        },
-        coords={"time": days.astype("datetime64[ns]"), "latitude": lat, "longitude": lon},
-    )
+    daily = daily_from_hourly(t2m, sd, accum, days, lat, lon)
     if grid is not None and not (
         np.array_equal(grid["latitude"], lat) and np.array_equal(grid["longitude"], lon)
     ):
@@ -505,9 +525,7 @@ def _month_daily(
     gaps = {
         "missing_instant_hours": int(np.isnan(t2m).all(axis=(1, 2)).sum()),
         "missing_accum_hours": int(np.isnan(accum[0]).all(axis=(1, 2)).sum()),
-        "incomplete_days": int(np.isnan(daily["t2m_mean"]).all(axis=(1, 2)).sum()
-                               + np.isnan(daily["precipitation"]).all(axis=(1, 2)).sum()),
-    }  # fmt: skip
+    }
     return daily, gaps
 
 

@@ -19,14 +19,14 @@ from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
 from entropice_dagster.resources import AreaOfInterestResource, CdsResource, DataDirResource
 
-HOURLY_MANIFEST = "sources/era5/arctic_year_{partition_key}.json"
+HOURLY_MANIFEST = "era5/hourly/{partition_key}.json"
 DAILY_PATH = "era5/daily/{partition_key}.zarr"
 YEARLY_PATH = "era5/yearly/{partition_key}.zarr"
 #: Recompute climate_features when any Arctic year's indices change (the era5_refresh schedule
-#: updates them), even while other years are not materialised.
+#: updates them), once the grid cells exist, even while other years are not materialised.
 CLIMATE_AUTOMATION = dg.AutomationCondition.eager().without(
     ~dg.AutomationCondition.any_deps_missing()
-)
+) & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets("era5_yearly"))
 #: Plausible cell means of thawing degree days (degC day) north of 50 N.
 TDD_RANGE = (0.0, 4000.0)
 
