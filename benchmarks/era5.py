@@ -26,6 +26,7 @@ import time
 import numpy as np
 import xarray as xr
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 from entropice_core.climate.features import yearly_from_daily
@@ -137,7 +138,7 @@ def main() -> None:
     lon = -180.0 + 360.0 / args.lon * np.arange(args.lon)
     timings = {"entropice": [0.0, 0.0], "xarray": [0.0, 0.0]}
     worst: dict[str, float] = {}
-    for i in range(0, args.rows, args.band_rows):
+    for i in track(range(0, args.rows, args.band_rows), description="bands"):
         lat = lat_all[i : i + args.band_rows]
         band = synthetic_band(lat, lon, seed=i)
         ours, d1, y1 = entropice(band, lat, lon)

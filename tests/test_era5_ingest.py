@@ -155,18 +155,18 @@ def test_old_style_key_is_refused_without_showing_it(monkeypatch) -> None:
     monkeypatch.setenv("CDSAPI_URL", "https://cds.climate.copernicus.eu/api")
     monkeypatch.setenv("CDSAPI_KEY", "12345:secret-token-value")
     with pytest.raises(era5.CdsCredentialsError) as info:
-        era5.cds_client()
+        era5.cds_credentials()
     assert "old 'UID:key' form" in str(info.value)
     assert "secret-token-value" not in str(info.value)
 
 
-def test_valid_credentials_build_a_client_from_the_rc_file(monkeypatch, tmp_path: Path) -> None:
+def test_valid_credentials_are_read_from_the_rc_file(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CDSAPI_URL", raising=False)
     monkeypatch.delenv("CDSAPI_KEY", raising=False)
     rc = tmp_path / "cdsapirc"
     rc.write_text("url: https://cds.climate.copernicus.eu/api\nkey: abcdef-0123\n")
     monkeypatch.setenv("CDSAPI_RC", str(rc))
-    assert hasattr(era5.cds_client(), "retrieve")
+    assert era5.cds_credentials() == ("https://cds.climate.copernicus.eu/api", "abcdef-0123")
 
 
 def test_daily_aggregates_match_an_xarray_resample(sample_era5: Path, tmp_path: Path) -> None:

@@ -110,7 +110,9 @@ def climate_features(
         spec,
         AggregationConfig(statistics=("valid_fraction",)),
     )
-    features["valid_fraction"] = coverage["valid_fraction"].isel(year=0, drop=True)
+    features["valid_fraction"] = coverage["thawing_degree_days_valid_fraction"].isel(
+        year=0, drop=True
+    )
     for name in indices.data_vars:
         features[name].attrs.update(indices[name].attrs)
         features[name] = features[name].transpose("cell_ids", "year")

@@ -260,12 +260,11 @@ class CdsClient(Protocol):
     def retrieve(self, name: str, request: dict[str, Any], target: str) -> Any: ...
 
 
-def cds_client() -> CdsClient:
-    """A ``cdsapi.Client`` for the new CDS from CDSAPI_URL/CDSAPI_KEY or ~/.cdsapirc.
+def cds_credentials() -> tuple[str, str]:
+    """``(url, key)`` from CDSAPI_URL/CDSAPI_KEY or ~/.cdsapirc, read by cdsapi's own reader.
 
-    The key is never printed: errors name only where the credentials were looked for.
+    Errors say how to set them and never show the key.
     """
-    import cdsapi
     from cdsapi.api import get_url_key_verify
 
     try:
@@ -277,6 +276,14 @@ def cds_client() -> CdsClient:
             "the CDS key has the old 'UID:key' form, which the new CDS (since September 2024) "
             f"refuses: {CREDENTIALS_HELP}"
         )
+    return url, key
+
+
+def cds_client() -> CdsClient:
+    """A ``cdsapi.Client`` for the new CDS with the credentials of :func:`cds_credentials`."""
+    import cdsapi
+
+    url, key = cds_credentials()
     return cdsapi.Client(url=url, key=key, quiet=True, progress=False, retry_max=3)
 
 
