@@ -100,30 +100,43 @@ def plain_xarray(band: dict[str, np.ndarray], lat, lon) -> tuple[xr.Dataset, flo
         "freezing_degree_days": (-tm).clip(min=0).sum("time"),
         "thaw_days": (tm > 0).sum("time"),
         "snow_cover_days": (year["snow_water_equivalent"] >= CONFIG.snow_threshold_mm).sum("time"),
+        "missing_days": year.to_array().isnull().any("variable").sum("time"),
         "t2m_mean": tm.mean("time"),
+        "t2m_min": year["t2m_min"].min("time"),
+        "t2m_max": year["t2m_max"].max("time"),
         "precipitation": year["precipitation"].sum("time"),
+        "snowfall": year["snowfall"].sum("time"),
+        "swe_max": year["snow_water_equivalent"].max("time"),
     }
     seasons = daily.sel(time=slice(f"{YEAR - 1}-12-01", f"{YEAR}-11-30")).resample(time="QS-DEC")
     means, sums = seasons.mean(), seasons.sum()
     for i, name in enumerate(("djf", "mam", "jja", "son")):
         out[f"t2m_mean_{name}"] = means["t2m_mean"].isel(time=i)
         out[f"precipitation_{name}"] = sums["precipitation"].isel(time=i)
-    cal = daily.sel(time=slice(f"{YEAR}-01-01", f"{YEAR}-12-31"))
-    doy = cal["time"].dt.dayofyear
-    thawed = cal["t2m_mean"] > 0
-    spring = thawed.where(cal["time"] < np.datetime64(f"{YEAR}-10-01"), False)
-    onset = doy.isel(time=spring.argmax("time")).where(spring.any("time"))
-    last = doy.isel(time=thawed.sizes["time"] - 1 - thawed[::-1].argmax("time"))
+        out[f"snowfall_{name}"] = sums["snowfall"].isel(time=i)
+    # day of year Y for every day of the series (negative before 1 January)
+    day = (daily["time"] - np.datetime64(f"{YEAR}-01-01")).dt.days + 1
+    thawed = (daily["t2m_mean"] > 0).where(day >= 1, False)
+    spring = thawed.where(daily["time"] < np.datetime64(f"{YEAR}-10-01"), False)
+    has_thaw = spring.any("time")
+    onset = day.isel(time=spring.argmax("time")).where(has_thaw)
+    last = day.isel(time=thawed.sizes["time"] - 1 - thawed[::-1].argmax("time"))
     censored = thawed.isel(time=-1)
     out["thaw_onset"] = onset
-    out["freeze_up"] = (last + 1).where(spring.any("time") & ~censored)
-    out["thaw_period_days"] = (out["freeze_up"] - onset).where(spring.any("time"), 0)
+    out["freeze_up"] = (last + 1).where(has_thaw & ~censored)
+    out["thaw_period_days"] = (out["freeze_up"] - onset).where(has_thaw, 0)
     n = CONFIG.shoulder_days
-    window = (doy >= onset - n) & (doy < onset)
-    out["t2m_mean_spring_shoulder"] = cal["t2m_mean"].where(window).mean("time")
-    out["precipitation_spring_shoulder"] = (
-        cal["precipitation"].where(window).sum("time", min_count=1)
-    )
+    freeze = out["freeze_up"]
+    windows = {
+        "spring_shoulder": (day >= onset - n) & (day < onset),
+        "autumn_shoulder": ((day >= freeze) & (day < freeze + n)).where(
+            freeze + n - 1 <= day.max(), False
+        ),
+    }
+    for name, window in windows.items():
+        out[f"t2m_mean_{name}"] = daily["t2m_mean"].where(window).mean("time")
+        for var in ("precipitation", "snowfall"):
+            out[f"{var}_{name}"] = daily[var].where(window).sum("time", min_count=1)
     result = xr.Dataset({k: v.reset_coords(drop=True) for k, v in out.items()}).compute()
     return result, mid - start, time.perf_counter() - mid
 

@@ -170,7 +170,7 @@ def test_valid_credentials_are_read_from_the_rc_file(monkeypatch, tmp_path: Path
 
 
 def test_daily_aggregates_match_an_xarray_resample(sample_era5: Path, tmp_path: Path) -> None:
-    era5.write_daily(sample_era5, YEAR, tmp_path / "daily.zarr")
+    era5.write_daily(sample_era5, YEAR, tmp_path / "daily.zarr", log=lambda _: None)
     daily = era5.read_daily(tmp_path / "daily.zarr").sel(time=slice("2019-01-01", "2019-01-31"))
     inst = xr.open_dataset(sample_era5 / "2019/01/data_stream-oper_stepType-instant.nc")
     accum = xr.concat(
@@ -196,7 +196,7 @@ def test_last_day_without_the_closing_hour_is_a_reported_gap(
     sample_era5: Path, tmp_path: Path
 ) -> None:
     # the sample ends 30 Sep 2023 23 UTC: 30 Sep 2023's precipitation lacks 1 Oct 00 UTC
-    report = era5.write_daily(sample_era5, 2023, tmp_path / "daily.zarr")
+    report = era5.write_daily(sample_era5, 2023, tmp_path / "daily.zarr", log=lambda _: None)
     daily = era5.read_daily(tmp_path / "daily.zarr")
     assert report.gap_days(daily) == ["2023-09-30"]
     assert report.gaps["2023-09"]["missing_accum_hours"] == 1

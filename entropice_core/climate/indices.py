@@ -94,15 +94,21 @@ def thaw_timing(tmean: np.ndarray, days: np.ndarray, year: int) -> dict[str, np.
     }
 
 
-def _window_stats(values: np.ndarray, start: np.ndarray, stop: np.ndarray, summed: bool):
-    """Per-pixel sum (or mean) of ``values[start:stop]`` along axis 0; NaN where the window is
-    empty, invalid (start < 0) or runs past the series."""
-    n = values.shape[0]
-    filled = np.nan_to_num(values, nan=0.0).astype(np.float64)
-    total = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(filled, axis=0)])
-    count = np.concatenate(
-        [np.zeros((1, *values.shape[1:])), np.cumsum(np.isfinite(values), axis=0)]
-    )
+def _cumulative(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums of the values present and of their count, with a leading zero."""
+    zero = np.zeros((1, *values.shape[1:]))
+    total = np.cumsum(np.nan_to_num(values, nan=0.0), axis=0, dtype=np.float64)
+    count = np.cumsum(np.isfinite(values), axis=0, dtype=np.float64)
+    return np.concatenate([zero, total]), np.concatenate([zero, count])
+
+
+def _window_stats(
+    cumulative: tuple[np.ndarray, np.ndarray], start: np.ndarray, stop: np.ndarray, summed: bool
+) -> np.ndarray:
+    """Per-pixel sum (or mean) of the values ``[start:stop]`` along axis 0 from their running
+    sums; NaN where the window is empty, invalid (start < 0) or runs past the series."""
+    total, count = cumulative
+    n = total.shape[0] - 1
     ok = (start >= 0) & (stop <= n) & (stop > start)
     s, e = np.clip(start, 0, n)[None], np.clip(stop, 0, n)[None]
     window_sum = (np.take_along_axis(total, e, 0) - np.take_along_axis(total, s, 0))[0]
@@ -186,9 +192,10 @@ def yearly_indices(
             np.where(last >= 0, last + 1 + n, -1),
         ),
     }
-    for window, (start, stop) in windows.items():
-        for name, summed in (("t2m_mean", False), ("precipitation", True), ("snowfall", True)):
-            out[f"{name}_{window}"] = _window_stats(arrays[name], start, stop, summed)
+    for name, summed in (("t2m_mean", False), ("precipitation", True), ("snowfall", True)):
+        cumulative = _cumulative(arrays[name])
+        for window, (start, stop) in windows.items():
+            out[f"{name}_{window}"] = _window_stats(cumulative, start, stop, summed)
 
     dims = daily["t2m_mean"].dims[1:]
     coords = {d: daily[d] for d in dims if d in daily.coords}

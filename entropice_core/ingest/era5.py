@@ -572,17 +572,20 @@ def daily_months(root: str | Path, year: int) -> Iterator[tuple[xr.Dataset, dict
         yield daily, gaps
 
 
-def write_daily(root: str | Path, year: int, path: str | Path) -> DailyReport:
+def write_daily(
+    root: str | Path, year: int, path: str | Path, log: Callable[[str], None] = print
+) -> DailyReport:
     """Write the daily aggregates of Arctic year ``year`` as one Zarr store, atomically.
 
     Months are computed and appended one at a time, so memory stays about one month of
-    hourly data (Arctic box: ~0.7 GB per variable).
+    hourly data (Arctic box: ~0.7 GB per variable); ``log`` hears of each month.
     """
     report = DailyReport()
     with atomic_store(path) as tmp:
         for i, (daily, gaps) in enumerate(daily_months(root, year)):
             stamp = str(daily["time"].to_numpy()[0])[:7]
             report.gaps[stamp] = gaps
+            log(f"era5 daily {stamp}: {gaps}")
             for name, (units, description) in DAILY_VARIABLES.items():
                 daily[name].attrs.update(units=units, description=description)
             if i == 0:

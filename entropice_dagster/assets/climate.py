@@ -97,7 +97,7 @@ def era5_daily(
     snow water equivalent (mm) of one Arctic year on the ERA5 grid; gaps stay NaN."""
     year = int(context.partition_key)
     path = _path(data_dir, DAILY_PATH, context.partition_key)
-    report = era5.write_daily(cds.root(data_dir.root), year, path)
+    report = era5.write_daily(cds.root(data_dir.root), year, path, log=context.log.info)
     daily = era5.read_daily(path)
     gap_days = report.gap_days(daily)
     if gap_days:
