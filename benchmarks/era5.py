@@ -54,14 +54,14 @@ def synthetic_band(lat: np.ndarray, lon: np.ndarray, seed: int) -> dict[str, np.
     tp = np.clip(rng.standard_normal(shape, dtype=np.float32) - 1.2, 0, None) * 3e-4
     sf = np.where(t < 273.15, tp, 0).astype(np.float32)
     sd = np.maximum(np.cumsum(sf - 2e-4 * (t > 273.15), axis=0, dtype=np.float32), 0)
-    return {"t2m": t, "sd": sd, "tp": tp, "sf": sf}
+    # stacked as the reader returns them (one array per step type)
+    return {"t2m": t, "sd": sd, "accum": np.stack([tp, sf])}
 
 
 def entropice(band: dict[str, np.ndarray], lat, lon) -> tuple[xr.Dataset, float, float]:
     start = time.perf_counter()
     days = np.arange(START.astype("datetime64[D]"), STOP.astype("datetime64[D]"))
-    accum = np.stack([band["tp"], band["sf"]])
-    daily = daily_from_hourly(band["t2m"], band["sd"], accum, days, lat, lon)
+    daily = daily_from_hourly(band["t2m"], band["sd"], band["accum"], days, lat, lon)
     mid = time.perf_counter()
     yearly = yearly_from_daily(daily, None, YEAR, CONFIG, band_rows=len(lat))
     return yearly, mid - start, time.perf_counter() - mid
@@ -78,7 +78,8 @@ def plain_xarray(band: dict[str, np.ndarray], lat, lon) -> tuple[xr.Dataset, flo
     )
     # accumulations are totals over the hour ending at valid_time: shift back one hour
     accum = xr.Dataset(
-        {"tp": (dims, band["tp"]), "sf": (dims, band["sf"])}, {"valid_time": hours, **coords}
+        {"tp": (dims, band["accum"][0]), "sf": (dims, band["accum"][1])},
+        {"valid_time": hours, **coords},
     )
     t = (inst["t2m"] - 273.15).resample(valid_time="1D")
     daily = xr.Dataset(

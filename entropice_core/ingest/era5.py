@@ -480,17 +480,19 @@ def daily_from_hourly(
     that day's value NaN: gaps are not filled. Tiny negative accumulations are clipped to 0.
     """
     shape = (len(days), 24, len(latitude), len(longitude))
-    t = t2m.reshape(shape) - np.float32(273.15)
-    tp, sf = (np.clip(accum, 0.0, None) * np.float32(1000.0)).reshape(2, *shape)
+    t = t2m.reshape(shape)
+    tp, sf = np.clip(accum, 0.0, None).reshape(2, *shape).sum(axis=2)
+    # unit conversions on the daily values, 24 times fewer than the hours
+    kelvin, mm = np.float32(273.15), np.float32(1000.0)
     dims = ("time", "latitude", "longitude")
     return xr.Dataset(
         {
-            "t2m_mean": (dims, t.mean(axis=1)),
-            "t2m_min": (dims, t.min(axis=1)),
-            "t2m_max": (dims, t.max(axis=1)),
-            "precipitation": (dims, tp.sum(axis=1)),
-            "snowfall": (dims, sf.sum(axis=1)),
-            "snow_water_equivalent": (dims, sd.reshape(shape).mean(axis=1) * np.float32(1000)),
+            "t2m_mean": (dims, t.mean(axis=1) - kelvin),
+            "t2m_min": (dims, t.min(axis=1) - kelvin),
+            "t2m_max": (dims, t.max(axis=1) - kelvin),
+            "precipitation": (dims, tp * mm),
+            "snowfall": (dims, sf * mm),
+            "snow_water_equivalent": (dims, sd.reshape(shape).mean(axis=1) * mm),
         },
         coords={
             "time": np.asarray(days).astype("datetime64[ns]"),
