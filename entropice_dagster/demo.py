@@ -16,13 +16,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from entropice_core.sample import generate_sample_region
+from entropice_core.sample.era5 import ARCTIC_YEARS
 from entropice_dagster.assets import all_assets
+from entropice_dagster.assets.climate import climate_features, era5_daily, era5_hourly, era5_yearly
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
 from entropice_dagster.assets.models import predictions, trained_model, training_dataset
 from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
 from entropice_dagster.definitions import defs, settings
-from entropice_dagster.partitions import experiment_partitions, grid_partitions
+from entropice_dagster.partitions import (
+    arctic_year_partitions,
+    experiment_partitions,
+    grid_partitions,
+)
 
 UI_URL = "http://127.0.0.1:3000"
 # Step logs stay in the instance (and the UI); the terminal shows the progress bar and, on
@@ -63,7 +69,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed; see its logs in the UI"
 
 
-def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
+def _summary(rows: list[tuple[str, dict, dict, dict, dict]], aoi: str) -> Table:
     table = Table(title=f"Per grid level on {aoi!r}")
     columns = (
         "partition",
@@ -74,10 +80,11 @@ def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
         "RTS km²",
         "mean m",
         "slope °",
+        "TDD °C·d",
     )
     for column in columns:
         table.add_column(column, justify="right")
-    for key, cells, labels, terrain in rows:
+    for key, cells, labels, terrain, climate in rows:
         table.add_row(
             key,
             f"{cells['dagster/partition_row_count'].value:,}",
@@ -87,6 +94,7 @@ def _summary(rows: list[tuple[str, dict, dict, dict]], aoi: str) -> Table:
             f"{labels['rts_area_km2'].value:,.2f}",
             f"{terrain['mean_elevation_m'].value:,.0f}",
             f"{terrain['mean_slope_deg'].value:.2f}",
+            f"{climate['mean_tdd'].value:,.0f}",
         )
     return table
 
@@ -111,9 +119,16 @@ def main() -> int:
             files = generate_sample_region(settings.data_dir)
         console.print(f"sample region sources: {files.manifest.parent}")
     keys = grid_partitions.get_partition_keys()
+    # ERA5 of the sample's Arctic years: all daily stores first, so that each year's indices
+    # see the next year's October-December (the end of the thaw season)
+    years = [str(y) for y in range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)]
+    known = set(instance.get_dynamic_partitions(arctic_year_partitions.name))
+    instance.add_dynamic_partitions(arctic_year_partitions.name, sorted(set(years) - known))
     steps = [([watermask], None), ([darts_polygons], None)]
     steps += [([arcticdem_tiles, terrain_derivatives], None)]
-    steps += [([grid_cells, rts_labels, terrain_features], key) for key in keys]
+    steps += [([era5_hourly, era5_daily], year) for year in years]
+    steps += [([era5_yearly], year) for year in years]
+    steps += [([grid_cells, rts_labels, terrain_features, climate_features], key) for key in keys]
     steps += [([training_dataset], key) for key in MODEL_LEVELS]
     steps += [
         ([trained_model, predictions], dg.MultiPartitionKey({"grid_level": key, "experiment": e}))
@@ -150,7 +165,10 @@ def main() -> int:
                 (cells,) = result.asset_materializations_for_node("grid_cells")
                 (labels,) = result.asset_materializations_for_node("rts_labels")
                 (terrain,) = result.asset_materializations_for_node("terrain_features")
-                rows.append((key, cells.metadata, labels.metadata, terrain.metadata))
+                (climate,) = result.asset_materializations_for_node("climate_features")
+                rows.append(
+                    (key, cells.metadata, labels.metadata, terrain.metadata, climate.metadata)
+                )
             progress.advance(task)
 
     console.print(_summary(rows, settings.aoi))
@@ -159,7 +177,8 @@ def main() -> int:
         f"Outputs in {settings.data_dir}: watermask/watermask.parquet, "
         "grids/{grid_level}.parquet, darts/footprints.parquet, "
         "darts/labels_{grid_level}.zarr and .parquet, arcticdem/derivatives.icechunk, "
-        "arcticdem/features_{grid_level}.zarr, datasets/{grid_level}.zarr, "
+        "arcticdem/features_{grid_level}.zarr, era5/daily/{year}.zarr, era5/yearly/{year}.zarr, "
+        "era5/features_{grid_level}.zarr, datasets/{grid_level}.zarr, "
         "training-results/{grid_level}/{experiment}/"
     )
     console.print(

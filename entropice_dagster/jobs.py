@@ -11,8 +11,17 @@ from entropice_dagster.partitions import grid_partitions
 
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
-    selection=dg.AssetSelection.assets("grid_cells", "rts_labels", "terrain_features"),
+    selection=dg.AssetSelection.assets(
+        "grid_cells", "rts_labels", "terrain_features", "climate_features"
+    ),
     partitions_def=grid_partitions,
     description="Grid cells, RTS labels and terrain features for one grid level; backfill it "
     "for all levels.",
+)
+
+era5_arctic_year = dg.define_asset_job(
+    "era5_arctic_year",
+    selection=dg.AssetSelection.assets("era5_hourly", "era5_daily", "era5_yearly"),
+    description="ERA5 download, daily aggregates and yearly indices of one Arctic year; "
+    "backfill it for all years (then run per_cell_assets for climate_features).",
 )

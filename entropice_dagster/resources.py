@@ -20,6 +20,13 @@ from entropice_core.ingest.arcticdem import (
     tile_rowcol,
 )
 from entropice_core.ingest.darts import find_darts_files
+from entropice_core.ingest.era5 import (
+    DownloadReport,
+    Era5DownloadConfig,
+    cds_area,
+    cds_client,
+    download_arctic_year,
+)
 from entropice_core.io.download import DownloadConfig
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
@@ -278,6 +285,52 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
         return find_tiles(self.root(data_dir), area.geometry.bounds)
 
 
+_CDS = Era5DownloadConfig()
+
+
+class CdsResource(dg.ConfigurableResource):
+    """ERA5 downloads from the Copernicus Climate Data Store (cdsapi), resumable.
+
+    Credentials come from CDSAPI_URL / CDSAPI_KEY or ~/.cdsapirc (as cdsapi reads them) and are
+    never logged or stored in the run config. ``offline`` only checks the files already under
+    ``folder`` (the sample region, or a mirror) and never contacts the CDS.
+    """
+
+    folder: str = Field(
+        default="", description="Where the month files go (default DATA_DIR/sources/era5)."
+    )
+    offline: bool = Field(
+        default=False, description="Use the files present only; never contact the CDS."
+    )
+    max_fields: int = Field(
+        default=_CDS.max_fields, description=_describe(Era5DownloadConfig, "max_fields")
+    )
+    max_values: int = Field(
+        default=_CDS.max_values, description=_describe(Era5DownloadConfig, "max_values")
+    )
+    retries: int = Field(default=_CDS.retries, description=_describe(Era5DownloadConfig, "retries"))
+    backoff_s: float = Field(
+        default=_CDS.backoff_s, description=_describe(Era5DownloadConfig, "backoff_s")
+    )
+
+    def root(self, data_dir: Path) -> Path:
+        return Path(self.folder) if self.folder else data_dir / "sources" / "era5"
+
+    def download(
+        self, data_dir: Path, year: int, area: AreaOfInterest, log: Any = print
+    ) -> DownloadReport:
+        """Fetch (or, offline, check) the files of one Arctic year over ``area``."""
+        config = Era5DownloadConfig(
+            area=cds_area(area.geometry.bounds),
+            max_fields=self.max_fields,
+            max_values=self.max_values,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+        )
+        client = None if self.offline else cds_client()
+        return download_arctic_year(client, self.root(data_dir), year, config, log=log)
+
+
 def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
     """Every resource the assets use, with defaults, for one data directory and area."""
     return {
@@ -290,4 +343,5 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         "watermask_source": WatermaskResource(),
         "darts_source": DartsSourceResource(),
         "arcticdem_source": ArcticDEMSourceResource(),
+        "cds": CdsResource(offline=aoi == "sample"),
     }

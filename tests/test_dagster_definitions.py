@@ -17,6 +17,7 @@ NINE = [
 ]
 #: Assets that are not indexed by grid cells (sources, rasters); everything else is per-cell.
 NOT_PER_CELL = {"watermask", "darts_polygons", "arcticdem_tiles", "terrain_derivatives"}
+NOT_PER_CELL |= {"era5_hourly", "era5_daily", "era5_yearly"}
 
 
 def _assets() -> list[dg.AssetsDefinition]:

@@ -47,6 +47,7 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "darts" / f"labels_{key}.zarr").is_dir()
         assert (tmp_path / "data" / "darts" / f"labels_{key}.parquet").exists()
         assert (tmp_path / "data" / "arcticdem" / f"features_{key}.zarr").is_dir()
+        assert (tmp_path / "data" / "era5" / f"features_{key}.zarr").is_dir()
         assert key in done.stdout
     experiments = experiment_partitions.get_partition_keys()
     for key in MODEL_LEVELS:
@@ -65,7 +66,9 @@ def test_demo_materialises_every_grid_level(tmp_path: Path) -> None:
         statuses = [run.status for run in instance.get_runs()]
     finally:
         instance.dispose()
-    runs = 3 + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * (1 + len(experiments))
+    # 3 unpartitioned (watermask, DARTS, ArcticDEM tiles + derivatives), 6 Arctic years x 2
+    # (download + daily, then indices), 9 grid levels, then datasets and models
+    runs = 3 + 12 + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * (1 + len(experiments))
     assert statuses == [dg.DagsterRunStatus.SUCCESS] * runs
 
 

@@ -10,10 +10,34 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import xarray as xr
+
+
+@contextmanager
+def atomic_store(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary store path beside ``path``; swap it in only if the block succeeds.
+
+    For any Zarr store written in several steps (e.g. appended month by month); a failure
+    leaves the previous store at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = path.with_name(f".{path.name}.{tag}.tmp")
+    backup = path.with_name(f".{path.name}.{tag}.old")
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, backup)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
@@ -24,18 +48,8 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
             f"refusing to write {path}: an L2 dataset needs a cell_ids coordinate with xdggs "
             "attrs (grid_name, level, ...); build it with GridSpec.xdggs_attrs"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = path.with_name(f".{path.name}.{tag}.tmp")
-    backup = path.with_name(f".{path.name}.{tag}.old")
-    try:
+    with atomic_store(path) as tmp:
         dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-        if path.exists():
-            os.replace(path, backup)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(backup, ignore_errors=True)
     return path
 
 

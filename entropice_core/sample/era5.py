@@ -21,6 +21,7 @@ import xarray as xr
 from scipy import ndimage
 from scipy.signal import lfilter
 
+from entropice_core.ingest.era5 import arctic_year
 from entropice_core.io.atomic import atomic_path
 from entropice_core.sample.world import LatentWorld, to_polar
 
@@ -123,12 +124,6 @@ def _bitround(values: np.ndarray, keepbits: int) -> np.ndarray:
     return ((bits + half) & np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)).view(np.float32)
 
 
-def _arctic_year(times: np.ndarray) -> np.ndarray:
-    """Arctic year (1 Oct Y-1 to 30 Sep Y is year Y) of datetime64 ``times``."""
-    months = times.astype("datetime64[M]").astype(np.int64)
-    return (months + 3) // 12 + 1970
-
-
 def _column(values: np.ndarray) -> np.ndarray:
     """A per-hour series as float32 of shape ``(time, 1, 1)`` for broadcasting over cells."""
     return np.asarray(values, dtype=np.float32)[:, None, None]
@@ -168,7 +163,7 @@ def simulate_era5(world: LatentWorld, arctic_years: tuple[int, int] = ARCTIC_YEA
         + 21.5 * season
         + 1.9 * np.cos(2 * omega * (days - 12.4))
         + summer * summer_anom[calendar_year - first]
-        + winter * winter_anom[_arctic_year(time) - first]
+        + winter * winter_anom[arctic_year(time) - first]
         + 0.06 * (days / 365.2425 - 20.0)  # warming trend, K per year
     )
 
@@ -236,15 +231,10 @@ def thawing_degree_days(hourly: Era5Hourly) -> tuple[np.ndarray, np.ndarray]:
     the next Arctic year, as the project's climate features define it.
     """
     tmean, days = daily_mean_temperature(hourly)
-    arctic_year = _arctic_year(days)
-    labels = np.unique(arctic_year)
-    tdd = np.stack([np.clip(tmean[arctic_year == y], 0.0, None).sum(axis=0) for y in labels])
+    years = arctic_year(days)
+    labels = np.unique(years)
+    tdd = np.stack([np.clip(tmean[years == y], 0.0, None).sum(axis=0) for y in labels])
     return labels, tdd
-
-
-def era5_path(root: Path, year: int, month: int, step_type: str) -> Path:
-    """File of one month and step type (``instant`` or ``accum``) under ``root``."""
-    return Path(root) / f"{year}" / f"{month:02d}" / f"data_stream-oper_stepType-{step_type}.nc"
 
 
 def month_dataset(hourly: Era5Hourly, year: int, month: int, step_type: str) -> xr.Dataset:

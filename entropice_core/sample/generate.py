@@ -12,6 +12,7 @@ import numpy as np
 
 from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.ingest.arcticdem import tile_path, tiles_for
+from entropice_core.ingest.era5 import era5_path
 from entropice_core.io.atomic import atomic_path
 from entropice_core.sample import arcticdem, darts, era5
 from entropice_core.sample.world import build_world
@@ -59,7 +60,7 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
         manifest=sources / MANIFEST_NAME,
         arcticdem=tuple(tile_path(sources / "arcticdem", r, c) for r, c in tiles),
         era5=tuple(
-            era5.era5_path(sources / "era5", year, month, step)
+            era5_path(sources / "era5", year, month, step)
             for year, month in _months(era5.ARCTIC_YEARS)
             for step in era5.STEP_TYPES
         ),
@@ -126,7 +127,7 @@ def generate_sample_region(
     months = _months(era5.ARCTIC_YEARS)
     for year, month in months:
         for step_type in era5.STEP_TYPES:
-            path = era5.era5_path(sources / "era5", year, month, step_type)
+            path = era5_path(sources / "era5", year, month, step_type)
             era5.write_month(era5.month_dataset(hourly, year, month, step_type), path)
     step(f"era5: {len(months)} months written")
 

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from entropice_core.config import GridSpec
 from entropice_core.ingest import arcticdem
-from entropice_core.io.icechunk import commit_raster, branch_snapshot, read_dataset_version
+from entropice_core.io.icechunk import branch_snapshot, commit_raster, read_dataset_version
 from entropice_core.terrain.derivatives import TerrainConfig
 from entropice_dagster.checks import checked_output
 from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY

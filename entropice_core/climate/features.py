@@ -1,0 +1,120 @@
+"""Climate indices per Arctic year on the ERA5 grid, and their per-cell aggregates (L2).
+
+The indices of one year are computed from that year's daily store plus, where it exists, the
+next year's October-December (thaw season end, SON, autumn shoulder), in latitude bands so that
+memory stays a few hundred MB for the whole Arctic box. Per-cell features are area-weighted
+means of each index over the 0.25 degree pixels with the aggregation engine (exact cell
+coverage, true pixel areas, 180 degree wrap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from entropice_core.climate.indices import ClimateIndexConfig, yearly_indices
+from entropice_core.config import GridSpec
+from entropice_core.ingest.era5 import GRID_STEP, read_daily
+from entropice_core.io.zarr import atomic_store
+from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+
+#: Latitude rows per band: 20 rows of the Arctic box are ~15 months x 20 x 1440 x 6 float32.
+BAND_ROWS = 20
+
+
+def yearly_from_daily(
+    daily: xr.Dataset,
+    next_daily: xr.Dataset | None,
+    year: int,
+    config: ClimateIndexConfig = ClimateIndexConfig(),
+    band_rows: int = BAND_ROWS,
+) -> xr.Dataset:
+    """Indices of Arctic year ``year`` on the daily grid, computed band by band."""
+    if next_daily is not None:
+        tail = next_daily.sel(time=next_daily["time"] < np.datetime64(f"{year + 1}-01-01", "ns"))
+        daily = xr.concat([daily, tail], dim="time", join="exact")
+    bands = [
+        yearly_indices(daily.isel(latitude=slice(i, i + band_rows)).load(), year, config)
+        for i in range(0, daily.sizes["latitude"], band_rows)
+    ]
+    out = xr.concat(bands, dim="latitude")
+    out.attrs.update(arctic_year=year, thaw_season_complete=next_daily is not None)
+    return out
+
+
+def write_yearly(
+    daily_path: Path,
+    next_daily_path: Path | None,
+    year: int,
+    path: Path,
+    config: ClimateIndexConfig = ClimateIndexConfig(),
+) -> xr.Dataset:
+    """Compute and store (atomically, Zarr v3) the indices of Arctic year ``year``."""
+    daily = read_daily(daily_path)
+    next_daily = read_daily(next_daily_path) if next_daily_path is not None else None
+    indices = yearly_from_daily(daily, next_daily, year, config)
+    with atomic_store(path) as tmp:
+        indices.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    return indices
+
+
+def open_yearly(paths: Sequence[Path]) -> xr.Dataset:
+    """The yearly index stores as one lazy dataset ``(year, latitude, longitude)``."""
+    if not paths:
+        raise FileNotFoundError(
+            "no era5_yearly store found: materialise era5_hourly, era5_daily and era5_yearly "
+            "for at least one Arctic year first"
+        )
+    stores = []
+    for path in sorted(paths):
+        try:
+            stores.append(xr.open_zarr(path, consolidated=False, zarr_format=3))
+        except Exception as err:
+            raise ValueError(
+                f"{path} is not a readable Zarr store ({err}); rematerialise it"
+            ) from err
+    return xr.concat(stores, dim="year", join="exact").sortby("year")
+
+
+def as_raster(indices: xr.Dataset) -> xr.Dataset:
+    """The lat/lon grid as a rioxarray raster (EPSG:4326, ``y``/``x``) for the engine."""
+    lat, lon = indices["latitude"].to_numpy(), indices["longitude"].to_numpy()
+    if not np.allclose(np.diff(lon), GRID_STEP) or not np.allclose(np.diff(lat), -GRID_STEP):
+        raise ValueError(
+            "ERA5 indices must be on the regular 0.25 degree grid, latitude descending"
+        )
+    raster = indices.rename(latitude="y", longitude="x").transpose("year", "y", "x")
+    return raster.rio.write_crs("EPSG:4326").rio.set_spatial_dims(x_dim="x", y_dim="y")
+
+
+def climate_features(
+    indices: xr.Dataset, cells: gpd.GeoDataFrame, spec: GridSpec, parallel: bool = False
+) -> xr.Dataset:
+    """Area-weighted cell means of every index: an L2 dataset with dims ``(cell_ids, year)``.
+
+    ``valid_fraction`` (of the cell's area covered by ERA5 pixels with a temperature) comes
+    once, from the thawing degree days.
+    """
+    raster = as_raster(indices)
+    means = aggregate_raster(raster, cells, spec, AggregationConfig(statistics=("mean",)),
+                             parallel=parallel)  # fmt: skip
+    features = means.rename({f"{name}_mean": name for name in indices.data_vars})
+    coverage = aggregate_raster(
+        raster[["thawing_degree_days"]].isel(year=[0]),
+        cells,
+        spec,
+        AggregationConfig(statistics=("valid_fraction",)),
+    )
+    features["valid_fraction"] = coverage["thawing_degree_days_valid_fraction"].isel(
+        year=0, drop=True
+    )
+    for name in indices.data_vars:
+        features[name].attrs.update(indices[name].attrs)
+        features[name] = features[name].transpose("cell_ids", "year")
+    features.attrs.update(source="ERA5 single levels, 0.25 degree (Copernicus CDS)")
+    return features

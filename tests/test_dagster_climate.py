@@ -1,0 +1,197 @@
+"""The climate assets on the sample region, the yearly refresh schedule, the climate_features
+automation, and the command-line backfill of every Arctic year."""
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+import xarray as xr
+import xdggs
+
+from entropice_core.io.zarr import read_dataset
+from entropice_core.spatial.overlay import overlay_cells
+from entropice_dagster.assets import all_assets
+from entropice_dagster.schedules import era5_refresh, refresh_requests
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "healpix_6"
+YEARS = ("2022", "2023")
+
+
+@pytest.fixture(scope="module")
+def climate(region, make_resources, tmp_path_factory):
+    data_dir, _, _ = region
+    work = tmp_path_factory.mktemp("climate")
+    (work / "sources").symlink_to(data_dir / "sources")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("arctic_year", list(YEARS))
+    resources = make_resources(work)
+    results = {}
+    for selection in (["era5_hourly", "era5_daily"], ["era5_yearly"]):
+        for year in YEARS:
+            results[(selection[-1], year)] = dg.materialize(
+                all_assets,
+                selection=selection,
+                partition_key=year,
+                instance=instance,
+                resources=resources,
+            )
+    results["features"] = dg.materialize(
+        all_assets,
+        selection=["watermask", "grid_cells", "climate_features"],
+        partition_key=KEY,
+        instance=instance,
+        resources=resources,
+    )
+    return work, results
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    (event,) = result.asset_materializations_for_node(asset)
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+@pytest.mark.slow
+def test_arctic_years_materialise_with_gaps_reported(climate):
+    work, results = climate
+    assert all(r.success for r in results.values())
+    hourly = _metadata(results[("era5_daily", "2022")], "era5_hourly")
+    assert hourly["already_complete"] == 25 and hourly["downloaded"] == 0  # + closing hour
+    assert hourly["missing"] == []  # October 2022 of the sample holds the closing hour
+    assert _metadata(results[("era5_daily", "2022")], "era5_daily")["gap_days"] == []
+    # the sample ends 30 Sep 2023 23 UTC: that day's precipitation is a reported gap
+    assert _metadata(results[("era5_daily", "2023")], "era5_daily")["gap_days"] == ["2023-09-30"]
+    daily = xr.open_zarr(work / "era5" / "daily" / "2023.zarr")
+    assert daily.sizes["time"] == 365 and daily["precipitation"].isel(time=-1).isnull().all()
+    assert _metadata(results[("era5_yearly", "2022")], "era5_yearly")["thaw_season_complete"]
+    assert not _metadata(results[("era5_yearly", "2023")], "era5_yearly")["thaw_season_complete"]
+
+
+@pytest.mark.slow
+def test_climate_features_are_area_weighted_cell_means(climate):
+    work, results = climate
+    checks = {e.check_name: e.passed for e in results["features"].get_asset_check_evaluations()}
+    assert checks == {"degree_days_plausible": True, **{k: True for k in checks}}
+    features = xdggs.decode(read_dataset(work / "era5" / f"features_{KEY}.zarr"))
+    assert features["thawing_degree_days"].dims == ("cell_ids", "year")
+    assert features["year"].to_numpy().tolist() == [2022, 2023]
+    cells = gpd.read_parquet(work / "grids" / f"{KEY}.parquet")
+    assert set(features["cell_ids"].to_numpy()) == set(cells["cell_id"])
+
+    # Independent: 0.25 degree pixel boxes overlaid with the cells in an equal-area CRS.
+    yearly = xr.open_zarr(work / "era5" / "yearly" / "2022.zarr").isel(year=0)
+    tdd = yearly["thawing_degree_days"].to_numpy()
+    lat, lon = yearly["latitude"].to_numpy(), yearly["longitude"].to_numpy()
+    boxes = shapely.box(
+        *np.broadcast_arrays(
+            lon[None, :] - 0.125, lat[:, None] - 0.125, lon[None, :] + 0.125, lat[:, None] + 0.125
+        )
+    )
+    pixels = gpd.GeoSeries(boxes.ravel(), crs=4326).segmentize(0.05)
+    overlay = overlay_cells(pixels, cells.geometry, workers=1)
+    n = len(cells)
+    weight = np.bincount(overlay.cell, overlay.area_km2, minlength=n)
+    expected = np.bincount(overlay.cell, overlay.area_km2 * tdd.ravel()[overlay.polygon], n)
+    got = features["thawing_degree_days"].sel(year=2022, cell_ids=cells["cell_id"].to_numpy())
+    inside = weight > 0
+    assert inside.sum() >= 3
+    np.testing.assert_allclose(got.to_numpy()[inside], expected[inside] / weight[inside], rtol=1e-4)
+
+
+def _report(instance: dg.DagsterInstance, asset: str, partition: str) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+
+
+def test_refresh_schedule_waits_for_publication_then_completes_the_previous_year() -> None:
+    with dg.instance_for_test() as instance:
+        early = dt.datetime(2025, 10, 3, 6, tzinfo=dt.UTC)
+        (request,) = refresh_requests(instance, early, first_year=2020)
+        assert request.partition_key == "2024"  # 2025 is not published before ~6 October
+        assert instance.get_dynamic_partitions("arctic_year") == [
+            "2020",
+            "2021",
+            "2022",
+            "2023",
+            "2024",
+        ]
+
+        now = dt.datetime(2025, 10, 7, 6, tzinfo=dt.UTC)
+        (request,) = refresh_requests(instance, now, first_year=2020)
+        assert request.partition_key == "2025"
+        assert {k.to_user_string() for k in request.asset_selection} == {
+            "era5_hourly", "era5_daily", "era5_yearly"
+        }  # fmt: skip
+        _report(instance, "era5_yearly", "2024")
+        _report(instance, "era5_daily", "2025")
+        _report(instance, "era5_yearly", "2025")
+        (request,) = refresh_requests(instance, now, first_year=2020)
+        assert request.partition_key == "2024"  # its thaw season reaches into Oct-Dec 2025
+        assert [k.to_user_string() for k in request.asset_selection] == ["era5_yearly"]
+        _report(instance, "era5_yearly", "2024")
+        assert isinstance(refresh_requests(instance, now, first_year=2020), dg.SkipReason)
+
+
+def test_schedule_evaluates_through_dagster() -> None:
+    from entropice_dagster.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2024, 10, 8, 6, tzinfo=dt.UTC),
+            repository_def=defs.get_repository_def(),
+        )
+        result = era5_refresh.evaluate_tick(context)
+        (request,) = result.run_requests
+        assert request.partition_key == "2024"
+        assert era5_refresh.job_name == "era5_arctic_year"
+
+
+def test_climate_features_follow_updated_arctic_years() -> None:
+    from entropice_dagster.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("arctic_year", ["2022", "2023"])
+        _report(instance, "grid_cells", "h3_3")
+        _report(instance, "grid_cells", "healpix_7")
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        _report(instance, "era5_yearly", "2023")  # 2022 stays missing: not a blocker
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=first.cursor
+        )
+        requested = result.get_requested_partitions(dg.AssetKey("climate_features"))
+        assert requested == {"h3_3", "healpix_7"}  # the levels whose grid cells exist
+
+
+def test_cli_backfill_queues_every_arctic_year(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    years = [str(y) for y in range(2018, 2024)]
+    instance = dg.DagsterInstance.from_config(str(home))
+    instance.add_dynamic_partitions("arctic_year", years)
+    instance.dispose()
+    env = os.environ | {"DAGSTER_HOME": str(home), "ENTROPICE_DATA_DIR": str(tmp_path / "data")}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "job", "backfill", "-j", "era5_arctic_year", "--all", "--noprompt",
+         "-w", "workspace.yaml"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        runs = instance.get_runs()
+        (backfill,) = instance.get_backfills()
+    finally:
+        instance.dispose()
+    assert sorted(r.tags["dagster/partition"] for r in runs) == years
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}
+    assert sorted(backfill.partition_names) == years
