@@ -35,7 +35,15 @@ TABLE_METADATA_KEY = "entropice/table_path"
 ICECHUNK_METADATA_KEY = "entropice/icechunk"
 
 
-def _dimension_keys(partitions_def: dg.PartitionsDefinition, key: str) -> dict[str, str]:
+def _partitions_def(context: dg.OutputContext) -> dg.PartitionsDefinition | None:
+    """The asset's partitions definition; None where a context built by hand has none."""
+    try:
+        return context.asset_partitions_def
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
+def _dimension_keys(partitions_def: dg.PartitionsDefinition | None, key: str) -> dict[str, str]:
     """``{dimension: key}`` of a multi-partition key, for path templates; {} otherwise."""
     if not isinstance(partitions_def, dg.MultiPartitionsDefinition):
         return {}
@@ -82,7 +90,7 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
 
     def _output_path(self, context: dg.OutputContext, key: str = PATH_METADATA_KEY) -> Path:
         partition = context.partition_key if context.has_asset_partitions else None
-        dimensions = _dimension_keys(context.asset_partitions_def, partition) if partition else {}
+        dimensions = _dimension_keys(_partitions_def(context), partition) if partition else {}
         return self._path(
             context.definition_metadata,
             context.asset_key.to_user_string(),

@@ -344,4 +344,6 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         "darts_source": DartsSourceResource(),
         "arcticdem_source": ArcticDEMSourceResource(),
         "cds": CdsResource(offline=aoi == "sample"),
+        # the sample region is small: worker threads in the run's process start in a moment
+        "dask": DaskResource(processes=aoi != "sample"),
     }

@@ -22,6 +22,7 @@ from entropice_core.config import GridSpec
 from entropice_core.ingest.era5 import GRID_STEP, read_daily
 from entropice_core.io.zarr import atomic_store
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+from entropice_core.spatial.pixelmap import RasterGrid, build_cell_pixel_map
 
 #: Latitude rows per band: 20 rows of the Arctic box are ~15 months x 20 x 1440 x 6 float32.
 BAND_ROWS = 20
@@ -101,14 +102,22 @@ def climate_features(
     once, from the thawing degree days.
     """
     raster = as_raster(indices)
-    means = aggregate_raster(raster, cells, spec, AggregationConfig(statistics=("mean",)),
-                             parallel=parallel)  # fmt: skip
+    cell_map = build_cell_pixel_map(cells, RasterGrid.from_xarray(raster))
+    means = aggregate_raster(
+        raster,
+        cells,
+        spec,
+        AggregationConfig(statistics=("mean",)),
+        cell_map=cell_map,
+        parallel=parallel,
+    )
     features = means.rename({f"{name}_mean": name for name in indices.data_vars})
     coverage = aggregate_raster(
         raster[["thawing_degree_days"]].isel(year=[0]),
         cells,
         spec,
         AggregationConfig(statistics=("valid_fraction",)),
+        cell_map=cell_map,
     )
     features["valid_fraction"] = coverage["thawing_degree_days_valid_fraction"].isel(
         year=0, drop=True

@@ -308,6 +308,7 @@ def terrain_features(
     spec: GridSpec,
     statistics: AggregationConfig = TERRAIN_STATISTICS,
     min_pixels_per_cell: int = MIN_PIXELS_PER_CELL,
+    parallel: bool = False,
 ) -> xr.Dataset:
     """Per-cell statistics of elevation and each derivative over the cells of one grid level.
 
@@ -316,6 +317,7 @@ def terrain_features(
     that a cell of median size keeps at least ``min_pixels_per_cell`` pixels (0: every
     pixel, exact). The derivatives themselves are always computed at full resolution. All
     variables are read together as bands of one raster, so the cell-pixel map is built once.
+    ``parallel`` runs the blocks as dask tasks on the current scheduler (see aggregate_raster).
 
     Returns an xdggs L2 dataset with ``<variable>_<statistic>`` variables (quartiles along a
     ``quantile`` dim) and the stride in its attrs; see docs/terrain.md.
@@ -331,7 +333,9 @@ def terrain_features(
     names = [v for v in rasters.data_vars if v not in NOT_AGGREGATED]
     stack = rasters[names].to_dataarray("variable").drop_vars("spatial_ref", errors="ignore")
     stack = stack.rio.write_crs(crs).rio.write_nodata(np.nan, encoded=False)
-    stacked = aggregate_raster(xr.Dataset({"terrain": stack}), cells, spec, statistics)
+    stacked = aggregate_raster(
+        xr.Dataset({"terrain": stack}), cells, spec, statistics, parallel=parallel
+    )
     features = xr.Dataset(coords={"cell_ids": stacked["cell_ids"]}, attrs=stacked.attrs)
     for key, values in stacked.data_vars.items():
         stat = key.removeprefix("terrain_")

@@ -73,16 +73,10 @@ class Partial:
 
 
 @dataclass(frozen=True)
-class CellMoments:
-    """Final per-cell moments ``(bands, cells)`` and quantiles, the input of every statistic."""
+class CellMoments(Partial):
+    """Final moments ``(bands, cells)`` of every cell (no member segments) with the cells' total
+    weights and quantiles: the input of every statistic."""
 
-    weight: np.ndarray
-    weighted_sum: np.ndarray
-    m2: np.ndarray
-    count: np.ndarray
-    total: np.ndarray
-    minimum: np.ndarray
-    maximum: np.ndarray
     total_weight: np.ndarray
     quantiles: dict[float, np.ndarray] = field(default_factory=dict)
     requested: tuple[float, ...] = ()
@@ -500,20 +494,13 @@ def _moments(
     acc: Partial, quantiles: np.ndarray, cmap: CellPixelMap, config: AggregationConfig
 ) -> CellMoments:
     n, nb = len(cmap.cell_ids), acc.weight.shape[0]
-
-    def dense(name: str, fill: float) -> np.ndarray:
-        out = np.full((nb, n), fill)
-        out[:, acc.cells] = getattr(acc, name)
-        return out
-
+    fills = {"minimum": np.inf, "maximum": -np.inf}
+    dense = {}
+    for name in MOMENTS:
+        dense[name] = np.full((nb, n), fills.get(name, 0.0))
+        dense[name][:, acc.cells] = getattr(acc, name)
     return CellMoments(
-        weight=dense("weight", 0.0),
-        weighted_sum=dense("weighted_sum", 0.0),
-        m2=dense("m2", 0.0),
-        count=dense("count", 0.0),
-        total=dense("total", 0.0),
-        minimum=dense("minimum", np.inf),
-        maximum=dense("maximum", -np.inf),
+        **vars(_empty_partial(nb, acc.member_value.dtype)) | dense | {"cells": np.arange(n)},
         total_weight=cmap.total_weight,
         quantiles={q: quantiles[i] for i, q in enumerate(config.levels)},
         requested=tuple(config.quantiles),

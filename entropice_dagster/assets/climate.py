@@ -17,7 +17,12 @@ from entropice_core.io.atomic import atomic_path
 from entropice_dagster.checks import checked_output
 from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
-from entropice_dagster.resources import AreaOfInterestResource, CdsResource, DataDirResource
+from entropice_dagster.resources import (
+    AreaOfInterestResource,
+    CdsResource,
+    DaskResource,
+    DataDirResource,
+)
 
 HOURLY_MANIFEST = "era5/hourly/{partition_key}.json"
 DAILY_PATH = "era5/daily/{partition_key}.zarr"
@@ -179,13 +184,19 @@ def era5_yearly(context: dg.AssetExecutionContext, data_dir: DataDirResource):
     ],
 )
 def climate_features(
-    context: dg.AssetExecutionContext, grid_cells: gpd.GeoDataFrame, data_dir: DataDirResource
+    context: dg.AssetExecutionContext,
+    grid_cells: gpd.GeoDataFrame,
+    data_dir: DataDirResource,
+    dask: DaskResource,
 ):
     """Per-cell climate indices per Arctic year (dims cell_ids x year): area-weighted means of
     the 0.25 degree ERA5 indices over each cell, with exact coverage and the 180 degree wrap."""
     spec = GridSpec.from_key(context.partition_key)
     paths = sorted((data_dir.root / "era5" / "yearly").glob("*.zarr"))
-    features = climate.climate_features(climate.open_yearly(paths), grid_cells, spec)
+    with dask.client.as_current():
+        features = climate.climate_features(
+            climate.open_yearly(paths), grid_cells, spec, parallel=True
+        )
     tdd = features["thawing_degree_days"].to_numpy()
     finite = tdd[np.isfinite(tdd)]
     passed = bool(
@@ -197,6 +208,7 @@ def climate_features(
     yield from checked_output(
         features,
         {
+            **dask.metadata(),
             "cells": features.sizes["cell_ids"],
             "years": features["year"].to_numpy().tolist(),
             "mean_tdd": round(float(finite.mean()), 1) if finite.size else None,

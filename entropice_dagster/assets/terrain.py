@@ -19,6 +19,7 @@ from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     ArcticDEMSourceResource,
     AreaOfInterestResource,
+    DaskResource,
     DataDirResource,
 )
 
@@ -161,6 +162,7 @@ def terrain_features(
     config: TerrainFeaturesConfig,
     grid_cells: gpd.GeoDataFrame,
     data_dir: DataDirResource,
+    dask: DaskResource,
 ):
     """Per-cell statistics of elevation and every terrain derivative (aspect as northness
     and eastness).
@@ -173,9 +175,10 @@ def terrain_features(
     repo = data_dir.root / DERIVATIVES_REPO
     snapshot = branch_snapshot(repo)
     rasters = read_dataset_version(repo, None, snapshot)
-    features = arcticdem.terrain_features(
-        rasters, grid_cells, spec, min_pixels_per_cell=config.min_pixels_per_cell
-    )
+    with dask.client.as_current():
+        features = arcticdem.terrain_features(
+            rasters, grid_cells, spec, min_pixels_per_cell=config.min_pixels_per_cell, parallel=True
+        )
     means = features["elevation_mean"].to_numpy()
     finite = means[np.isfinite(means)]
     in_range = bool(
@@ -187,6 +190,7 @@ def terrain_features(
     yield from checked_output(
         features,
         {
+            **dask.metadata(),
             "derivatives_snapshot_id": snapshot,
             "pixel_stride": features.attrs["pixel_stride"],
             "variables": len(features.data_vars),
