@@ -28,7 +28,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from entropice_core.io.atomic import atomic_path
-from entropice_core.io.zarr import atomic_store
+from entropice_core.io.zarr import atomic_store, read_dataset
 
 DATASET = "reanalysis-era5-single-levels"
 #: ERA5 single-levels grid spacing in degrees.
@@ -602,12 +602,4 @@ def write_daily(
 
 def read_daily(path: str | Path) -> xr.Dataset:
     """Open an ``era5_daily`` store lazily, naming the file and the fix on failure."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: materialise era5_daily for that year")
-    try:
-        return xr.open_zarr(path, consolidated=False, zarr_format=3)
-    except Exception as err:
-        raise ValueError(
-            f"{path} is not a readable Zarr store ({err}); materialise it again"
-        ) from err
+    return read_dataset(path, "era5_daily for that year")

@@ -53,13 +53,14 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
-def read_dataset(path: str | Path) -> xr.Dataset:
-    """Open an L2 store lazily (Dask-backed), naming the file and the fix on failure."""
+def read_dataset(
+    path: str | Path, writer: str = "the asset that writes it first (`make demo`)"
+) -> xr.Dataset:
+    """Open a Zarr store lazily (Dask-backed), naming the file and the fix on failure;
+    ``writer`` says what to materialise when the store is missing."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: materialise the asset that writes it first (`make demo`)"
-        )
+        raise FileNotFoundError(f"{path} does not exist: materialise {writer}")
     try:
         return xr.open_zarr(path, consolidated=False, zarr_format=3)
     except Exception as err:
