@@ -3,12 +3,14 @@
 Data: ``make_classification`` with D = 100 features (10 informative, 10 redundant), two classes,
 standardised; T training samples and 10,000 test samples. eSPA runs one restart (n_init=1) to
 convergence (tol 1e-8) with eps_C = 1e-3 and eps_W = 0.1 (espa.md section 6), in float64 and with
-float32 distance products. The plain numpy eSPA is the straightforward implementation of espa.md
-section 6 (full distance matrix, ``np.add.at`` box sums, residuals for W), timed over its first
-``--baseline-iters`` iterations: its column "s / it" is what to compare. RandomForestClassifier
-(100 trees), LogisticRegression and xgboost (hist, 200 rounds) run on ``--threads`` threads,
-as do BLAS and OpenMP (threadpoolctl): on a machine shared with other jobs, one thread per
-method avoids spin-waiting threads (xgboost took 9x the CPU time with 2 threads there).
+float32 distance products, and in float64 with the bounds that skip settled samples turned off
+(every sweep computes every cost: what the bounds save). The plain numpy eSPA is the
+straightforward implementation of espa.md section 6 (full distance matrix, ``np.add.at`` box sums,
+residuals for W), timed over its first ``--baseline-iters`` iterations: its column "s / it" is what
+to compare. RandomForestClassifier (100 trees), LogisticRegression and xgboost (hist, 200 rounds)
+run on ``--threads`` threads, as do BLAS and OpenMP (threadpoolctl): on a machine shared with other
+jobs, one thread per method avoids spin-waiting threads (xgboost took 9x the CPU time with 2
+threads there).
 
 Run: ``.venv/bin/python benchmarks/espa.py [--sizes 10000 100000] [--clusters 50 100 200]``
 """
@@ -28,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier
 
+from entropice_core.ml import espa
 from entropice_core.ml.espa import ESPAClassifier
 
 D = 100
@@ -99,6 +102,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    espa_track = espa.TRACK_BELOW
     console = Console(width=180)
     table = Table(
         title=f"Fit and predict, D={D}, two classes, {TEST:,} test rows, "
@@ -123,17 +127,20 @@ def run(args: argparse.Namespace) -> None:
         for K in args.clusters:
             base, base_cpu = cpu_timed(numpy_espa, X, y, K, args.baseline_iters)
             per_iter_base = base / args.baseline_iters
-            for dtype in ("float64", "float32"):
+            for dtype, bounds in (("float64", True), ("float32", True), ("float64", False)):
                 model = ESPAClassifier(
                     K, eps_C=EPS_C, eps_W=EPS_W, n_init=1, random_state=0, dtype=dtype
                 )
+                # TRACK_BELOW = 0 never keeps bounds: every sweep computes every cost.
+                espa.TRACK_BELOW = espa_track if bounds else 0.0
                 fit, fit_cpu = cpu_timed(model.fit, X, y)
+                espa.TRACK_BELOW = espa_track
                 predict, pred = timed(model.predict, X_test)
                 per_iter = fit / model.n_iter_
                 table.add_row(
                     f"{n_train:,}",
                     f"{K} ({model.K_} kept)",
-                    f"ESPAClassifier {dtype}",
+                    f"ESPAClassifier {dtype}" + ("" if bounds else ", bounds off"),
                     str(model.n_iter_),
                     f"{fit:.2f}",
                     f"{fit_cpu:.2f}",

@@ -213,6 +213,55 @@ def test_warm_start_continues_the_previous_fit(blobs):
     assert cold.loss_history_[0] == pytest.approx(straight.loss_history_[0])
 
 
+def plain_espa(X, labels, state, eps_C, eps_W, max_iter):
+    """espa.md section 3 written out: every cost of every sample each iteration, no bounds;
+    returns the loss after each iteration (espa.md section 2) and the final centres."""
+    S, W, Lam = state
+    (T, D), M = X.shape, Lam.shape[0]
+    losses = []
+    for _ in range(max_iter):
+        distance = np.einsum("tdk,d->tk", (X[:, :, None] - S[None, :, :]) ** 2, W) / D
+        label = -eps_C / M * np.log(np.maximum(Lam, 1e-12))[labels]
+        used, box = np.unique(np.argmin(distance + label, axis=1), return_inverse=True)
+        b = np.sum((X - S[:, used][:, box].T) ** 2, axis=0)
+        W = np.exp(-(b - b.min()) / (T * eps_W))
+        W /= W.sum()
+        S = np.stack([X[box == k].mean(axis=0) for k in range(len(used))], axis=1)
+        counts = np.stack([np.bincount(labels[box == k], minlength=M) for k in range(len(used))])
+        Lam = (counts / counts.sum(axis=1, keepdims=True)).T
+        fit = np.sum(W * (X - S[:, box].T) ** 2) / (T * D)
+        entropy = eps_W / D * np.sum(W * np.log(W))
+        losses.append(fit + entropy - eps_C / (T * M) * np.log(Lam[labels, box]).sum())
+        if len(losses) > 1 and losses[-2] - losses[-1] <= 0:
+            break
+    return losses, S
+
+
+def test_bounded_sweeps_retrace_the_plain_algorithm(monkeypatch):
+    """Sweeps that skip the samples their bounds settle give the same descent as computing
+    every cost every iteration, and the bounds do settle most samples late in it."""
+    from entropice_core.ml import espa
+
+    settled = []
+    check = espa._settled
+    monkeypatch.setattr(
+        espa, "_settled", lambda *a: (r := check(*a), settled.append(float(np.mean(r[0]))))[0]
+    )
+    X, y = make_blobs(3000, n_features=8, centers=6, cluster_std=2.0, random_state=0)
+    X, y = StandardScaler().fit_transform(X), y % 2
+    params = dict(eps_C=0.05, eps_W=0.5, n_init=1, tol=0, random_state=0, warm_start=True)
+    model = ESPAClassifier(40, **params, max_iter=1)
+    with pytest.warns(Warning, match="did not converge"):
+        model.fit(X, y)
+    start = model._train_state
+    model.set_params(max_iter=500).fit(X, y)
+    losses, S = plain_espa(X, y, start, params["eps_C"], params["eps_W"], 500)
+    assert model.n_iter_ == len(losses) > 10
+    np.testing.assert_allclose(model.loss_history_, losses, rtol=1e-10)
+    np.testing.assert_allclose(model._train_state[0], S, rtol=1e-9, atol=1e-12)
+    assert max(settled[-5:]) > 0.9, settled
+
+
 def test_seed_determines_the_fit(blobs):
     X, y, _, _ = blobs
     a, b, c = (ESPAClassifier(8, n_init=3, random_state=s).fit(X, y) for s in (7, 7, 8))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, Literal
 
@@ -49,6 +49,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 LAMBDA_FLOOR = 1e-12
 #: Elements of one chunk's (chunk x max(K, D)) temporaries when ``chunk_size`` is None: 16 MiB.
 AUTO_CHUNK_ELEMENTS = 2**21
+#: Boxes whose costs are recomputed for every sample when checking which samples keep their
+#: box (the largest moves); the other moves loosen the bounds (see _settled).
+EXACT_BOXES = 8
+#: Bounds are first kept after a sweep that moved fewer than this fraction of the samples.
+TRACK_BELOW = 0.01
 #: Array namespaces by backend name; imported only when asked for.
 BACKENDS = {
     "numpy": "array_api_compat.numpy",
@@ -108,9 +113,11 @@ class _Data:
     """The training data on the backend, with what every pass needs."""
 
     X: Any  # (T, D + M): the features and the one-hot labels, compute dtype
+    y: Any  # (T,) int64 class indices
     w: Any  # (T,) float64 weights
     mean: Any  # (D,) weighted mean of X
     sumsq: Any  # (D,) sum_t w_t (X_td - mean_d)^2
+    spread: Any  # (T,) sum_d (X_td - mean_d)^2, for the bounds of _settled
     total: float  # N, the total weight
     n_features: int
     n_classes: int
@@ -129,11 +136,13 @@ class _State:
 @dataclass(frozen=True)
 class _Boxes:
     """The samples' boxes (T,), -1 for none yet, and per-box sums over them: (K, D + M + 2)
-    columns of weighted sums of X, class weights, total weight n and sample count."""
+    columns of weighted sums of X, class weights, total weight n and sample count; ``moved``
+    counts the samples that changed box in the sweep that made them."""
 
     box: Any
     sums: Any
     n_features: int
+    moved: int = 0
 
     @classmethod
     def empty(cls, xp: ModuleType, data: _Data, K: int) -> _Boxes:
@@ -143,6 +152,7 @@ class _Boxes:
             box=xp.full(data.X.shape[0], -1, dtype=xp.int64, device=device),
             sums=xp.zeros((K, D + data.n_classes + 2), dtype=xp.float64, device=device),
             n_features=D,
+            moved=data.X.shape[0],
         )
 
     @property
@@ -214,31 +224,188 @@ def _segment_sums(xp: ModuleType, values: Any, labels: Any, K: int) -> Any:
     return before(xp.searchsorted(ordered, ids, side="right")) - before(start)
 
 
-def _sweep(
-    xp: ModuleType, data: _Data, state: _State, boxes: _Boxes, eps_C: float
-) -> tuple[_Boxes, float]:
-    """Reassign every sample (label term if eps_C > 0) and update the box sums by the moves.
+@dataclass(frozen=True)
+class _Bounds:
+    """What the last sweep proved about each sample, valid under ``state``: ``upper`` >= its
+    cost for its own box, ``lower`` <= its cost for every other box (full costs: data term
+    plus label term), and [``low``, ``high``] holds their box-independent part
+    (1/D) sum_d W_d x_d^2, which the cost matrix product leaves out."""
 
-    Only samples that change box touch the sums, so late iterations cost little more than the
-    distances. Returns the new boxes and sum_t w_t min_k cost_tk (for the read-out temperature).
+    upper: Any
+    lower: Any
+    low: Any
+    high: Any
+    state: _State
+
+
+def _label_costs(xp: ModuleType, Lam: Any, eps_C: float) -> Any:
+    """The label term of the cost (M, K): -(eps_C / M) ln Lambda >= 0, Lambda floored."""
+    return -xp.log(xp.clip(Lam, min=LAMBDA_FLOOR)) * (eps_C / Lam.shape[0])
+
+
+def _settled(
+    xp: ModuleType,
+    data: _Data,
+    state: _State,
+    weights: Any,
+    boxes: _Boxes,
+    bounds: _Bounds,
+    eps_C: float,
+) -> tuple[Any, _Bounds]:
+    """Which samples provably keep their box under ``state`` (bool, (T,)), and the bounds
+    carried over to ``state``.
+
+    Since ``bounds.state``, W changed (a data term sum_d W_d (x_d - S_d)^2 / D scales by at
+    least s = min(W'/W) <= 1 and at most g = max(W'/W) >= 1) and the boxes that gained or lost
+    samples changed centre (by a distance e_k in the new metric) and label costs. A cost
+    c = q + l (data and label term, l >= 0) then becomes at least s c for an unchanged box and
+    at least s c - 2 sqrt(s c) e + (l' - s l) for a changed one (triangle inequality); its own
+    box's cost at most g c, or (sqrt(g (c - l)) + e)^2 + l' if it changed. Samples these
+    bounds leave unsure get the costs of the ``EXACT_BOXES`` boxes that moved most computed
+    exactly (a product over those boxes only), so one large move does not unsettle them all.
+    A sample keeps its box when its upper bound stays below its lower bound by more than the
+    rounding of the products.
     """
-    K, M = state.S.shape[1], data.n_classes
+    old, D, K = bounds.state, data.n_features, state.S.shape[1]
+    kept = old.W > 0
+    ratio = xp.where(kept, state.W / xp.where(kept, old.W, 1.0), 1.0)
+    ratio = xp.where(~kept & (state.W > 0), xp.inf, ratio)
+    grow, shrink = xp.maximum(xp.max(ratio), 1.0), xp.minimum(xp.min(ratio), 1.0)
+    label, old_label = _label_costs(xp, state.Lam, eps_C), _label_costs(xp, old.Lam, eps_C)
+    changed = xp.any(state.S != old.S, axis=0) | xp.any(state.Lam != old.Lam, axis=0)
+    shift = xp.sqrt(xp.sum(state.W[:, None] * (state.S - old.S) ** 2, axis=0) / D)
+    low, high = bounds.low * shrink, bounds.high * grow
+    error = _rounding(xp, data, state, label, high)
+    own = data.y * K + boxes.box
+    distance = xp.sqrt(xp.clip(bounds.upper - xp.take(xp.reshape(old_label, (-1,)), own), min=0))
+    moved = (xp.sqrt(grow) * distance + xp.take(shift, boxes.box)) ** 2
+    moved = moved + xp.take(xp.reshape(label, (-1,)), own)
+    upper = xp.where(xp.take(changed, boxes.box), moved, grow * bounds.upper)
+    moves = _Moves(shrink=shrink, shift=shift, label=label, old_label=old_label)
+    lower = moves.lower(xp, bounds.lower, data.y, changed)
+    settled = upper + 2 * error < lower
+    if not bool(shrink > 0):  # a weight fell to zero: no bound survives
+        settled = xp.zeros(upper.shape, dtype=xp.bool, device=array_api_compat.device(upper))
+    n_changed = int(xp.sum(xp.astype(changed, xp.int64)))
+    if bool(xp.all(settled)) or n_changed == 0 or not bool(shrink > 0):
+        return settled, _Bounds(upper=upper, lower=lower, low=low, high=high, state=state)
+    exact = xp.argsort(xp.where(changed, -shift, xp.inf), stable=True)
+    exact = exact[: min(EXACT_BOXES, n_changed)]
+    ids = xp.arange(K, dtype=exact.dtype, device=array_api_compat.device(exact))
+    rest = changed & ~xp.any(ids[:, None] == exact[None, :], axis=1)
+    columns = xp.take(weights, exact, axis=1)
+    unsure = xp.nonzero(~settled)[0]
+    uppers, lowers = [], []
+    for part in _chunks(unsure.shape[0], data.chunk):
+        rows = unsure[part]
+        cost = xp.astype(xp.take(data.X, rows, axis=0) @ columns, xp.float64, copy=False)
+        mine = xp.take(boxes.box, rows)[:, None] == exact[None, :]
+        nearest = xp.min(xp.where(mine, xp.inf, cost), axis=1) + xp.take(low, rows)
+        recomputed = xp.sum(xp.where(mine, cost, 0.0), axis=1) + xp.take(high, rows)
+        uppers.append(xp.where(xp.any(mine, axis=1), recomputed, xp.take(upper, rows)))
+        others = moves.lower(xp, xp.take(bounds.lower, rows), xp.take(data.y, rows), rest)
+        lowers.append(xp.minimum(others, nearest))
+    upper[~settled], lower[~settled] = xp.concat(uppers), xp.concat(lowers)
+    return upper + 2 * error < lower, _Bounds(
+        upper=upper, lower=lower, low=low, high=high, state=state
+    )
+
+
+@dataclass(frozen=True)
+class _Moves:
+    """How the model changed between two sweeps, for :func:`_settled`: the smallest W ratio,
+    each centre's move in the new metric and the label costs (M, K) after and before."""
+
+    shrink: Any
+    shift: Any
+    label: Any
+    old_label: Any
+
+    def lower(self, xp: ModuleType, lower: Any, y: Any, changed: Any) -> Any:
+        """Lower bounds on the costs of other boxes, from the previous ones (``lower``, of
+        samples of classes ``y``) when the boxes in the mask ``changed`` moved."""
+        s = self.shrink
+        result = s * lower
+        if not bool(xp.any(changed)):
+            return result
+        move = xp.max(xp.where(changed, self.shift, 0.0))
+        drift = xp.where(changed[None, :], self.label - s * self.old_label, xp.inf)
+        least = xp.maximum(lower, move**2 / s)  # where the bound is smallest
+        loosened = s * least - 2 * xp.sqrt(s * least) * move + xp.take(xp.min(drift, axis=1), y)
+        return xp.minimum(result, loosened)
+
+
+def _rounding(xp: ModuleType, data: _Data, state: _State, label: Any, row: Any) -> Any:
+    """Bound on the rounding error of a cost from the matrix product, per sample.
+
+    A dot product of n terms errs by at most n eps times the sum of their magnitudes, here at
+    most 2 (row + max centre term) + max label cost (Cauchy-Schwarz); doubled for safety.
+    """
+    eps = xp.finfo(data.X.dtype).eps
+    centre = xp.max(xp.sum(state.W[:, None] * state.S**2, axis=0)) / data.n_features
+    return 2 * (data.X.shape[1] + 4) * eps * (2 * (row + centre) + xp.max(label))
+
+
+def _bounds_of(
+    xp: ModuleType, data: _Data, state: _State, X: Any, cost: Any, box: Any
+) -> tuple[Any, Any, Any]:
+    """Exact bounds (upper, lower, row term) of rows X with costs ``cost`` and boxes ``box``."""
+    D, K = data.n_features, cost.shape[1]
+    row = (xp.astype(X[:, :D], xp.float64) ** 2) @ state.W / D
+    cost = xp.astype(cost, xp.float64, copy=False)
+    ids = xp.arange(K, dtype=box.dtype, device=array_api_compat.device(box))
+    own = ids == box[:, None]
+    upper = xp.min(cost, axis=1) + row  # the own box is the cheapest
+    lower = xp.min(xp.where(own, xp.inf, cost), axis=1) + row
+    return upper, lower, row
+
+
+def _sweep(
+    xp: ModuleType,
+    data: _Data,
+    state: _State,
+    boxes: _Boxes,
+    eps_C: float,
+    bounds: _Bounds | None = None,
+    track: bool = False,
+) -> tuple[_Boxes, float, _Bounds | None]:
+    """Reassign the samples (label term if eps_C > 0) and update the box sums by the moves.
+
+    With the ``bounds`` of the previous sweep, only the samples they cannot settle are
+    reassigned, late in a descent a small fraction; the others provably keep their box. Only
+    samples that change box touch the sums. Returns the new boxes, sum_t w_t min_k cost_tk
+    (for the read-out temperature; meaningful when every sample was swept) and the bounds for
+    the next sweep (computed when ``bounds`` is given or ``track`` is set, otherwise None).
+    """
+    K, T = state.S.shape[1], data.X.shape[0]
     metric = _Metric.of(xp, state, data.X.dtype)
     # The label term per (class, box) with the metric's per-box constant folded in, stacked
     # under the metric: [x, one-hot(y)] @ this is the whole cost in one matrix product.
-    offset = metric.bias - xp.log(xp.clip(state.Lam, min=LAMBDA_FLOOR)) * (eps_C / M)
+    offset = metric.bias + _label_costs(xp, state.Lam, eps_C)
     weights = xp.concat([metric.scaled, xp.astype(offset, data.X.dtype)], axis=0)
-    sums, new_boxes, cost_sum = boxes.sums, [], 0.0
-    for rows in _chunks(data.X.shape[0], data.chunk):
-        X, w = data.X[rows, :], data.w[rows]
+    if bounds is not None:
+        settled, bounds = _settled(xp, data, state, weights, boxes, bounds, eps_C)
+        swept = xp.nonzero(~settled)[0]
+        parts: list[Any] = [swept[rows] for rows in _chunks(swept.shape[0], data.chunk)]
+    else:
+        parts = _chunks(T, data.chunk)
+    sums, new_boxes, proven, cost_sum, n_moved = boxes.sums, [], [], 0.0, 0
+    for rows in parts:
+        if isinstance(rows, slice):
+            X, w, old = data.X[rows, :], data.w[rows], boxes.box[rows]
+        else:
+            X, w = xp.take(data.X, rows, axis=0), xp.take(data.w, rows)
+            old = xp.take(boxes.box, rows)
         cost = X @ weights
         box = xp.argmin(cost, axis=1)  # ties go to the lowest index
         new_boxes.append(box)
         if eps_C == 0:
             lowest = xp.astype(xp.min(cost, axis=1), xp.float64, copy=False)
             cost_sum = cost_sum + float(xp.sum(w * lowest))
-        old = boxes.box[rows]
+        if bounds is not None or track:
+            proven.append(_bounds_of(xp, data, state, X, cost, box))
         moved = xp.nonzero(box != old)[0]
+        n_moved += moved.shape[0]
         if moved.shape[0] == 0:
             continue
         if moved.shape[0] < X.shape[0]:
@@ -247,8 +414,26 @@ def _sweep(
         w = w[:, None]
         values = xp.concat([w * xp.astype(X, xp.float64, copy=False), w, xp.ones_like(w)], axis=1)
         sums = sums + _segment_sums(xp, values, box, K) - _segment_sums(xp, values, old, K)
-    box = xp.concat(new_boxes) if len(new_boxes) > 1 else new_boxes[0]
-    return _Boxes(box=box, sums=sums, n_features=boxes.n_features), cost_sum
+    if bounds is None:
+        box = xp.concat(new_boxes) if len(new_boxes) > 1 else new_boxes[0]
+        if track:
+            upper, lower, row = (xp.concat(parts) for parts in zip(*proven, strict=True))
+            bounds = _Bounds(upper=upper, lower=lower, low=row, high=row, state=state)
+    else:
+        box = xp.asarray(boxes.box, copy=True)
+        upper, lower, low, high = (
+            xp.asarray(a, copy=True) for a in (bounds.upper, bounds.lower, bounds.low, bounds.high)
+        )
+        if new_boxes:
+            box[~settled] = xp.concat(new_boxes)
+            exact_upper, exact_lower, row = (
+                xp.concat(parts) for parts in zip(*proven, strict=True)
+            )
+            upper[~settled], lower[~settled] = exact_upper, exact_lower
+            low[~settled], high[~settled] = row, row
+        bounds = _Bounds(upper=upper, lower=lower, low=low, high=high, state=state)
+    boxes = _Boxes(box=box, sums=sums, n_features=boxes.n_features, moved=n_moved)
+    return boxes, cost_sum, bounds
 
 
 def _prune(xp: ModuleType, state: _State, boxes: _Boxes) -> tuple[_State, _Boxes]:
@@ -261,11 +446,7 @@ def _prune(xp: ModuleType, state: _State, boxes: _Boxes) -> tuple[_State, _Boxes
     state = _State(
         S=xp.take(state.S, keep, axis=1), W=state.W, Lam=xp.take(state.Lam, keep, axis=1)
     )
-    boxes = _Boxes(
-        box=xp.take(renumber, boxes.box),
-        sums=xp.take(boxes.sums, keep, axis=0),
-        n_features=boxes.n_features,
-    )
+    boxes = replace(boxes, box=xp.take(renumber, boxes.box), sums=xp.take(boxes.sums, keep, axis=0))
     return state, boxes
 
 
@@ -274,11 +455,19 @@ def _entropy_term(xp: ModuleType, W: Any) -> Any:
 
 
 def _iteration(
-    xp: ModuleType, data: _Data, state: _State, boxes: _Boxes, params: ESPAParams
-) -> tuple[_State, _Boxes, float]:
+    xp: ModuleType,
+    data: _Data,
+    state: _State,
+    boxes: _Boxes,
+    bounds: _Bounds | None,
+    params: ESPAParams,
+) -> tuple[_State, _Boxes, _Bounds | None, float]:
     """One eSPA+ iteration (assign, W, S, Lambda) and the loss of the state it returns."""
-    boxes, _ = _sweep(xp, data, state, boxes, params.eps_C)
+    track = boxes.moved < TRACK_BELOW * data.X.shape[0]  # bounds pay once few samples move
+    boxes, _, bounds = _sweep(xp, data, state, boxes, params.eps_C, bounds, track=track)
     old, boxes = _prune(xp, state, boxes)
+    if bounds is not None:  # bounds hold for the kept boxes of the state they were made for
+        bounds = replace(bounds, state=old)
     D, M, N = data.n_features, data.n_classes, data.total
     # Centred coordinates keep b accurate when the data are not centred.
     S_old = old.S - data.mean[:, None]
@@ -292,15 +481,15 @@ def _iteration(
     fit = xp.sum(W * (data.sumsq - boxes.n @ S_c**2)) / (N * D)
     label = -xp.sum(boxes.counts * xp.log(xp.clip(Lam.T, min=LAMBDA_FLOOR))) / (N * M)
     loss = fit + params.eps_W / D * _entropy_term(xp, W) + params.eps_C * label
-    return _State(S=S_c.T + data.mean[:, None], W=W, Lam=Lam), boxes, float(loss)
+    return _State(S=S_c.T + data.mean[:, None], W=W, Lam=Lam), boxes, bounds, float(loss)
 
 
 def _descend(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> _Run:
     """Iterate from ``state`` until the loss stops decreasing by more than tol * |loss|."""
     losses: list[float] = []
-    boxes = _Boxes.empty(xp, data, state.S.shape[1])
+    boxes, bounds = _Boxes.empty(xp, data, state.S.shape[1]), None
     for _ in range(params.max_iter):
-        state, boxes, loss = _iteration(xp, data, state, boxes, params)
+        state, boxes, bounds, loss = _iteration(xp, data, state, boxes, bounds, params)
         if losses and loss > losses[-1] + 1e-10 * abs(losses[-1]):
             warnings.warn(
                 f"eSPA loss increased from {losses[-1]!r} to {loss!r}: the data are probably "
@@ -314,12 +503,15 @@ def _descend(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> 
     return _Run(state=state, losses=losses, converged=False)
 
 
-def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any]:
-    """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk."""
+def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any, Any]:
+    """Weighted mean (D,), centred weighted sums of squares (D,) and each sample's squared
+    distance to the mean (T,) of X, in float64, chunk by chunk."""
     parts = _chunks(X.shape[0], chunk)
     total = xp.sum(w)
     mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64, copy=False) for rows in parts) / total
-    return mean, sum(w[rows] @ (xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts)
+    squares = [(xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts]
+    sumsq = sum(w[rows] @ part for rows, part in zip(parts, squares, strict=True))
+    return mean, sumsq, xp.concat([xp.sum(part, axis=1) for part in squares])
 
 
 def _initial_state(
@@ -445,12 +637,14 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         labelled = np.concatenate([X, np.arange(len(classes)) == y_index[:, None]], axis=1)
         Xb = self._to_backend(xp, labelled, getattr(xp, params.dtype))
         w = self._to_backend(xp, weights, xp.float64)
-        mean, sumsq = _moments(xp, Xb[:, : X.shape[1]], w, chunk)
+        mean, sumsq, spread = _moments(xp, Xb[:, : X.shape[1]], w, chunk)
         data = _Data(
             X=Xb,
+            y=self._to_backend(xp, y_index, xp.int64),
             w=w,
             mean=mean,
             sumsq=sumsq,
+            spread=spread,
             total=float(weights.sum()),
             n_features=X.shape[1],
             n_classes=len(classes),
@@ -517,7 +711,7 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
     def _unbias(self, xp: ModuleType, data: _Data, state: _State) -> None:
         """Store the fit, with Lambda recomputed from label-free assignments (espa.md 3)."""
         self._train_state = tuple(to_numpy(a) for a in (state.S, state.W, state.Lam))
-        boxes, cost = _sweep(xp, data, state, _Boxes.empty(xp, data, state.S.shape[1]), 0.0)
+        boxes, cost, _ = _sweep(xp, data, state, _Boxes.empty(xp, data, state.S.shape[1]), 0.0)
         state, boxes = _prune(xp, state, boxes)
         # Mean training distance to the assigned centre: the min cost plus the dropped
         # per-row constant (1/D) sum_d W_d x_d^2, summed through the weighted moments.
