@@ -1,5 +1,9 @@
 """Shared fixtures: the sample region, and Dagster resources under a temporary data directory."""
 
+import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,6 +13,7 @@ from entropice_core.sample import SampleRegionFiles, generate_sample_region
 
 #: The seed of the sample region the tests share (the default seed of `make demo`).
 SEED = 42
+REPO = Path(__file__).resolve().parents[1]
 
 
 def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:
@@ -17,6 +22,41 @@ def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:
     from entropice_dagster.resources import project_resources
 
     return project_resources(data_dir, aoi)
+
+
+def backfill_from_cli(tmp_path: Path, job: str, dynamic: dict[str, list[str]] | None = None):
+    """Run ``dagster job backfill -j <job> --all`` as a user would, against a fresh instance
+    under ``tmp_path`` (``dynamic`` partitions added first); returns its runs and backfill."""
+    import dagster as dg
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    if dynamic:
+        instance = dg.DagsterInstance.from_config(str(home))
+        for name, keys in dynamic.items():
+            instance.add_dynamic_partitions(name, keys)
+        instance.dispose()
+    env = os.environ | {"DAGSTER_HOME": str(home), "ENTROPICE_DATA_DIR": str(tmp_path / "data")}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "job", "backfill", "-j", job, "--all", "--noprompt", "-w", "workspace.yaml"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        runs = instance.get_runs()
+        (backfill,) = instance.get_backfills()
+    finally:
+        instance.dispose()
+    return runs, backfill
+
+
+@pytest.fixture(scope="session")
+def cli_backfill():
+    """``cli_backfill(tmp_path, job, dynamic=None)``: see :func:`backfill_from_cli`."""
+    return backfill_from_cli
 
 
 @pytest.fixture(scope="session")

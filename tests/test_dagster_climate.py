@@ -2,10 +2,6 @@
 automation, and the command-line backfill of every Arctic year."""
 
 import datetime as dt
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +17,6 @@ from entropice_core.spatial.overlay import overlay_cells
 from entropice_dagster.assets import all_assets
 from entropice_dagster.schedules import era5_refresh, refresh_requests
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = "healpix_6"
 YEARS = ("2022", "2023")
 
@@ -170,28 +165,9 @@ def test_climate_features_follow_updated_arctic_years() -> None:
         assert requested == {"h3_3", "healpix_7"}  # the levels whose grid cells exist
 
 
-def test_cli_backfill_queues_every_arctic_year(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+def test_cli_backfill_queues_every_arctic_year(tmp_path: Path, cli_backfill) -> None:
     years = [str(y) for y in range(2018, 2024)]
-    instance = dg.DagsterInstance.from_config(str(home))
-    instance.add_dynamic_partitions("arctic_year", years)
-    instance.dispose()
-    env = os.environ | {"DAGSTER_HOME": str(home), "ENTROPICE_DATA_DIR": str(tmp_path / "data")}
-    dagster = Path(sys.executable).with_name("dagster")
-    done = subprocess.run(
-        [str(dagster), "job", "backfill", "-j", "era5_arctic_year", "--all", "--noprompt",
-         "-w", "workspace.yaml"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        runs = instance.get_runs()
-        (backfill,) = instance.get_backfills()
-    finally:
-        instance.dispose()
+    runs, backfill = cli_backfill(tmp_path, "era5_arctic_year", {"arctic_year": years})
     assert sorted(r.tags["dagster/partition"] for r in runs) == years
     assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}
     assert sorted(backfill.partition_names) == years
