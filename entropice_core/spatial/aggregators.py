@@ -398,9 +398,10 @@ def aggregate_partial_dask(
     Tasks run on the current dask scheduler: the ``distributed`` client of the Dagster
     ``DaskResource`` when a run has one (workers read their own rows of a lazily opened raster;
     the mapping is shipped once), else local threads. The compiled reductions release the GIL,
-    so the threads of a worker reduce blocks side by side. The merge runs in block order in one
-    final task, so results are bit-identical; quantiles are computed there from all
-    pixel-centre values.
+    so the threads of a worker reduce blocks side by side. Each task finishes the quantiles of
+    the cells whose pixel centres all lie in its block and passes on only the values of cells
+    that span blocks; the merge runs in block order in one final task, so results are
+    bit-identical to the sequential path.
     """
     y, x = data.rio.y_dim, data.rio.x_dim
     extra = [d for d in data.dims if d not in (y, x)]
@@ -410,17 +411,49 @@ def aggregate_partial_dask(
     rows = rows.reshape(nb, data.sizes[y], data.sizes[x], merge_chunks=True)
     pieces = rows.rechunk((nb, cmap.block_rows, data.sizes[x])).to_delayed().ravel()
     shared_map = dask.delayed(cmap, traverse=False)
-    members = bool(config.levels)
+    spans = dask.delayed(_member_blocks(cmap), traverse=False)
+    levels = tuple(config.levels)
     parts = [
-        dask.delayed(_block_task)(shared_map, block, piece, members)
+        dask.delayed(_block_task)(shared_map, spans, block, piece, levels)
         for block, piece in enumerate(pieces)
     ]
-    (acc,) = dask.compute(dask.delayed(reduce)(merge_partials, parts))
-    return acc, member_quantiles(acc, config.levels, len(cmap.cell_ids))
+    (result,) = dask.compute(dask.delayed(_merge_blocks)(parts, levels, len(cmap.cell_ids)))
+    return result
 
 
-def _block_task(cmap: CellPixelMap, block: int, rows: np.ndarray, members: bool) -> Partial:
-    return block_partial(cmap, block, rows.reshape(rows.shape[0], -1), members=members)
+def _block_task(
+    cmap: CellPixelMap,
+    spans: tuple[np.ndarray, np.ndarray],
+    block: int,
+    rows: np.ndarray,
+    levels: tuple[float, ...],
+) -> tuple[Partial, np.ndarray, np.ndarray]:
+    """The block's partial holding only the member values of cells that span blocks, the
+    cells finished here and their quantiles ``(levels, bands, cells)``."""
+    part = block_partial(cmap, block, rows.reshape(rows.shape[0], -1), members=bool(levels))
+    cells, lengths = part.member_cell, part.member_length
+    starts = np.cumsum(lengths) - lengths
+    first_block, last_block = spans
+    alone = (first_block[cells] == block) & (last_block[cells] == block)
+    quantiles = segment_quantiles(part.member_value, starts[alone], lengths[alone], levels)
+    spanning = replace(
+        part,
+        member_cell=cells[~alone],
+        member_length=lengths[~alone],
+        member_value=part.member_value[:, runs(starts[~alone], lengths[~alone])],
+    )
+    return spanning, cells[alone], quantiles
+
+
+def _merge_blocks(
+    parts: list[tuple[Partial, np.ndarray, np.ndarray]], levels: tuple[float, ...], n_cells: int
+) -> tuple[Partial, np.ndarray]:
+    """Partials merged in block order and the quantiles of every cell."""
+    acc = reduce(merge_partials, [part for part, _, _ in parts])
+    quantiles = member_quantiles(acc, levels, n_cells)
+    for _, cells, finished in parts:
+        quantiles[:, :, cells] = finished
+    return acc, quantiles
 
 
 def _member_blocks(cmap: CellPixelMap) -> tuple[np.ndarray, np.ndarray]:
