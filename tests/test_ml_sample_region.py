@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from entropice_core.io.icechunk import branch_snapshot
 from entropice_core.io.zarr import read_dataset
 from entropice_core.ml.dataset import TrainingData
 from entropice_core.ml.training import load_model
 from entropice_dagster.assets import all_assets
+from entropice_dagster.assets.terrain import DERIVATIVES_REPO
 from entropice_dagster.partitions import experiment_partitions
 
 KEY = "h3_5"
@@ -92,7 +94,10 @@ def test_predictions_cover_every_cell_and_match_the_model(models) -> None:
     np.testing.assert_allclose(
         frame.loc[X.index, "proba_rts"], model.predict_proba(X[stamp["feature_names"]])[:, 1], 1e-6
     )
-    assert stamp["data_versions"]["terrain_features"]["sha256"]
+    terrain = stamp["data_versions"]["terrain_features"]
+    assert terrain["sha256"]
+    # the model names the exact terrain_derivatives commit its features were aggregated from
+    assert terrain["derivatives_snapshot_id"] == branch_snapshot(data_dir / DERIVATIVES_REPO)
 
 
 @pytest.mark.slow

@@ -412,18 +412,21 @@ def fingerprint(dataset: xr.Dataset) -> str:
 
 
 def open_l2(path: Path, grid_level: str) -> tuple[xr.Dataset, dict[str, str]]:
-    """Open an L2 dataset of one grid level (Zarr or Icechunk) lazily, with its version."""
+    """Open an L2 dataset of one grid level (Zarr or Icechunk) lazily, with its version: the
+    path, the Icechunk snapshot read, and any upstream ``*snapshot_id`` in its attributes (e.g.
+    ``terrain_features`` names the ``terrain_derivatives`` commit it aggregated)."""
     from entropice_core.io.icechunk import branch_snapshot, read_dataset_version
     from entropice_core.io.zarr import read_dataset
 
     path = Path(str(path).format(grid_level=grid_level))
     if path.suffix == ".icechunk":
         snapshot = branch_snapshot(path)
-        return read_dataset_version(path, grid_level, snapshot), {
-            "path": str(path),
-            "icechunk_snapshot_id": snapshot,
-        }
-    return read_dataset(path), {"path": str(path)}
+        dataset = read_dataset_version(path, grid_level, snapshot)
+        version = {"path": str(path), "icechunk_snapshot_id": snapshot}
+    else:
+        dataset, version = read_dataset(path), {"path": str(path)}
+    upstream = {k: str(v) for k, v in dataset.attrs.items() if k.endswith("snapshot_id")}
+    return dataset, {**upstream, **version}
 
 
 def _read_toml(path: str | Path) -> dict[str, Any]:

@@ -179,6 +179,8 @@ def terrain_features(
         features = arcticdem.terrain_features(
             rasters, grid_cells, spec, min_pixels_per_cell=config.min_pixels_per_cell, parallel=True
         )
+    # travels with the data, so a model trained on it names the derivatives' exact version
+    features.attrs["derivatives_snapshot_id"] = snapshot
     means = features["elevation_mean"].to_numpy()
     finite = means[np.isfinite(means)]
     in_range = bool(
