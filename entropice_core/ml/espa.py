@@ -271,6 +271,9 @@ def _settled(
     ratio = xp.where(kept, state.W / xp.where(kept, old.W, 1.0), 1.0)
     ratio = xp.where(~kept & (state.W > 0), xp.inf, ratio)
     grow, shrink = xp.maximum(xp.max(ratio), 1.0), xp.minimum(xp.min(ratio), 1.0)
+    if not bool(shrink > 0):  # a weight fell to zero: no bound survives, sweep everyone
+        device = array_api_compat.device(bounds.upper)
+        return xp.zeros(bounds.upper.shape, dtype=xp.bool, device=device), bounds
     label, old_label = _label_costs(xp, state.Lam, eps_C), _label_costs(xp, old.Lam, eps_C)
     changed = xp.any(state.S != old.S, axis=0) | xp.any(state.Lam != old.Lam, axis=0)
     shift = xp.sqrt(xp.sum(state.W[:, None] * (state.S - old.S) ** 2, axis=0) / D)
@@ -284,10 +287,8 @@ def _settled(
     moves = _Moves(shrink=shrink, shift=shift, label=label, old_label=old_label)
     lower = moves.lower(xp, bounds.lower, data.y, changed)
     settled = upper + 2 * error < lower
-    if not bool(shrink > 0):  # a weight fell to zero: no bound survives
-        settled = xp.zeros(upper.shape, dtype=xp.bool, device=array_api_compat.device(upper))
     n_changed = int(xp.sum(xp.astype(changed, xp.int64)))
-    if bool(xp.all(settled)) or n_changed == 0 or not bool(shrink > 0):
+    if bool(xp.all(settled)) or n_changed == 0:
         return settled, _Bounds(upper=upper, lower=lower, low=low, high=high, state=state)
     exact = xp.argsort(xp.where(changed, -shift, xp.inf), stable=True)
     exact = exact[: min(EXACT_BOXES, n_changed)]
