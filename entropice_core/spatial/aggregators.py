@@ -343,7 +343,8 @@ def aggregate_partial(
     nb = int(np.prod([data.sizes[d] for d in extra]))
     levels = config.levels
     n_cells = len(cmap.cell_ids)
-    first_block, last_block = _member_blocks(cmap)
+    spans = _member_blocks(cmap)
+    last_block = spans[1]
     quantiles = np.full((len(levels), nb, n_cells), np.nan)
     blocks_per_read = max(1, config.max_pixels // (cmap.block_rows * cmap.grid.width * nb))
     acc = _empty_partial(nb, data.dtype)
@@ -360,16 +361,14 @@ def aggregate_partial(
             acc = merge_partials(acc, _without_members(part))
             if not levels:
                 continue
+            part, finished, finished_q = _finish_alone(part, spans, block, levels)
+            quantiles[:, :, finished] = finished_q
             cells, lengths = part.member_cell, part.member_length
             starts = np.cumsum(lengths) - lengths
-            alone = (first_block[cells] == block) & (last_block[cells] == block)
-            quantiles[:, :, cells[alone]] = segment_quantiles(
-                part.member_value, starts[alone], lengths[alone], levels
-            )
-            for j in np.flatnonzero(~alone):
-                piece = part.member_value[:, starts[j] : starts[j] + lengths[j]].copy()
-                pending.setdefault(int(cells[j]), []).append(piece)
-            done = [int(c) for c in cells[~alone] if last_block[c] == block]
+            for j, cell in enumerate(cells):
+                piece = part.member_value[:, starts[j] : starts[j] + lengths[j]]
+                pending.setdefault(int(cell), []).append(piece)
+            done = [int(c) for c in cells if last_block[c] == block]
             if done:
                 pieces = [pending.pop(c) for c in done]
                 sizes = np.array([sum(p.shape[1] for p in ps) for ps in pieces])
@@ -428,9 +427,17 @@ def _block_task(
     rows: np.ndarray,
     levels: tuple[float, ...],
 ) -> tuple[Partial, np.ndarray, np.ndarray]:
-    """The block's partial holding only the member values of cells that span blocks, the
-    cells finished here and their quantiles ``(levels, bands, cells)``."""
+    """One block of :func:`aggregate_partial_dask`: see :func:`_finish_alone`."""
     part = block_partial(cmap, block, rows.reshape(rows.shape[0], -1), members=bool(levels))
+    return _finish_alone(part, spans, block, levels)
+
+
+def _finish_alone(
+    part: Partial, spans: tuple[np.ndarray, np.ndarray], block: int, levels: Sequence[float]
+) -> tuple[Partial, np.ndarray, np.ndarray]:
+    """The quantiles ``(levels, bands, cells)`` of the cells whose pixel centres all lie in
+    ``block`` (``spans``: each cell's first and last block), those cells, and ``part`` keeping
+    only the member values of the cells that span blocks."""
     cells, lengths = part.member_cell, part.member_length
     starts = np.cumsum(lengths) - lengths
     first_block, last_block = spans
