@@ -206,7 +206,8 @@ class DatasetEnsemble(BaseModel):
         """Join ``sources`` (by asset name) onto the cells of ``labels`` and split them.
 
         ``versions`` adds what identifies each input beyond its content hash (e.g. an Icechunk
-        snapshot id); every input's sha256 fingerprint is recorded in any case.
+        snapshot id); every input's sha256 fingerprint, and any ``*snapshot_id`` attribute it
+        carries, are recorded in any case.
         """
         spec = _grid_of(labels, self.labels.asset)
         ids = labels["cell_ids"].to_numpy().astype(np.uint64)
@@ -248,8 +249,14 @@ class DatasetEnsemble(BaseModel):
             self.labels.asset: labels,
             **{s.asset: sources[s.asset] for s in self.sources},
         }
+        # Upstream versions a source carries in its attrs (terrain_features names the
+        # terrain_derivatives commit it aggregated) travel with it.
         provenance = {
-            name: {"sha256": fingerprint(ds), **(versions or {}).get(name, {})}
+            name: {
+                "sha256": fingerprint(ds),
+                **{k: str(v) for k, v in ds.attrs.items() if k.endswith("snapshot_id")},
+                **(versions or {}).get(name, {}),
+            }
             for name, ds in fingerprints.items()
         }
         dataset = xr.Dataset(
@@ -412,21 +419,18 @@ def fingerprint(dataset: xr.Dataset) -> str:
 
 
 def open_l2(path: Path, grid_level: str) -> tuple[xr.Dataset, dict[str, str]]:
-    """Open an L2 dataset of one grid level (Zarr or Icechunk) lazily, with its version: the
-    path, the Icechunk snapshot read, and any upstream ``*snapshot_id`` in its attributes (e.g.
-    ``terrain_features`` names the ``terrain_derivatives`` commit it aggregated)."""
+    """Open an L2 dataset of one grid level (Zarr or Icechunk) lazily, with its version."""
     from entropice_core.io.icechunk import branch_snapshot, read_dataset_version
     from entropice_core.io.zarr import read_dataset
 
     path = Path(str(path).format(grid_level=grid_level))
     if path.suffix == ".icechunk":
         snapshot = branch_snapshot(path)
-        dataset = read_dataset_version(path, grid_level, snapshot)
-        version = {"path": str(path), "icechunk_snapshot_id": snapshot}
-    else:
-        dataset, version = read_dataset(path), {"path": str(path)}
-    upstream = {k: str(v) for k, v in dataset.attrs.items() if k.endswith("snapshot_id")}
-    return dataset, {**upstream, **version}
+        return read_dataset_version(path, grid_level, snapshot), {
+            "path": str(path),
+            "icechunk_snapshot_id": snapshot,
+        }
+    return read_dataset(path), {"path": str(path)}
 
 
 def _read_toml(path: str | Path) -> dict[str, Any]:
