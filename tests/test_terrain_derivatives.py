@@ -235,12 +235,12 @@ def test_cupy_backend_gives_the_same_numbers():
         np.testing.assert_allclose(gpu[name], cpu[name], rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
-def test_the_array_code_of_the_gpu_path_equals_the_fused_cpu_kernel():
+def test_the_array_code_of_the_gpu_path_equals_the_cpu_kernels():
     z = rough_dem(120, seed=5)
     config = TerrainConfig(tpi_radii_m=(96.0,), vrm_windows=(3,))
     halo = config.halo(RES, RES)
     padded = np.pad(z, halo, constant_values=np.nan)
-    fused = derivatives_array(padded, halo, RES, RES, config)
+    kernels = derivatives_array(padded, halo, RES, RES, config)
     array = _block(padded, halo, RES, RES, config, np)
-    # float32 array arithmetic vs the kernel's float64 arithmetic
-    np.testing.assert_allclose(array, fused, rtol=1e-4, atol=2e-3, equal_nan=True)
+    # both float32, the kernels take neighbour differences first: rounding differs
+    np.testing.assert_allclose(array, kernels, rtol=1e-4, atol=2e-3, equal_nan=True)

@@ -20,9 +20,9 @@ its own neighbourhood by the same operations wherever it lies in a tile, and win
 fixed-point integers (exact in any order) rather than running float sums, so a tiled result
 equals the untiled one bit for bit.
 
-On the CPU the 3 x 3 groups run as one fused numba kernel and TPI/VRM as numpy array code;
+On the CPU each 3 x 3 group runs as a compiled numba kernel and TPI/VRM as numpy array code;
 the cupy backend runs the array code for everything (the same formulas, tested against the
-kernel on the CPU).
+kernels on the CPU).
 """
 
 from __future__ import annotations
