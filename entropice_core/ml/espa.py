@@ -418,7 +418,7 @@ def _sweep(
     if bounds is None:
         box = xp.concat(new_boxes) if len(new_boxes) > 1 else new_boxes[0]
         if track:
-            upper, lower, row = (xp.concat(parts) for parts in zip(*proven, strict=True))
+            upper, lower, row = (xp.concat(pieces) for pieces in zip(*proven, strict=True))
             bounds = _Bounds(upper=upper, lower=lower, low=row, high=row, state=state)
     else:
         box = xp.asarray(boxes.box, copy=True)
@@ -428,7 +428,7 @@ def _sweep(
         if new_boxes:
             box[~settled] = xp.concat(new_boxes)
             exact_upper, exact_lower, row = (
-                xp.concat(parts) for parts in zip(*proven, strict=True)
+                xp.concat(pieces) for pieces in zip(*proven, strict=True)
             )
             upper[~settled], lower[~settled] = exact_upper, exact_lower
             low[~settled], high[~settled] = row, row
