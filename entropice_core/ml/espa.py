@@ -117,7 +117,6 @@ class _Data:
     w: Any  # (T,) float64 weights
     mean: Any  # (D,) weighted mean of X
     sumsq: Any  # (D,) sum_t w_t (X_td - mean_d)^2
-    spread: Any  # (T,) sum_d (X_td - mean_d)^2, for the bounds of _settled
     total: float  # N, the total weight
     n_features: int
     n_classes: int
@@ -504,15 +503,12 @@ def _descend(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> 
     return _Run(state=state, losses=losses, converged=False)
 
 
-def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any, Any]:
-    """Weighted mean (D,), centred weighted sums of squares (D,) and each sample's squared
-    distance to the mean (T,) of X, in float64, chunk by chunk."""
+def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any]:
+    """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk."""
     parts = _chunks(X.shape[0], chunk)
     total = xp.sum(w)
     mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64, copy=False) for rows in parts) / total
-    squares = [(xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts]
-    sumsq = sum(w[rows] @ part for rows, part in zip(parts, squares, strict=True))
-    return mean, sumsq, xp.concat([xp.sum(part, axis=1) for part in squares])
+    return mean, sum(w[rows] @ (xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts)
 
 
 def _initial_state(
@@ -638,14 +634,13 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         labelled = np.concatenate([X, np.arange(len(classes)) == y_index[:, None]], axis=1)
         Xb = self._to_backend(xp, labelled, getattr(xp, params.dtype))
         w = self._to_backend(xp, weights, xp.float64)
-        mean, sumsq, spread = _moments(xp, Xb[:, : X.shape[1]], w, chunk)
+        mean, sumsq = _moments(xp, Xb[:, : X.shape[1]], w, chunk)
         data = _Data(
             X=Xb,
             y=self._to_backend(xp, y_index, xp.int64),
             w=w,
             mean=mean,
             sumsq=sumsq,
-            spread=spread,
             total=float(weights.sum()),
             n_features=X.shape[1],
             n_classes=len(classes),
