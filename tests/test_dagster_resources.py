@@ -8,8 +8,8 @@ from entropice_dagster.io_managers import GeoParquetIOManager
 from entropice_dagster.resources import (
     AreaOfInterestResource,
     DataDirResource,
-    GridCellsResource,
-    WatermaskResource,
+    GridSettingsResource,
+    WatermaskSourceResource,
 )
 
 
@@ -18,8 +18,8 @@ from entropice_dagster.resources import (
     [
         AreaOfInterestResource,
         DataDirResource,
-        GridCellsResource,
-        WatermaskResource,
+        GridSettingsResource,
+        WatermaskSourceResource,
         GeoParquetIOManager,
     ],
 )
@@ -30,22 +30,22 @@ def test_every_field_is_described(resource) -> None:
 
 
 def test_defaults_are_the_core_defaults() -> None:
-    assert GridCellsResource().config() == GridCellsConfig()
-    assert WatermaskResource().config() == WatermaskConfig()
+    assert GridSettingsResource().config() == GridCellsConfig()
+    assert WatermaskSourceResource().config() == WatermaskConfig()
 
 
 def test_settings_reach_the_core_configs(tmp_path) -> None:
-    grid = GridCellsResource(min_land_fraction=0.25, mask_resolution_deg=0.1).config()
+    grid = GridSettingsResource(min_land_fraction=0.25, mask_resolution_deg=0.1).config()
     assert (grid.min_land_fraction, grid.mask_resolution_deg) == (0.25, 0.1)
-    water = WatermaskResource(source="file", path=str(tmp_path / "w.gpkg"), tile_deg=2).config()
+    water = WatermaskSourceResource(source="file", path=str(tmp_path / "w.gpkg"), tile_deg=2).config()
     assert (water.source, water.path, water.tile_deg) == ("file", tmp_path / "w.gpkg", 2)
 
 
 def test_invalid_settings_fail_with_the_core_message() -> None:
     with pytest.raises(pydantic.ValidationError, match="needs a path"):
-        WatermaskResource(source="file").config()
+        WatermaskSourceResource(source="file").config()
     with pytest.raises(pydantic.ValidationError):
-        GridCellsResource(min_land_fraction=1.5).config()
+        GridSettingsResource(min_land_fraction=1.5).config()
 
 
 def test_area_of_interest_parses_the_spec() -> None:

@@ -5,7 +5,9 @@ level-2 (one polygon per RTS and year, e.g. ``DARTS_NitzeEtAl_v1-2_features_2018
 .gpkg``), level-1 (one polygon per RTS and image, with the image date; dissolved per year
 here) and hand-drawn training labels (``TrainingLabel*.gpkg`` with ``image_id`` and an
 ``ImageFootprints*.gpkg`` beside them that dates each image), as GeoPackage or GeoParquet. Only
-``geometry`` and a year (or date) are required; areas are always recomputed.
+``geometry`` and a year (or date) are required; areas are always recomputed. The files come
+through a :class:`DartsClient`: :class:`ArcticDataCenterDartsClient` downloads them, and
+:class:`OfflineDartsClient` uses a folder already holding them (the sample region, a copy).
 
 Labels per cell and year: ``rts_count`` (footprints whose representative point lies in the
 cell), ``rts_area_km2`` (exact overlay area), ``rts_density`` (count per 1000 km^2 of land) and
@@ -18,6 +20,11 @@ is the union of its footprints; a slump seen in 2019 that grew by 2023 is one sl
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import json
+import urllib.parse
+import urllib.request
+from abc import abstractmethod
 from pathlib import Path
 
 import geopandas as gpd
@@ -30,6 +37,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from entropice_core.config import GridSpec
+from entropice_core.io.download import DownloadConfig, MissingSourceFiles, SourceClient, download
 from entropice_core.io.vector import read_vector
 from entropice_core.spatial.overlay import equal_area_crs, overlay_cells
 
@@ -193,6 +201,120 @@ def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Pat
             f"it holds {sorted(p.name for p in folder.iterdir())[:10]}"
         )
     return sorted(by_stem.values())
+
+
+#: The NSF Arctic Data Center's DataONE member-node API, and the DARTS package in it.
+ADC_URL = "https://arcticdata.io/metacat/d1/mn/v2"
+DARTS_PACKAGE = "doi:10.18739/A22B8VD7C"
+#: How to get DARTS files an offline client lacks.
+OFFLINE_HOW = (
+    "download the release from the NSF Arctic Data Center (doi:10.18739/A22B8VD7C) into that "
+    "folder, or use the Arctic Data Center client (ArcticDataCenterDartsClient; in Dagster set "
+    "the darts_source resource's client='arcticdata'), or run `make demo` for the sample region"
+)
+#: First bytes of the formats read here (a cheap check that a download is the right file).
+_MAGIC = {".gpkg": b"SQLite format 3\x00", ".parquet": b"PAR1"}
+
+
+class DartsClient(SourceClient):
+    """Brings the DARTS release files matching a pattern into a folder."""
+
+    @abstractmethod
+    def files(self, folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+        """The release files in ``folder`` matching ``pattern`` (see :func:`find_darts_files`)."""
+
+
+class OfflineDartsClient(DartsClient):
+    """Uses the files already in the folder (the sample region, or a copy of the release);
+    none matching raises :class:`MissingSourceFiles` naming the folder, pattern and ``how``."""
+
+    name = "offline"
+    offline = True
+
+    def __init__(self, how: str = OFFLINE_HOW) -> None:
+        self._how = how
+
+    def files(self, folder, pattern="*level2.*") -> list[Path]:
+        folder = Path(folder)
+        if not folder.is_dir() or not any(
+            p.suffix in _MAGIC for p in folder.glob(pattern) if p.is_file()
+        ):
+            raise MissingSourceFiles(
+                f"DARTS release ({pattern!r})", folder, [folder / pattern], self._how
+            )
+        return find_darts_files(folder, pattern)
+
+
+def _check_darts_file(suffix: str):
+    def check(path: Path) -> None:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if not head.startswith(_MAGIC[suffix]):
+            raise ValueError(f"it does not start like a {suffix} file")
+
+    return check
+
+
+class ArcticDataCenterDartsClient(DartsClient):
+    """Downloads the release files from the NSF Arctic Data Center (public, no credentials).
+
+    The package's files are listed through the DataONE member-node query API (the Solr index:
+    objects whose ``resourceMap`` is ``resource_map_<package>``) and fetched from
+    ``{base_url}/object/{identifier}`` with resume and retries (``io.download``). Files already
+    in the folder are kept. ``base_url`` may point at a mirror serving the same two endpoints.
+    """
+
+    name = "arcticdata"
+    offline = False
+
+    def __init__(
+        self,
+        base_url: str = ADC_URL,
+        package: str = DARTS_PACKAGE,
+        config: DownloadConfig = DownloadConfig(),
+    ) -> None:
+        self.base_url, self.package, self.config = base_url.rstrip("/"), package, config
+
+    def listing(self) -> dict[str, str]:
+        """``{file name: object identifier}`` of the package's files."""
+        query = urllib.parse.urlencode(
+            {
+                "q": f'resourceMap:"resource_map_{self.package}"',
+                "fl": "identifier,fileName",
+                "rows": 10000,
+                "wt": "json",
+            }
+        )
+        url = f"{self.base_url}/query/solr/?{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.config.timeout_s) as response:
+                docs = json.load(response)["response"]["docs"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ConnectionError(
+                f"could not list the DARTS package {self.package} at {self.base_url} ({err}); "
+                f"check the connection, or {OFFLINE_HOW}"
+            ) from err
+        return {d["fileName"]: d["identifier"] for d in docs if d.get("fileName")}
+
+    def files(self, folder, pattern="*level2.*") -> list[Path]:
+        folder = Path(folder)
+        listing = self.listing()
+        wanted = {
+            name: pid
+            for name, pid in listing.items()
+            if fnmatch.fnmatch(name, pattern) and Path(name).suffix in _MAGIC
+        }
+        if not wanted:
+            raise FileNotFoundError(
+                f"the DARTS package {self.package} lists no .gpkg/.parquet file matching "
+                f"{pattern!r}; it lists {sorted(listing)[:10]}"
+            )
+        for name, pid in sorted(wanted.items()):
+            target = folder / name
+            if not target.exists():
+                url = f"{self.base_url}/object/{urllib.parse.quote(pid, safe='')}"
+                download(url, target, self.config, _check_darts_file(target.suffix))
+        return find_darts_files(folder, pattern)
 
 
 def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:

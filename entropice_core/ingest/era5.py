@@ -18,6 +18,7 @@ import datetime as dt
 import math
 import time
 import zipfile
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from entropice_core.io.atomic import atomic_path
+from entropice_core.io.download import MissingSourceFiles, SourceClient
 from entropice_core.io.zarr import atomic_store, read_dataset
 
 DATASET = "reanalysis-era5-single-levels"
@@ -43,11 +45,19 @@ STEP_VARIABLES: dict[str, dict[str, str]] = {
 STEP_TYPES = tuple(STEP_VARIABLES)
 #: Days after the end of a month until ERA5 (as ERA5T) has published it (ECMWF: about 5 days).
 PUBLICATION_LATENCY_DAYS = 5
+#: The new CDS (since September 2024).
+CDS_URL = "https://cds.climate.copernicus.eu/api"
 CREDENTIALS_HELP = (
-    "set CDSAPI_URL=https://cds.climate.copernicus.eu/api and CDSAPI_KEY=<your personal access "
-    "token> (from your profile page on cds.climate.copernicus.eu), or write them as 'url: ...' "
-    "and 'key: ...' lines to ~/.cdsapirc; then accept the ERA5 licence on the dataset's "
-    "download page"
+    f"set CDSAPI_KEY=<your personal access token> (from your profile page on "
+    f"cds.climate.copernicus.eu) and optionally CDSAPI_URL={CDS_URL}, or write them as "
+    "'url: ...' and 'key: ...' lines to ~/.cdsapirc; then accept the ERA5 licence on the "
+    "dataset's download page"
+)
+#: How to get ERA5 files an offline client lacks.
+OFFLINE_HOW = (
+    "download them with the CDS client (CdsEra5Client; in Dagster set the cds resource's "
+    "client='cds'), copy them from a mirror in the same layout, or run `make demo` for the "
+    "sample region"
 )
 
 
@@ -254,23 +264,40 @@ def plan_arctic_year(root: str | Path, year: int, config: Era5DownloadConfig) ->
 # --- download ---------------------------------------------------------------------------------
 
 
-class CdsClient(Protocol):
+class CdsApi(Protocol):
     """The one call of ``cdsapi.Client`` used here (tests pass an offline fake)."""
 
     def retrieve(self, name: str, request: dict[str, Any], target: str) -> Any: ...
 
 
-def cds_credentials() -> tuple[str, str]:
-    """``(url, key)`` from CDSAPI_URL/CDSAPI_KEY or ~/.cdsapirc, read by cdsapi's own reader.
+class CdsCredentials(BaseModel):
+    """CDS endpoint and personal access token. The key is a ``SecretStr``: its repr, str and
+    model dump show ``**********``, so it never reaches a log line or metadata by accident.
 
-    Errors say how to set them and never show the key.
+    Without ``key``, cdsapi's own lookup applies (``CDSAPI_URL``/``CDSAPI_KEY``, then
+    ``~/.cdsapirc``); ``entropice_core`` never reads them itself.
     """
-    from cdsapi.api import get_url_key_verify
 
-    try:
-        url, key, _ = get_url_key_verify(None, None, None)
-    except Exception:
-        raise CdsCredentialsError(f"no CDS credentials found: {CREDENTIALS_HELP}") from None
+    model_config = ConfigDict(frozen=True)
+
+    url: str | None = Field(default=None, description="CDS API URL; None: CDS_URL or cdsapi's.")
+    key: SecretStr | None = Field(default=None, description="Personal access token.")
+
+
+def cds_credentials(credentials: CdsCredentials = CdsCredentials()) -> tuple[str, str]:
+    """``(url, key)``: the given key (with its URL or :data:`CDS_URL`), else cdsapi's lookup.
+
+    Errors are one line that says how to set the credentials and never show the key.
+    """
+    if credentials.key is not None and credentials.key.get_secret_value():
+        url, key = credentials.url or CDS_URL, credentials.key.get_secret_value()
+    else:
+        from cdsapi.api import get_url_key_verify
+
+        try:
+            url, key, _ = get_url_key_verify(credentials.url or None, None, None)
+        except Exception:
+            raise CdsCredentialsError(f"no CDS credentials found: {CREDENTIALS_HELP}") from None
     if ":" in key:
         raise CdsCredentialsError(
             "the CDS key has the old 'UID:key' form, which the new CDS (since September 2024) "
@@ -279,12 +306,75 @@ def cds_credentials() -> tuple[str, str]:
     return url, key
 
 
-def cds_client() -> CdsClient:
+def cds_api(credentials: CdsCredentials = CdsCredentials()) -> CdsApi:
     """A ``cdsapi.Client`` for the new CDS with the credentials of :func:`cds_credentials`."""
     import cdsapi
 
-    url, key = cds_credentials()
+    url, key = cds_credentials(credentials)
     return cdsapi.Client(url=url, key=key, quiet=True, progress=False, retry_max=3)
+
+
+class Era5Client(SourceClient):
+    """Brings the hourly files of an Arctic year under a folder (layout: :func:`era5_path`)."""
+
+    @abstractmethod
+    def fetch_year(
+        self,
+        root: str | Path,
+        year: int,
+        config: Era5DownloadConfig = Era5DownloadConfig(),
+        *,
+        log: Callable[[str], None] = print,
+    ) -> DownloadReport:
+        """Make the 24 month files of ``year`` complete under ``root``; report what it did."""
+
+
+class CdsEra5Client(Era5Client):
+    """Downloads from the Copernicus Climate Data Store with cdsapi (resumable, see
+    :func:`download_arctic_year`). ``api`` replaces the cdsapi client (tests)."""
+
+    name = "cds"
+    offline = False
+
+    def __init__(
+        self,
+        credentials: CdsCredentials = CdsCredentials(),
+        *,
+        api: CdsApi | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._credentials, self._api, self._sleep = credentials, api, sleep
+
+    def fetch_year(self, root, year, config=Era5DownloadConfig(), *, log=print) -> DownloadReport:
+        """Download what is absent or incomplete; credentials are checked before any request."""
+        if self._api is None:
+            self._api = cds_api(self._credentials)
+        return download_arctic_year(self._api, root, year, config, sleep=self._sleep, log=log)
+
+
+class OfflineEra5Client(Era5Client):
+    """Uses the files under the folder only (the sample region, or a mirror of the CDS files).
+
+    Absent or incomplete month files raise :class:`MissingSourceFiles`; only the closing hour
+    (1 October 00 UTC of the next year, which ends 30 September's precipitation) may be absent
+    and is reported as missing. ``how`` is the fix the message names.
+    """
+
+    name = "offline"
+    offline = True
+
+    def __init__(self, how: str = OFFLINE_HOW) -> None:
+        self._how = how
+
+    def fetch_year(self, root, year, config=Era5DownloadConfig(), *, log=print) -> DownloadReport:
+        report = DownloadReport()
+        for plan in plan_arctic_year(root, year, config):
+            (report.skipped if plan.is_done() else report.missing).append(plan.path)
+        closing = era5_path(root, year, 10, "accum")
+        absent = [p for p in report.missing if p != closing]
+        if absent:
+            raise MissingSourceFiles(f"ERA5 Arctic year {year}", root, absent, self._how)
+        return report
 
 
 def _is_credentials_error(err: Exception) -> bool:
@@ -293,7 +383,7 @@ def _is_credentials_error(err: Exception) -> bool:
 
 
 def _retrieve(
-    client: CdsClient,
+    client: CdsApi,
     request: CdsRequest,
     config: Era5DownloadConfig,
     sleep: Callable[[float], None],
@@ -351,7 +441,8 @@ def month_is_complete(path: Path, year: int, month: int, step_type: str) -> bool
 
 @dataclass
 class DownloadReport:
-    """Month files downloaded, already complete, and (offline) absent or incomplete."""
+    """Month files downloaded, already complete, and (offline) absent: only ever the closing
+    hour, see :class:`OfflineEra5Client`."""
 
     downloaded: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
@@ -359,7 +450,7 @@ class DownloadReport:
 
 
 def download_arctic_year(
-    client: CdsClient | None,
+    client: CdsApi,
     root: str | Path,
     year: int,
     config: Era5DownloadConfig = Era5DownloadConfig(),
@@ -370,16 +461,13 @@ def download_arctic_year(
     """Download the 24 month files of Arctic year ``year`` under ``root``; resumable.
 
     Complete files are skipped; a month split into day ranges keeps its finished parts until
-    all are there, then they are joined into the month file (written atomically). Without a
-    ``client`` nothing is downloaded and absent or incomplete files are listed as missing.
+    all are there, then they are joined into the month file (written atomically). Use
+    :class:`CdsEra5Client` (or :class:`OfflineEra5Client`) rather than calling this directly.
     """
     report = DownloadReport()
     for plan in plan_arctic_year(root, year, config):
         if plan.is_done():
             report.skipped.append(plan.path)
-            continue
-        if client is None:
-            report.missing.append(plan.path)
             continue
         for part in plan.parts:
             if len(plan.parts) > 1 and part.target.exists():

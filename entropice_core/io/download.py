@@ -5,6 +5,14 @@ the part; the next attempt asks for the rest with an HTTP ``Range`` header (and 
 the server ignores it). The complete part must have the announced size and pass the caller's
 check (e.g. opening it with rasterio) before it is renamed onto the target, so a target path
 only ever holds a complete, checked file.
+
+Every source that downloads (ERA5 from the CDS, ArcticDEM tiles, the DARTS release, and the
+Earth Engine client to come) follows one pattern: an abstract client (a :class:`SourceClient`
+subclass in the source's ``ingest`` module) with a real implementation that downloads, and an
+offline one that only uses the files already there (the sample region, or a mirror) and raises
+:class:`MissingSourceFiles`, one line naming what is absent and how to get it. Credentials are
+constructor arguments of the real client (the Dagster resources fill them from ``dg.EnvVar``);
+``entropice_core`` never reads them from the environment.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from abc import ABC
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress, TaskID
@@ -35,6 +45,29 @@ class DownloadConfig(BaseModel):
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Socket timeout per request.")
     chunk_bytes: int = Field(default=1 << 20, ge=1024, description="Bytes read at a time.")
+
+
+class SourceClient(ABC):
+    """Base of every source client: ``name`` labels it in logs and metadata (never a secret)
+    and ``offline`` says whether it may contact a server."""
+
+    name: ClassVar[str]
+    offline: ClassVar[bool]
+
+    def __repr__(self) -> str:  # never show constructor arguments (they may hold credentials)
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class MissingSourceFiles(FileNotFoundError):
+    """An offline client lacks files it needs; the message names them and how to get them."""
+
+    def __init__(self, source: str, folder: str | Path, missing: Sequence[object], how: str):
+        self.source, self.folder, self.missing = source, Path(folder), list(missing)
+        example = f" (e.g. {self.missing[0]})" if self.missing else ""
+        super().__init__(
+            f"{source}: {len(self.missing)} file(s) absent under {folder}{example} and the "
+            f"client is offline; {how}"
+        )
 
 
 class NotOnServer(FileNotFoundError):

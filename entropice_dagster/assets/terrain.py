@@ -45,7 +45,7 @@ def arcticdem_tiles(
     """The ArcticDEM v4.1 32 m mosaic tiles covering the area, as published (COG, EPSG:3413).
 
     Missing tiles are downloaded (resumed, size-checked and opened before they count) when
-    the source has a base URL; tiles the release lacks (open ocean) are listed as missing.
+    the source's client is 'pgc'; tiles the release lacks (open ocean) are listed as missing.
     """
     fetched = arcticdem_source.fetch(data_dir.root, area_of_interest.area())
     return dg.MaterializeResult(
