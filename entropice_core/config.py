@@ -70,7 +70,7 @@ BACKEND_DEVICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def array_backend(device: str, backend: str | None = None) -> ArrayBackend:
+def resolve_backend(device: str, backend: str | None = None) -> ArrayBackend:
     """The array library that runs work on ``device``: ``backend`` if given, else the default.
 
     The one mapping between the two vocabularies: ``cpu`` -> ``numpy``, ``cuda`` -> ``cupy``

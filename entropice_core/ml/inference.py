@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from entropice_core.config import Device
 from entropice_core.ml.dataset import ROLES, TrainingData, as_device_array
 
 #: Default cells per batch: 65,536 cells x 100 float32 features is 25 MiB.
@@ -44,7 +45,7 @@ def predict_cells(
     feature_names: list[str],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    device: str = "cpu",
+    device: Device = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> gpd.GeoDataFrame:
     """Class and class probabilities of every cell of ``cells`` from ``model.predict_proba``.
@@ -56,8 +57,9 @@ def predict_cells(
     feature_names
         The features the model was trained on, in its order (taken from the dataset by name).
     device
-        ``cpu``, or ``cuda`` to send each batch to the GPU as a cupy array (models that take
-        device arrays: XGBoost with device = "cuda").
+        Where the model runs (``config.Device``): ``cpu``, or ``cuda`` to send each batch to
+        the GPU as an array of the device's default backend, cupy (models that take device
+        arrays: XGBoost with device = "cuda").
     progress
         Called with (cells done, cells in total) after each batch.
 

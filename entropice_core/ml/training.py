@@ -50,11 +50,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from entropice_core import __version__
+from entropice_core.config import Device, resolve_backend
 from entropice_core.io.atomic import atomic_path
 from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData, fingerprint
 
 ModelName = Literal["espa", "xgboost", "rf", "knn"]
-Device = Literal["cpu", "cuda"]
 
 #: Files of a trained experiment (the ``training-results/{grid_level}/{experiment}/`` folder).
 MODEL_STAMP = "model.json"
@@ -83,7 +83,7 @@ def _espa(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
 
     model = ESPAClassifier(random_state=seed)
     if device == "cuda":  # one array-API code path; torch carries it to the GPU
-        model.set_params(backend="torch", device="cuda")
+        model.set_params(backend=resolve_backend(device, "torch"), device=device)
     return model
 
 

@@ -41,6 +41,8 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from entropice_core.config import ArrayBackend
+
 Group = Literal["slope", "aspect", "curvature", "tri", "roughness", "tpi", "vrm"]
 #: The derivative groups in output order.
 GROUPS: tuple[Group, ...] = ("slope", "aspect", "curvature", "tri", "roughness", "tpi", "vrm")
@@ -74,6 +76,8 @@ ELEVATION_BITS = 10
 NORMAL_BITS = 24
 #: Low bits of the packed TPI sums that hold the count of valid pixels (disks up to 2**20 px).
 COUNT_BITS = 20
+#: The array backends the derivatives run on (numpy on cpu, cupy on cuda).
+TERRAIN_BACKENDS = ("numpy", "cupy")
 
 
 class TerrainConfig(BaseModel):
@@ -102,9 +106,21 @@ class TerrainConfig(BaseModel):
         description="Which derivatives to compute: 'slope', 'aspect' (with northness and "
         "eastness), 'curvature' (profile, plan, total), 'tri', 'roughness', 'tpi', 'vrm'.",
     )
-    backend: Literal["numpy", "cupy"] = Field(
-        default="numpy", description="'numpy' (CPU) or 'cupy' (GPU, needs the gpu extra)."
+    backend: ArrayBackend = Field(
+        default="numpy",
+        description="Array library (config.ArrayBackend): 'numpy' (device cpu) or 'cupy' "
+        "(device cuda, needs the gpu extra); 'torch' is not supported here.",
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _supported(cls, backend: str) -> str:
+        if backend not in TERRAIN_BACKENDS:
+            raise ValueError(
+                f"terrain derivatives run on the array backends {', '.join(TERRAIN_BACKENDS)} "
+                f"(devices cpu, cuda), not {backend!r}"
+            )
+        return backend
 
     @field_validator("vrm_windows")
     @classmethod

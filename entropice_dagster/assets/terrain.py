@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from entropice_core.config import GridSpec
+from entropice_core.config import ArrayBackend, GridSpec
 from entropice_core.ingest import arcticdem
 from entropice_core.io.icechunk import branch_snapshot, commit_raster, read_dataset_version
 from entropice_core.terrain.derivatives import TerrainConfig
@@ -68,7 +68,9 @@ class TerrainDerivativesConfig(dg.Config):
     vrm_windows: list[int] = Field(
         default=list(_DEFAULT.vrm_windows), description="Odd VRM window sizes (pixels)."
     )
-    backend: str = Field(default="numpy", description="'numpy' (CPU) or 'cupy' (GPU).")
+    backend: ArrayBackend = Field(
+        default="numpy", description="Array backend: 'numpy' (device cpu) or 'cupy' (cuda)."
+    )
 
 
 def _preview(values: np.ndarray, title: str) -> dg.MetadataValue:
