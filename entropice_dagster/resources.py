@@ -143,7 +143,11 @@ class DartsSourceResource(dg.ConfigurableResource):
     def darts_client(self) -> darts.DartsClient:
         """The client ``client`` names."""
         if self.client == "offline":
-            return darts.OfflineDartsClient(_offline_how("darts_source", "arcticdata"))
+            return darts.OfflineDartsClient(
+                _offline_how(
+                    "darts_source", "arcticdata", "NSF Arctic Data Center, doi:10.18739/A22B8VD7C"
+                )
+            )
         return darts.ArcticDataCenterDartsClient(
             self.base_url, config=DownloadConfig(retries=self.retries)
         )
@@ -153,10 +157,10 @@ class DartsSourceResource(dg.ConfigurableResource):
         return self.darts_client().files(self.root(data_dir), self.pattern)
 
 
-def _offline_how(key: str, real: str) -> str:
+def _offline_how(key: str, real: str, origin: str) -> str:
     return (
-        f"set the {key} resource's client={real!r} to download them, point its folder at a "
-        "mirror in the same layout, or run `make demo` for the sample region"
+        f"set the {key} resource's client={real!r} to download them ({origin}), point its "
+        "folder at a mirror in the same layout, or run `make demo` for the sample region"
     )
 
 
@@ -300,7 +304,9 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
     def arcticdem_client(self) -> arcticdem.ArcticDEMClient:
         """The client ``client`` names."""
         if self.client == "offline":
-            return arcticdem.OfflineArcticDEMClient(_offline_how("arcticdem_source", "pgc"))
+            return arcticdem.OfflineArcticDEMClient(
+                _offline_how("arcticdem_source", "pgc", "PGC ArcticDEM v4.1 32 m mosaic")
+            )
         return arcticdem.PgcArcticDEMClient(
             self.base_url,
             read_tile_index(self.index_path) if self.index_path else None,
@@ -368,7 +374,9 @@ class CdsResource(dg.ConfigurableResource):
     def era5_client(self) -> era5.Era5Client:
         """The client ``client`` names (credentials are checked on its first download)."""
         if self.client == "offline":
-            return era5.OfflineEra5Client(_offline_how("cds", "cds"))
+            return era5.OfflineEra5Client(
+                _offline_how("cds", "cds", "Copernicus Climate Data Store")
+            )
         credentials = era5.CdsCredentials(url=self.url or None, key=self.key or None)
         return era5.CdsEra5Client(credentials)
 
