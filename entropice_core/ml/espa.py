@@ -65,7 +65,7 @@ BACKENDS = {
 }
 
 #: The project's array backends (config.ArrayBackend) plus the strict one tests use.
-Backend = ArrayBackend | Literal["array_api_strict"]
+Backend = Literal[ArrayBackend, "array_api_strict"]
 
 
 def array_backend(name: str) -> ModuleType:
