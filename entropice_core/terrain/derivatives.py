@@ -112,7 +112,7 @@ class TerrainConfig(BaseModel):
         "(device cuda, needs the gpu extra); 'torch' is not supported here.",
     )
 
-    @field_validator("backend")
+    @field_validator("backend", mode="before")
     @classmethod
     def _supported(cls, backend: str) -> str:
         if backend not in TERRAIN_BACKENDS:
