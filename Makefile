@@ -42,9 +42,10 @@ ui: .venv/.synced  ## open the Dagster UI on http://127.0.0.1:$(PORT)
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
-lint: .venv/.synced  ## ruff check and format check
+lint: .venv/.synced  ## ruff check, ruff format check and the type checker (mypy), as CI runs them
 	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
 	.venv/bin/ruff format --check entropice_core entropice_dagster tests benchmarks
+	.venv/bin/mypy
 
 format: .venv/.synced  ## ruff format and fix
 	.venv/bin/ruff format entropice_core entropice_dagster tests benchmarks
