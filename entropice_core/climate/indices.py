@@ -172,9 +172,9 @@ def yearly_indices(
         out[name] = _aggregate(year_arrays[name], summed=True)
     out["swe_max"] = np.where(np.isfinite(swe).any(0), np.nanmax(swe, 0), np.nan)
 
-    for season, (start, stop) in SEASONS.items():
-        lo = np.datetime64(start.format(prev=year - 1, year=year))
-        hi = np.datetime64(stop.format(prev=year - 1, year=year))
+    for season, (first_day, end_day) in SEASONS.items():
+        lo = np.datetime64(first_day.format(prev=year - 1, year=year))
+        hi = np.datetime64(end_day.format(prev=year - 1, year=year))
         covered = days[0] <= lo and days[-1] >= hi - np.timedelta64(1, "D")
         select = (days >= lo) & (days < hi)
         for name, summed in (("t2m_mean", False), ("precipitation", True), ("snowfall", True)):

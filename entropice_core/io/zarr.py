@@ -1,8 +1,10 @@
-"""L2 datasets (xdggs-decodable xarray) as Zarr v3 stores, replaced atomically.
+"""L2 datasets (xdggs-decodable xarray) as Zarr v3 stores, replaced by a swap of directories.
 
 A new version is written to a temporary store beside the target, then swapped in with two
-renames (old -> backup, new -> target) and the backup removed; readers see either the old or
-the new store, and a failed write leaves the old one untouched.
+renames (old -> backup, new -> target) and the backup removed. A failed write leaves the old
+store untouched. The swap itself is not atomic for readers: between the two renames no store
+exists at the target (a reader then fails to open it), and a process killed between them leaves
+the previous version only as ``.<name>.<tag>.old``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def atomic_store(path: str | Path) -> Iterator[Path]:
     """Yield a temporary store path beside ``path``; swap it in only if the block succeeds.
 
     For any Zarr store written in several steps (e.g. appended month by month); a failure
-    leaves the previous store at ``path`` untouched.
+    leaves the previous store at ``path`` untouched (the swap has a short window without a
+    store, see the module docstring).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,7 @@ def atomic_store(path: str | Path) -> Iterator[Path]:
 
 
 def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Write ``dataset`` as a Zarr v3 store at ``path`` atomically."""
+    """Write ``dataset`` as a Zarr v3 store at ``path``, swapped in only once complete."""
     path = Path(path)
     if "cell_ids" not in dataset.coords or "grid_name" not in dataset["cell_ids"].attrs:
         raise ValueError(

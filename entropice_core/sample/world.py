@@ -356,7 +356,7 @@ def build_world(
     roughness = np.where(lake | sea, 0.0, 0.5 + 2.5 * ridge_w + 0.01 * np.clip(z, 0.0, None))
     return LatentWorld(
         seed=seed,
-        bbox=tuple(bbox),
+        bbox=(bbox[0], bbox[1], bbox[2], bbox[3]),
         grid=grid,
         lon=lon,
         lat=lat,

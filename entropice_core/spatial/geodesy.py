@@ -29,7 +29,7 @@ def authalic_latitude(lat_deg: np.ndarray) -> np.ndarray:
     preserved, so spherical formulas give ellipsoidal areas.
     """
     e = np.sqrt(WGS84_F * (2 - WGS84_F))
-    q_pole = _authalic_q(np.float64(1.0), e)
+    q_pole = _authalic_q(np.ones(1), e)[0]
     q = _authalic_q(np.sin(np.radians(lat_deg)), e)
     return np.degrees(np.arcsin(np.clip(q / q_pole, -1.0, 1.0)))
 

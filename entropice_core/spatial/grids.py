@@ -81,7 +81,7 @@ def cell_ids(spec: GridSpec, aoi: AreaOfInterest) -> np.ndarray:
 
 def _parts_for_fill(aoi: AreaOfInterest) -> list[shapely.Polygon]:
     """AOI pieces no wider than 90 degrees, which H3's polygon fill handles near the pole."""
-    pieces = []
+    pieces: list[shapely.Polygon] = []
     for part in aoi.parts:
         minx, miny, maxx, maxy = part.bounds
         for west in np.arange(minx, maxx, 90.0):

@@ -196,16 +196,16 @@ class CellPixelMap:
     def save(self, path: str | Path) -> None:
         """Write the mapping to an ``.npz`` file (reload with :meth:`load`)."""
         t = self.grid.transform
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "transform": np.array(tuple(t)[:6]),
             "shape": np.array([self.grid.width, self.grid.height, self.block_rows]),
             "crs": np.array(self.grid.crs.to_wkt()),
         }
-        if self.row_area is not None:
+        if self.row_area is not None and self.edge_share is not None:
             arrays.update(row_area=self.row_area, edge_share=self.edge_share)
         for name in _ARRAYS:
             arrays[name] = getattr(self, name)
-        np.savez(path, **arrays)
+        np.savez(path, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> CellPixelMap:
@@ -430,15 +430,15 @@ def _edge_coverage(
     n_edges = len(u0)
 
     # Parameters t in (0, 1) where each edge crosses a pixel column or row line.
-    e_idx, t = [np.arange(n_edges)] * 2, [np.zeros(n_edges), np.ones(n_edges)]
+    edge_parts, t_parts = [np.arange(n_edges)] * 2, [np.zeros(n_edges), np.ones(n_edges)]
     for a0, a1 in ((u0, u1), (v0, v1)):
         first = np.floor(np.minimum(a0, a1)) + 1
         count = np.maximum(np.ceil(np.maximum(a0, a1)) - first, 0).astype(np.int64)
         which = np.repeat(np.arange(n_edges), count)
         offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-        t.append((first[which] + offset - a0[which]) / (a1 - a0)[which])
-        e_idx.append(which)
-    e_idx, t = np.concatenate(e_idx), np.concatenate(t)
+        t_parts.append((first[which] + offset - a0[which]) / (a1 - a0)[which])
+        edge_parts.append(which)
+    e_idx, t = np.concatenate(edge_parts), np.concatenate(t_parts)
     # One float key orders by edge, then t: rounding can only swap crossings closer than about
     # 1e-16 * n_edges in t, whose pieces have no area to speak of.
     order = np.argsort(2.0 * e_idx + t)

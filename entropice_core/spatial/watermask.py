@@ -139,6 +139,7 @@ def water_polygons(
         water = [_ocean_polygons_from_mask(ocean, tile) for tile in tiles]
         source = "global-land-mask 1.0 (GLOBE ocean mask, 30 arc-second)"
     else:
+        assert config.path is not None  # WatermaskConfig requires it for source="file"
         user = read_water_file(config.path)
         tree = shapely.STRtree(user.values)
         water = []
@@ -295,7 +296,7 @@ def water_raster(water: gpd.GeoDataFrame, like: xr.DataArray) -> xr.DataArray:
     transform = like.rio.transform()
     data = like.data if isinstance(like.data, da.Array) else da.zeros(like.shape, chunks=1024)
 
-    def block(chunk: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    def block(chunk: np.ndarray, block_info: dict) -> np.ndarray:
         (r0, r1), (c0, c1) = block_info[None]["array-location"]
         local = transform @ Affine.translation(c0, r0)
         bounds = (*(local @ (0, r1 - r0)), *(local @ (c1 - c0, 0)))
@@ -306,5 +307,5 @@ def water_raster(water: gpd.GeoDataFrame, like: xr.DataArray) -> xr.DataArray:
             ((g, 1) for g in hits), out_shape=(r1 - r0, c1 - c0), transform=local, dtype="uint8"
         ).astype(bool)
 
-    mask = data.map_blocks(block, dtype=bool, meta=np.array((), dtype=bool))
+    mask = da.map_blocks(block, data, dtype=bool, meta=np.array((), dtype=bool))
     return xr.DataArray(mask, coords=like.coords, dims=like.dims, name="water")
