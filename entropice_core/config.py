@@ -239,7 +239,7 @@ class AreaOfInterest(BaseModel):
 
     @classmethod
     def from_bbox(cls, bbox: str | tuple[float, float, float, float], name: str | None = None):
-        values = parse_bbox(bbox) if isinstance(bbox, str) else tuple(bbox)
+        values = parse_bbox(bbox) if isinstance(bbox, str) else bbox
         return cls(name=name or "bbox " + ",".join(f"{v:g}" for v in values), bbox=values)
 
     @classmethod
@@ -344,7 +344,7 @@ class AreaOfInterest(BaseModel):
     @cached_property
     def geometry(self) -> BaseGeometry:
         """The area as (Multi)Polygon in EPSG:4326, split at the antimeridian."""
-        if self.wkt is not None:
+        if self.bbox is None:
             return shapely.from_wkt(self.wkt)
         minlon, minlat, maxlon, maxlat = self.bbox
         if minlon > maxlon:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
 from entropice_core.ingest import arcticdem, darts, era5
@@ -38,7 +38,7 @@ _GRID = GridCellsConfig()
 _WATER = WatermaskConfig()
 
 
-def _describe(model: type, field: str) -> str:
+def _describe(model: type[BaseModel], field: str) -> str | None:
     return model.model_fields[field].description
 
 
@@ -106,7 +106,8 @@ class WatermaskSourceResource(dg.ConfigurableResource):
     )
 
     def config(self) -> WatermaskConfig:
-        return WatermaskConfig(source=self.source, path=self.path, tile_deg=self.tile_deg)
+        path = Path(self.path) if self.path is not None else None
+        return WatermaskConfig(source=self.source, path=path, tile_deg=self.tile_deg)
 
 
 class DartsSourceResource(dg.ConfigurableResource):
@@ -377,7 +378,8 @@ class CdsResource(dg.ConfigurableResource):
             return era5.OfflineEra5Client(
                 _offline_how("cds", "cds", "Copernicus Climate Data Store")
             )
-        credentials = era5.CdsCredentials(url=self.url or None, key=self.key or None)
+        key = SecretStr(self.key) if self.key else None
+        credentials = era5.CdsCredentials(url=self.url or None, key=key)
         return era5.CdsEra5Client(credentials)
 
     def download(

@@ -180,9 +180,9 @@ def _closing_time(year: int) -> np.datetime64:
 def cds_area(bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
     """The CDS ``area`` (N, W, S, E) of a lon/lat box, widened to whole 0.25 degree steps."""
     minlon, minlat, maxlon, maxlat = bounds
-    out = (math.ceil(maxlat / GRID_STEP), math.floor(minlon / GRID_STEP))
-    out += (math.floor(minlat / GRID_STEP), math.ceil(maxlon / GRID_STEP))
-    return tuple(float(v * GRID_STEP) for v in out)
+    north, west = math.ceil(maxlat / GRID_STEP), math.floor(minlon / GRID_STEP)
+    south, east = math.floor(minlat / GRID_STEP), math.ceil(maxlon / GRID_STEP)
+    return (north * GRID_STEP, west * GRID_STEP, south * GRID_STEP, east * GRID_STEP)
 
 
 def grid_points(area: tuple[float, float, float, float]) -> int:
@@ -484,8 +484,8 @@ def download_arctic_year(
 def _join_parts(plan: MonthPlan) -> None:
     parts = [open_month(p.target, plan.step_type) for p in plan.parts]
     joined = xr.concat(parts, dim="valid_time").load()
-    for part in parts:
-        part.close()
+    for dataset in parts:
+        dataset.close()
     encoding = {name: {"zlib": True, "complevel": 1} for name in joined.data_vars}
     with atomic_path(plan.path) as tmp:
         joined.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
