@@ -25,6 +25,7 @@ import json
 import urllib.parse
 import urllib.request
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
@@ -115,6 +116,25 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
     Invalid geometries are repaired (``make_valid``) and counted in ``frame.attrs["repaired"]``;
     empty or non-polygonal features are dropped and counted in ``attrs["dropped"]``. Level-1
     files (one footprint per image) are dissolved per year into one polygon per slump.
+
+    Parameters
+    ----------
+    path : str or Path
+        GeoPackage or GeoParquet file of a DARTS product or of training labels.
+    max_year : int, optional
+        Latest plausible year; defaults to the current year.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Columns year, area_m2, source and geometry (EPSG:4326), with ``attrs`` repaired,
+        dropped and path.
+
+    Raises
+    ------
+    ValueError
+        If a feature has no year or one outside ``FIRST_YEAR``-``max_year``, or the file
+        has neither a year nor a date column.
     """
     path = Path(path)
     frame = _read_vector(path)
@@ -162,7 +182,18 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
 
 
 def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Merge overlapping footprints of the same year (level-1 images of one slump)."""
+    """Merge overlapping footprints of the same year (level-1 images of one slump).
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints with year, source and geometry columns.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One polygon per connected union of a year's footprints, with year, source and geometry.
+    """
     parts = []
     for year, group in footprints.groupby("year", sort=True):
         merged = shapely.get_parts(shapely.union_all(group.geometry.to_numpy()))
@@ -180,8 +211,28 @@ def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
-    """DARTS files in ``folder`` matching ``pattern``; of a GeoParquet/GeoPackage pair with
-    the same name the GeoParquet is taken (same content, faster to read)."""
+    """List the DARTS files in ``folder`` matching ``pattern``.
+
+    Of a GeoParquet/GeoPackage pair with the same name the GeoParquet is taken (same content,
+    faster to read).
+
+    Parameters
+    ----------
+    folder : str or Path
+        Folder holding the release files.
+    pattern : str
+        Glob pattern of the file names; only ``.parquet`` and ``.gpkg`` files count.
+
+    Returns
+    -------
+    list of Path
+        The matching files, sorted, one per name stem.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` does not exist or holds no matching file.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -191,7 +242,7 @@ def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Pat
     found = sorted(
         p for p in folder.glob(pattern) if p.suffix in {".parquet", ".gpkg"} and p.is_file()
     )
-    by_stem = {}
+    by_stem: dict[str, Path] = {}
     for path in found:
         if path.stem not in by_stem or path.suffix == ".parquet":
             by_stem[path.stem] = path
@@ -221,12 +272,27 @@ class DartsClient(SourceClient):
 
     @abstractmethod
     def files(self, folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
-        """The release files in ``folder`` matching ``pattern`` (see :func:`find_darts_files`)."""
+        """Return the release files in ``folder`` matching ``pattern``.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the file names, e.g. ``"*level2.*"``.
+
+        Returns
+        -------
+        list of Path
+            The matching files (see :func:`find_darts_files`).
+        """
 
 
 class OfflineDartsClient(DartsClient):
-    """Uses the files already in the folder (the sample region, or a copy of the release);
-    none matching raises :class:`MissingSourceFiles` naming the folder, pattern and ``how``."""
+    """Uses the files already in the folder (the sample region, or a copy of the release).
+
+    None matching raises :class:`MissingSourceFiles` naming the folder, pattern and ``how``.
+    """
 
     name = "offline"
     offline = True
@@ -234,7 +300,26 @@ class OfflineDartsClient(DartsClient):
     def __init__(self, how: str = OFFLINE_HOW) -> None:
         self._how = how
 
-    def files(self, folder, pattern="*level2.*") -> list[Path]:
+    def files(self, folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+        """Return the matching release files already in ``folder``.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the file names, e.g. ``"*level2.*"``.
+
+        Returns
+        -------
+        list of Path
+            The matching files (see :func:`find_darts_files`).
+
+        Raises
+        ------
+        MissingSourceFiles
+            If ``folder`` holds no matching ``.gpkg`` or ``.parquet`` file.
+        """
         folder = Path(folder)
         if not folder.is_dir() or not any(
             p.suffix in _MAGIC for p in folder.glob(pattern) if p.is_file()
@@ -245,7 +330,7 @@ class OfflineDartsClient(DartsClient):
         return find_darts_files(folder, pattern)
 
 
-def _check_darts_file(suffix: str):
+def _check_darts_file(suffix: str) -> Callable[[Path], None]:
     def check(path: Path) -> None:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -276,7 +361,18 @@ class ArcticDataCenterDartsClient(DartsClient):
         self.base_url, self.package, self.config = base_url.rstrip("/"), package, config
 
     def listing(self) -> dict[str, str]:
-        """``{file name: object identifier}`` of the package's files."""
+        """List the package's files.
+
+        Returns
+        -------
+        dict of str to str
+            ``{file name: object identifier}`` of the package's files.
+
+        Raises
+        ------
+        ConnectionError
+            If the query API cannot be reached or answers something unreadable.
+        """
         query = urllib.parse.urlencode(
             {
                 "q": f'resourceMap:"resource_map_{self.package}"',
@@ -296,7 +392,26 @@ class ArcticDataCenterDartsClient(DartsClient):
             ) from err
         return {d["fileName"]: d["identifier"] for d in docs if d.get("fileName")}
 
-    def files(self, folder, pattern="*level2.*") -> list[Path]:
+    def files(self, folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+        """Download the matching release files ``folder`` lacks, then list them.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the file names, e.g. ``"*level2.*"``.
+
+        Returns
+        -------
+        list of Path
+            The matching files (see :func:`find_darts_files`).
+
+        Raises
+        ------
+        FileNotFoundError
+            If the package lists no matching ``.gpkg`` or ``.parquet`` file.
+        """
         folder = Path(folder)
         listing = self.listing()
         wanted = {
@@ -318,7 +433,23 @@ class ArcticDataCenterDartsClient(DartsClient):
 
 
 def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
-    """Read and concatenate several DARTS files (e.g. regions or products) into footprints."""
+    """Read and concatenate several DARTS files (e.g. regions or products) into footprints.
+
+    Parameters
+    ----------
+    paths : list of Path
+        DARTS files (see :func:`read_footprints`).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The footprints of all files, with ``attrs`` repaired and dropped summed over them.
+
+    Raises
+    ------
+    ValueError
+        If ``paths`` is empty.
+    """
     if not paths:
         raise ValueError("no DARTS files given; point the darts source at a file or folder")
     frames = [read_footprints(p) for p in paths]
@@ -331,7 +462,18 @@ def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
 
 
 def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
-    """One id per slump: footprints connected by overlap across any years share an id."""
+    """Give one id per slump: footprints connected by overlap across any years share an id.
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints of any years.
+
+    Returns
+    -------
+    numpy.ndarray
+        Slump id (0 to n_slumps - 1) of each footprint, in row order.
+    """
     geoms = footprints.geometry.to_numpy()
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     graph = coo_array((np.ones(len(left)), (left, right)), shape=(len(geoms), len(geoms)))
@@ -340,7 +482,7 @@ def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
 
 
 def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
-    """Per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
+    """Compute per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
 
     ``footprints`` are as :func:`read_footprints` returns them: their ``area_m2`` (recomputed
     in the equal-area CRS at ingest) is the area of each footprint that lies inside one cell;
@@ -349,6 +491,22 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
     Every cell of ``cells`` is present (zero where no RTS was mapped), so the labels hold the
     negatives that training needs. Note that a zero also means "not observed" where a DARTS
     year does not cover the cell.
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints with year and geometry (and optionally area_m2) columns.
+    cells : geopandas.GeoDataFrame
+        Grid cells with cell_id, geometry and land_area_km2 columns.
+    spec : GridSpec
+        Grid of ``cells``; gives the xdggs attrs of ``cell_ids``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``rts_count``, ``rts_area_km2``, ``rts_density`` and ``rts_coverage`` over
+        (cell_ids, year), their ``*_all_years`` aggregates over cell_ids, and
+        ``land_area_km2``.
     """
     years = np.sort(footprints["year"].unique()).astype(np.int16)
     n_cells = len(cells)
@@ -411,7 +569,7 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
         "land_area_km2": "km2",
     }
     for name, variable in dataset.data_vars.items():
-        variable.attrs["units"] = units[name.removesuffix("_all_years")]
+        variable.attrs["units"] = units[str(name).removesuffix("_all_years")]
     dataset.attrs.update(
         source="DARTS RTS footprints",
         grid=spec.key,
@@ -421,11 +579,23 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
 
 
 def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> float:
-    """Total footprint area inside the cells, by another route than :func:`rts_labels`.
+    """Measure the total footprint area inside the cells, by another route than :func:`rts_labels`.
 
     The footprints (per year, so overlapping years add up as in the labels) are clipped to the
     dissolved union of the cells they touch, then measured in the equal-area projection; the
     asset check compares this with the sum of the per-cell labels.
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints (EPSG:4326) of any years.
+    cells : geopandas.GeoDataFrame
+        Grid cells (EPSG:4326).
+
+    Returns
+    -------
+    float
+        Footprint area inside the cells in km^2, each year's footprints counted separately.
     """
     if footprints.empty:
         return 0.0

@@ -48,13 +48,17 @@ class DownloadConfig(BaseModel):
 
 
 class SourceClient(ABC):
-    """Base of every source client: ``name`` labels it in logs and metadata (never a secret)
-    and ``offline`` says whether it may contact a server."""
+    """Base of every source client.
+
+    ``name`` labels the client in logs and metadata (never a secret) and ``offline`` says
+    whether it may contact a server.
+    """
 
     name: ClassVar[str]
     offline: ClassVar[bool]
 
-    def __repr__(self) -> str:  # never show constructor arguments (they may hold credentials)
+    def __repr__(self) -> str:
+        """Show the class and ``name`` only: constructor arguments may hold credentials."""
         return f"{type(self).__name__}(name={self.name!r})"
 
 
@@ -123,12 +127,39 @@ def download(
     check: Callable[[Path], None] | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    """Download ``url`` to ``target`` with retries and resume; return ``target``.
+    """Download ``url`` to ``target`` with retries and resume.
 
-    ``check(path)`` inspects the complete file and raises ``ValueError`` if it is unusable;
-    a file that fails it is deleted (a corrupt download is not resumed) and the error names
-    the URL. A 404 raises :class:`NotOnServer` at once; other errors are retried
-    ``config.retries`` times with exponential backoff, keeping what arrived.
+    A 404 raises at once; other transient errors are retried ``config.retries`` times with
+    exponential backoff, keeping what arrived so the next attempt resumes it.
+
+    Parameters
+    ----------
+    url : str
+        HTTP(S) URL of the file.
+    target : str or Path
+        Where the complete, checked file ends up; its parent directory is created if missing.
+    config : DownloadConfig
+        Retries, backoff, socket timeout and read size.
+    check : callable, optional
+        Called with the path of the complete file; raises if the file is unusable (it is then
+        deleted, not resumed).
+    progress : rich.progress.Progress, optional
+        Progress display to add a task for this file to.
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Raises
+    ------
+    NotOnServer
+        If the server answers 404.
+    ConnectionError
+        On a client error (HTTP 4xx other than 404 and 429), or when every attempt failed
+        (the partial file is kept).
+    ValueError
+        If the complete file has the wrong size or fails ``check`` (the file is deleted).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
