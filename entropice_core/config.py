@@ -139,7 +139,7 @@ class GridSpec(BaseModel):
                 f"(levels 0-15) or 'healpix' (levels 0-29); the defaults are "
                 f"{', '.join(DEFAULT_GRID_LEVELS)}."
             )
-        return cls(grid=grid, level=int(level))
+        return cls.model_validate({"grid": grid, "level": int(level)})
 
     @property
     def key(self) -> str:
