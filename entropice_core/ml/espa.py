@@ -695,6 +695,8 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         Continue from the previous fit's state (one run, ``n_init`` ignored).
     """
 
+    classes_: np.ndarray  # set by fit
+
     def __init__(
         self,
         n_clusters: int = 20,
