@@ -29,13 +29,13 @@ import importlib
 import logging
 import random
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import geopandas as gpd
 import numpy as np
@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from entropice_core.config import GridSpec
 from entropice_core.io.atomic import atomic_path
+from entropice_core.io.download import MissingSourceFiles, SourceClient
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +212,10 @@ class EmbeddingResult:
     stats: FetchStats = field(default_factory=FetchStats)
 
 
-class EmbeddingClient(ABC):
+class EmbeddingClient(SourceClient):
     """Where embeddings come from. ``embeddings`` gives the L2 dataset of ``cells`` (a
-    ``grid_cells`` frame: cell_id, EPSG:4326 geometry) for ``years``."""
+    ``grid_cells`` frame: cell_id, EPSG:4326 geometry) for ``years``; ``repr`` shows only the
+    client's name (constructor arguments may hold credentials)."""
 
     @abstractmethod
     def embeddings(
@@ -555,6 +557,9 @@ class EarthEngineClient(EmbeddingClient):
         The ``ee`` module to use (tests pass a fake); imported lazily otherwise.
     """
 
+    name: ClassVar[str] = "earthengine"
+    offline: ClassVar[bool] = False
+
     def __init__(
         self,
         service_account: str | None,
@@ -594,12 +599,6 @@ class EarthEngineClient(EmbeddingClient):
         self._ee_module = ee_module
         self._ee: ModuleType | None = None
         self._sleep = sleep
-
-    def __repr__(self) -> str:
-        return (
-            f"EarthEngineClient(service_account={self.service_account!r}, "
-            f"project={self.project!r}, high_volume={self.high_volume})"
-        )
 
     @property
     def ee(self) -> ModuleType:
@@ -701,6 +700,9 @@ class CogClient(EmbeddingClient):
     and every year.
     """
 
+    name: ClassVar[str] = "alphaearth-cogs"
+    offline: ClassVar[bool] = True
+
     def __init__(self, root: str | Path, *, parallel: bool = False) -> None:
         self.root = Path(root)
         self.parallel = parallel
@@ -723,8 +725,12 @@ class CogClient(EmbeddingClient):
         for y, year in enumerate(years):
             paths = find_cogs(self.root, year)
             if not paths:
-                raise FileNotFoundError(
-                    f"no AlphaEarth COGs for {year} under {self.root / str(year)}"
+                raise MissingSourceFiles(
+                    "alphaearth",
+                    self.root / str(year),
+                    [f"{year}/<zone>N/*.tiff"],
+                    "generate the sample region or mirror gs://alphaearth_foundations/"
+                    f"{year}/ for the zones of the area",
                 )
             for path in paths:
                 data = read_cog(path)

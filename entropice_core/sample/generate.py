@@ -40,6 +40,8 @@ class SampleRegionFiles:
         ERA5-like monthly NetCDF files (one per month and step type).
     darts : tuple of Path
         DARTS-like footprints (GeoParquet, GeoPackage), training labels and image footprints.
+    alphaearth : tuple of Path
+        AlphaEarth-like embedding COGs (one per year and UTM zone).
     """
 
     seed: int
