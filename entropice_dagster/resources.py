@@ -31,9 +31,11 @@ from entropice_core.io.download import DownloadConfig
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
+    MANIFEST_IO_MANAGER_KEY,
     ZARR_IO_MANAGER_KEY,
     ExperimentIOManager,
     GeoParquetIOManager,
+    ManifestIOManager,
     ZarrIOManager,
 )
 
@@ -337,6 +339,7 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         GEOPARQUET_IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(data_dir)),
         ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(data_dir)),
         EXPERIMENT_IO_MANAGER_KEY: ExperimentIOManager(data_dir=str(data_dir)),
+        MANIFEST_IO_MANAGER_KEY: ManifestIOManager(data_dir=str(data_dir)),
         "data_dir": DataDirResource(path=str(data_dir)),
         "area_of_interest": AreaOfInterestResource(aoi=aoi),
         "grid_settings": GridCellsResource(),

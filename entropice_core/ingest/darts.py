@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
-import shapely
-import shapely.affinity
-import xarray as xr
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 from entropice_core.config import GridSpec
 from entropice_core.io.vector import read_vector
 from entropice_core.spatial.overlay import equal_area_crs, overlay_cells
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import geopandas as gpd
+    import pandas as pd
+    import xarray as xr
 
 FIRST_YEAR = 1985
 DATE_COLUMNS = ("date", "datetime", "image_date", "acquisition_date", "acquired")
@@ -48,6 +47,8 @@ def _read_vector(path: Path) -> gpd.GeoDataFrame:
 
 
 def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
+    import pandas as pd
+
     for column in DATE_COLUMNS:
         if column in frame.columns:
             dates = pd.to_datetime(frame[column], errors="coerce", format="mixed")
@@ -65,6 +66,8 @@ def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
 
 def _training_label_years(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
     """Years of training labels from the image footprints file beside them."""
+    import pandas as pd
+
     footprints = sorted(path.parent.glob("ImageFootprints*"))
     if not footprints:
         raise ValueError(
@@ -91,6 +94,9 @@ def _to_0_360(xy: np.ndarray) -> np.ndarray:
 
 def _split_at_antimeridian(geoms: np.ndarray) -> np.ndarray:
     """Footprints that wrap around the map (width > 180 degrees) cut into halves at 180."""
+    import shapely
+    import shapely.affinity
+
     bounds = shapely.bounds(geoms)
     wraps = (bounds[:, 2] - bounds[:, 0]) > 180
     for i in np.flatnonzero(wraps):
@@ -108,6 +114,10 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
     empty or non-polygonal features are dropped and counted in ``attrs["dropped"]``. Level-1
     files (one footprint per image) are dissolved per year into one polygon per slump.
     """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
     path = Path(path)
     frame = _read_vector(path)
     per_image = False  # level-1: one footprint per image, dated instead of yeared
@@ -155,6 +165,10 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
 
 def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Merge overlapping footprints of the same year (level-1 images of one slump)."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
     parts = []
     for year, group in footprints.groupby("year", sort=True):
         merged = shapely.get_parts(shapely.union_all(group.geometry.to_numpy()))
@@ -197,6 +211,8 @@ def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Pat
 
 def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
     """Read and concatenate several DARTS files (e.g. regions or products) into footprints."""
+    import pandas as pd
+
     if not paths:
         raise ValueError("no DARTS files given; point the darts source at a file or folder")
     frames = [read_footprints(p) for p in paths]
@@ -210,6 +226,10 @@ def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
 
 def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
     """One id per slump: footprints connected by overlap across any years share an id."""
+    import shapely
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
     geoms = footprints.geometry.to_numpy()
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     graph = coo_array((np.ones(len(left)), (left, right)), shape=(len(geoms), len(geoms)))
@@ -228,6 +248,11 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
     negatives that training needs. Note that a zero also means "not observed" where a DARTS
     year does not cover the cell.
     """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+    import xarray as xr
+
     years = np.sort(footprints["year"].unique()).astype(np.int16)
     n_cells = len(cells)
     land = cells["land_area_km2"].to_numpy()
@@ -305,6 +330,9 @@ def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoData
     dissolved union of the cells they touch, then measured in the equal-area projection; the
     asset check compares this with the sum of the per-cell labels.
     """
+    import geopandas as gpd
+    import shapely
+
     if footprints.empty:
         return 0.0
     geoms = footprints.geometry.to_numpy()

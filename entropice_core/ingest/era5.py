@@ -21,14 +21,16 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
 from entropice_core.io.atomic import atomic_path
-from entropice_core.io.zarr import atomic_store, read_dataset
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import pandas as pd
+    import xarray as xr
 
 DATASET = "reanalysis-era5-single-levels"
 #: ERA5 single-levels grid spacing in degrees.
@@ -394,6 +396,8 @@ def download_arctic_year(
 
 
 def _join_parts(plan: MonthPlan) -> None:
+    import xarray as xr
+
     parts = [open_month(p.target, plan.step_type) for p in plan.parts]
     joined = xr.concat(parts, dim="valid_time").load()
     for part in parts:
@@ -413,6 +417,8 @@ def open_month(path: str | Path, step_type: str) -> xr.Dataset:
 
     A truncated or corrupt file raises a ``ValueError`` that names it and the fix.
     """
+    import xarray as xr
+
     path = Path(path)
     fix = "delete it and materialise era5_hourly for its Arctic year again (it resumes)"
     try:
@@ -479,6 +485,8 @@ def daily_from_hourly(
     and ``sf`` (m) for the hours *ending* 01..24 UTC of each day. A missing hour (NaN) makes
     that day's value NaN: gaps are not filled. Tiny negative accumulations are clipped to 0.
     """
+    import xarray as xr
+
     shape = (len(days), 24, len(latitude), len(longitude))
     t = t2m.reshape(shape)
     tp, sf = np.clip(accum, 0.0, None).reshape(2, *shape).sum(axis=2, dtype=np.float64)
@@ -584,6 +592,8 @@ def write_daily(
     Months are computed and appended one at a time, so memory stays about one month of
     hourly data (Arctic box: ~0.7 GB per variable); ``log`` hears of each month.
     """
+    from entropice_core.io.zarr import atomic_store
+
     report = DailyReport()
     with atomic_store(path) as tmp:
         for i, (daily, gaps) in enumerate(daily_months(root, year)):
@@ -602,4 +612,14 @@ def write_daily(
 
 def read_daily(path: str | Path) -> xr.Dataset:
     """Open an ``era5_daily`` store lazily, naming the file and the fix on failure."""
+    from entropice_core.io.zarr import read_dataset
+
     return read_dataset(path, "era5_daily for that year")
+
+
+def daily_summary(daily: xr.Dataset) -> pd.DataFrame:
+    """Monthly domain means of 2 m temperature (degC) and sums of precipitation (mm)."""
+    domain = daily[["t2m_mean", "precipitation"]].mean(("latitude", "longitude"))
+    monthly = domain["t2m_mean"].resample(time="MS").mean().to_pandas().to_frame("t2m_degC")
+    monthly["precipitation_mm"] = domain["precipitation"].resample(time="MS").sum().to_pandas()
+    return monthly.rename_axis("month")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-
-import geopandas as gpd
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from entropice_core.io.atomic import atomic_path
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import geopandas as gpd
 
 
 def write_geoparquet(
@@ -22,6 +23,8 @@ def write_geoparquet(
     ``before_commit`` runs on the finished temporary file before the rename (used by tests to
     inject failures, and by callers that validate what they wrote).
     """
+    import geopandas as gpd
+
     if not isinstance(frame, gpd.GeoDataFrame):
         raise TypeError(f"expected a GeoDataFrame to write to {path}, got {type(frame).__name__}")
     if frame.crs is None:
@@ -38,6 +41,8 @@ def write_geoparquet(
 
 def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
     """Read a GeoParquet file, naming the file and the fix when it is missing or corrupt."""
+    import geopandas as gpd
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -55,4 +60,6 @@ def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
 
 def parquet_row_count(path: str | Path) -> int:
     """Row count from the Parquet footer, without reading the data."""
+    import pyarrow.parquet as pq
+
     return pq.ParquetFile(path).metadata.num_rows

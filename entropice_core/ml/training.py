@@ -24,34 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import joblib
 import numpy as np
-import pandas as pd
-import scipy.stats
-import skops.io as sio
-import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sklearn.base import BaseEstimator
-from sklearn.dummy import DummyClassifier
-from sklearn.inspection import permutation_importance
-from sklearn.metrics import (
-    f1_score,
-    get_scorer,
-    jaccard_score,
-    make_scorer,
-    precision_score,
-    recall_score,
-)
-from sklearn.model_selection import RandomizedSearchCV, cross_validate
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.class_weight import compute_sample_weight
 
 from entropice_core import __version__
 from entropice_core.io.atomic import atomic_path
 from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData, fingerprint
+
+if TYPE_CHECKING:  # the ML stack is imported where it is used: the configs load without it
+    import pandas as pd
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
 
 ModelName = Literal["espa", "xgboost", "rf", "knn"]
 Device = Literal["cpu", "cuda"]
@@ -159,6 +144,8 @@ class SearchSpec(BaseModel):
 
 def distribution(name: str, spec: Any) -> Any:
     """A frozen scipy.stats distribution (or a list of choices) from its TOML form."""
+    import scipy.stats
+
     if isinstance(spec, list):
         if not spec:
             raise ValueError(f"parameter {name!r}: an empty list has nothing to choose from")
@@ -238,6 +225,9 @@ class ExperimentConfig(BaseModel):
 
     def estimator(self) -> Pipeline:
         """The untrained pipeline with the fixed parameters set."""
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
         kind = MODELS[self.model]
         model = kind.build(self.device, self.seed, self.n_jobs)
         valid = model.get_params()
@@ -254,6 +244,15 @@ class ExperimentConfig(BaseModel):
 
 def scorers(binary: bool) -> dict[str, Any]:
     """The metrics of every experiment (zero_division=0: a class never predicted scores 0)."""
+    from sklearn.metrics import (
+        f1_score,
+        get_scorer,
+        jaccard_score,
+        make_scorer,
+        precision_score,
+        recall_score,
+    )
+
     result: dict[str, Any] = {"accuracy": get_scorer("accuracy")}
     for average in ("macro", "weighted"):
         for metric, function in (
@@ -266,6 +265,11 @@ def scorers(binary: bool) -> dict[str, Any]:
     if binary:
         result["roc_auc"] = get_scorer("roc_auc")
     return result
+
+
+#: Scores shown as numbers (Dagster metadata, the demo's summary).
+HEADLINE_METRICS = ("accuracy", "f1_macro", "roc_auc")
+HEADLINE_COLUMNS = {"cv": "model_cv_mean", "test": "model_test", "majority_cv": "baseline_cv_mean"}
 
 
 @dataclass
@@ -285,6 +289,15 @@ class TrainedExperiment:
     def refit_metric(self) -> str:
         return self.config.search.refit
 
+    def headline_scores(self) -> dict[str, float]:
+        """The headline metrics flat: ``cv_*``, ``test_*`` and ``majority_cv_*`` scores."""
+        return {
+            f"{prefix}_{metric}": float(self.scores.loc[metric, column])
+            for metric in HEADLINE_METRICS
+            if metric in self.scores.index
+            for prefix, column in HEADLINE_COLUMNS.items()
+        }
+
     def beats_baseline(self) -> bool:
         """Better than the majority class on the refit metric, in CV and on the test cells."""
         row = self.scores.loc[self.refit_metric]
@@ -298,6 +311,11 @@ def train_experiment(
     data: TrainingData, config: ExperimentConfig, progress: Callable[[str], None] | None = None
 ) -> TrainedExperiment:
     """Tune, refit and evaluate ``config``'s model on ``data`` (see the module docstring)."""
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+    from sklearn.model_selection import RandomizedSearchCV, cross_validate
+    from sklearn.utils.class_weight import compute_sample_weight
+
     report = progress or (lambda message: None)
     kind = MODELS[config.model]
     X, y, classes = data.xy(config.target, "train")
@@ -395,6 +413,9 @@ def _importance(
     model: Pipeline, X: pd.DataFrame, y: np.ndarray, scorer: Any, seed: int
 ) -> pd.DataFrame:
     """Native importance (if the model has one) and permutation importance on ``X``."""
+    import pandas as pd
+    from sklearn.inspection import permutation_importance
+
     estimator = model[-1]
     native = getattr(estimator, "feature_importances_", None)
     permuted = permutation_importance(
@@ -414,6 +435,8 @@ def _importance(
 
 def _cv_table(results: dict[str, Any]) -> pd.DataFrame:
     """``cv_results_`` as a Parquet-friendly table: parameters as JSON text."""
+    import pandas as pd
+
     table = pd.DataFrame(
         {k: v for k, v in results.items() if not k.startswith("param") and "split" not in k}
     )
@@ -446,6 +469,10 @@ def _versions() -> dict[str, str]:
 def save_experiment(result: TrainedExperiment, directory: str | Path) -> dict[str, Path]:
     """Write the model (skops, or joblib where skops cannot hold it), its stamp, CV results,
     scores, feature importance and the resolved config into ``directory``, each atomically."""
+    import joblib
+    import skops.io as sio
+    import tomlkit
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -492,6 +519,9 @@ def load_model(directory: str | Path) -> tuple[Pipeline, dict[str, Any]]:
     types; anything else in the file is refused. A scikit-learn version other than the one
     that trained the model is warned about.
     """
+    import joblib
+    import skops.io as sio
+
     directory = Path(directory)
     stamp_path = directory / MODEL_STAMP
     if not stamp_path.exists():
