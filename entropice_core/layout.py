@@ -86,11 +86,16 @@ class Layout:
             raise ValueError(f"the path of {asset} ({template}) needs {', '.join(missing)}")
         return self.root / template.format(**dims)
 
+    @property
+    def sources(self) -> Path:
+        """The folder of raw inputs (``sources/``; the sample region's manifest lies here)."""
+        return self.root / "sources"
+
     def source(self, name: str) -> Path:
         """The raw-input folder of a source (``sources/{name}``)."""
         if name not in SOURCES:
             raise ValueError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
-        return self.root / "sources" / name
+        return self.sources / name
 
     @property
     def watermask(self) -> Path:

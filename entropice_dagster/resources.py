@@ -28,6 +28,7 @@ from entropice_core.ingest.era5 import (
     download_arctic_year,
 )
 from entropice_core.io.download import DownloadConfig
+from entropice_core.layout import Layout
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
@@ -127,7 +128,7 @@ class DartsSourceResource(dg.ConfigurableResource):
     )
 
     def files(self, data_dir: Path) -> list[Path]:
-        folder = Path(self.folder) if self.folder else data_dir / "sources" / "darts"
+        folder = Path(self.folder) if self.folder else Layout(data_dir).source("darts")
         return find_darts_files(folder, self.pattern)
 
 
@@ -164,9 +165,15 @@ class DaskResource(dg.ConfigurableResource):
     processes: bool = Field(
         default=True, description="Workers as processes (True) or threads in this process."
     )
+    shared: bool = Field(
+        default=False,
+        description="With processes=False: keep the in-process cluster for every later run in "
+        "this process (one start for the demo's in-process runs) instead of one per run.",
+    )
 
     _client: Any = PrivateAttr(default=None)
     _cluster: Any = PrivateAttr(default=None)
+    _shared: bool = PrivateAttr(default=False)
 
     def _start_cluster(self) -> Any:
         if self.jobqueue:
@@ -202,6 +209,11 @@ class DaskResource(dg.ConfigurableResource):
 
         if self.scheduler_address:
             self._client = Client(self.scheduler_address)
+        elif self.shared and not self.processes and not self.jobqueue:
+            # threads in this process: one cluster shared by every run the process executes
+            # (the demo's in-process runs), not a scheduler started and stopped per run
+            self._client = _shared_client(self)
+            self._shared = True
         else:
             self._cluster = self._start_cluster()
             self._client = Client(self._cluster)
@@ -209,6 +221,9 @@ class DaskResource(dg.ConfigurableResource):
             context.log.info(f"Dask dashboard: {self._client.dashboard_link}")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._shared:  # lives as long as the process (distributed closes it at exit)
+            self._client = None
+            return
         if self._client is not None:
             self._client.close()
         if self._cluster is not None:
@@ -230,6 +245,21 @@ class DaskResource(dg.ConfigurableResource):
             "dask_workers": len(workers),
             "dask_threads": sum(w["nthreads"] for w in workers.values()),
         }
+
+
+#: In-process clusters kept for the process's later runs, one per sizing.
+_SHARED_CLIENTS: dict[tuple[int, int, str], Any] = {}
+
+
+def _shared_client(resource: DaskResource) -> Any:
+    """The process-wide client of an in-process (threads) cluster, started on first use."""
+    from distributed import Client
+
+    key = (resource.n_workers, resource.threads_per_worker, resource.memory_limit)
+    client = _SHARED_CLIENTS.get(key)
+    if client is None or client.status != "running":
+        client = _SHARED_CLIENTS[key] = Client(resource._start_cluster())
+    return client
 
 
 class ArcticDEMSourceResource(dg.ConfigurableResource):
@@ -263,7 +293,7 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
     retries: int = Field(default=5, ge=0, description="Download retries per tile.")
 
     def root(self, data_dir: Path) -> Path:
-        return Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
+        return Path(self.folder) if self.folder else Layout(data_dir).source("arcticdem")
 
     def fetch(self, data_dir: Path, area: AreaOfInterest) -> FetchedTiles:
         """Tiles for the area on disk, downloading missing ones when ``base_url`` is set."""
@@ -316,7 +346,7 @@ class CdsResource(dg.ConfigurableResource):
     )
 
     def root(self, data_dir: Path) -> Path:
-        return Path(self.folder) if self.folder else data_dir / "sources" / "era5"
+        return Path(self.folder) if self.folder else Layout(data_dir).source("era5")
 
     def download(
         self, data_dir: Path, year: int, area: AreaOfInterest, log: Any = print
@@ -348,5 +378,5 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         "arcticdem_source": ArcticDEMSourceResource(),
         "cds": CdsResource(offline=aoi == "sample"),
         # the sample region is small: worker threads in the run's process start in a moment
-        "dask": DaskResource(processes=aoi != "sample"),
+        "dask": DaskResource(processes=aoi != "sample", shared=aoi == "sample"),
     }
