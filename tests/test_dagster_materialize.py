@@ -80,7 +80,7 @@ def test_materialisation_metadata(materialised, key: str) -> None:
     # cells cover the sample region; their outlines may stick out by up to a cell
     assert shapely.box(*meta["bbox"]).intersects(shapely.box(*SAMPLE_REGION_BBOX))
     assert "cell_id" in meta["preview"] and "geometry" not in meta["preview"]
-    assert meta["map_preview"].startswith("![land fraction](data:image/png;base64,")
+    assert meta["map_preview"].startswith(f"![{key}: land fraction](data:image/png;base64,")
 
 
 @pytest.mark.slow
