@@ -18,10 +18,29 @@ def write_geoparquet(
     *,
     before_commit: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``frame`` as GeoParquet (geo metadata, CRS kept) atomically.
+    """Write ``frame`` as GeoParquet (geo metadata and CRS kept), replacing ``path`` atomically.
 
-    ``before_commit`` runs on the finished temporary file before the rename (used by tests to
-    inject failures, and by callers that validate what they wrote).
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        Features to write; must have a CRS. The index is not written.
+    path : str or Path
+        Target file.
+    before_commit : callable, optional
+        Called with the finished temporary file before the rename (used by tests to inject
+        failures, and by callers that validate what they wrote).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    TypeError
+        If ``frame`` is not a GeoDataFrame.
+    ValueError
+        If ``frame`` has no CRS.
     """
     import geopandas as gpd
 
@@ -40,7 +59,25 @@ def write_geoparquet(
 
 
 def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
-    """Read a GeoParquet file, naming the file and the fix when it is missing or corrupt."""
+    """Read a GeoParquet file, naming the file and the fix when it is missing or corrupt.
+
+    Parameters
+    ----------
+    path : str or Path
+        GeoParquet file.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The features with their CRS.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be read as GeoParquet.
+    """
     import geopandas as gpd
 
     path = Path(path)
@@ -59,7 +96,18 @@ def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
 
 
 def parquet_row_count(path: str | Path) -> int:
-    """Row count from the Parquet footer, without reading the data."""
+    """Count the rows of a Parquet file from its footer, without reading the data.
+
+    Parameters
+    ----------
+    path : str or Path
+        Parquet file.
+
+    Returns
+    -------
+    int
+        Number of rows.
+    """
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path).metadata.num_rows
