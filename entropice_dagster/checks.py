@@ -10,7 +10,7 @@ A check is a function returning one ``AssetCheckResult`` named after the functio
 docstring (or ``description``) is what the UI shows.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -187,7 +187,7 @@ def check_results(frame: Any, checks: tuple[Check, ...]) -> list[dg.AssetCheckRe
 
 
 def checked_output(
-    value: Any, metadata: dict[str, Any], results: list[dg.AssetCheckResult] = ()
+    value: Any, metadata: dict[str, Any], results: Sequence[dg.AssetCheckResult] = ()
 ) -> Iterator[dg.AssetCheckResult | dg.Output]:
     """Yield the check results, then the value only if every check passed.
 
@@ -195,7 +195,7 @@ def checked_output(
     the run and leaves the previous materialisation in place instead of replacing it.
     """
     yield from results
-    failed = [r.check_name for r in results if not r.passed]
+    failed = [str(r.check_name) for r in results if not r.passed]
     if failed:
         raise dg.Failure(
             description=f"blocking checks failed: {', '.join(failed)}; nothing was written and "

@@ -9,6 +9,7 @@ instance in ``$DAGSTER_HOME``, so the history, metadata, check results and maps 
 import os
 import sys
 import time
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,9 @@ def _instance() -> dg.DagsterInstance:
 
 def _root_cause(event: dg.DagsterEvent) -> str:
     error = event.step_failure_data.error
-    while error.cause is not None:
+    while error is not None and error.cause is not None:
         error = error.cause
-    return error.message.strip()
+    return error.message.strip() if error is not None else "no error recorded"
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
@@ -73,7 +74,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed; see its logs in the UI"
 
 
-def _summary(rows: list[tuple[str, dict, dict, dict, dict]], aoi: str) -> Table:
+def _summary(rows: list[tuple[Any, ...]], aoi: str) -> Table:
     table = Table(title=f"Per grid level on {aoi!r}")
     columns = (
         "partition",
@@ -103,7 +104,7 @@ def _summary(rows: list[tuple[str, dict, dict, dict, dict]], aoi: str) -> Table:
     return table
 
 
-def _model_table(rows: list[tuple[str, str, dict]]) -> Table:
+def _model_table(rows: list[tuple[str, str, Mapping[str, Any]]]) -> Table:
     table = Table(title="Spatial CV scores per grid level and model (binary task: any RTS)")
     columns = ("grid level", "experiment", "CV F1 macro", "CV ROC AUC", "CV accuracy")
     for column in (*columns, "majority F1", "test F1 macro"):
@@ -174,8 +175,9 @@ def main() -> int:
         console.print(f"sample region sources: {files.manifest.parent}")
         durations.append(("sample region", "generate", time.perf_counter() - started))
     years = [str(y) for y in range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)]
-    known = set(instance.get_dynamic_partitions(arctic_year_partitions.name))
-    instance.add_dynamic_partitions(arctic_year_partitions.name, sorted(set(years) - known))
+    name = str(arctic_year_partitions.name)
+    known = set(instance.get_dynamic_partitions(name))
+    instance.add_dynamic_partitions(name, sorted(set(years) - known))
     steps = _steps(years)
     rows, model_rows = [], []
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())

@@ -164,8 +164,8 @@ class ZarrIOManager(_DataDirIOManager):
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(str(path)),
-                "dims": dg.MetadataValue.json({k: int(v) for k, v in obj.sizes.items()}),
-                "variables": sorted(obj.data_vars),
+                "dims": dg.MetadataValue.json({str(k): int(v) for k, v in obj.sizes.items()}),
+                "variables": sorted(map(str, obj.data_vars)),
                 **extra,
             }
         )

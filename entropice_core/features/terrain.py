@@ -77,7 +77,7 @@ def terrain_features(
     )
     features = xr.Dataset(coords={"cell_ids": stacked["cell_ids"]}, attrs=stacked.attrs)
     for key, values in stacked.data_vars.items():
-        stat = key.removeprefix("terrain_")
+        stat = str(key).removeprefix("terrain_")
         for name in names:
             variable = values.sel(variable=name, drop=True)
             if stat != "valid_fraction":

@@ -68,7 +68,7 @@ def era5_hourly(
     yield from checked_output({"arctic_year": year, "files": [str(f) for f in files]}, metadata)
 
 
-@dg.asset(
+@dg.asset(  # type: ignore[call-overload]  # dg.Nothing is typed as the None type
     group_name="climate",
     kinds={"zarr"},
     code_version="1",
