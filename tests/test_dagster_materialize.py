@@ -15,7 +15,7 @@ from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.resources import (
     AreaOfInterestResource,
-    GridCellsResource,
+    GridSettingsResource,
 )
 
 KEYS = ("h3_3", "healpix_6")
@@ -110,7 +110,7 @@ def test_direct_asset_call(materialised, tmp_path: Path) -> None:
             context=dg.build_asset_context(partition_key="h3_3"),
             watermask=read_geoparquet(data_dir / "watermask" / "watermask.parquet"),
             area_of_interest=AreaOfInterestResource(aoi="sample"),
-            grid_settings=GridCellsResource(),
+            grid_settings=GridSettingsResource(),
         )
     )
     (output,) = [e for e in events if isinstance(e, dg.Output)]

@@ -238,15 +238,23 @@ def test_xarray_form_round_trips_through_zarr_with_the_same_fingerprint(tmp_path
 def test_device_arrays() -> None:
     values = np.arange(6, dtype=np.float32).reshape(3, 2)
     assert isinstance(as_device_array(values), np.ndarray)
-    for device in ("cuda", "torch"):
+    assert isinstance(as_device_array(values, "cpu", "numpy"), np.ndarray)
+    for device, backend in (("cuda", None), ("cuda", "torch"), ("cpu", "torch")):
         try:
-            as_device_array(values, device)
+            array = as_device_array(values, device, backend)
         except ImportError as err:
             assert "gpu extra" in str(err)
         except RuntimeError:  # installed but no GPU here
             pass
-    with pytest.raises(ValueError, match="unknown device"):
+        else:
+            assert type(array).__module__.split(".")[0] == (backend or "cupy")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
         as_device_array(values, "tpu")
+    # the old mixed vocabulary is refused, not guessed: backends are not devices
+    with pytest.raises(ValueError, match="unknown device 'cupy'"):
+        as_device_array(values, "cupy")
+    with pytest.raises(ValueError, match="'numpy' cannot run on device 'cuda'"):
+        as_device_array(values, "cuda", "numpy")
 
 
 def test_open_finds_sources_by_asset_in_the_storage_layout(tmp_path) -> None:

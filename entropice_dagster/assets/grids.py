@@ -14,8 +14,8 @@ from entropice_dagster.metadata import frame_summary, png_markdown, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     AreaOfInterestResource,
-    GridCellsResource,
-    WatermaskResource,
+    GridSettingsResource,
+    WatermaskSourceResource,
 )
 
 
@@ -27,7 +27,7 @@ from entropice_dagster.resources import (
     metadata=stored_at("watermask"),
     check_specs=check_specs("watermask", *WATERMASK_CHECKS),
 )
-def watermask(area_of_interest: AreaOfInterestResource, watermask_source: WatermaskResource):
+def watermask(area_of_interest: AreaOfInterestResource, watermask_source: WatermaskSourceResource):
     """Water polygons (EPSG:4326) over the area of interest, cut into tiles.
 
     Built once and shared by every grid level, so all levels agree on where the coast is.
@@ -61,7 +61,7 @@ def grid_cells(
     context: dg.AssetExecutionContext,
     watermask,
     area_of_interest: AreaOfInterestResource,
-    grid_settings: GridCellsResource,
+    grid_settings: GridSettingsResource,
 ):
     """Cells of one grid level over the area of interest: cell_id, geometry, land area, fraction.
 

@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from entropice_core.config import ArrayBackend
 from entropice_dagster.checks import check_specs, checked_output, elevation_plausible
 from entropice_dagster.io_managers import (
     MANIFEST_IO_MANAGER_KEY,
@@ -34,7 +35,7 @@ def arcticdem_tiles(
     """The ArcticDEM v4.1 32 m mosaic tiles covering the area, as published (COG, EPSG:3413).
 
     Missing tiles are downloaded (resumed, size-checked and opened before they count) when
-    the source has a base URL; tiles the release lacks (open ocean) are listed as missing.
+    the source's client is 'pgc'; tiles the release lacks (open ocean) are listed as missing.
     The value is the manifest of the tiles on disk (the files stay where the source is).
     """
     fetched = arcticdem_source.fetch(data_dir.root, area_of_interest.area())
@@ -62,7 +63,9 @@ class TerrainDerivativesConfig(dg.Config):
     vrm_windows: list[int] | None = Field(
         default=None, description="Odd VRM window sizes in pixels (default 3, 9)."
     )
-    backend: str | None = Field(default=None, description="'numpy' (CPU, default) or 'cupy'.")
+    backend: ArrayBackend = Field(
+        default="numpy", description="Array backend: 'numpy' (device cpu) or 'cupy' (cuda)."
+    )
 
 
 @dg.asset(
