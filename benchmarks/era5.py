@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from entropice_core.climate.features import yearly_from_daily
 from entropice_core.climate.indices import ClimateIndexConfig
+from entropice_core.features.climate import yearly_from_daily
 from entropice_core.ingest.era5 import daily_from_hourly
 
 YEAR = 2019

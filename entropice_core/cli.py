@@ -1,7 +1,7 @@
 """The ``entropice`` command line: build grids and watermasks, train and predict, run the demo.
 
 Every command that writes takes ``--data-dir`` (default: ``$ENTROPICE_DATA_DIR`` or ``./data``)
-and follows the storage layout of docs/architecture (``grids/{grid_level}.parquet``, ...).
+and follows the storage layout (``entropice_core.layout``: ``grids/{grid_level}.parquet``, ...).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from entropice_core.config import (
     WatermaskConfig,
 )
 from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
+from entropice_core.layout import Layout
 from entropice_core.spatial.grids import grid_cells
 from entropice_core.spatial.watermask import water_polygons
 
@@ -94,7 +95,7 @@ def watermask(
 ) -> None:
     """Write water polygons covering an area of interest (plus a 250 km margin)."""
     area = AreaOfInterest.parse(aoi)
-    target = out or (data_dir or Settings.from_env().data_dir) / "watermask" / "watermask.parquet"
+    target = out or _layout(data_dir).watermask
     with _progress() as progress:
         progress.add_task(f"water polygons for {area.name}", total=None)
         water = water_polygons(area, _watermask_config(water_file))
@@ -134,7 +135,7 @@ def grids(
     """
     spec = _resolve_grid(grid_level, grid, level)
     area = AreaOfInterest.parse(aoi)
-    target = out or (data_dir or Settings.from_env().data_dir) / "grids" / f"{spec.key}.parquet"
+    target = out or _layout(data_dir).grid_cells(spec.key)
     start = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task(f"water polygons for {area.name}", total=None)
@@ -157,12 +158,12 @@ def grids(
 @app.command
 def summary(data_dir: DataDirOption = None) -> None:
     """Print what the data directory holds per grid level."""
-    root = data_dir or Settings.from_env().data_dir
-    table = Table(title=f"Entropice outputs in {root}")
+    layout = _layout(data_dir)
+    table = Table(title=f"Entropice outputs in {layout.root}")
     for column in ("grid level", "cells", "land km2", "file"):
         table.add_column(column, justify="right" if column != "file" else "left")
     for key in DEFAULT_GRID_LEVELS:
-        path = root / "grids" / f"{key}.parquet"
+        path = layout.grid_cells(key)
         if path.exists():
             cells = read_geoparquet(path)
             table.add_row(key, f"{len(cells):,}", f"{cells.land_area_km2.sum():,.0f}", str(path))
@@ -185,8 +186,9 @@ def demo(data_dir: DataDirOption = None) -> None:
         raise SystemExit(result.returncode)
 
 
-def _results_dir(root: Path, grid_level: str, experiment: str) -> Path:
-    return root / "training-results" / GridSpec.from_key(grid_level).key / experiment
+def _layout(data_dir: Path | None) -> Layout:
+    """The storage layout under --data-dir (default $ENTROPICE_DATA_DIR or ./data)."""
+    return Layout(data_dir or Settings.from_env().data_dir)
 
 
 @app.command
@@ -217,11 +219,12 @@ def train(
     if n_iter is not None:
         search = experiment.search.model_copy(update={"n_iter": n_iter})
         experiment = experiment.model_copy(update={"search": search})
-    root = data_dir or Settings.from_env().data_dir
-    target = out or _results_dir(root, grid_level, experiment.name)
+    layout = _layout(data_dir)
+    key = GridSpec.from_key(grid_level).key
+    target = out or layout.experiment(key, experiment.name)
     with _progress() as progress:
         task = progress.add_task(f"{grid_level}: reading the datasets", total=None)
-        data = experiment.dataset.open(root, GridSpec.from_key(grid_level).key)
+        data = experiment.dataset.open(layout.root, key)
         result = train_experiment(
             data, experiment, lambda message: progress.update(task, description=message)
         )
@@ -252,15 +255,14 @@ def predict(
     from entropice_core.ml.inference import predict_cells
     from entropice_core.ml.training import RESOLVED_CONFIG, ExperimentConfig, load_model
 
-    root = data_dir or Settings.from_env().data_dir
-    folder = _results_dir(root, grid_level, experiment)
+    layout, key = _layout(data_dir), GridSpec.from_key(grid_level).key
+    folder = layout.experiment(key, experiment)
     model, stamp = load_model(folder)
     resolved = ExperimentConfig.from_toml(folder / RESOLVED_CONFIG)
-    key = GridSpec.from_key(grid_level).key
-    cells = read_geoparquet(root / "grids" / f"{key}.parquet")
+    cells = read_geoparquet(layout.grid_cells(key))
     with _progress() as progress:
         task = progress.add_task(f"{experiment} on {key}", total=None)
-        data = resolved.dataset.open(root, key)
+        data = resolved.dataset.open(layout.root, key)
         frame = predict_cells(
             model,
             data.dataset,
@@ -273,7 +275,7 @@ def predict(
                 task, description=f"{experiment} on {key}: {done:,}/{total:,} cells"
             ),
         )
-        target = out or folder / "predictions.parquet"
+        target = out or layout.predictions(key, experiment)
         write_geoparquet(frame, target)
     counts = frame["predicted_label"].value_counts(dropna=False).to_dict()
     console.print(f"[green]wrote[/] {target}: {len(frame):,} cells, {counts}")

@@ -22,8 +22,6 @@ from pydantic import (
 )
 from shapely.geometry.base import BaseGeometry
 
-from entropice_core.io.vector import read_vector
-
 GridName = Literal["h3", "healpix"]
 
 #: Levels each grid supports at all (the libraries' own limits).
@@ -266,6 +264,8 @@ class AreaOfInterest(BaseModel):
     def from_file(cls, path: str | Path) -> AreaOfInterest:
         """Read the union of all polygons in a vector file (GeoParquet, GeoPackage, ...)."""
         path = Path(path)
+        from entropice_core.io.vector import read_vector  # geopandas only for a file AOI
+
         frame = read_vector(path, "area of interest file")
         geom = shapely.union_all(shapely.make_valid(frame.to_crs(4326).geometry.values))
         return cls.from_geometry(geom, name=path.name)

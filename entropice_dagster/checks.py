@@ -1,19 +1,30 @@
-"""Asset checks computed inside the assets from the frame they just built.
+"""Every asset check of the graph, computed inside the asset from the value it just built.
 
 Checks run in the asset's own step (``check_specs``) rather than as separate ``@asset_check``s,
-which would load every partition again. They are blocking: a grid with duplicate ids, broken
-geometries or impossible land fractions would poison every per-cell asset downstream.
+which would load every partition again. They are blocking: the asset yields its check results
+first and its ``Output`` only when all passed (``checked_output``), so a failed check fails the
+run before the IO manager writes anything and the previous version stays in place. Every asset
+returns through ``checked_output`` (an empty list where it has no check), one style for all.
+
+A check is a function returning one ``AssetCheckResult`` named after the function; its
+docstring (or ``description``) is what the UI shows.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
-import geopandas as gpd
 import numpy as np
 
+#: The labels' total RTS area may differ from the clipped footprint area by this fraction.
+AREA_TOLERANCE = 1e-3
+#: Plausible cell means of thawing degree days (degC day) north of 50 N.
+TDD_RANGE = (0.0, 4000.0)
+#: Plausible ellipsoidal heights in the Arctic (m): below the sea floor of fjords, above Denali.
+ELEVATION_RANGE = (-200.0, 6500.0)
 
-def _geometry_check(name: str, frame: gpd.GeoDataFrame, allow_empty: bool) -> dg.AssetCheckResult:
+
+def _geometry_check(name: str, frame: Any, allow_empty: bool) -> dg.AssetCheckResult:
     geometry = frame.geometry
     bad = geometry.isna() | ~geometry.is_valid
     if not allow_empty:
@@ -26,17 +37,17 @@ def _geometry_check(name: str, frame: gpd.GeoDataFrame, allow_empty: bool) -> dg
     )
 
 
-def polygons_valid(frame: gpd.GeoDataFrame) -> dg.AssetCheckResult:
+def polygons_valid(frame: Any) -> dg.AssetCheckResult:
     """Water polygons are present, valid (OGC) and in EPSG:4326; a tile without water is empty."""
     return _geometry_check("polygons_valid", frame, allow_empty=True)
 
 
-def geometries_valid(frame: gpd.GeoDataFrame) -> dg.AssetCheckResult:
+def geometries_valid(frame: Any) -> dg.AssetCheckResult:
     """Geometries are present, non-empty, valid (OGC) and in EPSG:4326."""
     return _geometry_check("geometries_valid", frame, allow_empty=False)
 
 
-def cell_ids_unique(frame: gpd.GeoDataFrame) -> dg.AssetCheckResult:
+def cell_ids_unique(frame: Any) -> dg.AssetCheckResult:
     """Every cell_id appears once, so joins on cell_ids are one-to-one."""
     duplicated = frame["cell_id"].duplicated(keep=False)
     return dg.AssetCheckResult(
@@ -49,7 +60,7 @@ def cell_ids_unique(frame: gpd.GeoDataFrame) -> dg.AssetCheckResult:
     )
 
 
-def land_fraction_in_0_1(frame: gpd.GeoDataFrame) -> dg.AssetCheckResult:
+def land_fraction_in_0_1(frame: Any) -> dg.AssetCheckResult:
     """Land fractions lie in (0, 1] (ocean-only cells are dropped) and land areas are positive."""
     fraction = frame["land_fraction"].to_numpy(dtype=float)
     area = frame["land_area_km2"].to_numpy(dtype=float)
@@ -65,26 +76,118 @@ def land_fraction_in_0_1(frame: gpd.GeoDataFrame) -> dg.AssetCheckResult:
     )
 
 
-Check = Callable[[gpd.GeoDataFrame], dg.AssetCheckResult]
+def rts_area_matches_footprints(labels: Any, expected_km2: float) -> dg.AssetCheckResult:
+    """Total RTS area over all cells equals the footprint area inside the cells (clipped
+    independently, ``expected_km2``) within AREA_TOLERANCE."""
+    labelled = float(labels["rts_area_km2"].sum())
+    error = abs(labelled - expected_km2) / expected_km2 if expected_km2 else abs(labelled)
+    return dg.AssetCheckResult(
+        check_name="rts_area_matches_footprints",
+        passed=bool(error <= AREA_TOLERANCE),
+        metadata={
+            "labelled_km2": labelled,
+            "footprints_in_cells_km2": expected_km2,
+            "relative_error": error,
+        },
+    )
+
+
+def _cell_means_in_range(
+    name: str, values: Any, n_cells: int, expected_cells: int, bounds: tuple[float, float]
+) -> dg.AssetCheckResult:
+    """Every cell present, some finite value, and all finite values within ``bounds``."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    passed = bool(
+        n_cells == expected_cells
+        and finite.size > 0
+        and bounds[0] <= finite.min()
+        and finite.max() <= bounds[1]
+    )
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=passed,
+        metadata={
+            "cells": n_cells,
+            "expected_cells": expected_cells,
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+        },
+    )
+
+
+def degree_days_plausible(features: Any, cells: Any) -> dg.AssetCheckResult:
+    """Every cell is present and cell means of thawing degree days lie in TDD_RANGE."""
+    return _cell_means_in_range(
+        "degree_days_plausible",
+        features["thawing_degree_days"].to_numpy(),
+        features.sizes["cell_ids"],
+        len(cells),
+        TDD_RANGE,
+    )
+
+
+def elevation_plausible(features: Any, cells: Any) -> dg.AssetCheckResult:
+    """Every cell of the grid is present and cell means of elevation lie in ELEVATION_RANGE."""
+    return _cell_means_in_range(
+        "elevation_plausible",
+        features["elevation_mean"].to_numpy(),
+        features.sizes["cell_ids"],
+        len(cells),
+        ELEVATION_RANGE,
+    )
+
+
+def beats_majority_baseline(result: Any) -> dg.AssetCheckResult:
+    """The model scores higher than the majority class on the experiment's refit metric (F1
+    macro by default), both in spatial CV and on the test blocks."""
+    metric = result.refit_metric
+    return dg.AssetCheckResult(
+        check_name="beats_majority_baseline",
+        passed=result.beats_baseline(),
+        metadata={
+            "metric": metric,
+            **{key: float(value) for key, value in result.scores.loc[metric].items()},
+        },
+    )
+
+
+Check = Callable[..., dg.AssetCheckResult]
+
+#: Descriptions that name the thresholds (a docstring cannot be formatted).
+DESCRIPTIONS: dict[Check, str] = {
+    rts_area_matches_footprints: "Total RTS area over all cells equals the footprint area "
+    f"inside the cells (clipped independently) within {AREA_TOLERANCE:.1%}.",
+    degree_days_plausible: "Every cell is present and cell means of thawing degree days lie "
+    f"in {TDD_RANGE[0]:g}..{TDD_RANGE[1]:g} degC day.",
+    elevation_plausible: "Every cell of the grid is present and cell means of elevation lie "
+    f"in {ELEVATION_RANGE[0]:g}..{ELEVATION_RANGE[1]:g} m.",
+}
 
 WATERMASK_CHECKS: tuple[Check, ...] = (polygons_valid,)
 GRID_CELLS_CHECKS: tuple[Check, ...] = (cell_ids_unique, geometries_valid, land_fraction_in_0_1)
 
 
-def check_specs(asset: str, checks: tuple[Check, ...]) -> list[dg.AssetCheckSpec]:
+def check_specs(asset: str, *checks: Check) -> list[dg.AssetCheckSpec]:
     """One blocking spec per check function, named and described by the function."""
     return [
-        dg.AssetCheckSpec(check.__name__, asset=asset, description=check.__doc__, blocking=True)
+        dg.AssetCheckSpec(
+            check.__name__,
+            asset=asset,
+            description=DESCRIPTIONS.get(check, check.__doc__),
+            blocking=True,
+        )
         for check in checks
     ]
 
 
-def check_results(frame: gpd.GeoDataFrame, checks: tuple[Check, ...]) -> list[dg.AssetCheckResult]:
+def check_results(frame: Any, checks: tuple[Check, ...]) -> list[dg.AssetCheckResult]:
+    """Run checks that take the value alone."""
     return [check(frame) for check in checks]
 
 
 def checked_output(
-    value: Any, metadata: dict[str, Any], results: list[dg.AssetCheckResult]
+    value: Any, metadata: dict[str, Any], results: Sequence[dg.AssetCheckResult] = ()
 ) -> Iterator[dg.AssetCheckResult | dg.Output]:
     """Yield the check results, then the value only if every check passed.
 
@@ -92,7 +195,7 @@ def checked_output(
     the run and leaves the previous materialisation in place instead of replacing it.
     """
     yield from results
-    failed = [r.check_name for r in results if not r.passed]
+    failed = [str(r.check_name) for r in results if not r.passed]
     if failed:
         raise dg.Failure(
             description=f"blocking checks failed: {', '.join(failed)}; nothing was written and "

@@ -1,20 +1,25 @@
 """Materialise the whole asset graph on the configured area, as runs the Dagster UI shows.
 
-``python -m entropice_dagster.demo`` (called by ``entropice demo`` / ``make demo``) runs each
-partition as its own run on the persistent instance in ``$DAGSTER_HOME``, so the history,
-metadata, check results and maps are there when ``make ui`` opens the UI afterwards.
+``python -m entropice_dagster.demo`` (called by ``entropice demo`` / ``make demo``) runs the
+graph as few in-process runs as the partitions allow (one per partition key) on the persistent
+instance in ``$DAGSTER_HOME``, so the history, metadata, check results and maps are there when
+``make ui`` opens the UI afterwards. It ends with the wall time per stage.
 """
 
 import os
 import sys
+import time
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from entropice_core.layout import ASSET_PATHS
 from entropice_core.sample import generate_sample_region
 from entropice_core.sample.era5 import ARCTIC_YEARS
 from entropice_dagster.assets import all_assets
@@ -53,9 +58,9 @@ def _instance() -> dg.DagsterInstance:
 
 def _root_cause(event: dg.DagsterEvent) -> str:
     error = event.step_failure_data.error
-    while error.cause is not None:
+    while error is not None and error.cause is not None:
         error = error.cause
-    return error.message.strip()
+    return error.message.strip() if error is not None else "no error recorded"
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
@@ -69,7 +74,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed; see its logs in the UI"
 
 
-def _summary(rows: list[tuple[str, dict, dict, dict, dict]], aoi: str) -> Table:
+def _summary(rows: list[tuple[Any, ...]], aoi: str) -> Table:
     table = Table(title=f"Per grid level on {aoi!r}")
     columns = (
         "partition",
@@ -99,7 +104,7 @@ def _summary(rows: list[tuple[str, dict, dict, dict, dict]], aoi: str) -> Table:
     return table
 
 
-def _model_table(rows: list[tuple[str, str, dict]]) -> Table:
+def _model_table(rows: list[tuple[str, str, Mapping[str, Any]]]) -> Table:
     table = Table(title="Spatial CV scores per grid level and model (binary task: any RTS)")
     columns = ("grid level", "experiment", "CV F1 macro", "CV ROC AUC", "CV accuracy")
     for column in (*columns, "majority F1", "test F1 macro"):
@@ -111,38 +116,78 @@ def _model_table(rows: list[tuple[str, str, dict]]) -> Table:
     return table
 
 
+def _steps(years: list[str]) -> list[tuple[str, list[dg.AssetsDefinition], Any]]:
+    """(stage, assets, partition key) of each run: as few runs as the partitions allow.
+
+    One run per partition key: the unpartitioned sources together; each Arctic year's
+    download, daily aggregates and indices together, newest year first (a year's indices read
+    the next year's daily store, which then already exists); each grid level's per-cell assets
+    together (with the training dataset where models are trained); each model with its
+    predictions.
+    """
+    steps: list[tuple[str, list[dg.AssetsDefinition], Any]] = [
+        ("sources", [watermask, darts_polygons, arcticdem_tiles, terrain_derivatives], None)
+    ]
+    steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
+    per_cell = [grid_cells, rts_labels, terrain_features, climate_features]
+    steps += [
+        ("grid levels", per_cell + ([training_dataset] if key in MODEL_LEVELS else []), key)
+        for key in grid_partitions.get_partition_keys()
+    ]
+    steps += [
+        (
+            "models",
+            [trained_model, predictions],
+            dg.MultiPartitionKey({"grid_level": k, "experiment": e}),
+        )
+        for k in MODEL_LEVELS
+        for e in experiment_partitions.get_partition_keys()
+    ]
+    return steps
+
+
+def _model_key(grid_level: str, experiment: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"grid_level": grid_level, "experiment": experiment})
+
+
+def _timings(durations: list[tuple[str, str, float]]) -> Table:
+    """Wall time per stage (runs, total, slowest run), for seeing where the demo's time goes."""
+    table = Table(title="Time per stage (wall clock, in-process runs)")
+    for column in ("stage", "runs", "total s", "mean s", "slowest run", "s"):
+        table.add_column(column, justify="right" if column != "slowest run" else "left")
+    for stage in dict.fromkeys(stage for stage, _, _ in durations):
+        runs = [(name, s) for st, name, s in durations if st == stage]
+        total = sum(s for _, s in runs)
+        slowest = max(runs, key=lambda r: r[1])
+        row = (stage, str(len(runs)), f"{total:.1f}", f"{total / len(runs):.1f}", *slowest)
+        table.add_row(*row[:-1], f"{slowest[1]:.1f}")
+    return table
+
+
 def main() -> int:
     console = Console()
+    started = time.perf_counter()
     instance = _instance()
+    durations: list[tuple[str, str, float]] = []
     if settings.aoi == "sample":
         with console.status("writing the sample region's source files (first run: ~40 s)"):
             files = generate_sample_region(settings.data_dir)
         console.print(f"sample region sources: {files.manifest.parent}")
-    keys = grid_partitions.get_partition_keys()
-    # ERA5 of the sample's Arctic years: all daily stores first, so that each year's indices
-    # see the next year's October-December (the end of the thaw season)
+        durations.append(("sample region", "generate", time.perf_counter() - started))
     years = [str(y) for y in range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)]
-    known = set(instance.get_dynamic_partitions(arctic_year_partitions.name))
-    instance.add_dynamic_partitions(arctic_year_partitions.name, sorted(set(years) - known))
-    steps = [([watermask], None), ([darts_polygons], None)]
-    steps += [([arcticdem_tiles, terrain_derivatives], None)]
-    steps += [([era5_hourly, era5_daily], year) for year in years]
-    steps += [([era5_yearly], year) for year in years]
-    steps += [([grid_cells, rts_labels, terrain_features, climate_features], key) for key in keys]
-    steps += [([training_dataset], key) for key in MODEL_LEVELS]
-    steps += [
-        ([trained_model, predictions], dg.MultiPartitionKey({"grid_level": key, "experiment": e}))
-        for key in MODEL_LEVELS
-        for e in experiment_partitions.get_partition_keys()
-    ]
+    name = str(arctic_year_partitions.name)
+    known = set(instance.get_dynamic_partitions(name))
+    instance.add_dynamic_partitions(name, sorted(set(years) - known))
+    steps = _steps(years)
     rows, model_rows = [], []
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("materialising", total=len(steps))
-        for selection, key in steps:
+        for stage, selection, key in steps:
             names = " + ".join(asset.key.to_user_string() for asset in selection)
             name = " ".join(filter(None, (names, key)))
             progress.update(task, description=name)
+            run_started = time.perf_counter()
             result = dg.materialize(
                 all_assets,
                 selection=selection,
@@ -152,6 +197,7 @@ def main() -> int:
                 run_config=QUIET,
                 raise_on_error=False,
             )
+            durations.append((stage, str(key or "-"), time.perf_counter() - run_started))
             if not result.success:
                 progress.stop()
                 console.print(f"[red]{name} failed (run {result.run_id}):[/red]")
@@ -162,24 +208,20 @@ def main() -> int:
                 dims = key.keys_by_dimension
                 model_rows.append((dims["grid_level"], dims["experiment"], model.metadata))
             elif selection[0] is grid_cells:
-                (cells,) = result.asset_materializations_for_node("grid_cells")
-                (labels,) = result.asset_materializations_for_node("rts_labels")
-                (terrain,) = result.asset_materializations_for_node("terrain_features")
-                (climate,) = result.asset_materializations_for_node("climate_features")
-                rows.append(
-                    (key, cells.metadata, labels.metadata, terrain.metadata, climate.metadata)
-                )
+                metadata = [
+                    result.asset_materializations_for_node(asset.key.to_user_string())[0].metadata
+                    for asset in (grid_cells, rts_labels, terrain_features, climate_features)
+                ]
+                rows.append((key, *metadata))
             progress.advance(task)
 
     console.print(_summary(rows, settings.aoi))
     console.print(_model_table(model_rows))
+    console.print(_timings(durations))
     console.print(
-        f"Outputs in {settings.data_dir}: watermask/watermask.parquet, "
-        "grids/{grid_level}.parquet, darts/footprints.parquet, "
-        "darts/labels_{grid_level}.zarr and .parquet, arcticdem/derivatives.icechunk, "
-        "arcticdem/features_{grid_level}.zarr, era5/daily/{year}.zarr, era5/yearly/{year}.zarr, "
-        "era5/features_{grid_level}.zarr, datasets/{grid_level}.zarr, "
-        "training-results/{grid_level}/{experiment}/"
+        f"{len(steps)} runs in {time.perf_counter() - started:.0f} s. Outputs in "
+        f"{settings.data_dir} (storage layout: entropice_core/layout.py): "
+        + ", ".join(ASSET_PATHS[a.key.to_user_string()] for a in all_assets)
     )
     console.print(
         f"Runs, metadata, checks and maps are in {os.environ['DAGSTER_HOME']}.\n"

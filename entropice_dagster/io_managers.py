@@ -1,38 +1,37 @@
-"""IO managers: each asset's file path comes from its ``entropice/path`` metadata.
+"""IO managers: each asset's file path comes from the storage layout (``entropice_core.layout``).
 
-The storage layout is a contract (architecture.md), so paths are spelled out on the assets
-rather than derived from asset keys: ``{"entropice/path": "grids/{partition_key}.parquet"}``
-is relative to ``data_dir`` and filled in with the partition key; a multi-partitioned asset
-can also name each dimension (``training-results/{grid_level}/{experiment}``).
+The layout is a contract (architecture.md), owned by one module: an IO manager asks
+``Layout(data_dir).asset_path(asset, partition)`` where the asset's output goes, so assets,
+the CLI and dataset configs cannot disagree about a path. Heavy libraries (geopandas, xarray,
+the ML stack) are imported when a value is written or read, not when the definitions load.
 """
 
+from __future__ import annotations
+
+import json
 from abc import abstractmethod
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import geopandas as gpd
-import xarray as xr
 from pydantic import Field
 
 from entropice_core.io.atomic import atomic_path
-from entropice_core.io.geoparquet import (
-    parquet_row_count,
-    read_geoparquet,
-    write_geoparquet,
-)
-from entropice_core.io.icechunk import commit_dataset, read_dataset_version
-from entropice_core.io.zarr import dataset_table, read_dataset, write_dataset
-from entropice_core.ml.training import TrainedExperiment, load_model, save_experiment
+from entropice_core.layout import Layout
 
-#: Resource keys of the two IO managers, as the assets name them.
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import xarray as xr
+
+    from entropice_core.ml.training import TrainedExperiment
+
+#: Resource keys of the IO managers, as the assets name them.
 GEOPARQUET_IO_MANAGER_KEY = "geoparquet_io_manager"
 ZARR_IO_MANAGER_KEY = "zarr_io_manager"
 EXPERIMENT_IO_MANAGER_KEY = "experiment_io_manager"
-PATH_METADATA_KEY = "entropice/path"
-TABLE_METADATA_KEY = "entropice/table_path"
-ICECHUNK_METADATA_KEY = "entropice/icechunk"
+MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
+#: Optional asset metadata: the raster variable the Zarr IO manager previews after writing.
+PREVIEW_METADATA_KEY = "entropice/preview"
 
 
 def _partitions_def(context: dg.OutputContext) -> dg.PartitionsDefinition | None:
@@ -50,14 +49,8 @@ def _dimension_keys(partitions_def: dg.PartitionsDefinition | None, key: str) ->
     return dict(partitions_def.get_partition_key_from_str(key).keys_by_dimension)
 
 
-def _column_schema(frame: gpd.GeoDataFrame) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]
-    )
-
-
 class _DataDirIOManager(dg.ConfigurableIOManager):
-    """Files under ``data_dir`` at the path template of the asset's ``entropice/path``.
+    """Files under ``data_dir`` at the asset's place in the storage layout.
 
     Several upstream partitions load as a dict ``{partition_key: value}``; a single one loads
     as the value itself.
@@ -65,66 +58,43 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
 
     data_dir: str = Field(description="Root of the storage hierarchy (ENTROPICE_DATA_DIR).")
 
-    def _path(
-        self,
-        metadata: Mapping[str, Any] | None,
-        asset: str,
-        partition_key: str | None,
-        key: str = PATH_METADATA_KEY,
-        dimensions: Mapping[str, str] | None = None,
-    ) -> Path:
-        template = (metadata or {}).get(key)
-        if template is None:
-            raise dg.DagsterInvariantViolationError(
-                f"asset {asset} has no {key!r} metadata: add e.g. "
-                f'metadata={{"{key}": "grids/{{partition_key}}.parquet"}} '
-                "to its definition"
-            )
-        if partition_key is None and "{partition_key}" in template:
-            raise dg.DagsterInvariantViolationError(
-                f"asset {asset} is not partitioned but its path {template!r} needs a partition key"
-            )
-        return Path(self.data_dir) / template.format(
-            partition_key=partition_key, **(dimensions or {})
-        )
+    @property
+    def layout(self) -> Layout:
+        return Layout(Path(self.data_dir))
 
-    def _output_path(self, context: dg.OutputContext, key: str = PATH_METADATA_KEY) -> Path:
+    def _output_path(self, context: dg.OutputContext) -> Path:
         partition = context.partition_key if context.has_asset_partitions else None
         dimensions = _dimension_keys(_partitions_def(context), partition) if partition else {}
-        return self._path(
-            context.definition_metadata,
-            context.asset_key.to_user_string(),
-            partition,
-            key,
-            dimensions,
-        )
+        return self._path(context.asset_key.to_user_string(), partition, dimensions)
+
+    def _path(self, asset: str, partition: str | None, dimensions: dict[str, str]) -> Path:
+        if dimensions:
+            return self.layout.asset_path(asset, **dimensions)
+        return self.layout.asset_path(asset, partition)
 
     @abstractmethod
     def _read(self, path: Path) -> Any:
         """Load what ``handle_output`` wrote at ``path``."""
 
-    def _load(
-        self,
-        metadata: Mapping[str, Any],
-        asset: str,
-        partition: str | None,
-        dimensions: Mapping[str, str] | None = None,
-    ) -> Any:
+    def _load(self, asset: str, partition: str | None, dimensions: dict[str, str]) -> Any:
         """Load one partition (or the unpartitioned asset) of ``asset``."""
-        return self._read(self._path(metadata, asset, partition, dimensions=dimensions))
+        return self._read(self._path(asset, partition, dimensions))
 
     def load_input(self, context: dg.InputContext) -> Any:
-        metadata = context.upstream_output.definition_metadata or {}
         asset = context.asset_key.to_user_string()
         if not context.has_asset_partitions:
-            return self._load(metadata, asset, None)
+            return self._load(asset, None, {})
         values = {
-            key: self._load(
-                metadata, asset, key, _dimension_keys(context.asset_partitions_def, key)
-            )
+            key: self._load(asset, key, _dimension_keys(context.asset_partitions_def, key))
             for key in context.asset_partition_keys
         }
         return next(iter(values.values())) if len(values) == 1 else values
+
+
+def _column_schema(frame: gpd.GeoDataFrame) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]
+    )
 
 
 class GeoParquetIOManager(_DataDirIOManager):
@@ -135,6 +105,8 @@ class GeoParquetIOManager(_DataDirIOManager):
     """
 
     def handle_output(self, context: dg.OutputContext, obj: gpd.GeoDataFrame) -> None:
+        from entropice_core.io.geoparquet import parquet_row_count, write_geoparquet
+
         path = self._output_path(context)
         write_geoparquet(obj, path)
         # The UI shows these standard keys as the asset's row count and column schema.
@@ -152,61 +124,96 @@ class GeoParquetIOManager(_DataDirIOManager):
         )
 
     def _read(self, path: Path) -> gpd.GeoDataFrame:
+        from entropice_core.io.geoparquet import read_geoparquet
+
         return read_geoparquet(path)
 
 
 class ZarrIOManager(_DataDirIOManager):
-    """L2 datasets (xarray with an xdggs ``cell_ids`` coordinate) as Zarr v3 stores.
+    """Datasets as Zarr v3 stores, or as commits to an Icechunk repository.
 
-    The store path comes from the asset's ``entropice/path`` metadata like the GeoParquet
-    manager's; an optional ``entropice/table_path`` also writes the dataset as a flat Parquet
-    table (one row per cell and year) for pandas users. Both are replaced atomically. With
-    ``entropice/icechunk: true`` the path is an Icechunk repository instead: each
-    materialisation is one commit to the partition's group, and its snapshot id goes into the
-    metadata. Loading is lazy (Dask-backed), from the branch head.
+    L2 datasets (an xdggs ``cell_ids`` coordinate) and rasters on a regular grid (era5 indices)
+    go to Zarr stores replaced atomically; where the layout names a flat table (rts_labels) the
+    dataset is also written as Parquet (one row per cell and year). Where the layout path is an
+    Icechunk repository (``*.icechunk``), each materialisation is one commit (to the
+    partition's group, or the root group of an unpartitioned raster) and its snapshot id goes
+    into the metadata. Loading is lazy (Dask-backed); from Icechunk, at the branch head, with
+    the snapshot id read in ``attrs["icechunk_snapshot_id"]`` so downstream can record it.
     """
 
     def handle_output(self, context: dg.OutputContext, obj: xr.Dataset) -> None:
+        from entropice_core.io.zarr import dataset_table, write_dataset, write_store
+
         path = self._output_path(context)
+        asset = context.asset_key.to_user_string()
         extra: dict[str, Any] = {}
-        if (context.definition_metadata or {}).get(ICECHUNK_METADATA_KEY):
-            group = context.partition_key if context.has_asset_partitions else None
-            snapshot = commit_dataset(
-                obj, path, group, f"{context.asset_key.to_user_string()} {group or ''}".strip()
-            )
-            extra["icechunk_snapshot_id"] = snapshot
-            extra["icechunk_group"] = group or "/"
-        else:
+        if path.suffix == ".icechunk":
+            extra = self._commit(context, obj, path)
+        elif "cell_ids" in obj.coords:
             write_dataset(obj, path)
-        if TABLE_METADATA_KEY in (context.definition_metadata or {}):
-            table_path = self._output_path(context, TABLE_METADATA_KEY)
+        else:
+            write_store(obj, path)
+        partition = context.partition_key if context.has_asset_partitions else None
+        table_path = self.layout.table_path(asset, partition)
+        if table_path is not None:
             with atomic_path(table_path) as tmp:
                 dataset_table(obj).to_parquet(tmp, index=False)
             extra["table_path"] = dg.MetadataValue.path(str(table_path))
+        if "cell_ids" in obj.coords:
+            extra["grid"] = dg.MetadataValue.json(dict(obj["cell_ids"].attrs))
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(str(path)),
-                "dims": dg.MetadataValue.json({k: int(v) for k, v in obj.sizes.items()}),
-                "variables": sorted(obj.data_vars),
-                "grid": dg.MetadataValue.json(dict(obj["cell_ids"].attrs)),
+                "dims": dg.MetadataValue.json({str(k): int(v) for k, v in obj.sizes.items()}),
+                "variables": sorted(map(str, obj.data_vars)),
                 **extra,
             }
         )
 
+    def _commit(self, context: dg.OutputContext, obj: xr.Dataset, path: Path) -> dict[str, Any]:
+        from entropice_core.io.icechunk import commit_dataset, commit_raster
+
+        asset = context.asset_key.to_user_string()
+        if context.has_asset_partitions:
+            group = context.partition_key
+            snapshot = commit_dataset(obj, path, group, f"{asset} {group}")
+        else:
+            group = None
+            snapshot = commit_raster(obj, path, asset)
+        extra: dict[str, Any] = {"icechunk_snapshot_id": snapshot, "icechunk_group": group or "/"}
+        variable = (context.definition_metadata or {}).get(PREVIEW_METADATA_KEY)
+        if variable:
+            extra[f"{variable}_preview"] = _raster_preview(path, variable, snapshot)
+        return extra
+
     def _read(self, path: Path) -> xr.Dataset:
+        from entropice_core.io.zarr import read_dataset
+
         return read_dataset(path)
 
-    def _load(
-        self,
-        metadata: Mapping[str, Any],
-        asset: str,
-        partition: str | None,
-        dimensions: Mapping[str, str] | None = None,
-    ) -> xr.Dataset:
-        if not metadata.get(ICECHUNK_METADATA_KEY):
-            return super()._load(metadata, asset, partition, dimensions)
-        # One repository for all partitions; each partition is a group in it.
-        return read_dataset_version(self._path(metadata, asset, None), partition)
+    def _load(self, asset: str, partition: str | None, dimensions: dict[str, str]) -> xr.Dataset:
+        path = self._path(asset, partition, dimensions)
+        if path.suffix != ".icechunk":
+            return self._read(path)
+        from entropice_core.io.icechunk import branch_snapshot, read_dataset_version
+
+        # One repository for all partitions; each partition is a group in it. The snapshot is
+        # looked up once, so the data and the recorded id are the same version.
+        snapshot = branch_snapshot(path)
+        dataset = read_dataset_version(path, partition, snapshot)
+        dataset.attrs["icechunk_snapshot_id"] = snapshot
+        return dataset
+
+
+def _raster_preview(path: Path, variable: str, snapshot: str) -> dg.MetadataValue:
+    """A small PNG of every 32nd pixel of ``variable`` as it was committed."""
+    from entropice_core.io.icechunk import read_dataset_version
+    from entropice_core.plots import raster_png
+    from entropice_dagster.metadata import png_markdown
+
+    values = read_dataset_version(path, None, snapshot)[variable][::32, ::32].to_numpy()
+    title = f"{variable}, every 32nd pixel"
+    return png_markdown(raster_png(values, title), title)
 
 
 class ExperimentIOManager(_DataDirIOManager):
@@ -217,6 +224,8 @@ class ExperimentIOManager(_DataDirIOManager):
     """
 
     def handle_output(self, context: dg.OutputContext, obj: TrainedExperiment) -> None:
+        from entropice_core.ml.training import save_experiment
+
         paths = save_experiment(obj, self._output_path(context))
         context.add_output_metadata(
             {
@@ -227,4 +236,23 @@ class ExperimentIOManager(_DataDirIOManager):
         )
 
     def _read(self, path: Path) -> tuple[Any, dict[str, Any]]:
+        from entropice_core.ml.training import load_model
+
         return load_model(path)
+
+
+class ManifestIOManager(_DataDirIOManager):
+    """Source assets whose files a download client puts under ``sources/``: the value is the
+    manifest of those files (a JSON-serialisable dict), stored as JSON at the asset's place in
+    the layout and loaded back as that dict."""
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
+        path = self._output_path(context)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(obj, indent=1))
+        context.add_output_metadata({"manifest": dg.MetadataValue.path(str(path))})
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: materialise the source asset first")
+        return json.loads(path.read_text())

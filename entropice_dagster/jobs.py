@@ -7,16 +7,13 @@ the asset graph.
 
 import dagster as dg
 
-from entropice_dagster.partitions import grid_partitions
-
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
     selection=dg.AssetSelection.assets(
         "grid_cells", "rts_labels", "terrain_features", "climate_features"
     ),
-    partitions_def=grid_partitions,
-    description="Grid cells, RTS labels and terrain features for one grid level; backfill it "
-    "for all levels.",
+    description="Grid cells, RTS labels, terrain features and climate features for one grid "
+    "level (partitioned by grid_level); backfill it for all levels.",
 )
 
 era5_arctic_year = dg.define_asset_job(

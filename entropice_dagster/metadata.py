@@ -1,12 +1,33 @@
 """Metadata every materialisation shows in the UI."""
 
+import base64
+from typing import Any
+
 import dagster as dg
-import geopandas as gpd
 
 
-def frame_summary(frame: gpd.GeoDataFrame) -> dict[str, object]:
+def frame_summary(frame: Any) -> dict[str, object]:
     """Bounding box and the first rows of a GeoDataFrame."""
     return {
         "bbox": [round(float(v), 4) for v in frame.total_bounds],
         "preview": dg.MetadataValue.md(frame.head(10).drop(columns="geometry").to_markdown()),
     }
+
+
+def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    """A PNG inline in markdown metadata (the UI shows it; nothing is written to disk)."""
+    encoded = base64.b64encode(png).decode()
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
+def markdown_table(frame: Any, digits: int = 4) -> dg.MetadataValue:
+    """A pandas frame as a markdown table, rounded."""
+    return dg.MetadataValue.md(frame.round(digits).to_markdown())
+
+
+def stored_at(asset: str) -> dict[str, str]:
+    """The asset's path template in the storage layout, shown in the UI's definition metadata
+    (the IO managers take the path from ``entropice_core.layout`` itself)."""
+    from entropice_core.layout import ASSET_PATHS
+
+    return {"entropice/path": ASSET_PATHS[asset]}

@@ -25,12 +25,15 @@ from entropice_core.ingest import arcticdem, darts, era5
 from entropice_core.ingest.arcticdem import FetchedTiles, find_tiles, read_tile_index
 from entropice_core.ingest.era5 import DownloadReport, Era5DownloadConfig
 from entropice_core.io.download import DownloadConfig
+from entropice_core.layout import Layout
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
+    MANIFEST_IO_MANAGER_KEY,
     ZARR_IO_MANAGER_KEY,
     ExperimentIOManager,
     GeoParquetIOManager,
+    ManifestIOManager,
     ZarrIOManager,
 )
 
@@ -139,7 +142,7 @@ class DartsSourceResource(dg.ConfigurableResource):
     retries: int = Field(default=5, ge=0, description="Download retries per file.")
 
     def root(self, data_dir: Path) -> Path:
-        return Path(self.folder) if self.folder else data_dir / "sources" / "darts"
+        return Path(self.folder) if self.folder else Layout(data_dir).source("darts")
 
     def darts_client(self) -> darts.DartsClient:
         """The client ``client`` names."""
@@ -198,9 +201,15 @@ class DaskResource(dg.ConfigurableResource):
     processes: bool = Field(
         default=True, description="Workers as processes (True) or threads in this process."
     )
+    shared: bool = Field(
+        default=False,
+        description="With processes=False: keep the in-process cluster for every later run in "
+        "this process (one start for the demo's in-process runs) instead of one per run.",
+    )
 
     _client: Any = PrivateAttr(default=None)
     _cluster: Any = PrivateAttr(default=None)
+    _shared: bool = PrivateAttr(default=False)
 
     def _start_cluster(self) -> Any:
         if self.jobqueue:
@@ -236,6 +245,11 @@ class DaskResource(dg.ConfigurableResource):
 
         if self.scheduler_address:
             self._client = Client(self.scheduler_address)
+        elif self.shared and not self.processes and not self.jobqueue:
+            # threads in this process: one cluster shared by every run the process executes
+            # (the demo's in-process runs), not a scheduler started and stopped per run
+            self._client = _shared_client(self)
+            self._shared = True
         else:
             self._cluster = self._start_cluster()
             self._client = Client(self._cluster)
@@ -243,6 +257,9 @@ class DaskResource(dg.ConfigurableResource):
             context.log.info(f"Dask dashboard: {self._client.dashboard_link}")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._shared:  # lives as long as the process (distributed closes it at exit)
+            self._client = None
+            return
         if self._client is not None:
             self._client.close()
         if self._cluster is not None:
@@ -264,6 +281,21 @@ class DaskResource(dg.ConfigurableResource):
             "dask_workers": len(workers),
             "dask_threads": sum(w["nthreads"] for w in workers.values()),
         }
+
+
+#: In-process clusters kept for the process's later runs, one per sizing.
+_SHARED_CLIENTS: dict[tuple[int, int, str], Any] = {}
+
+
+def _shared_client(resource: DaskResource) -> Any:
+    """The process-wide client of an in-process (threads) cluster, started on first use."""
+    from distributed import Client
+
+    key = (resource.n_workers, resource.threads_per_worker, resource.memory_limit)
+    client = _SHARED_CLIENTS.get(key)
+    if client is None or client.status != "running":
+        client = _SHARED_CLIENTS[key] = Client(resource._start_cluster())
+    return client
 
 
 class ArcticDEMSourceResource(dg.ConfigurableResource):
@@ -300,7 +332,7 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
     retries: int = Field(default=5, ge=0, description="Download retries per tile.")
 
     def root(self, data_dir: Path) -> Path:
-        return Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
+        return Path(self.folder) if self.folder else Layout(data_dir).source("arcticdem")
 
     def arcticdem_client(self) -> arcticdem.ArcticDEMClient:
         """The client ``client`` names."""
@@ -370,7 +402,7 @@ class CdsResource(dg.ConfigurableResource):
     )
 
     def root(self, data_dir: Path) -> Path:
-        return Path(self.folder) if self.folder else data_dir / "sources" / "era5"
+        return Path(self.folder) if self.folder else Layout(data_dir).source("era5")
 
     def era5_client(self) -> era5.Era5Client:
         """The client ``client`` names (credentials are checked on its first download)."""
@@ -416,6 +448,7 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         GEOPARQUET_IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(data_dir)),
         ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(data_dir)),
         EXPERIMENT_IO_MANAGER_KEY: ExperimentIOManager(data_dir=str(data_dir)),
+        MANIFEST_IO_MANAGER_KEY: ManifestIOManager(data_dir=str(data_dir)),
         "data_dir": DataDirResource(path=str(data_dir)),
         "area_of_interest": AreaOfInterestResource(aoi=aoi),
         "grid_settings": GridSettingsResource(),
@@ -424,5 +457,5 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         "arcticdem_source": ArcticDEMSourceResource(client="offline" if sample else "pgc"),
         "cds": cds,
         # the sample region is small: worker threads in the run's process start in a moment
-        "dask": DaskResource(processes=not sample),
+        "dask": DaskResource(processes=not sample, shared=sample),
     }

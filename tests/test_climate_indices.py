@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from entropice_core.climate.features import yearly_from_daily
 from entropice_core.climate.indices import degree_days
+from entropice_core.features.climate import yearly_from_daily
 from entropice_core.ingest.era5 import (
     arctic_year,
     arctic_year_days,

@@ -1,18 +1,24 @@
 """Asset checks pass on sound frames and catch each defect they are named after."""
 
+import dagster as dg
 import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+import xarray as xr
 
 from entropice_dagster.checks import (
     GRID_CELLS_CHECKS,
     WATERMASK_CHECKS,
     cell_ids_unique,
     check_results,
+    checked_output,
+    degree_days_plausible,
+    elevation_plausible,
     geometries_valid,
     land_fraction_in_0_1,
     polygons_valid,
+    rts_area_matches_footprints,
 )
 
 
@@ -81,3 +87,58 @@ def test_water_tiles_may_be_empty_but_cells_may_not() -> None:
     assert [r.check_name for r in check_results(frame, WATERMASK_CHECKS)] == ["polygons_valid"]
     bow_tie = shapely.Polygon([(0, 60), (1, 61), (1, 60), (0, 61)])
     assert not polygons_valid(_cells(geometry=[bow_tie, *frame.geometry[1:]])).passed
+
+
+def _l2(**variables) -> xr.Dataset:
+    n = len(next(iter(variables.values())))
+    return xr.Dataset(
+        {name: ("cell_ids", np.asarray(v, float)) for name, v in variables.items()},
+        coords={"cell_ids": np.arange(n, dtype="uint64")},
+    )
+
+
+@pytest.mark.parametrize(
+    ("tdd", "n_cells", "passed"),
+    [
+        ([10.0, 900.0, np.nan], 3, True),  # a cell without ERA5 pixels is NaN, not a failure
+        ([10.0, 4100.0, 5.0], 3, False),  # above the plausible range
+        ([-1.0, 10.0, 5.0], 3, False),  # negative degree days
+        ([np.nan, np.nan, np.nan], 3, False),  # no finite value at all
+        ([10.0, 20.0, 30.0], 4, False),  # a grid cell is missing
+    ],
+)
+def test_degree_days_plausible(tdd, n_cells, passed) -> None:
+    cells = list(range(n_cells))  # only the count of the grid's cells matters
+    result = degree_days_plausible(_l2(thawing_degree_days=tdd), cells)
+    assert result.passed is passed
+    assert result.check_name == "degree_days_plausible"
+
+
+@pytest.mark.parametrize(
+    ("elevation", "passed"),
+    [([0.0, 300.0, 6400.0], True), ([0.0, -250.0, 10.0], False), ([0.0, 7000.0, 1.0], False)],
+)
+def test_elevation_plausible(elevation, passed) -> None:
+    result = elevation_plausible(_l2(elevation_mean=elevation), _cells())
+    assert result.passed is passed
+    assert result.metadata["min"].value == min(elevation)
+
+
+@pytest.mark.parametrize(
+    ("labelled", "expected", "passed"),
+    [([1.0, 2.0], 3.0, True), ([1.0, 2.0], 3.0 * (1 + 2e-3), False), ([0.0, 0.0], 0.0, True)],
+)
+def test_rts_area_matches_footprints(labelled, expected, passed) -> None:
+    result = rts_area_matches_footprints(_l2(rts_area_km2=labelled), expected)
+    assert result.passed is passed
+
+
+def test_a_failed_check_stops_the_output() -> None:
+    failing = dg.AssetCheckResult(check_name="x", passed=False)
+    events = checked_output("value", {}, [failing])
+    assert next(events) is failing
+    with pytest.raises(dg.Failure, match="blocking checks failed: x"):
+        next(events)
+    passing = dg.AssetCheckResult(check_name="x", passed=True)
+    (*_, output) = checked_output("value", {"n": 1}, [passing])
+    assert isinstance(output, dg.Output) and output.value == "value"

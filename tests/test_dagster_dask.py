@@ -47,3 +47,17 @@ def test_jobqueue_without_the_package_says_how_to_install_it():
 def test_client_outside_a_run_is_a_clear_error():
     with pytest.raises(RuntimeError, match="outside a run"):
         _ = DaskResource().client
+
+
+def test_a_shared_in_process_cluster_outlives_the_run_and_serves_the_next():
+    resource = DaskResource(n_workers=1, threads_per_worker=1, processes=False, shared=True)
+    with resource.yield_for_execution(dg.build_init_resource_context()) as dask:
+        first = dask.client
+        assert first.submit(sum, [1, 2]).result() == 3
+    assert first.status == "running"  # not closed with the run
+    with resource.yield_for_execution(dg.build_init_resource_context()) as dask:
+        assert dask.client is first
+    other = DaskResource(n_workers=1, threads_per_worker=2, processes=False, shared=True)
+    with other.yield_for_execution(dg.build_init_resource_context()) as dask:
+        assert dask.client is not first  # another sizing is another cluster
+        assert dask.metadata()["dask_threads"] == 2

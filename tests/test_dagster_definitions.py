@@ -1,13 +1,19 @@
 """The code location loads, and its assets follow the project's invariants (style.md)."""
 
+import ast
+import inspect
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import dagster as dg
 
 from entropice_core.config import DEFAULT_GRID_LEVELS
+from entropice_core.layout import ASSET_PATHS, template_fields
+from entropice_dagster.assets import all_assets
 from entropice_dagster.definitions import defs
-from entropice_dagster.io_managers import PATH_METADATA_KEY
 from entropice_dagster.partitions import grid_partitions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,17 +54,46 @@ def test_every_per_cell_asset_uses_grid_partitions() -> None:
         assert _uses_grid_partitions(asset.partitions_def), asset.key
 
 
-def test_every_asset_has_group_description_and_storage_path() -> None:
+def test_every_asset_has_group_description_and_a_place_in_the_layout() -> None:
     for asset in _assets():
+        name = asset.key.to_user_string()
         spec = next(iter(asset.specs))
         assert spec.group_name not in (None, "default"), asset.key
         assert spec.description and spec.description.strip(), asset.key
-        template = spec.metadata[PATH_METADATA_KEY]
-        keys = ["partition_key"]
+        # the path the UI shows is the layout's, and its fields are the partition dimensions
+        assert spec.metadata["entropice/path"] == ASSET_PATHS[name]
+        fields = set(template_fields(ASSET_PATHS[name]))
         if isinstance(asset.partitions_def, dg.MultiPartitionsDefinition):
-            keys = [d.name for d in asset.partitions_def.partitions_defs]
-        named = all(f"{{{key}}}" in template for key in keys)
-        assert named == (asset.partitions_def is not None), asset.key
+            assert fields == {d.name for d in asset.partitions_def.partitions_defs}, name
+        elif asset.partitions_def is None:
+            assert fields == set(), name
+        else:
+            assert len(fields) == 1, name
+
+
+def test_every_asset_body_is_thin() -> None:
+    """style.md: an asset is a thin call into the core, at most 25 lines of body."""
+    for asset in all_assets:
+        function = asset.op.compute_fn.decorated_fn
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        body = tree.body[0].body
+        if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]  # the docstring is the UI's description, not logic
+        lines = body[-1].end_lineno - body[0].lineno + 1
+        assert lines <= 25, f"{asset.key.to_user_string()}: {lines} lines"
+
+
+def test_loading_the_definitions_imports_no_heavy_library() -> None:
+    """The code location loads without the data and ML stack: assets import it when they run."""
+    heavy = ["geopandas", "xarray", "pandas", "matplotlib", "sklearn", "skops", "xgboost"]
+    heavy += ["numba", "rasterio", "scipy", "dask", "zarr", "icechunk"]
+    code = (
+        "import sys, entropice_dagster.definitions; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
 
 
 def test_grid_cells_checks_are_blocking() -> None:

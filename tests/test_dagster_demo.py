@@ -77,3 +77,21 @@ def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "watermask failed" in done.stdout
     assert "must have four numbers" in done.stdout
+
+
+def test_demo_plans_one_run_per_partition_key_covering_every_asset() -> None:
+    from entropice_dagster.assets import all_assets
+    from entropice_dagster.demo import _steps
+
+    years = ["2018", "2019", "2020"]
+    steps = _steps(years)
+    keys = [str(key) for _, _, key in steps]
+    assert len(keys) == len(set(keys)), "two runs for one partition key"
+    covered = {asset.key.to_user_string() for _, selection, _ in steps for asset in selection}
+    assert covered == {asset.key.to_user_string() for asset in all_assets}
+    # a year's indices read the next year's daily store: newest year first
+    era5 = [key for stage, _, key in steps if stage == "era5"]
+    assert era5 == ["2020", "2019", "2018"]
+    experiments = experiment_partitions.get_partition_keys()
+    expected = 1 + len(years) + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * len(experiments)
+    assert len(steps) == expected

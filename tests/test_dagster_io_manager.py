@@ -1,4 +1,4 @@
-"""GeoParquetIOManager: paths from asset metadata, faithful round trips, atomic replacement."""
+"""GeoParquetIOManager: paths from the storage layout, faithful round trips, atomic replacement."""
 
 from pathlib import Path
 
@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 import shapely
 
-from entropice_dagster.io_managers import PATH_METADATA_KEY, GeoParquetIOManager
+from entropice_core.layout import Layout
+from entropice_dagster.io_managers import GeoParquetIOManager, ManifestIOManager
 from entropice_dagster.partitions import grid_partitions
-
-GRID_PATH = {PATH_METADATA_KEY: "grids/{partition_key}.parquet"}
 
 
 def _cells(n: int, crs: str = "EPSG:4326") -> gpd.GeoDataFrame:
@@ -31,7 +30,6 @@ def _cells(n: int, crs: str = "EPSG:4326") -> gpd.GeoDataFrame:
 def _write(manager: GeoParquetIOManager, frame: gpd.GeoDataFrame, key: str) -> dg.OutputContext:
     context = dg.build_output_context(
         asset_key="grid_cells",
-        definition_metadata=GRID_PATH,
         partition_key=key,
         asset_partitions_def=grid_partitions,
     )
@@ -40,7 +38,7 @@ def _write(manager: GeoParquetIOManager, frame: gpd.GeoDataFrame, key: str) -> d
 
 
 def _load(manager: GeoParquetIOManager, **partitions) -> object:
-    upstream = dg.build_output_context(asset_key="grid_cells", definition_metadata=GRID_PATH)
+    upstream = dg.build_output_context(asset_key="grid_cells")
     context = dg.build_input_context(
         asset_key="grid_cells",
         upstream_output=upstream,
@@ -57,7 +55,7 @@ def test_round_trip_keeps_crs_dtypes_and_records_metadata(tmp_path: Path, crs: s
     context = _write(manager, frame, "h3_3")
 
     path = tmp_path / "grids" / "h3_3.parquet"
-    assert path.exists()
+    assert path.exists() and path == Layout(tmp_path).grid_cells("h3_3")
     metadata = context.get_logged_metadata()
     assert metadata["path"].value == str(path)
     assert metadata["bytes"].value == path.stat().st_size
@@ -73,8 +71,7 @@ def test_round_trip_keeps_crs_dtypes_and_records_metadata(tmp_path: Path, crs: s
 
 def test_unpartitioned_asset_uses_plain_path(tmp_path: Path) -> None:
     manager = GeoParquetIOManager(data_dir=str(tmp_path))
-    metadata = {PATH_METADATA_KEY: "watermask/watermask.parquet"}
-    out = dg.build_output_context(asset_key="watermask", definition_metadata=metadata)
+    out = dg.build_output_context(asset_key="watermask")
     manager.handle_output(out, _cells(3))
     assert out.get_logged_metadata()["dagster/row_count"].value == 3
     loaded = manager.load_input(dg.build_input_context(asset_key="watermask", upstream_output=out))
@@ -110,8 +107,29 @@ def test_failed_write_leaves_previous_file_intact(
     assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["h3_3.parquet"]
 
 
-def test_missing_path_metadata_is_a_clear_error(tmp_path: Path) -> None:
+def test_an_asset_outside_the_layout_is_a_clear_error(tmp_path: Path) -> None:
     manager = GeoParquetIOManager(data_dir=str(tmp_path))
-    context = dg.build_output_context(asset_key="grid_cells", definition_metadata={})
-    with pytest.raises(dg.DagsterInvariantViolationError, match="entropice/path"):
+    context = dg.build_output_context(asset_key="cells_v2")
+    with pytest.raises(KeyError, match=r"cells_v2.*no place in the storage layout"):
         manager.handle_output(context, _cells(1))
+    assert not any(tmp_path.iterdir())
+
+
+def test_manifest_round_trip_per_arctic_year(tmp_path: Path) -> None:
+    manager = ManifestIOManager(data_dir=str(tmp_path))
+    years = dg.StaticPartitionsDefinition(["2019", "2020"])
+    manifest = {"arctic_year": 2020, "files": ["a.nc", "b.nc"]}
+    out = dg.build_output_context(
+        asset_key="era5_hourly", partition_key="2020", asset_partitions_def=years
+    )
+    manager.handle_output(out, manifest)
+    assert (tmp_path / "era5" / "hourly" / "2020.json").exists()
+    loaded = manager.load_input(
+        dg.build_input_context(
+            asset_key="era5_hourly",
+            upstream_output=out,
+            partition_key="2020",
+            asset_partitions_def=years,
+        )
+    )
+    assert loaded == manifest

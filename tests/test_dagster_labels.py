@@ -87,9 +87,7 @@ def test_a_failed_zarr_write_keeps_the_previous_store(tmp_path, monkeypatch):
         {"a": ("cell_ids", [1.0, 2.0])}, coords={"cell_ids": ("cell_ids", ids, attrs)}
     )
     manager = ZarrIOManager(data_dir=str(tmp_path))
-    context = dg.build_output_context(
-        asset_key="labels", definition_metadata={"entropice/path": "labels.zarr"}
-    )
+    context = dg.build_output_context(asset_key="training_dataset", partition_key="h3_3")
     manager.handle_output(context, first)
 
     def broken(self, *args, **kwargs):
@@ -99,8 +97,9 @@ def test_a_failed_zarr_write_keeps_the_previous_store(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         manager.handle_output(context, first * 10)
     monkeypatch.undo()
-    kept = read_dataset(tmp_path / "labels.zarr")
+    store = tmp_path / "datasets" / "h3_3.zarr"
+    kept = read_dataset(store)
     np.testing.assert_array_equal(kept["a"].to_numpy(), [1.0, 2.0])
-    assert [p.name for p in tmp_path.iterdir()] == ["labels.zarr"]
-    write_dataset(first * 3, tmp_path / "labels.zarr")
-    np.testing.assert_array_equal(read_dataset(tmp_path / "labels.zarr")["a"].to_numpy(), [3, 6])
+    assert [p.name for p in store.parent.iterdir()] == ["h3_3.zarr"]
+    write_dataset(first * 3, store)
+    np.testing.assert_array_equal(read_dataset(store)["a"].to_numpy(), [3, 6])

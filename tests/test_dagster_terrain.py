@@ -61,6 +61,7 @@ def test_terrain_assets_materialise_with_passing_check(terrain):
     assert features_meta["derivatives_snapshot_id"] == derivatives["icechunk_snapshot_id"]
     rasters = read_dataset_version(data_dir / "arcticdem" / "derivatives.icechunk", None)
     assert set(derivatives["variables"]) <= set(rasters.data_vars)
+    assert derivatives["slope_preview"].startswith("![slope, every 32nd pixel](data:image/png")
     features = xdggs.decode(read_dataset(data_dir / "arcticdem" / f"features_{KEY}.zarr"))
     cells = gpd.read_parquet(data_dir / "grids" / f"{KEY}.parquet")
     assert set(features["cell_ids"].to_numpy()) == set(cells["cell_id"])

@@ -11,7 +11,8 @@ from entropice_core.config import GridSpec
 from entropice_core.io.icechunk import read_dataset_version
 from entropice_dagster.io_managers import ZarrIOManager
 
-METADATA = {"entropice/path": "arcticdem/derivatives.icechunk", "entropice/icechunk": True}
+#: The layout puts this asset in an Icechunk repository; partitioned, each key is a group.
+ASSET = "terrain_derivatives"
 
 
 def l2(key: str, values) -> xr.Dataset:
@@ -24,17 +25,15 @@ def l2(key: str, values) -> xr.Dataset:
 
 
 def write(manager, key, dataset):
-    context = dg.build_output_context(
-        asset_key="terrain", partition_key=key, definition_metadata=METADATA
-    )
+    context = dg.build_output_context(asset_key=ASSET, partition_key=key)
     manager.handle_output(context, dataset)
     return {k: getattr(v, "value", v) for k, v in context.get_logged_metadata().items()}
 
 
 def load(manager, key):
-    upstream = dg.build_output_context(asset_key="terrain", definition_metadata=METADATA)
+    upstream = dg.build_output_context(asset_key=ASSET)
     context = dg.build_input_context(
-        asset_key="terrain",
+        asset_key=ASSET,
         partition_key=key,
         upstream_output=upstream,
         asset_partitions_def=dg.StaticPartitionsDefinition(["h3_3", "healpix_6"]),

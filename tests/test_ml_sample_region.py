@@ -16,10 +16,10 @@ import pytest
 
 from entropice_core.io.icechunk import branch_snapshot
 from entropice_core.io.zarr import read_dataset
+from entropice_core.layout import Layout
 from entropice_core.ml.dataset import TrainingData
 from entropice_core.ml.training import load_model
 from entropice_dagster.assets import all_assets
-from entropice_dagster.assets.terrain import DERIVATIVES_REPO
 from entropice_dagster.partitions import experiment_partitions
 
 KEY = "h3_5"
@@ -97,7 +97,8 @@ def test_predictions_cover_every_cell_and_match_the_model(models) -> None:
     terrain = stamp["data_versions"]["terrain_features"]
     assert terrain["sha256"]
     # the model names the exact terrain_derivatives commit its features were aggregated from
-    assert terrain["derivatives_snapshot_id"] == branch_snapshot(data_dir / DERIVATIVES_REPO)
+    repo = Layout(data_dir).terrain_derivatives
+    assert terrain["derivatives_snapshot_id"] == branch_snapshot(repo)
 
 
 @pytest.mark.slow

@@ -21,19 +21,12 @@ import re
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-import dask.array as da
-import geopandas as gpd
 import numpy as np
-import rasterio
-import rioxarray
-import shapely
-import xarray as xr
-from pyproj import Transformer
 from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from entropice_core.config import GridSpec
 from entropice_core.io.download import (
     DownloadConfig,
     MissingSourceFiles,
@@ -41,10 +34,13 @@ from entropice_core.io.download import (
     SourceClient,
     download,
 )
-from entropice_core.io.vector import read_vector
-from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
-from entropice_core.spatial.watermask import water_raster
-from entropice_core.terrain.derivatives import TerrainConfig, terrain_derivatives
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import geopandas as gpd
+    import shapely
+    import xarray as xr
+
+    from entropice_core.terrain.derivatives import TerrainConfig
 
 CRS = "EPSG:3413"
 TILE_ORIGIN = -4_000_000.0
@@ -103,6 +99,8 @@ def read_tile_index(path: str | Path) -> set[tuple[int, int]]:
     Rows name their tile in ``dem_id`` (``36_24_32m_v4.1``), ``tile`` or ``supertile``; only
     32 m rows are kept where a ``resolution`` column says so.
     """
+    from entropice_core.io.vector import read_vector
+
     frame = read_vector(Path(path), "ArcticDEM tile index")
     column = next((c for c in ("dem_id", "tile", "supertile") if c in frame.columns), None)
     if column is None:
@@ -125,6 +123,8 @@ def check_tile(path: str | Path) -> None:
 
     Every block is decoded, so a truncated or corrupt file fails here, not in a later read.
     """
+    import rasterio
+
     try:
         with rasterio.open(path) as src:
             if src.crs is None or src.crs.to_epsg() != 3413:
@@ -256,6 +256,9 @@ class OfflineArcticDEMClient(ArcticDEMClient):
 
 def project_lonlat_box(bbox: tuple[float, float, float, float]) -> shapely.Polygon:
     """A lon/lat box as a polygon in EPSG:3413, densified so its curved edges stay curved."""
+    import shapely
+    from pyproj import Transformer
+
     box = shapely.segmentize(shapely.box(*bbox), 0.02)
     to_polar = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
     return shapely.transform(box, lambda xy: np.column_stack(to_polar.transform(*xy.T)))
@@ -263,6 +266,8 @@ def project_lonlat_box(bbox: tuple[float, float, float, float]) -> shapely.Polyg
 
 def tiles_for(bbox: tuple[float, float, float, float]) -> list[tuple[int, int]]:
     """Tiles whose square intersects the lon/lat box ``bbox``."""
+    import shapely
+
     area = project_lonlat_box(bbox)
     minx, miny, maxx, maxy = area.bounds
     row0, col0 = tile_of(minx, miny)
@@ -287,6 +292,10 @@ def open_mosaic(paths: list[Path]) -> xr.DataArray:
     Nothing is read until computed, so the mosaic of any number of tiles costs no memory;
     missing tiles inside the covered rectangle are all-NaN chunks.
     """
+    import dask.array as da
+    import rioxarray
+    import xarray as xr
+
     if not paths:
         raise ValueError("no ArcticDEM tiles given: download the tiles covering the area first")
     tiles = {}
@@ -316,13 +325,6 @@ def open_mosaic(paths: list[Path]) -> xr.DataArray:
     return mosaic.rio.write_crs(CRS).rio.write_nodata(np.nan, encoded=False)
 
 
-#: Per-cell statistics of every terrain variable (mean, spread, extremes and quartiles).
-TERRAIN_STATISTICS = AggregationConfig(
-    statistics=("mean", "std", "min", "max", "median", "quantile", "valid_fraction"),
-    quantiles=(0.25, 0.75),
-)
-
-
 def find_tiles(
     folder: str | Path, bbox: tuple[float, float, float, float]
 ) -> tuple[list[Path], list[Path]]:
@@ -343,13 +345,18 @@ def find_tiles(
 
 
 def terrain_rasters(
-    tiles: list[Path], water: gpd.GeoDataFrame | None, config: TerrainConfig = TerrainConfig()
+    tiles: list[Path], water: gpd.GeoDataFrame | None, config: TerrainConfig | None = None
 ) -> xr.Dataset:
     """Elevation and every terrain derivative over the mosaic of ``tiles``, lazily.
 
     Water pixels (``water`` polygons, see ``spatial.watermask``) are masked like nodata
     before the derivatives are computed, so no window reaches into a lake or the sea.
+    ``config`` defaults to ``TerrainConfig()``.
     """
+    from entropice_core.spatial.watermask import water_raster
+    from entropice_core.terrain.derivatives import TerrainConfig, terrain_derivatives
+
+    config = config or TerrainConfig()
     mosaic = open_mosaic(tiles).chunk(config.chunk)
     mask = water_raster(water, mosaic) if water is not None else None
     rasters = terrain_derivatives(mosaic, config, water=mask)
@@ -358,68 +365,3 @@ def terrain_rasters(
     rasters["elevation"].attrs.update(mosaic.attrs, units="m")
     rasters.attrs["tiles"] = [Path(p).name for p in tiles]
     return rasters[["elevation", *config.names()]]
-
-
-#: Derivatives kept out of the per-cell statistics: the mean of a circular angle is
-#: meaningless (northness and eastness carry the aspect).
-NOT_AGGREGATED = ("aspect",)
-
-
-#: Default sample size per cell: 2,500 pixels (a 50 x 50 grid) estimate a cell's mean and
-#: quartiles to about 2 % of their spread, and make coarse grid levels cheap.
-MIN_PIXELS_PER_CELL = 2500
-
-
-def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
-    """Largest stride that leaves a cell of median area at least ``min_pixels`` pixels
-    (1: every pixel; also when ``min_pixels`` is 0)."""
-    if min_pixels <= 0 or cells.empty:
-        return 1
-    area = float(cells.geometry.to_crs("EPSG:6931").area.median())
-    return max(1, int(np.sqrt(area / (min_pixels * dx * dy))))
-
-
-def terrain_features(
-    rasters: xr.Dataset,
-    cells: gpd.GeoDataFrame,
-    spec: GridSpec,
-    statistics: AggregationConfig = TERRAIN_STATISTICS,
-    min_pixels_per_cell: int = MIN_PIXELS_PER_CELL,
-    parallel: bool = False,
-) -> xr.Dataset:
-    """Per-cell statistics of elevation and each derivative over the cells of one grid level.
-
-    Statistics are taken over a regular sample of the pixels: every ``stride``-th pixel in
-    each direction (the centre of each ``stride x stride`` block), with the stride chosen so
-    that a cell of median size keeps at least ``min_pixels_per_cell`` pixels (0: every
-    pixel, exact). The derivatives themselves are always computed at full resolution. All
-    variables are read together as bands of one raster, so the cell-pixel map is built once.
-    ``parallel`` runs the blocks as dask tasks on the current scheduler (see aggregate_raster).
-
-    Returns an xdggs L2 dataset with ``<variable>_<statistic>`` variables (quartiles along a
-    ``quantile`` dim) and the stride in its attrs; see docs/terrain.md.
-    """
-    if "spatial_ref" in rasters.data_vars:  # as read back from Zarr
-        rasters = rasters.set_coords("spatial_ref")
-    crs = rasters.rio.crs
-    dx, dy = (abs(v) for v in rasters.rio.resolution())
-    stride = pixel_stride(cells, dx, dy, min_pixels_per_cell)
-    if stride > 1:
-        sample = slice(stride // 2, None, stride)
-        rasters = rasters.isel({rasters.rio.y_dim: sample, rasters.rio.x_dim: sample})
-    names = [v for v in rasters.data_vars if v not in NOT_AGGREGATED]
-    stack = rasters[names].to_dataarray("variable").drop_vars("spatial_ref", errors="ignore")
-    stack = stack.rio.write_crs(crs).rio.write_nodata(np.nan, encoded=False)
-    stacked = aggregate_raster(
-        xr.Dataset({"terrain": stack}), cells, spec, statistics, parallel=parallel
-    )
-    features = xr.Dataset(coords={"cell_ids": stacked["cell_ids"]}, attrs=stacked.attrs)
-    for key, values in stacked.data_vars.items():
-        stat = key.removeprefix("terrain_")
-        for name in names:
-            variable = values.sel(variable=name, drop=True)
-            if stat != "valid_fraction":
-                variable.attrs["units"] = rasters[name].attrs.get("units", "")
-            features[f"{name}_{stat}"] = variable
-    features.attrs.update(source="ArcticDEM v4.1 32 m mosaic", pixel_stride=stride)
-    return features

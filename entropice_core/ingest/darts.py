@@ -27,20 +27,19 @@ import urllib.request
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
-import shapely
-import shapely.affinity
-import xarray as xr
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 from entropice_core.config import GridSpec
 from entropice_core.io.download import DownloadConfig, MissingSourceFiles, SourceClient, download
 from entropice_core.io.vector import read_vector
 from entropice_core.spatial.overlay import equal_area_crs, overlay_cells
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import geopandas as gpd
+    import pandas as pd
+    import xarray as xr
 
 FIRST_YEAR = 1985
 DATE_COLUMNS = ("date", "datetime", "image_date", "acquisition_date", "acquired")
@@ -57,6 +56,8 @@ def _read_vector(path: Path) -> gpd.GeoDataFrame:
 
 
 def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
+    import pandas as pd
+
     for column in DATE_COLUMNS:
         if column in frame.columns:
             dates = pd.to_datetime(frame[column], errors="coerce", format="mixed")
@@ -74,6 +75,8 @@ def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
 
 def _training_label_years(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
     """Years of training labels from the image footprints file beside them."""
+    import pandas as pd
+
     footprints = sorted(path.parent.glob("ImageFootprints*"))
     if not footprints:
         raise ValueError(
@@ -100,6 +103,9 @@ def _to_0_360(xy: np.ndarray) -> np.ndarray:
 
 def _split_at_antimeridian(geoms: np.ndarray) -> np.ndarray:
     """Footprints that wrap around the map (width > 180 degrees) cut into halves at 180."""
+    import shapely
+    import shapely.affinity
+
     bounds = shapely.bounds(geoms)
     wraps = (bounds[:, 2] - bounds[:, 0]) > 180
     for i in np.flatnonzero(wraps):
@@ -136,6 +142,10 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
         If a feature has no year or one outside ``FIRST_YEAR``-``max_year``, or the file
         has neither a year nor a date column.
     """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
     path = Path(path)
     frame = _read_vector(path)
     per_image = False  # level-1: one footprint per image, dated instead of yeared
@@ -194,6 +204,10 @@ def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     geopandas.GeoDataFrame
         One polygon per connected union of a year's footprints, with year, source and geometry.
     """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
     parts = []
     for year, group in footprints.groupby("year", sort=True):
         merged = shapely.get_parts(shapely.union_all(group.geometry.to_numpy()))
@@ -450,6 +464,8 @@ def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
     ValueError
         If ``paths`` is empty.
     """
+    import pandas as pd
+
     if not paths:
         raise ValueError("no DARTS files given; point the darts source at a file or folder")
     frames = [read_footprints(p) for p in paths]
@@ -474,6 +490,10 @@ def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
     numpy.ndarray
         Slump id (0 to n_slumps - 1) of each footprint, in row order.
     """
+    import shapely
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
     geoms = footprints.geometry.to_numpy()
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     graph = coo_array((np.ones(len(left)), (left, right)), shape=(len(geoms), len(geoms)))
@@ -508,6 +528,11 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
         (cell_ids, year), their ``*_all_years`` aggregates over cell_ids, and
         ``land_area_km2``.
     """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+    import xarray as xr
+
     years = np.sort(footprints["year"].unique()).astype(np.int16)
     n_cells = len(cells)
     land = cells["land_area_km2"].to_numpy()
@@ -597,6 +622,9 @@ def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoData
     float
         Footprint area inside the cells in km^2, each year's footprints counted separately.
     """
+    import geopandas as gpd
+    import shapely
+
     if footprints.empty:
         return 0.0
     geoms = footprints.geometry.to_numpy()

@@ -22,15 +22,17 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from entropice_core.io.atomic import atomic_path
 from entropice_core.io.download import MissingSourceFiles, SourceClient
-from entropice_core.io.zarr import atomic_store, read_dataset
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import pandas as pd
+    import xarray as xr
 
 DATASET = "reanalysis-era5-single-levels"
 #: ERA5 single-levels grid spacing in degrees.
@@ -796,6 +798,8 @@ def download_arctic_year(
 
 
 def _join_parts(plan: MonthPlan) -> None:
+    import xarray as xr
+
     parts = [open_month(p.target, plan.step_type) for p in plan.parts]
     joined = xr.concat(parts, dim="valid_time").load()
     for dataset in parts:
@@ -832,6 +836,8 @@ def open_month(path: str | Path, step_type: str) -> xr.Dataset:
     ValueError
         If the file is truncated, corrupt or lacks its variables (the message names the fix).
     """
+    import xarray as xr
+
     path = Path(path)
     fix = "delete it and materialise era5_hourly for its Arctic year again (it resumes)"
     try:
@@ -920,6 +926,8 @@ def daily_from_hourly(
         The variables of :data:`DAILY_VARIABLES` (float32, degC or mm) over
         (time, latitude, longitude).
     """
+    import xarray as xr
+
     shape = (len(days), 24, len(latitude), len(longitude))
     t = t2m.reshape(shape)
     tp, sf = np.clip(accum, 0.0, None).reshape(2, *shape).sum(axis=2, dtype=np.float64)
@@ -1073,6 +1081,8 @@ def write_daily(
     DailyReport
         The hours absent per month.
     """
+    from entropice_core.io.zarr import atomic_store
+
     report = DailyReport()
     with atomic_store(path) as tmp:
         for i, (daily, gaps) in enumerate(daily_months(root, year)):
@@ -1102,4 +1112,14 @@ def read_daily(path: str | Path) -> xr.Dataset:
     xarray.Dataset
         The daily aggregates.
     """
+    from entropice_core.io.zarr import read_dataset
+
     return read_dataset(path, "era5_daily for that year")
+
+
+def daily_summary(daily: xr.Dataset) -> pd.DataFrame:
+    """Monthly domain means of 2 m temperature (degC) and sums of precipitation (mm)."""
+    domain = daily[["t2m_mean", "precipitation"]].mean(("latitude", "longitude"))
+    monthly = domain["t2m_mean"].resample(time="MS").mean().to_pandas().to_frame("t2m_degC")
+    monthly["precipitation_mm"] = domain["precipitation"].resample(time="MS").sum().to_pandas()
+    return monthly.rename_axis("month")

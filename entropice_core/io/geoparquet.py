@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-
-import geopandas as gpd
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from entropice_core.io.atomic import atomic_path
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import geopandas as gpd
 
 
 def write_geoparquet(
@@ -41,6 +42,8 @@ def write_geoparquet(
     ValueError
         If ``frame`` has no CRS.
     """
+    import geopandas as gpd
+
     if not isinstance(frame, gpd.GeoDataFrame):
         raise TypeError(f"expected a GeoDataFrame to write to {path}, got {type(frame).__name__}")
     if frame.crs is None:
@@ -75,6 +78,8 @@ def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
     ValueError
         If the file cannot be read as GeoParquet.
     """
+    import geopandas as gpd
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -103,4 +108,6 @@ def parquet_row_count(path: str | Path) -> int:
     int
         Number of rows.
     """
+    import pyarrow.parquet as pq
+
     return pq.ParquetFile(path).metadata.num_rows

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
+if TYPE_CHECKING:  # geopandas is imported when a file is read
+    import geopandas as gpd
 
 
 def read_vector(path: str | Path, what: str, missing_hint: str = "") -> gpd.GeoDataFrame:
@@ -31,6 +33,8 @@ def read_vector(path: str | Path, what: str, missing_hint: str = "") -> gpd.GeoD
     ValueError
         If the file is unreadable, has no CRS or holds no features.
     """
+    import geopandas as gpd
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(

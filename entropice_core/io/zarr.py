@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import xarray as xr
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import pandas as pd
+    import xarray as xr
 
 
 @contextmanager
@@ -79,6 +81,12 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
             f"refusing to write {path}: an L2 dataset needs a cell_ids coordinate with xdggs "
             "attrs (grid_name, level, ...); build it with GridSpec.xdggs_attrs"
         )
+    return write_store(dataset, path)
+
+
+def write_store(dataset: xr.Dataset, path: str | Path) -> Path:
+    """Write any dataset (e.g. a raster of indices) as a Zarr v3 store at ``path`` atomically."""
+    path = Path(path)
     with atomic_store(path) as tmp:
         dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
     return path
@@ -108,6 +116,8 @@ def read_dataset(
     ValueError
         If ``path`` is not a readable Zarr v3 store.
     """
+    import xarray as xr
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialise {writer}")

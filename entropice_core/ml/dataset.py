@@ -24,16 +24,17 @@ import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
-import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sklearn.model_selection import StratifiedGroupKFold
 
 from entropice_core.config import ArrayBackend, Device, GridSpec, resolve_backend
-from entropice_core.spatial.grids import cell_neighbours, mean_cell_area_km2, parent_cells
+from entropice_core.layout import Layout
+
+if TYPE_CHECKING:  # imported where used: the configs load without the data stack
+    import pandas as pd
+    import xarray as xr
 
 Task = Literal["binary", "count", "density"]
 MissingPolicy = Literal["drop", "fill", "keep", "error"]
@@ -52,9 +53,12 @@ class SourceSpec(BaseModel):
     asset: str = Field(
         description="Name of the L2 dataset (the Dagster asset), e.g. terrain_features."
     )
-    path: str = Field(
+    path: str | None = Field(
+        default=None,
         description="Store under the data directory, with {grid_level}: a Zarr store, or an "
-        "Icechunk repository (*.icechunk) with one group per grid level."
+        "Icechunk repository (*.icechunk) with one group per grid level. Default: the asset's "
+        "place in the storage layout (entropice_core.layout); set it only for a dataset the "
+        "layout does not know.",
     )
     variables: list[str] | None = Field(
         default=None, description="Variables to use; default every numeric variable."
@@ -90,7 +94,9 @@ class LabelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     asset: str = "rts_labels"
-    path: str = "darts/labels_{grid_level}.zarr"
+    path: str | None = Field(
+        default=None, description="Store under the data directory; default: the layout's."
+    )
     count: str = Field(default="rts_count_all_years", description="RTS count per cell.")
     density: str = Field(default="rts_density_all_years", description="RTS per 1000 km2 of land.")
 
@@ -117,6 +123,8 @@ class SplitSpec(BaseModel):
 
     def level_for(self, spec: GridSpec) -> int:
         """The block level for cells of ``spec``."""
+        from entropice_core.spatial.grids import mean_cell_area_km2
+
         if self.block_level is not None:
             if not 0 <= self.block_level < spec.level:
                 raise ValueError(
@@ -189,13 +197,20 @@ class DatasetEnsemble(BaseModel):
 
     def open(self, data_dir: str | Path, grid_level: str) -> TrainingData:
         """Read the labels and every source of ``grid_level`` under ``data_dir`` and build."""
-        labels, labels_version = open_l2(Path(data_dir) / self.labels.path, grid_level)
+        layout = Layout(Path(data_dir))
+        labels, labels_version = open_l2(
+            layout.dataset_path(self.labels.asset, grid_level, self.labels.path), grid_level
+        )
         sources, versions = {}, {self.labels.asset: labels_version}
         for source in self.sources:
             sources[source.asset], versions[source.asset] = open_l2(
-                Path(data_dir) / source.path, grid_level
+                layout.dataset_path(source.asset, grid_level, source.path), grid_level
             )
         return self.build(labels, sources, versions)
+
+    def assets(self) -> list[str]:
+        """The asset names this ensemble reads: the labels first, then every source."""
+        return [self.labels.asset, *(source.asset for source in self.sources)]
 
     def build(
         self,
@@ -209,6 +224,11 @@ class DatasetEnsemble(BaseModel):
         snapshot id); every input's sha256 fingerprint, and any ``*snapshot_id`` attribute it
         carries, are recorded in any case.
         """
+        import pandas as pd
+        import xarray as xr
+
+        from entropice_core.spatial.grids import parent_cells
+
         spec = _grid_of(labels, self.labels.asset)
         ids = labels["cell_ids"].to_numpy().astype(np.uint64)
         if ids.size == 0:
@@ -334,6 +354,8 @@ class TrainingData:
 
     def X(self, *roles: str) -> pd.DataFrame:
         """Features of the cells with ``roles`` (all cells if none), indexed by cell_id."""
+        import pandas as pd
+
         keep = self.mask(*roles) if roles else np.ones(self._role.size, dtype=bool)
         values = self.dataset["features"].to_numpy()[keep]
         index = pd.Index(self.cell_ids[keep], name="cell_id")
@@ -385,6 +407,8 @@ def as_device_array(
     ``cpu`` gives numpy (or a CPU torch tensor with ``backend='torch'``), ``cuda`` a cupy
     array (or a CUDA torch tensor). GPU libraries are imported only here (the ``gpu`` extra).
     """
+    import pandas as pd
+
     library = resolve_backend(device, backend)
     array = np.ascontiguousarray(values.to_numpy() if isinstance(values, pd.DataFrame) else values)
     if library == "numpy":
@@ -463,6 +487,8 @@ def _source_columns(
     source: SourceSpec, data: xr.Dataset, ids: np.ndarray
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
     """One source flattened to columns on ``ids``, its missing cells handled per its policy."""
+    import pandas as pd
+
     # sorted: a store lists its variables in no fixed order, and models need a fixed one
     names = source.variables or sorted(
         str(v)
@@ -547,6 +573,10 @@ def _split(
     split: SplitSpec,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Roles, folds and fold-buffer bits of each cell (see the module docstring)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from entropice_core.spatial.grids import cell_neighbours
+
     usable = np.flatnonzero(~excluded)
     if usable.size == 0:
         raise ValueError(

@@ -24,35 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import joblib
 import numpy as np
-import pandas as pd
-import scipy.stats
-import skops.io as sio
-import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sklearn.base import BaseEstimator
-from sklearn.dummy import DummyClassifier
-from sklearn.inspection import permutation_importance
-from sklearn.metrics import (
-    f1_score,
-    get_scorer,
-    jaccard_score,
-    make_scorer,
-    precision_score,
-    recall_score,
-)
-from sklearn.model_selection import RandomizedSearchCV, cross_validate
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.class_weight import compute_sample_weight
 
 from entropice_core import __version__
 from entropice_core.config import Device, resolve_backend
 from entropice_core.io.atomic import atomic_path
 from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData, fingerprint
+
+if TYPE_CHECKING:  # the ML stack is imported where it is used: the configs load without it
+    import pandas as pd
+    from sklearn.base import BaseEstimator
+    from sklearn.pipeline import Pipeline
 
 ModelName = Literal["espa", "xgboost", "rf", "knn"]
 
@@ -189,6 +174,8 @@ def distribution(name: str, spec: Any) -> Any:
         If ``spec`` is an empty list, has no ``dist``, names no scipy.stats distribution, or
         its arguments are invalid.
     """
+    import scipy.stats
+
     if isinstance(spec, list):
         if not spec:
             raise ValueError(f"parameter {name!r}: an empty list has nothing to choose from")
@@ -297,6 +284,9 @@ class ExperimentConfig(BaseModel):
         ValueError
             If a fixed or searched parameter is not one of the model's.
         """
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+
         kind = MODELS[self.model]
         model = kind.build(self.device, self.seed, self.n_jobs)
         valid = model.get_params()
@@ -325,6 +315,15 @@ def scorers(binary: bool) -> dict[str, Any]:
         Scorer per metric name: accuracy, then f1, jaccard, precision and recall, each macro
         and weighted.
     """
+    from sklearn.metrics import (
+        f1_score,
+        get_scorer,
+        jaccard_score,
+        make_scorer,
+        precision_score,
+        recall_score,
+    )
+
     result: dict[str, Any] = {"accuracy": get_scorer("accuracy")}
     for average in ("macro", "weighted"):
         for metric, function in (
@@ -337,6 +336,11 @@ def scorers(binary: bool) -> dict[str, Any]:
     if binary:
         result["roc_auc"] = get_scorer("roc_auc")
     return result
+
+
+#: Scores shown as numbers (Dagster metadata, the demo's summary).
+HEADLINE_METRICS = ("accuracy", "f1_macro", "roc_auc")
+HEADLINE_COLUMNS = {"cv": "model_cv_mean", "test": "model_test", "majority_cv": "baseline_cv_mean"}
 
 
 @dataclass
@@ -356,6 +360,15 @@ class TrainedExperiment:
     def refit_metric(self) -> str:
         """Metric that picked the best candidate (``search.refit`` of the config)."""
         return self.config.search.refit
+
+    def headline_scores(self) -> dict[str, float]:
+        """The headline metrics flat: ``cv_*``, ``test_*`` and ``majority_cv_*`` scores."""
+        return {
+            f"{prefix}_{metric}": float(self.scores.loc[metric, column])
+            for metric in HEADLINE_METRICS
+            if metric in self.scores.index
+            for prefix, column in HEADLINE_COLUMNS.items()
+        }
 
     def beats_baseline(self) -> bool:
         """Tell whether the model beats the majority class on the refit metric.
@@ -399,6 +412,11 @@ def train_experiment(
         model cannot take the missing values the dataset keeps, or ``search.refit`` is not a
         metric.
     """
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+    from sklearn.model_selection import RandomizedSearchCV, cross_validate
+    from sklearn.utils.class_weight import compute_sample_weight
+
     report = progress or (lambda message: None)
     kind = MODELS[config.model]
     X, y, classes = data.xy(config.target, "train")
@@ -496,6 +514,9 @@ def _importance(
     model: Pipeline, X: pd.DataFrame, y: np.ndarray, scorer: Any, seed: int
 ) -> pd.DataFrame:
     """Native importance (if the model has one) and permutation importance on ``X``."""
+    import pandas as pd
+    from sklearn.inspection import permutation_importance
+
     estimator = model[-1]
     native = getattr(estimator, "feature_importances_", None)
     permuted = permutation_importance(
@@ -515,6 +536,8 @@ def _importance(
 
 def _cv_table(results: dict[str, Any]) -> pd.DataFrame:
     """``cv_results_`` as a Parquet-friendly table: parameters as JSON text."""
+    import pandas as pd
+
     table = pd.DataFrame(
         {k: v for k, v in results.items() if not k.startswith("param") and "split" not in k}
     )
@@ -562,6 +585,10 @@ def save_experiment(result: TrainedExperiment, directory: str | Path) -> dict[st
     dict of str to Path
         Path of each file: model, cv_results, scores, feature_importance, config and stamp.
     """
+    import joblib
+    import skops.io as sio
+    import tomlkit
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -625,6 +652,9 @@ def load_model(directory: str | Path) -> tuple[Pipeline, dict[str, Any]]:
     ValueError
         If the skops file holds types outside :data:`TRUSTED_MODULES`.
     """
+    import joblib
+    import skops.io as sio
+
     directory = Path(directory)
     stamp_path = directory / MODEL_STAMP
     if not stamp_path.exists():

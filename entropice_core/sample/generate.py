@@ -14,6 +14,7 @@ from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.ingest.arcticdem import tile_path, tiles_for
 from entropice_core.ingest.era5 import era5_path
 from entropice_core.io.atomic import atomic_path
+from entropice_core.layout import Layout
 from entropice_core.sample import alphaearth, arcticdem, darts, era5
 from entropice_core.sample.world import build_world
 
@@ -82,20 +83,20 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
     SampleRegionFiles
         The manifest and data file paths under ``<data_dir>/sources``.
     """
-    sources = Path(data_dir) / "sources"
+    layout = Layout(Path(data_dir))
     tiles = tiles_for(SAMPLE_REGION_BBOX)
     return SampleRegionFiles(
         seed=seed,
-        manifest=sources / MANIFEST_NAME,
-        arcticdem=tuple(tile_path(sources / "arcticdem", r, c) for r, c in tiles),
+        manifest=layout.sources / MANIFEST_NAME,
+        arcticdem=tuple(tile_path(layout.source("arcticdem"), r, c) for r, c in tiles),
         era5=tuple(
-            era5_path(sources / "era5", year, month, step)
+            era5_path(layout.source("era5"), year, month, step)
             for year, month in _months(era5.ARCTIC_YEARS)
             for step in era5.STEP_TYPES
         ),
-        darts=darts.footprint_paths(sources / "darts")
-        + darts.training_paths(sources / "darts" / "training-labels"),
-        alphaearth=alphaearth.sample_cog_paths(sources / "alphaearth", SAMPLE_REGION_BBOX),
+        darts=darts.footprint_paths(layout.source("darts"))
+        + darts.training_paths(layout.source("darts") / "training-labels"),
+        alphaearth=alphaearth.sample_cog_paths(layout.source("alphaearth"), SAMPLE_REGION_BBOX),
     )
 
 
@@ -151,30 +152,30 @@ def generate_sample_region(
     world = build_world(seed, SAMPLE_REGION_BBOX)
     step("latent world built")
 
-    sources = files.manifest.parent
+    layout = Layout(Path(data_dir))
     tiles = tiles_for(SAMPLE_REGION_BBOX)
     detail = arcticdem.detail_noise(seed, tiles)
     for row, col in tiles:
         elevation = arcticdem.render_tile(world, detail, row, col)
-        arcticdem.write_tile(tile_path(sources / "arcticdem", row, col), elevation, row, col)
+        arcticdem.write_tile(tile_path(layout.source("arcticdem"), row, col), elevation, row, col)
     step(f"arcticdem: {len(tiles)} tiles written")
 
     hourly = era5.simulate_era5(world)
     months = _months(era5.ARCTIC_YEARS)
     for year, month in months:
         for step_type in era5.STEP_TYPES:
-            path = era5_path(sources / "era5", year, month, step_type)
+            path = era5_path(layout.source("era5"), year, month, step_type)
             era5.write_month(era5.month_dataset(hourly, year, month, step_type), path)
     step(f"era5: {len(months)} months written")
 
     tdd_years, tdd = era5.thawing_degree_days(hourly)
     footprints = darts.simulate_rts(world, tdd_years, tdd, hourly.latitude, hourly.longitude)
-    darts.write_footprints(footprints, sources / "darts")
+    darts.write_footprints(footprints, layout.source("darts"))
     labels, images = darts.training_labels(footprints, seed)
-    darts.write_training_labels(labels, images, sources / "darts" / "training-labels")
+    darts.write_training_labels(labels, images, layout.source("darts") / "training-labels")
     step(f"darts: {len(footprints)} footprints and {len(labels)} training labels written")
 
-    cogs = alphaearth.write_embeddings(world, sources / "alphaearth")
+    cogs = alphaearth.write_embeddings(world, layout.source("alphaearth"))
     step(f"alphaearth: {len(cogs)} embedding COGs written")
 
     with atomic_path(files.manifest) as tmp:

@@ -13,10 +13,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
-import shapely
+
+if TYPE_CHECKING:  # heavy libraries are imported where they are used
+    import geopandas as gpd
 
 #: Cell edges are densified to this spacing (degrees) before projecting, so their shape in the
 #: equal-area projection stays the lon/lat polygon they are.
@@ -119,6 +121,9 @@ def overlay_cells(
 def _overlay_chunk(
     polygons: gpd.GeoSeries, cells: gpd.GeoSeries, areas_km2: np.ndarray | None
 ) -> CellOverlay:
+    import geopandas as gpd
+    import shapely
+
     polys, cell_geoms = polygons.to_numpy(), cells.to_numpy()
     owner = np.full(len(polys), -1, dtype=np.int64)
     if len(polys) == 0:

@@ -1,18 +1,12 @@
 """Label stage: DARTS footprints as released, and RTS metrics per grid cell and year."""
 
 import dagster as dg
-import geopandas as gpd
 
-from entropice_core.config import GridSpec
-from entropice_core.ingest import darts
-from entropice_dagster.checks import checked_output
+from entropice_dagster.checks import check_specs, checked_output, rts_area_matches_footprints
 from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
-from entropice_dagster.metadata import frame_summary
+from entropice_dagster.metadata import frame_summary, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import DartsSourceResource, DataDirResource
-
-#: The labels' total RTS area may differ from the clipped footprint area by this fraction.
-AREA_TOLERANCE = 1e-3
 
 
 @dg.asset(
@@ -20,7 +14,7 @@ AREA_TOLERANCE = 1e-3
     kinds={"geoparquet"},
     code_version="1",
     io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
-    metadata={"entropice/path": "darts/footprints.parquet"},
+    metadata=stored_at("darts_polygons"),
 )
 def darts_polygons(
     context: dg.AssetExecutionContext, darts_source: DartsSourceResource, data_dir: DataDirResource
@@ -30,21 +24,21 @@ def darts_polygons(
     Read from the files as published (level-2, level-1 or training labels), with invalid
     geometries repaired, areas recomputed on the WGS84 ellipsoid and years validated.
     """
+    from entropice_core.ingest import darts
+
     files = darts_source.files(data_dir.root)
     context.log.info(f"reading {len(files)} DARTS files: {[f.name for f in files]}")
     footprints = darts.read_darts(files)
-    return dg.MaterializeResult(
-        value=footprints,
-        metadata={
-            "files": [str(f) for f in files],
-            "footprints": len(footprints),
-            "years": sorted(int(y) for y in footprints["year"].unique()),
-            "repaired_geometries": footprints.attrs["repaired"],
-            "dropped_features": footprints.attrs["dropped"],
-            "total_area_km2": round(float(footprints["area_m2"].sum() / 1e6), 3),
-            **frame_summary(footprints),
-        },
-    )
+    metadata = {
+        "files": [str(f) for f in files],
+        "footprints": len(footprints),
+        "years": sorted(int(y) for y in footprints["year"].unique()),
+        "repaired_geometries": footprints.attrs["repaired"],
+        "dropped_features": footprints.attrs["dropped"],
+        "total_area_km2": round(float(footprints["area_m2"].sum() / 1e6), 3),
+        **frame_summary(footprints),
+    }
+    yield from checked_output(footprints, metadata)
 
 
 @dg.asset(
@@ -53,53 +47,25 @@ def darts_polygons(
     code_version="1",
     partitions_def=grid_partitions,
     io_manager_key=ZARR_IO_MANAGER_KEY,
-    metadata={
-        "entropice/path": "darts/labels_{partition_key}.zarr",
-        "entropice/table_path": "darts/labels_{partition_key}.parquet",
-    },
-    check_specs=[
-        dg.AssetCheckSpec(
-            "rts_area_matches_footprints",
-            asset="rts_labels",
-            description="Total RTS area over all cells equals the footprint area inside the "
-            f"cells (clipped independently) within {AREA_TOLERANCE:.1%}.",
-            blocking=True,
-        )
-    ],
+    metadata=stored_at("rts_labels"),
+    check_specs=check_specs("rts_labels", rts_area_matches_footprints),
 )
-def rts_labels(
-    context: dg.AssetExecutionContext,
-    darts_polygons: gpd.GeoDataFrame,
-    grid_cells: gpd.GeoDataFrame,
-):
+def rts_labels(context: dg.AssetExecutionContext, darts_polygons, grid_cells):
     """RTS count, area, density (per 1000 km2 of land) and coverage per cell and year.
 
     Plus all-years aggregates in which a slump seen in several years counts once. Every cell
     is present, zero where no RTS was mapped: the negatives that training needs.
     """
-    spec = GridSpec.from_key(context.partition_key)
-    labels = darts.rts_labels(darts_polygons, grid_cells, spec)
-    labelled = float(labels["rts_area_km2"].sum())
+    from entropice_core.config import GridSpec
+    from entropice_core.ingest import darts
+
+    labels = darts.rts_labels(darts_polygons, grid_cells, GridSpec.from_key(context.partition_key))
     expected = darts.footprint_area_in_cells_km2(darts_polygons, grid_cells)
-    error = abs(labelled - expected) / expected if expected else abs(labelled)
-    yield from checked_output(
-        labels,
-        {
-            "cells": labels.sizes["cell_ids"],
-            "cells_with_rts": int((labels["rts_count_all_years"] > 0).sum()),
-            "slumps": int(labels["rts_count_all_years"].sum()),
-            "rts_area_km2": round(labelled, 4),
-            "years": labels["year"].to_numpy().tolist(),
-        },
-        [
-            dg.AssetCheckResult(
-                check_name="rts_area_matches_footprints",
-                passed=bool(error <= AREA_TOLERANCE),
-                metadata={
-                    "labelled_km2": labelled,
-                    "footprints_in_cells_km2": expected,
-                    "relative_error": error,
-                },
-            )
-        ],
-    )
+    metadata = {
+        "cells": labels.sizes["cell_ids"],
+        "cells_with_rts": int((labels["rts_count_all_years"] > 0).sum()),
+        "slumps": int(labels["rts_count_all_years"].sum()),
+        "rts_area_km2": round(float(labels["rts_area_km2"].sum()), 4),
+        "years": labels["year"].to_numpy().tolist(),
+    }
+    yield from checked_output(labels, metadata, [rts_area_matches_footprints(labels, expected)])

@@ -3,24 +3,18 @@
 
 import json
 import warnings
-from typing import Any
 
 import dagster as dg
-import geopandas as gpd
-import pandas as pd
-import xarray as xr
 from pydantic import Field
 
-from entropice_core.ml.dataset import DatasetEnsemble, TrainingData
-from entropice_core.ml.inference import DEFAULT_BATCH_SIZE, predict_cells
-from entropice_core.ml.training import ExperimentConfig, TrainedExperiment, train_experiment
-from entropice_dagster.checks import checked_output
+from entropice_core.ml.dataset import DatasetEnsemble
+from entropice_dagster.checks import beats_majority_baseline, check_specs, checked_output
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
     ZARR_IO_MANAGER_KEY,
 )
-from entropice_dagster.metadata import frame_summary
+from entropice_dagster.metadata import frame_summary, markdown_table, stored_at
 from entropice_dagster.partitions import CONFIG_DIR, grid_partitions, model_partitions
 
 #: The DatasetEnsemble of every grid level: its sources are the inputs of training_dataset,
@@ -32,66 +26,30 @@ with warnings.catch_warnings():  # beta since 1.x, the documented way for 2-D ->
     BY_GRID_LEVEL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="grid_level")
 
 
-def _markdown(frame: pd.DataFrame) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.round(4).to_markdown())
-
-
 @dg.asset(
     group_name="models",
     kinds={"zarr"},
     code_version="1",
     partitions_def=grid_partitions,
     io_manager_key=ZARR_IO_MANAGER_KEY,
-    ins={
-        ENSEMBLE.labels.asset: dg.AssetIn(ENSEMBLE.labels.asset),
-        **{source.asset: dg.AssetIn(source.asset) for source in ENSEMBLE.sources},
-    },
-    metadata={"entropice/path": "datasets/{partition_key}.zarr"},
+    ins={asset: dg.AssetIn(asset) for asset in ENSEMBLE.assets()},
+    metadata=stored_at("training_dataset"),
 )
-def training_dataset(context: dg.AssetExecutionContext, **inputs: xr.Dataset):
+def training_dataset(context: dg.AssetExecutionContext, **inputs):
     """Features of every cell joined from the L2 datasets in configs/dataset.toml, the RTS
     targets, and the spatially blocked split: test blocks, a buffer, CV folds."""
     labels = inputs.pop(ENSEMBLE.labels.asset)
     data = ENSEMBLE.build(labels, inputs)
     summary = data.summary()
     context.log.info(f"{context.partition_key}: {summary}")
-    return dg.MaterializeResult(
-        value=data.dataset,
-        metadata={
-            **summary,
-            "feature_names": data.feature_names,
-            "sources": dg.MetadataValue.json(json.loads(data.dataset.attrs["sources"])),
-            "data_versions": dg.MetadataValue.json(data.data_versions),
-            "preview": dg.MetadataValue.md(data.X().head(10).round(2).to_markdown()),
-        },
-    )
-
-
-#: Scores shown as numbers (plots and tables in the UI, the demo's summary).
-HEADLINE = ("accuracy", "f1_macro", "roc_auc")
-COLUMNS = {"cv": "model_cv_mean", "test": "model_test", "majority_cv": "baseline_cv_mean"}
-
-
-def _headline(scores: pd.DataFrame) -> dict[str, float]:
-    return {
-        f"{prefix}_{metric}": float(scores.loc[metric, column])
-        for metric in HEADLINE
-        if metric in scores.index
-        for prefix, column in COLUMNS.items()
+    metadata = {
+        **summary,
+        "feature_names": data.feature_names,
+        "sources": dg.MetadataValue.json(json.loads(data.dataset.attrs["sources"])),
+        "data_versions": dg.MetadataValue.json(data.data_versions),
+        "preview": markdown_table(data.X().head(10), 2),
     }
-
-
-def _scores_check(result: TrainedExperiment) -> dg.AssetCheckResult:
-    metric = result.refit_metric
-    row = result.scores.loc[metric]
-    return dg.AssetCheckResult(
-        check_name="beats_majority_baseline",
-        passed=result.beats_baseline(),
-        metadata={
-            "metric": metric,
-            **{key: float(value) for key, value in row.items()},
-        },
-    )
+    yield from checked_output(data.dataset, metadata)
 
 
 @dg.asset(
@@ -101,44 +59,38 @@ def _scores_check(result: TrainedExperiment) -> dg.AssetCheckResult:
     partitions_def=model_partitions,
     io_manager_key=EXPERIMENT_IO_MANAGER_KEY,
     ins={"training_dataset": dg.AssetIn(partition_mapping=BY_GRID_LEVEL)},
-    metadata={"entropice/path": "training-results/{grid_level}/{experiment}"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "beats_majority_baseline",
-            asset="trained_model",
-            description="The model scores higher than the majority class on the experiment's "
-            "refit metric (F1 macro by default), both in spatial CV and on the test blocks.",
-            blocking=True,
-        )
-    ],
+    metadata=stored_at("trained_model"),
+    check_specs=check_specs("trained_model", beats_majority_baseline),
 )
-def trained_model(context: dg.AssetExecutionContext, training_dataset: xr.Dataset):
+def trained_model(context: dg.AssetExecutionContext, training_dataset):
     """The experiment's model tuned by randomised search over spatial CV folds and refitted on
     the training cells, with CV results, test scores, feature importance and provenance."""
+    from entropice_core.ml.dataset import TrainingData
+    from entropice_core.ml.training import ExperimentConfig, train_experiment
+
     keys = context.partition_key.keys_by_dimension
     config = ExperimentConfig.from_toml(CONFIG_DIR / f"{keys['experiment']}.toml")
     result = train_experiment(TrainingData(training_dataset), config, context.log.info)
-    yield from checked_output(
-        result,
-        {
-            "scores": _markdown(result.scores),
-            "top_features": _markdown(result.importance.head(10).set_index("feature")),
-            "best_params": dg.MetadataValue.json(result.stamp["best_params"]),
-            "classes": result.classes,
-            "train_cells": result.stamp["train_cells"],
-            "test_cells": result.stamp["test_cells"],
-            "data_versions": dg.MetadataValue.json(result.stamp["data_versions"]),
-            **_headline(result.scores),
-        },
-        [_scores_check(result)],
-    )
+    metadata = {
+        "scores": markdown_table(result.scores),
+        "top_features": markdown_table(result.importance.head(10).set_index("feature")),
+        "best_params": dg.MetadataValue.json(result.stamp["best_params"]),
+        "classes": result.classes,
+        "train_cells": result.stamp["train_cells"],
+        "test_cells": result.stamp["test_cells"],
+        "data_versions": dg.MetadataValue.json(result.stamp["data_versions"]),
+        **result.headline_scores(),
+    }
+    yield from checked_output(result, metadata, [beats_majority_baseline(result)])
 
 
 class PredictionConfig(dg.Config):
     """How predictions run (launchpad / run config)."""
 
-    batch_size: int = Field(
-        default=DEFAULT_BATCH_SIZE, ge=1, description="Cells per prediction batch (memory bound)."
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cells per prediction batch (memory bound); default the core's (65,536).",
     )
 
 
@@ -153,17 +105,13 @@ class PredictionConfig(dg.Config):
         "training_dataset": dg.AssetIn(partition_mapping=BY_GRID_LEVEL),
         "grid_cells": dg.AssetIn(partition_mapping=BY_GRID_LEVEL),
     },
-    metadata={"entropice/path": "training-results/{grid_level}/{experiment}/predictions.parquet"},
+    metadata=stored_at("predictions"),
 )
-def predictions(
-    context: dg.AssetExecutionContext,
-    config: PredictionConfig,
-    trained_model: tuple[Any, dict[str, Any]],
-    training_dataset: xr.Dataset,
-    grid_cells: gpd.GeoDataFrame,
-):
+def predictions(config: PredictionConfig, trained_model, training_dataset, grid_cells):
     """Predicted RTS class and one probability per class for every cell of the grid level;
     cells without features get none."""
+    from entropice_core.ml.inference import predict_cells
+
     model, stamp = trained_model
     frame = predict_cells(
         model,
@@ -171,16 +119,14 @@ def predictions(
         grid_cells,
         stamp["classes"],
         stamp["feature_names"],
-        batch_size=config.batch_size,
         device=stamp.get("predict_device", "cpu"),
+        **config.model_dump(exclude_none=True),
     )
     counts = frame["predicted_label"].value_counts(dropna=False)
-    return dg.MaterializeResult(
-        value=frame,
-        metadata={
-            "cells": len(frame),
-            "cells_without_prediction": int(frame["predicted_class"].isna().sum()),
-            "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
-            **frame_summary(frame),
-        },
-    )
+    metadata = {
+        "cells": len(frame),
+        "cells_without_prediction": int(frame["predicted_class"].isna().sum()),
+        "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+        **frame_summary(frame),
+    }
+    yield from checked_output(frame, metadata)

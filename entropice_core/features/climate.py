@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -20,7 +21,6 @@ import xarray as xr
 from entropice_core.climate.indices import ClimateIndexConfig, yearly_indices
 from entropice_core.config import GridSpec
 from entropice_core.ingest.era5 import GRID_STEP, read_daily
-from entropice_core.io.zarr import atomic_store
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
 from entropice_core.spatial.pixelmap import RasterGrid, build_cell_pixel_map
 
@@ -48,20 +48,30 @@ def yearly_from_daily(
     return out
 
 
-def write_yearly(
+def yearly_from_stores(
     daily_path: Path,
     next_daily_path: Path | None,
     year: int,
-    path: Path,
     config: ClimateIndexConfig = ClimateIndexConfig(),
 ) -> xr.Dataset:
-    """Compute and store (atomically, Zarr v3) the indices of Arctic year ``year``."""
+    """The indices of Arctic year ``year`` from its era5_daily store and, where given, the
+    next year's (which completes the thaw season and SON)."""
     daily = read_daily(daily_path)
     next_daily = read_daily(next_daily_path) if next_daily_path is not None else None
-    indices = yearly_from_daily(daily, next_daily, year, config)
-    with atomic_store(path) as tmp:
-        indices.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-    return indices
+    return yearly_from_daily(daily, next_daily, year, config)
+
+
+def yearly_summary(indices: xr.Dataset) -> dict[str, Any]:
+    """Domain means of one year's indices, and the cells whose freeze-up is censored."""
+    summary = indices.isel(year=0).mean(("latitude", "longitude")).to_pandas()
+    censored = indices["freeze_up"].isnull() & indices["thaw_onset"].notnull()
+    return {
+        "thaw_season_complete": bool(indices.attrs.get("thaw_season_complete", False)),
+        "censored_freeze_up": int(censored.sum()),
+        "mean_tdd": round(float(summary["thawing_degree_days"]), 1),
+        "mean_fdd": round(float(summary["freezing_degree_days"]), 1),
+        "domain_means": summary.round(2).to_frame("mean"),
+    }
 
 
 def open_yearly(paths: Sequence[Path]) -> xr.Dataset:
@@ -127,3 +137,15 @@ def climate_features(
         features[name] = features[name].transpose("cell_ids", "year")
     features.attrs.update(source="ERA5 single levels, 0.25 degree (Copernicus CDS)")
     return features
+
+
+def feature_summary(features: xr.Dataset) -> dict[str, Any]:
+    """Counts and the mean thawing degree days of a climate_features dataset."""
+    tdd = features["thawing_degree_days"].to_numpy()
+    finite = tdd[np.isfinite(tdd)]
+    return {
+        "cells": int(features.sizes["cell_ids"]),
+        "years": features["year"].to_numpy().tolist(),
+        "mean_tdd": round(float(finite.mean()), 1) if finite.size else None,
+        "nan_fraction": round(float(np.isnan(tdd).mean()), 4),
+    }

@@ -1,0 +1,1 @@
+"""Per-cell features of each source on one grid level: ``terrain`` and ``climate``."""

@@ -1,0 +1,104 @@
+"""Terrain features: per-cell statistics of elevation and every terrain derivative.
+
+The derivative rasters come from ``entropice_core.ingest.arcticdem.terrain_rasters`` (stored by
+the ``terrain_derivatives`` asset); this module reduces them onto the cells of one grid level,
+the terrain counterpart of ``entropice_core.features.climate``. See docs/terrain.md.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from entropice_core.config import GridSpec
+from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+
+#: Per-cell statistics of every terrain variable (mean, spread, extremes and quartiles).
+TERRAIN_STATISTICS = AggregationConfig(
+    statistics=("mean", "std", "min", "max", "median", "quantile", "valid_fraction"),
+    quantiles=(0.25, 0.75),
+)
+
+
+#: Derivatives kept out of the per-cell statistics: the mean of a circular angle is
+#: meaningless (northness and eastness carry the aspect).
+NOT_AGGREGATED = ("aspect",)
+
+
+#: Default sample size per cell: 2,500 pixels (a 50 x 50 grid) estimate a cell's mean and
+#: quartiles to about 2 % of their spread, and make coarse grid levels cheap.
+MIN_PIXELS_PER_CELL = 2500
+
+
+def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
+    """Largest stride that leaves a cell of median area at least ``min_pixels`` pixels
+    (1: every pixel; also when ``min_pixels`` is 0)."""
+    if min_pixels <= 0 or cells.empty:
+        return 1
+    area = float(cells.geometry.to_crs("EPSG:6931").area.median())
+    return max(1, int(np.sqrt(area / (min_pixels * dx * dy))))
+
+
+def terrain_features(
+    rasters: xr.Dataset,
+    cells: gpd.GeoDataFrame,
+    spec: GridSpec,
+    statistics: AggregationConfig = TERRAIN_STATISTICS,
+    min_pixels_per_cell: int = MIN_PIXELS_PER_CELL,
+    parallel: bool = False,
+) -> xr.Dataset:
+    """Per-cell statistics of elevation and each derivative over the cells of one grid level.
+
+    Statistics are taken over a regular sample of the pixels: every ``stride``-th pixel in
+    each direction (the centre of each ``stride x stride`` block), with the stride chosen so
+    that a cell of median size keeps at least ``min_pixels_per_cell`` pixels (0: every
+    pixel, exact). The derivatives themselves are always computed at full resolution. All
+    variables are read together as bands of one raster, so the cell-pixel map is built once.
+    ``parallel`` runs the blocks as dask tasks on the current scheduler (see aggregate_raster).
+
+    Returns an xdggs L2 dataset with ``<variable>_<statistic>`` variables (quartiles along a
+    ``quantile`` dim) and the stride in its attrs; see docs/terrain.md.
+    """
+    if "spatial_ref" in rasters.data_vars:  # as read back from Zarr
+        rasters = rasters.set_coords("spatial_ref")
+    crs = rasters.rio.crs
+    dx, dy = (abs(v) for v in rasters.rio.resolution())
+    stride = pixel_stride(cells, dx, dy, min_pixels_per_cell)
+    if stride > 1:
+        sample = slice(stride // 2, None, stride)
+        rasters = rasters.isel({rasters.rio.y_dim: sample, rasters.rio.x_dim: sample})
+    names = [v for v in rasters.data_vars if v not in NOT_AGGREGATED]
+    stack = rasters[names].to_dataarray("variable").drop_vars("spatial_ref", errors="ignore")
+    stack = stack.rio.write_crs(crs).rio.write_nodata(np.nan, encoded=False)
+    stacked = aggregate_raster(
+        xr.Dataset({"terrain": stack}), cells, spec, statistics, parallel=parallel
+    )
+    features = xr.Dataset(coords={"cell_ids": stacked["cell_ids"]}, attrs=stacked.attrs)
+    for key, values in stacked.data_vars.items():
+        stat = str(key).removeprefix("terrain_")
+        for name in names:
+            variable = values.sel(variable=name, drop=True)
+            if stat != "valid_fraction":
+                variable.attrs["units"] = rasters[name].attrs.get("units", "")
+            features[f"{name}_{stat}"] = variable
+    features.attrs.update(source="ArcticDEM v4.1 32 m mosaic", pixel_stride=stride)
+    return features
+
+
+def feature_summary(features: xr.Dataset) -> dict[str, object]:
+    """Counts and domain means of a terrain_features dataset, for reports and metadata."""
+    means = features["elevation_mean"].to_numpy()
+    finite = np.isfinite(means)
+    return {
+        "derivatives_snapshot_id": features.attrs.get("derivatives_snapshot_id"),
+        "pixel_stride": int(features.attrs["pixel_stride"]),
+        "variables": len(features.data_vars),
+        "cells": int(features.sizes["cell_ids"]),
+        "cells_with_data": int(finite.sum()),
+        "mean_elevation_m": round(float(means[finite].mean()), 1) if finite.any() else None,
+        "mean_slope_deg": round(float(np.nanmean(features["slope_mean"])), 2)
+        if finite.any()
+        else None,
+    }
