@@ -4,6 +4,8 @@ Parents and neighbours are recomputed here with h3 and healpix-geo directly, not
 project's grid helpers.
 """
 
+import importlib.util
+
 import h3
 import healpix_geo.nested as healpix
 import numpy as np
@@ -233,12 +235,17 @@ def test_xarray_form_round_trips_through_zarr_with_the_same_fingerprint(tmp_path
 def test_device_arrays() -> None:
     values = np.arange(6, dtype=np.float32).reshape(3, 2)
     assert isinstance(as_device_array(values), np.ndarray)
-    for device in ("cuda", "torch"):
+    for device, module in (("cuda", "cupy"), ("torch", "torch")):
+        if importlib.util.find_spec(module) is None:  # the CPU install: say what to install
+            with pytest.raises(ImportError, match="gpu extra"):
+                as_device_array(values, device)
+            continue
         try:
-            as_device_array(values, device)
-        except ImportError as err:
-            assert "gpu extra" in str(err)
-        except RuntimeError:  # installed but no GPU here
-            pass
+            on_device = as_device_array(values, device)
+        except RuntimeError as err:  # the gpu extra without a usable GPU
+            pytest.skip(f"{module} is installed but has no GPU: {err}")
+        back = on_device.get() if module == "cupy" else on_device.cpu().numpy()
+        assert not isinstance(on_device, np.ndarray)
+        np.testing.assert_array_equal(back, values)
     with pytest.raises(ValueError, match="unknown device"):
         as_device_array(values, "tpu")
