@@ -1,4 +1,5 @@
-"""Materialise the grid stage on the sample region as Dagster runs it, and call assets directly."""
+"""The grid stage of the end-to-end run on the sample region (``sample_graph``), direct asset
+calls, and a failed blocking check."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from conftest import GRAPH_LEVELS
 
 import entropice_core.spatial.grids
 from entropice_core.config import SAMPLE_REGION_BBOX, AreaOfInterest
@@ -19,30 +21,16 @@ from entropice_dagster.resources import (
     GridCellsResource,
 )
 
-KEYS = ("h3_3", "healpix_6")
+KEYS = GRAPH_LEVELS
 GRID_CHECKS = {"cell_ids_unique", "geometries_valid", "land_fraction_in_0_1"}
 
 
 @pytest.fixture(scope="module")
-def materialised(tmp_path_factory, make_resources) -> tuple[Path, dict]:
-    """Both assets for two grid levels in one instance, as `make demo` runs them."""
-    data_dir = tmp_path_factory.mktemp("materialise") / "data"
-    resources = make_resources(data_dir)
-    instance = dg.DagsterInstance.ephemeral()
-    results = {
-        None: dg.materialize(
-            [watermask, grid_cells], selection=[watermask], resources=resources, instance=instance
-        )
-    }
-    for key in KEYS:
-        results[key] = dg.materialize(
-            [watermask, grid_cells],
-            selection=[grid_cells],
-            partition_key=key,
-            resources=resources,
-            instance=instance,
-        )
-    return data_dir, results
+def materialised(sample_graph) -> tuple[Path, dict]:
+    """The watermask and grid_cells runs of the end-to-end run (``sample_graph``)."""
+    results = {None: sample_graph.run("watermask")}
+    results.update({key: sample_graph.run("grid_cells", key) for key in KEYS})
+    return sample_graph.data_dir, results
 
 
 @pytest.mark.slow
@@ -85,10 +73,16 @@ def test_materialisation_metadata(materialised, key: str) -> None:
 @pytest.mark.slow
 def test_checks_ran_and_passed(materialised) -> None:
     _, results = materialised
-    water_checks = results[None].get_asset_check_evaluations()
+    water_checks = [
+        e for e in results[None].get_asset_check_evaluations() if e.asset_key.path == ["watermask"]
+    ]
     assert {(e.check_name, e.passed) for e in water_checks} == {("polygons_valid", True)}
     for key in KEYS:
-        evaluations = results[key].get_asset_check_evaluations()
+        evaluations = [
+            e
+            for e in results[key].get_asset_check_evaluations()
+            if e.asset_key.path == ["grid_cells"]
+        ]
         assert {e.check_name for e in evaluations} == GRID_CHECKS
         failed = {e.check_name: dict(e.metadata) for e in evaluations if not e.passed}
         assert not failed, failed
@@ -167,7 +161,7 @@ def test_large_grids_are_mapped_as_points(
     materialised, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data_dir, _ = materialised
-    cells = read_geoparquet(data_dir / "grids" / "healpix_6.parquet")
+    cells = read_geoparquet(data_dir / "grids" / f"{KEYS[1]}.parquet")
     monkeypatch.setattr(grid_assets, "MAP_MAX_POLYGONS", 1)
     preview = grid_assets._land_fraction_map(cells, tmp_path / "map.png", "points")
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
