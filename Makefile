@@ -23,35 +23,35 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-.venv/.synced-default: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --python $(PYTHON)
-	@rm -f .venv/.synced-*; touch $@
+# One environment for every target: the CPU build of XGBoost (`cpu` extra) and the dev tools, so
+# that `make ui` after `make test` keeps what the tests need (a GPU machine: `uv sync --extra gpu
+# --extra dev`).
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --extra cpu --extra dev --python $(PYTHON)
+	@touch $@
 
-.venv/.synced-dev: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --extra dev --python $(PYTHON)
-	@rm -f .venv/.synced-*; touch $@
-
-demo: .venv/.synced-default  ## build .venv, materialise the asset graph on the sample region, print a summary
+demo: .venv/.synced  ## build .venv, materialise the asset graph on the sample region, print a summary
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/entropice demo --data-dir $(ENTROPICE_DATA_DIR)
 
-test: .venv/.synced-dev  ## build .venv with dev extras and run the tests (PYTEST_ARGS='-m "not slow"': the quick ones)
+test: .venv/.synced  ## build .venv with dev extras and run the tests (PYTEST_ARGS='-m "not slow"': the quick ones)
 	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
 
-ui: .venv/.synced-default  ## open the Dagster UI on http://127.0.0.1:$(PORT)
+ui: .venv/.synced  ## open the Dagster UI on http://127.0.0.1:$(PORT)
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
-lint: .venv/.synced-dev  ## ruff check and format check
+lint: .venv/.synced  ## ruff check, ruff format check and the type checker (mypy), as CI runs them
 	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
 	.venv/bin/ruff format --check entropice_core entropice_dagster tests benchmarks
+	.venv/bin/mypy
 
-format: .venv/.synced-dev  ## ruff format and fix
+format: .venv/.synced  ## ruff format and fix
 	.venv/bin/ruff format entropice_core entropice_dagster tests benchmarks
 	.venv/bin/ruff check --fix entropice_core entropice_dagster tests benchmarks
 
-bench: .venv/.synced-dev  ## run every benchmark and print its table
+bench: .venv/.synced  ## run every benchmark and print its table
 	for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done
 
 clean:  ## remove the environment, outputs and the Dagster instance

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +45,16 @@ DEFAULT_NORTH_OF_LAT = 50.0
 
 ENV_DATA_DIR = "ENTROPICE_DATA_DIR"
 ENV_AOI = "ENTROPICE_AOI"
+ENV_CONFIG_DIR = "ENTROPICE_CONFIG_DIR"
+
+
+def packaged_config_dir() -> Path:
+    """The experiment and dataset configs shipped inside the package (``entropice_core/configs``).
+
+    Found through ``importlib.resources`` so that it works from a checkout and from an installed
+    wheel alike; the repository's ``configs/`` is a link to it.
+    """
+    return Path(str(files("entropice_core").joinpath("configs")))
 
 
 class GridSpec(BaseModel):
@@ -274,10 +285,17 @@ class Settings(BaseModel):
 
     data_dir: Path = Field(description="Root of the storage hierarchy (ENTROPICE_DATA_DIR).")
     aoi: str = Field(description="Area of interest spec (ENTROPICE_AOI), see AreaOfInterest.parse.")
+    config_dir: Path = Field(
+        default_factory=packaged_config_dir,
+        description="Folder of experiment configs <model>-<task>.toml and dataset.toml "
+        "(ENTROPICE_CONFIG_DIR; default: the configs shipped with the package).",
+    )
 
     @classmethod
     def from_env(cls) -> Settings:
+        config_dir = os.environ.get(ENV_CONFIG_DIR)
         return cls(
             data_dir=Path(os.environ.get(ENV_DATA_DIR, "data")).absolute(),
             aoi=os.environ.get(ENV_AOI, "sample"),
+            **({"config_dir": Path(config_dir).absolute()} if config_dir else {}),
         )

@@ -6,8 +6,8 @@ metadata, check results and maps are there when ``make ui`` opens the UI afterwa
 """
 
 import os
-import shutil
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import dagster as dg
@@ -44,9 +44,9 @@ def _instance() -> dg.DagsterInstance:
     if "DAGSTER_HOME" not in os.environ:
         home = Path(".dagster_home").absolute()
         home.mkdir(exist_ok=True)
-        config = Path(__file__).resolve().parents[1] / "dagster.yaml"
-        if config.exists() and not (home / "dagster.yaml").exists():
-            shutil.copy(config, home / "dagster.yaml")
+        if not (home / "dagster.yaml").exists():
+            template = files("entropice_dagster").joinpath("dagster.yaml")
+            (home / "dagster.yaml").write_text(template.read_text())
         os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 

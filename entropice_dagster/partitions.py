@@ -4,17 +4,16 @@ One ``grid_level`` key is one (grid, level) pair such as ``h3_5``; ``GridSpec.fr
 A new grid or level is a new key here, never a new asset.
 """
 
-from pathlib import Path
-
 import dagster as dg
 
-from entropice_core.config import DEFAULT_GRID_LEVELS
+from entropice_core.config import DEFAULT_GRID_LEVELS, Settings
 from entropice_core.ml.training import experiment_keys
 
 grid_partitions = dg.StaticPartitionsDefinition(list(DEFAULT_GRID_LEVELS))
 
-#: Experiment and dataset configs (configs/<model>-<task>.toml, configs/dataset.toml).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: Experiment and dataset configs (<model>-<task>.toml, dataset.toml): ENTROPICE_CONFIG_DIR, or
+#: the ones shipped in the package (the repository's configs/ links to them).
+CONFIG_DIR = Settings.from_env().config_dir
 #: One key per experiment file: a new configs/<model>-<task>.toml is a new partition.
 experiment_partitions = dg.StaticPartitionsDefinition(experiment_keys(CONFIG_DIR))
 #: Trained models and predictions: one per grid level and experiment (key "espa-binary|h3_5").

@@ -1,0 +1,1 @@
+"""Climate indices and per-cell climate features from ERA5."""

@@ -53,9 +53,19 @@ class ClimateIndexConfig(BaseModel):
 
 
 def degree_days(tmean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Thawing and freezing degree days ``sum(max(T, 0))``, ``sum(max(-T, 0))`` over axis 0.
+    """Sum thawing and freezing degree days over the days (axis 0).
 
-    ``tmean`` are daily means in degC; missing days (NaN) are skipped, all-NaN gives NaN.
+    Missing days (NaN) are skipped; where all days are missing the result is NaN.
+
+    Parameters
+    ----------
+    tmean : numpy.ndarray
+        ``(time, ...)`` daily mean temperatures (degC).
+
+    Returns
+    -------
+    tdd, fdd : numpy.ndarray
+        ``sum(max(T, 0))`` and ``sum(max(-T, 0))`` (degC day), shape ``tmean.shape[1:]``.
     """
     present = np.isfinite(tmean).any(axis=0)
     tdd = np.nansum(np.clip(tmean, 0.0, None), axis=0, dtype=np.float64)
@@ -64,10 +74,25 @@ def degree_days(tmean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def thaw_timing(tmean: np.ndarray, days: np.ndarray, year: int) -> dict[str, np.ndarray]:
-    """Thaw onset, freeze-up (day of year Y, 1 = 1 January) and thaw period (days).
+    """Find thaw onset, freeze-up and the thaw period of summer ``year`` per pixel.
 
-    ``tmean`` is ``(time, ...)`` for consecutive ``days`` covering at least 1 Jan .. 30 Sep Y
-    (and up to 31 Dec Y for an uncensored late freeze-up).
+    Parameters
+    ----------
+    tmean : numpy.ndarray
+        ``(time, ...)`` daily mean temperatures (degC); NaN counts as not thawed.
+    days : numpy.ndarray
+        Consecutive ``datetime64[D]`` days of ``tmean``, covering at least 1 Jan .. 30 Sep
+        ``year`` (and up to 31 Dec ``year`` for an uncensored late freeze-up).
+    year : int
+        Year of the summer.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``thaw_onset`` and ``freeze_up`` (day of year, 1 = 1 January; NaN without thaw, and
+        freeze-up NaN if censored), ``thaw_period_days`` (0 without thaw), and ``_first`` /
+        ``_last``: indices into ``days`` of the onset and of the last thaw day (-1 where
+        undefined), for the shoulder windows.
     """
     jan1, oct1 = np.datetime64(f"{year}-01-01"), np.datetime64(f"{year}-10-01")
     next_jan1 = np.datetime64(f"{year + 1}-01-01")
@@ -95,7 +120,7 @@ def thaw_timing(tmean: np.ndarray, days: np.ndarray, year: int) -> dict[str, np.
 
 
 def _cumulative(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Running sums of the values present and of their count, with a leading zero."""
+    """Return running sums of the values present and of their count, with a leading zero."""
     zero = np.zeros((1, *values.shape[1:]))
     total = np.cumsum(np.nan_to_num(values, nan=0.0), axis=0, dtype=np.float64)
     count = np.cumsum(np.isfinite(values), axis=0, dtype=np.float64)
@@ -105,8 +130,10 @@ def _cumulative(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _window_stats(
     cumulative: tuple[np.ndarray, np.ndarray], start: np.ndarray, stop: np.ndarray, summed: bool
 ) -> np.ndarray:
-    """Per-pixel sum (or mean) of the values ``[start:stop]`` along axis 0 from their running
-    sums; NaN where the window is empty, invalid (start < 0) or runs past the series."""
+    """Sum (or average) the values ``[start:stop]`` along axis 0 per pixel from running sums.
+
+    NaN where the window is empty, invalid (start < 0) or runs past the series.
+    """
     total, count = cumulative
     n = total.shape[0] - 1
     ok = (start >= 0) & (stop <= n) & (stop > start)
@@ -131,11 +158,30 @@ def yearly_indices(
     year: int,
     config: ClimateIndexConfig = ClimateIndexConfig(),
 ) -> xr.Dataset:
-    """Indices of Arctic year ``year`` from daily aggregates (dims ``time`` first).
+    """Compute the climate indices of one Arctic year from daily aggregates.
 
-    ``daily`` must cover the Arctic year; days after 30 September (up to 31 December) complete
-    the thaw season, SON and the autumn shoulder. Returns one variable per index with the
-    non-time dims of ``daily`` plus a leading ``year`` dim.
+    Parameters
+    ----------
+    daily : xarray.Dataset
+        Daily variables (``t2m_mean``, ``t2m_min``, ``t2m_max``, ``precipitation``,
+        ``snowfall``, ``snow_water_equivalent``) with ``time`` as first dim, covering every day
+        of the Arctic year in order; days after 30 September (up to 31 December) complete the
+        thaw season, SON and the autumn shoulder.
+    year : int
+        Arctic year (1 October ``year - 1`` .. 30 September ``year``).
+    config : ClimateIndexConfig, optional
+        Snow threshold and shoulder length.
+
+    Returns
+    -------
+    xarray.Dataset
+        One float32 variable per index with a leading ``year`` dim and the non-time dims of
+        ``daily``.
+
+    Raises
+    ------
+    ValueError
+        If ``daily`` does not hold every day of the Arctic year, consecutively.
     """
     days = daily["time"].to_numpy().astype("datetime64[D]")
     expected = arctic_year_days(year)
@@ -172,9 +218,9 @@ def yearly_indices(
         out[name] = _aggregate(year_arrays[name], summed=True)
     out["swe_max"] = np.where(np.isfinite(swe).any(0), np.nanmax(swe, 0), np.nan)
 
-    for season, (start, stop) in SEASONS.items():
-        lo = np.datetime64(start.format(prev=year - 1, year=year))
-        hi = np.datetime64(stop.format(prev=year - 1, year=year))
+    for season, (first_day, end_day) in SEASONS.items():
+        lo = np.datetime64(first_day.format(prev=year - 1, year=year))
+        hi = np.datetime64(end_day.format(prev=year - 1, year=year))
         covered = days[0] <= lo and days[-1] >= hi - np.timedelta64(1, "D")
         select = (days >= lo) & (days < hi)
         for name, summed in (("t2m_mean", False), ("precipitation", True), ("snowfall", True)):

@@ -15,11 +15,22 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``target``; move it onto ``target`` if the block
-    succeeds, delete it otherwise.
+    """Give a temporary path to write to, replacing ``target`` only if the block succeeds.
 
-    The temporary name keeps the target's suffix, which GDAL drivers (GeoPackage, GeoTIFF)
-    use to choose the format.
+    The hidden temporary file lies beside ``target`` (same file system) and is renamed onto it
+    when the ``with`` block ends without error; otherwise it is deleted and ``target`` is left
+    as it was. The temporary name keeps the target's suffix, which GDAL drivers (GeoPackage,
+    GeoTIFF) use to choose the format.
+
+    Parameters
+    ----------
+    target : str or Path
+        File to replace; its parent directory is created if missing.
+
+    Yields
+    ------
+    Path
+        Temporary path to write the new file to.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,29 @@ def write_geoparquet(
     *,
     before_commit: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``frame`` as GeoParquet (geo metadata, CRS kept) atomically.
+    """Write ``frame`` as GeoParquet (geo metadata and CRS kept), replacing ``path`` atomically.
 
-    ``before_commit`` runs on the finished temporary file before the rename (used by tests to
-    inject failures, and by callers that validate what they wrote).
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        Features to write; must have a CRS. The index is not written.
+    path : str or Path
+        Target file.
+    before_commit : callable, optional
+        Called with the finished temporary file before the rename (used by tests to inject
+        failures, and by callers that validate what they wrote).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    TypeError
+        If ``frame`` is not a GeoDataFrame.
+    ValueError
+        If ``frame`` has no CRS.
     """
     if not isinstance(frame, gpd.GeoDataFrame):
         raise TypeError(f"expected a GeoDataFrame to write to {path}, got {type(frame).__name__}")
@@ -37,7 +56,25 @@ def write_geoparquet(
 
 
 def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
-    """Read a GeoParquet file, naming the file and the fix when it is missing or corrupt."""
+    """Read a GeoParquet file, naming the file and the fix when it is missing or corrupt.
+
+    Parameters
+    ----------
+    path : str or Path
+        GeoParquet file.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The features with their CRS.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file cannot be read as GeoParquet.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -54,5 +91,16 @@ def read_geoparquet(path: str | Path) -> gpd.GeoDataFrame:
 
 
 def parquet_row_count(path: str | Path) -> int:
-    """Row count from the Parquet footer, without reading the data."""
+    """Count the rows of a Parquet file from its footer, without reading the data.
+
+    Parameters
+    ----------
+    path : str or Path
+        Parquet file.
+
+    Returns
+    -------
+    int
+        Number of rows.
+    """
     return pq.ParquetFile(path).metadata.num_rows

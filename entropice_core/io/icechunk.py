@@ -28,11 +28,32 @@ def _repository(path: str | Path) -> icechunk.Repository:
 def commit_dataset(
     dataset: xr.Dataset, repo_path: str | Path, group: str | None, message: str
 ) -> str:
-    """Write ``dataset`` to ``group`` of the repository at ``repo_path``; return the snapshot id.
+    """Commit an L2 dataset to one group of an Icechunk repository, replacing the group.
 
     Commits from different groups of one repository rebase onto each other; the local file
     storage is not safe for concurrent commits from several processes, so callers serialise
     them (the Dagster assets run in a pool of size one).
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        L2 dataset with a ``cell_ids`` coordinate carrying xdggs attrs.
+    repo_path : str or Path
+        Local repository, created if missing.
+    group : str or None
+        Group to write (one per grid level); None for the root group.
+    message : str
+        Commit message.
+
+    Returns
+    -------
+    str
+        Snapshot id of the new commit.
+
+    Raises
+    ------
+    ValueError
+        If ``dataset`` has no ``cell_ids`` coordinate with a ``grid_name`` attr.
     """
     if "cell_ids" not in dataset.coords or "grid_name" not in dataset["cell_ids"].attrs:
         raise ValueError(
@@ -43,10 +64,28 @@ def commit_dataset(
 
 
 def commit_raster(dataset: xr.Dataset, repo_path: str | Path, message: str) -> str:
-    """Write a raster dataset (with a CRS) as the root group of the repository at
-    ``repo_path``, replacing what was there, as one commit; return the snapshot id.
+    """Commit a raster dataset as the root group of an Icechunk repository, replacing it.
 
     Dask-backed variables are computed and written chunk by chunk.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Raster with a CRS (rioxarray).
+    repo_path : str or Path
+        Local repository, created if missing.
+    message : str
+        Commit message.
+
+    Returns
+    -------
+    str
+        Snapshot id of the new commit.
+
+    Raises
+    ------
+    ValueError
+        If the raster has no CRS.
     """
     if dataset.rio.crs is None:
         raise ValueError(f"refusing to commit to {repo_path}: the raster has no CRS")
@@ -62,7 +101,27 @@ def _commit(dataset: xr.Dataset, repo_path: str | Path, group: str | None, messa
 def read_dataset_version(
     repo_path: str | Path, group: str | None, snapshot_id: str | None = None
 ) -> xr.Dataset:
-    """Open ``group`` lazily at the branch head or at ``snapshot_id``."""
+    """Open one group of an Icechunk repository lazily, at the branch head or a snapshot.
+
+    Parameters
+    ----------
+    repo_path : str or Path
+        Local repository.
+    group : str or None
+        Group to open; None for the root group.
+    snapshot_id : str, optional
+        Snapshot to read; the head of the ``main`` branch when None.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dask-backed dataset.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the repository, or the group at that version, does not exist.
+    """
     path = Path(repo_path)
     if not path.exists():
         raise FileNotFoundError(
@@ -84,7 +143,25 @@ def read_dataset_version(
 
 
 def branch_snapshot(repo_path: str | Path, branch: str = BRANCH) -> str:
-    """The snapshot id at the head of ``branch``: what a read of the branch sees now."""
+    """Look up the snapshot id at the head of ``branch``: what a read of the branch sees now.
+
+    Parameters
+    ----------
+    repo_path : str or Path
+        Local repository.
+    branch : str, default "main"
+        Branch name.
+
+    Returns
+    -------
+    str
+        Snapshot id.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the repository does not exist.
+    """
     path = Path(repo_path)
     if not path.exists():
         raise FileNotFoundError(

@@ -12,10 +12,24 @@ def read_vector(path: str | Path, what: str, missing_hint: str = "") -> gpd.GeoD
 
     Parameters
     ----------
-    what
+    path : str or Path
+        GeoParquet (``.parquet`` suffix) or any file GDAL reads (GeoPackage, GeoJSON, ...).
+    what : str
         What the file is, for messages (e.g. "DARTS file", "area of interest file").
-    missing_hint
+    missing_hint : str, default ""
         Where to get the file, appended to the "does not exist" message.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The features, with a CRS and at least one row.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is unreadable, has no CRS or holds no features.
     """
     path = Path(path)
     if not path.exists():

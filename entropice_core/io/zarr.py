@@ -1,8 +1,10 @@
-"""L2 datasets (xdggs-decodable xarray) as Zarr v3 stores, replaced atomically.
+"""L2 datasets (xdggs-decodable xarray) as Zarr v3 stores, replaced by a swap of directories.
 
 A new version is written to a temporary store beside the target, then swapped in with two
-renames (old -> backup, new -> target) and the backup removed; readers see either the old or
-the new store, and a failed write leaves the old one untouched.
+renames (old -> backup, new -> target) and the backup removed. A failed write leaves the old
+store untouched. The swap itself is not atomic for readers: between the two renames no store
+exists at the target (a reader then fails to open it), and a process killed between them leaves
+the previous version only as ``.<name>.<tag>.old``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,21 @@ import xarray as xr
 
 @contextmanager
 def atomic_store(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary store path beside ``path``; swap it in only if the block succeeds.
+    """Give a temporary store path to write to, swapping it in only if the block succeeds.
 
-    For any Zarr store written in several steps (e.g. appended month by month); a failure
-    leaves the previous store at ``path`` untouched.
+    For any Zarr store written in several steps (e.g. appended month by month). A failure
+    leaves the previous store at ``path`` untouched. The swap is two renames, not atomic for
+    readers: there is a short window without a store (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or Path
+        Store directory to replace; its parent directory is created if missing.
+
+    Yields
+    ------
+    Path
+        Temporary store path beside ``path`` to write the new store to.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +54,25 @@ def atomic_store(path: str | Path) -> Iterator[Path]:
 
 
 def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Write ``dataset`` as a Zarr v3 store at ``path`` atomically."""
+    """Write an L2 dataset as a Zarr v3 store, swapped in only once complete.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        L2 dataset with a ``cell_ids`` coordinate carrying xdggs attrs.
+    path : str or Path
+        Store directory to replace (see :func:`atomic_store`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If ``dataset`` has no ``cell_ids`` coordinate with a ``grid_name`` attr.
+    """
     path = Path(path)
     if "cell_ids" not in dataset.coords or "grid_name" not in dataset["cell_ids"].attrs:
         raise ValueError(
@@ -56,8 +87,27 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
 def read_dataset(
     path: str | Path, writer: str = "the asset that writes it first (`make demo`)"
 ) -> xr.Dataset:
-    """Open a Zarr store lazily (Dask-backed), naming the file and the fix on failure;
-    ``writer`` says what to materialise when the store is missing."""
+    """Open a Zarr v3 store lazily (Dask-backed), naming the file and the fix on failure.
+
+    Parameters
+    ----------
+    path : str or Path
+        Store directory.
+    writer : str, optional
+        What to materialise when the store is missing, for the error message.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dask-backed dataset.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If ``path`` is not a readable Zarr v3 store.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialise {writer}")
@@ -70,8 +120,18 @@ def read_dataset(
 
 
 def dataset_table(dataset: xr.Dataset) -> pd.DataFrame:
-    """An L2 dataset as a flat table: one row per cell (and year, band, ...), ``cell_id`` first.
+    """Flatten an L2 dataset to a table: one row per cell (and year, band, ...).
 
     Variables without the extra dimensions (e.g. all-years aggregates) repeat on each row.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        L2 dataset indexed by ``cell_ids``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column per dimension (``cell_ids`` renamed ``cell_id``) and per variable.
     """
     return dataset.to_dataframe().reset_index().rename(columns={"cell_ids": "cell_id"})

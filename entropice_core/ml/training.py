@@ -88,8 +88,13 @@ def _espa(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
 
 
 def _xgboost(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
-    from xgboost import XGBClassifier
-
+    try:
+        from xgboost import XGBClassifier
+    except ImportError as err:
+        raise ImportError(
+            "model 'xgboost' needs the xgboost module: install the `cpu` extra (xgboost-cpu: "
+            "`uv sync --extra cpu`, pip install 'entropice[cpu]') or the `gpu` extra"
+        ) from err
     return XGBClassifier(device=device, tree_method="hist", random_state=seed, n_jobs=n_jobs)
 
 

@@ -52,14 +52,35 @@ _COG_PROFILE = {
 
 @dataclass(frozen=True, eq=False)
 class DetailNoise:
-    """White noise on a 64 m grid over all written tiles: one array, so tile edges match."""
+    """White noise on a 64 m grid over all written tiles: one array, so tile edges match.
+
+    Attributes
+    ----------
+    grid : LatentGrid
+        The 64 m grid (EPSG:3413) covering the tiles.
+    values : numpy.ndarray
+        Standard normal float32 values of ``grid.shape``.
+    """
 
     grid: LatentGrid
     values: np.ndarray
 
 
 def detail_noise(seed: int, tiles: list[tuple[int, int]]) -> DetailNoise:
-    """Draw the sub-latent texture for ``seed`` over the union of ``tiles``."""
+    """Draw the sub-latent texture for ``seed`` over the union of ``tiles``.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the sample region (drawn on its own random stream).
+    tiles : list of (int, int)
+        ArcticDEM ``(row, col)`` tiles to cover.
+
+    Returns
+    -------
+    DetailNoise
+        White noise at :data:`DETAIL_RES` over the tiles' bounding box.
+    """
     bounds = np.array([tile_bounds(r, c) for r, c in tiles])
     left, bottom = bounds[:, 0].min(), bounds[:, 1].min()
     right, top = bounds[:, 2].max(), bounds[:, 3].max()
@@ -102,11 +123,26 @@ class _TileSampler:
 
 
 def render_tile(world: LatentWorld, detail: DetailNoise, row: int, col: int) -> np.ndarray:
-    """Elevation of one tile (float32, nodata -9999) from the latent world.
+    """Render the elevation of one ArcticDEM tile from the latent world.
 
     Smooth terrain comes from cubic interpolation of the 200 m latent elevation; 64 m white
     noise scaled by the latent roughness adds texture; lakes are set to their exact flat level;
-    open ocean and everything outside the sample box are nodata.
+    open ocean and everything outside the sample box are nodata. Heights are rounded to
+    :data:`QUANTUM`.
+
+    Parameters
+    ----------
+    world : LatentWorld
+        The latent world.
+    detail : DetailNoise
+        Texture noise covering the tile.
+    row, col : int
+        ArcticDEM tile index.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(3125, 3125)`` float32 heights in metres, nodata -9999.
     """
     latent = _TileSampler(world.grid, row, col)
     fine = _TileSampler(detail.grid, row, col)
@@ -127,7 +163,22 @@ def render_tile(world: LatentWorld, detail: DetailNoise, row: int, col: int) -> 
 
 
 def write_tile(path: Path, elevation: np.ndarray, row: int, col: int) -> Path:
-    """Write one tile as a COG (DEFLATE + floating-point predictor, 512 px blocks, overviews)."""
+    """Write one tile atomically as a COG (DEFLATE, floating-point predictor, 512 px blocks).
+
+    Parameters
+    ----------
+    path : Path
+        Target ``.tif`` file.
+    elevation : numpy.ndarray
+        ``(3125, 3125)`` float32 heights from :func:`render_tile`.
+    row, col : int
+        ArcticDEM tile index (sets the geotransform).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     left, _, _, top = tile_bounds(row, col)
     profile = {
         **_COG_PROFILE,

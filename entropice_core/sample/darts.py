@@ -49,11 +49,21 @@ _VERTICES = 40
 
 
 def susceptibility(world: LatentWorld) -> np.ndarray:
-    """Relative RTS initiation rate per latent cell, 0 where slumps cannot start.
+    """Rate how likely an RTS starts in each latent cell.
 
     Slumps need a slope to fail on (rising from 3 to 9 degrees, fading above 20 where ground
     is thin), water to undercut and drain them (within a few hundred metres of a stream, lake
     or coast) and excess ground ice to thaw.
+
+    Parameters
+    ----------
+    world : LatentWorld
+        The latent world.
+
+    Returns
+    -------
+    numpy.ndarray
+        Relative initiation rate per cell, 0 outside the sample box, on lakes and at sea.
     """
     slope_term = np.clip((world.slope - 3.0) / 6.0, 0.0, 1.0) * np.exp(
         -np.clip(world.slope - 20.0, 0.0, None) / 6.0
@@ -132,18 +142,24 @@ def simulate_rts(
     era5_lon: np.ndarray,
     years: tuple[int, int] = YEARS,
 ) -> gpd.GeoDataFrame:
-    """RTS footprints per year (EPSG:4326; ``id``, ``year``, ``area_m2``, geometry).
+    """Simulate RTS footprints year by year, driven by the terrain and the summers' warmth.
 
     Parameters
     ----------
-    world
+    world : LatentWorld
         The latent world (terrain, ground ice, water).
-    tdd_years, tdd
+    tdd_years, tdd : numpy.ndarray
         Thawing degree days per Arctic year on the ERA5 grid, from the ERA5-like climate.
-    era5_lat, era5_lon
+    era5_lat, era5_lon : numpy.ndarray
         The ERA5 grid axes (latitude descending).
-    years
+    years : tuple of int, optional
         First and last year of footprints; each must have a TDD year.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One polygon per slump and year it is mapped, EPSG:4326, with ``id`` (1..n),
+        ``year`` and ``area_m2`` (measured in :data:`AREA_CRS`).
     """
     rng = np.random.default_rng([DARTS_STREAM, world.seed])
     all_years = np.arange(years[0], years[1] + 1)
@@ -218,13 +234,28 @@ def simulate_rts(
 def training_labels(
     footprints: gpd.GeoDataFrame, seed: int, years: tuple[int, ...] = (2019, 2021, 2023)
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """Hand-drawn-style training labels as darts-nextgen reads them, one image per year.
+    """Draw hand-drawn-style training labels as darts-nextgen reads them, one image per year.
 
     Each image footprint is a PlanetScope-sized scene centred on a random footprint of its
     year (so scenes land where slumps are dense) and imaged on a summer day; its labels are
     that year's footprints inside the scene, clipped to it, with one in ten missed as a human
-    digitiser would. Returns ``(labels, images)``: labels with ``image_id`` and geometry, images
-    with ``image_id``, ``date`` and geometry, both in EPSG:4326.
+    digitiser would.
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints from :func:`simulate_rts`; each of ``years`` must have some.
+    seed : int
+        Seed of the sample region (drawn on its own random stream).
+    years : tuple of int, default (2019, 2021, 2023)
+        One image per year.
+
+    Returns
+    -------
+    labels : geopandas.GeoDataFrame
+        ``image_id`` and label geometry, EPSG:4326.
+    images : geopandas.GeoDataFrame
+        ``image_id``, ``date`` and scene geometry, EPSG:4326.
     """
     rng = np.random.default_rng([TRAINING_STREAM, seed])
     polar = footprints.to_crs(POLAR_CRS)
@@ -263,7 +294,18 @@ def training_labels(
 
 
 def training_paths(root: Path) -> tuple[Path, Path]:
-    """Training labels and image footprints of the region folder under ``root``."""
+    """Name the training-label and image-footprint files of the region folder under ``root``.
+
+    Parameters
+    ----------
+    root : Path
+        Folder holding the region folders.
+
+    Returns
+    -------
+    labels, images : Path
+        GeoPackage paths under ``root/<TRAINING_REGION>``.
+    """
     folder = Path(root) / TRAINING_REGION
     return (
         folder / f"TrainingLabel_{TRAINING_REGION}.gpkg",
@@ -274,7 +316,20 @@ def training_paths(root: Path) -> tuple[Path, Path]:
 def write_training_labels(
     labels: gpd.GeoDataFrame, images: gpd.GeoDataFrame, root: Path
 ) -> tuple[Path, Path]:
-    """Write the training labels and their image footprints as GeoPackages."""
+    """Write the training labels and their image footprints as GeoPackages, atomically.
+
+    Parameters
+    ----------
+    labels, images : geopandas.GeoDataFrame
+        Frames from :func:`training_labels`.
+    root : Path
+        Folder holding the region folders.
+
+    Returns
+    -------
+    labels, images : Path
+        The files written (see :func:`training_paths`).
+    """
     paths = training_paths(root)
     for frame, path in zip((labels, images), paths, strict=True):
         with atomic_path(path) as tmp:
@@ -283,12 +338,36 @@ def write_training_labels(
 
 
 def footprint_paths(root: Path) -> tuple[Path, Path]:
-    """The GeoParquet and GeoPackage files of the release under ``root``."""
+    """Name the GeoParquet and GeoPackage files of the release under ``root``.
+
+    Parameters
+    ----------
+    root : Path
+        Folder of the release.
+
+    Returns
+    -------
+    parquet, gpkg : Path
+        ``<FILE_STEM>.parquet`` and ``<FILE_STEM>.gpkg`` under ``root``.
+    """
     return Path(root) / f"{FILE_STEM}.parquet", Path(root) / f"{FILE_STEM}.gpkg"
 
 
 def write_footprints(frame: gpd.GeoDataFrame, root: Path) -> tuple[Path, Path]:
-    """Write the footprints as GeoParquet and GeoPackage (layer named like the file)."""
+    """Write the footprints as GeoParquet and GeoPackage (layer named like the file), atomically.
+
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        Footprints from :func:`simulate_rts`.
+    root : Path
+        Folder of the release.
+
+    Returns
+    -------
+    parquet, gpkg : Path
+        The files written (see :func:`footprint_paths`).
+    """
     parquet, gpkg = footprint_paths(root)
     with atomic_path(parquet) as tmp:
         frame.to_parquet(tmp, index=False, compression="zstd")

@@ -55,7 +55,21 @@ _KEEP_BITS = {"t2m": 14, "sd": 12, "tp": 12, "sf": 12}
 
 @dataclass(frozen=True, eq=False)
 class Era5Hourly:
-    """Hourly fields on the ERA5 grid; arrays are ``(valid_time, latitude, longitude)``."""
+    """Hourly fields on the ERA5 grid; arrays are ``(valid_time, latitude, longitude)``.
+
+    Attributes
+    ----------
+    valid_time : numpy.ndarray
+        Hours (``datetime64[s]``).
+    latitude, longitude : numpy.ndarray
+        Grid axes (degrees; latitude descending).
+    t2m : numpy.ndarray
+        2 m temperature (K).
+    sd : numpy.ndarray
+        Snow depth (m of water equivalent).
+    tp, sf : numpy.ndarray
+        Total precipitation (m) and snowfall (m of water equivalent) per hour.
+    """
 
     valid_time: np.ndarray
     latitude: np.ndarray
@@ -67,8 +81,20 @@ class Era5Hourly:
 
 
 def era5_axes(bbox: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Latitudes (descending) and longitudes of the 0.25 degree points covering ``bbox`` plus
-    one grid step on every side, as an ``area`` request for that box would return them."""
+    """Lay out the 0.25 degree ERA5 points covering ``bbox`` plus one grid step on every side.
+
+    The points are those an ``area`` request for that box would return.
+
+    Parameters
+    ----------
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    lat, lon : numpy.ndarray
+        Latitudes (descending) and longitudes (ascending) in degrees.
+    """
     minlon, minlat, maxlon, maxlat = bbox
     lat0 = np.floor(minlat / GRID_STEP) * GRID_STEP - GRID_STEP
     lat1 = np.ceil(maxlat / GRID_STEP) * GRID_STEP + GRID_STEP
@@ -80,7 +106,18 @@ def era5_axes(bbox: tuple[float, float, float, float]) -> tuple[np.ndarray, np.n
 
 
 def hours(arctic_years: tuple[int, int] = ARCTIC_YEARS) -> np.ndarray:
-    """Every hour from 1 Oct before the first Arctic year to 30 Sep 23:00 of the last one."""
+    """List every hour from 1 Oct before the first Arctic year to 30 Sep 23:00 of the last.
+
+    Parameters
+    ----------
+    arctic_years : tuple of int, optional
+        First and last Arctic year (inclusive).
+
+    Returns
+    -------
+    numpy.ndarray
+        Hourly ``datetime64[s]`` values.
+    """
     start = np.datetime64(f"{arctic_years[0] - 1}-10-01T00", "s")
     stop = np.datetime64(f"{arctic_years[1]}-10-01T00", "s")
     return np.arange(start, stop, np.timedelta64(1, "h"))
@@ -89,10 +126,24 @@ def hours(arctic_years: tuple[int, int] = ARCTIC_YEARS) -> np.ndarray:
 def cell_terrain(
     world: LatentWorld, lat: np.ndarray, lon: np.ndarray, samples: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean elevation (m, sea counted as 0) and land fraction of each 0.25 degree cell.
+    """Average the latent terrain over each 0.25 degree ERA5 cell.
 
     ERA5 sees terrain through its own smooth orography and land-sea mask; averaging the latent
     world over ``samples`` x ``samples`` points per cell gives the same kind of field.
+
+    Parameters
+    ----------
+    world : LatentWorld
+        The latent world.
+    lat, lon : numpy.ndarray
+        ERA5 grid axes (degrees), from :func:`era5_axes`.
+    samples : int, default 8
+        Sample points per cell along each axis.
+
+    Returns
+    -------
+    height, land : numpy.ndarray
+        ``(lat, lon)`` mean elevation (m, sea counted as 0) and land fraction.
     """
     offsets = (np.arange(samples) + 0.5) / samples * GRID_STEP - GRID_STEP / 2
     sub_lat = (lat[:, None] + offsets[None, :]).ravel()
@@ -125,12 +176,12 @@ def _bitround(values: np.ndarray, keepbits: int) -> np.ndarray:
 
 
 def _column(values: np.ndarray) -> np.ndarray:
-    """A per-hour series as float32 of shape ``(time, 1, 1)`` for broadcasting over cells."""
+    """Shape a per-hour series as float32 ``(time, 1, 1)`` for broadcasting over cells."""
     return np.asarray(values, dtype=np.float32)[:, None, None]
 
 
 def simulate_era5(world: LatentWorld, arctic_years: tuple[int, int] = ARCTIC_YEARS) -> Era5Hourly:
-    """Hourly t2m, sd, tp and sf over the sample box for ``arctic_years`` (inclusive).
+    """Simulate hourly t2m, sd, tp and sf over the sample box for ``arctic_years``.
 
     Temperature: the two-harmonic seasonal cycle of Inuvik's 1981-2010 normals, about 1 K
     colder (January about -28 C, July about +14 C), a diurnal cycle that is large in summer
@@ -140,6 +191,18 @@ def simulate_era5(world: LatentWorld, arctic_years: tuple[int, int] = ARCTIC_YEA
     Precipitation comes from a storm process with an August maximum and orographic
     enhancement, scaled to ``ANNUAL_PRECIP``; it falls as snow below about 0 C. Snow depth
     accumulates snowfall and melts with a degree-day model.
+
+    Parameters
+    ----------
+    world : LatentWorld
+        The latent world (its seed, box and terrain).
+    arctic_years : tuple of int, optional
+        First and last Arctic year (inclusive).
+
+    Returns
+    -------
+    Era5Hourly
+        Fields on the grid of :func:`era5_axes`, rounded to about GRIB's packing precision.
     """
     rng = np.random.default_rng([ERA5_STREAM, world.seed])
     lat, lon = era5_axes(world.bbox)
@@ -217,7 +280,20 @@ def simulate_era5(world: LatentWorld, arctic_years: tuple[int, int] = ARCTIC_YEA
 
 
 def daily_mean_temperature(hourly: Era5Hourly) -> tuple[np.ndarray, np.ndarray]:
-    """UTC-day means of t2m in degrees C and the days, shapes ``(day, lat, lon)`` and ``(day,)``."""
+    """Average t2m over each UTC day.
+
+    Parameters
+    ----------
+    hourly : Era5Hourly
+        Hourly fields starting at 00 UTC; a trailing partial day is dropped.
+
+    Returns
+    -------
+    tmean : numpy.ndarray
+        ``(day, lat, lon)`` daily means in degrees C.
+    days : numpy.ndarray
+        ``(day,)`` ``datetime64[D]`` dates.
+    """
     n_days = len(hourly.valid_time) // 24
     t = hourly.t2m[: n_days * 24].reshape(n_days, 24, *hourly.t2m.shape[1:])
     days = hourly.valid_time[: n_days * 24 : 24].astype("datetime64[D]")
@@ -225,10 +301,22 @@ def daily_mean_temperature(hourly: Era5Hourly) -> tuple[np.ndarray, np.ndarray]:
 
 
 def thawing_degree_days(hourly: Era5Hourly) -> tuple[np.ndarray, np.ndarray]:
-    """TDD (degree C days above 0 from daily means) per Arctic year and cell.
+    """Sum thawing degree days (degree C days above 0 from daily means) per Arctic year.
 
-    Returns the Arctic years and an array ``(year, lat, lon)``. October thaw days count toward
-    the next Arctic year, as the project's climate features define it.
+    October thaw days count toward the next Arctic year, as the project's climate features
+    define it.
+
+    Parameters
+    ----------
+    hourly : Era5Hourly
+        Hourly fields.
+
+    Returns
+    -------
+    years : numpy.ndarray
+        The Arctic years present.
+    tdd : numpy.ndarray
+        ``(year, lat, lon)`` thawing degree days.
     """
     tmean, days = daily_mean_temperature(hourly)
     years = arctic_year(days)
@@ -238,7 +326,23 @@ def thawing_degree_days(hourly: Era5Hourly) -> tuple[np.ndarray, np.ndarray]:
 
 
 def month_dataset(hourly: Era5Hourly, year: int, month: int, step_type: str) -> xr.Dataset:
-    """One month of one step type as the new CDS netCDF converter lays it out."""
+    """Lay out one month of one step type as the new CDS netCDF converter writes it.
+
+    Parameters
+    ----------
+    hourly : Era5Hourly
+        Hourly fields.
+    year, month : int
+        Calendar month.
+    step_type : {"instant", "accum"}
+        ``instant`` holds t2m and sd, ``accum`` tp and sf.
+
+    Returns
+    -------
+    xarray.Dataset
+        The month's variables with CDS-style coords (``valid_time`` in seconds since 1970,
+        ``number``, ``expver``) and GRIB attrs.
+    """
     start = np.datetime64(f"{year}-{month:02d}", "M")
     hours_in = (hourly.valid_time >= start) & (hourly.valid_time < start + np.timedelta64(1, "M"))
     times = hourly.valid_time[hours_in]
@@ -299,7 +403,20 @@ def month_dataset(hourly: Era5Hourly, year: int, month: int, step_type: str) -> 
 
 
 def write_month(dataset: xr.Dataset, path: Path) -> Path:
-    """Write a month file atomically (netCDF4 via h5netcdf, zlib level 1 with shuffle)."""
+    """Write a month file atomically (netCDF4 via h5netcdf, zlib level 1 with shuffle).
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        A month from :func:`month_dataset`.
+    path : Path
+        Target ``.nc`` file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     shape = tuple(dataset.sizes[d] for d in ("valid_time", "latitude", "longitude"))
     encoding = {
         name: {"zlib": True, "complevel": 1, "shuffle": True, "chunksizes": shape,

@@ -26,7 +26,21 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class SampleRegionFiles:
-    """Paths the sample region consists of (all under ``<data_dir>/sources``)."""
+    """Paths the sample region consists of (all under ``<data_dir>/sources``).
+
+    Attributes
+    ----------
+    seed : int
+        Seed the files are generated from.
+    manifest : Path
+        ``sample-region.json``, present only while the set is complete.
+    arcticdem : tuple of Path
+        ArcticDEM-like COG tiles.
+    era5 : tuple of Path
+        ERA5-like monthly NetCDF files (one per month and step type).
+    darts : tuple of Path
+        DARTS-like footprints (GeoParquet, GeoPackage), training labels and image footprints.
+    """
 
     seed: int
     manifest: Path
@@ -41,8 +55,7 @@ class SampleRegionFiles:
 
 
 def _months(arctic_years: tuple[int, int]) -> list[tuple[int, int]]:
-    """(year, month) of every month from October before the first Arctic year to September
-    of the last."""
+    """List (year, month) from October before the first Arctic year to September of the last."""
     first = np.datetime64(f"{arctic_years[0] - 1}-10", "M")
     last = np.datetime64(f"{arctic_years[1]}-09", "M")
     return [
@@ -52,7 +65,20 @@ def _months(arctic_years: tuple[int, int]) -> list[tuple[int, int]]:
 
 
 def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
-    """Where ``generate_sample_region`` puts each file (nothing is read or written)."""
+    """List where :func:`generate_sample_region` puts each file; nothing is read or written.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Root of the storage hierarchy (``ENTROPICE_DATA_DIR``).
+    seed : int, default 42
+        Seed of the latent world.
+
+    Returns
+    -------
+    SampleRegionFiles
+        The manifest and data file paths under ``<data_dir>/sources``.
+    """
     sources = Path(data_dir) / "sources"
     tiles = tiles_for(SAMPLE_REGION_BBOX)
     return SampleRegionFiles(
@@ -70,7 +96,7 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
 
 
 def _is_complete(files: SampleRegionFiles) -> bool:
-    """True when the manifest names this seed and generator version and every file exists."""
+    """Tell whether the manifest names this seed and generator version and every file exists."""
     if not files.manifest.exists():
         return False
     manifest = json.loads(files.manifest.read_text())
@@ -92,14 +118,19 @@ def generate_sample_region(
 
     Parameters
     ----------
-    data_dir
+    data_dir : Path
         Root of the storage hierarchy (``ENTROPICE_DATA_DIR``).
-    seed
+    seed : int, default 42
         Seed of the latent world; the same seed always writes identical data.
-    progress
+    progress : callable, optional
         Called with one line per step (e.g. to print or log it).
-    force
+    force : bool, default False
         Regenerate even when a complete set for ``seed`` exists.
+
+    Returns
+    -------
+    SampleRegionFiles
+        The paths written (or found complete).
     """
     files = sample_region_files(data_dir, seed)
     report = progress or (lambda _: None)

@@ -21,13 +21,13 @@ def _keys_kernel(t: np.ndarray) -> np.ndarray:
 
 
 def cubic_weights(positions: np.ndarray, n: int) -> sp.csr_array:
-    """Sparse weights mapping ``n`` source samples onto fractional ``positions``.
+    """Build sparse cubic (Catmull-Rom) weights mapping ``n`` source samples onto ``positions``.
 
     Parameters
     ----------
-    positions
+    positions : numpy.ndarray
         Positions of the targets in source index units (0 = the first source sample's centre).
-    n
+    n : int
         Number of source samples; indices beyond the edges are clamped (edge values repeat).
 
     Returns
@@ -47,6 +47,21 @@ def cubic_weights(positions: np.ndarray, n: int) -> sp.csr_array:
 
 
 def resample(field: np.ndarray, row_weights: sp.csr_array, col_weights: sp.csr_array) -> np.ndarray:
-    """Resample a 2-D ``field`` with separable weights: ``R @ field @ C.T``."""
+    """Resample a 2-D field with separable weights: ``R @ field @ C.T``.
+
+    Parameters
+    ----------
+    field : numpy.ndarray
+        ``(rows, cols)`` source field.
+    row_weights : scipy.sparse.csr_array
+        ``(out_rows, rows)`` weights from :func:`cubic_weights`.
+    col_weights : scipy.sparse.csr_array
+        ``(out_cols, cols)`` weights from :func:`cubic_weights`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(out_rows, out_cols)`` resampled field.
+    """
     rows_done = row_weights @ field
     return np.asarray((col_weights @ rows_done.T).T)

@@ -43,7 +43,17 @@ _RIVERS: tuple[tuple[tuple[float, float], ...], ...] = (
 
 @dataclass(frozen=True)
 class LatentGrid:
-    """A north-up raster grid in EPSG:3413: ``left``/``top`` edges, cell size, shape."""
+    """A north-up raster grid in EPSG:3413.
+
+    Attributes
+    ----------
+    left, top : float
+        Outer edges (metres).
+    res : float
+        Cell size (metres).
+    width, height : int
+        Columns and rows.
+    """
 
     left: float
     top: float
@@ -53,10 +63,12 @@ class LatentGrid:
 
     @property
     def transform(self) -> Affine:
+        """Affine transform from (col, row) to EPSG:3413 metres."""
         return Affine(self.res, 0.0, self.left, 0.0, -self.res, self.top)
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Array shape ``(height, width)``."""
         return (self.height, self.width)
 
 
@@ -66,23 +78,31 @@ class LatentWorld:
 
     Attributes
     ----------
-    elevation
+    seed : int
+        Seed the world was drawn from.
+    bbox : tuple of float
+        Sample box ``(minlon, minlat, maxlon, maxlat)``.
+    grid : LatentGrid
+        The 200 m grid of every field.
+    lon, lat : numpy.ndarray
+        Lon/lat of each cell centre (degrees).
+    elevation : numpy.ndarray
         Surface height in metres (lakes flat at their level, the sea at -2 m).
-    sea, lake, aoi
-        Open ocean, lakes, and cells whose centre lies inside the sample box.
-    lake_potential
+    sea, lake, aoi : numpy.ndarray
+        Open ocean, lakes, and cells whose centre lies inside the sample box (boolean).
+    lake_potential : numpy.ndarray
         The smooth field whose positive part is ``lake``.
-    lake_level
+    lake_level : numpy.ndarray
         The nearest lake's surface height everywhere (lets the DEM writer flatten lakes exactly).
-    ground_ice
+    ground_ice : numpy.ndarray
         Excess ground-ice content, 0-1 (hidden; drives RTS).
-    slope
+    slope : numpy.ndarray
         Slope in degrees at the latent resolution.
-    downslope
+    downslope : numpy.ndarray
         Unit vectors ``(dx, dy)`` of steepest descent in EPSG:3413, shape ``(2, *grid.shape)``.
-    water_distance
+    water_distance : numpy.ndarray
         Metres to the nearest stream, river, lake or sea cell.
-    roughness
+    roughness : numpy.ndarray
         Amplitude in metres of the sub-grid relief the DEM writer adds at 64 m.
     """
 
@@ -105,25 +125,69 @@ class LatentWorld:
 
 
 def to_polar(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project lon/lat (EPSG:4326) to EPSG:3413 metres."""
+    """Project lon/lat (EPSG:4326) to EPSG:3413 metres.
+
+    Parameters
+    ----------
+    lon, lat : numpy.ndarray
+        Coordinates in degrees.
+
+    Returns
+    -------
+    x, y : numpy.ndarray
+        EPSG:3413 coordinates in metres.
+    """
     tr = pyproj.Transformer.from_crs("EPSG:4326", POLAR_CRS, always_xy=True)
     return tr.transform(lon, lat)
 
 
 def to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unproject EPSG:3413 metres to lon/lat."""
+    """Unproject EPSG:3413 metres to lon/lat (EPSG:4326).
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        EPSG:3413 coordinates in metres.
+
+    Returns
+    -------
+    lon, lat : numpy.ndarray
+        Coordinates in degrees.
+    """
     tr = pyproj.Transformer.from_crs(POLAR_CRS, "EPSG:4326", always_xy=True)
     return tr.transform(x, y)
 
 
 def polar_box(bbox: tuple[float, float, float, float]) -> shapely.Polygon:
-    """A lon/lat box as a polygon in EPSG:3413, densified so its curved edges stay curved."""
+    """Turn a lon/lat box into a polygon in EPSG:3413, densified so its edges stay curved.
+
+    Parameters
+    ----------
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    shapely.Polygon
+        The box in EPSG:3413 metres (edges densified every 0.02 degrees before projecting).
+    """
     box = shapely.segmentize(shapely.box(*bbox), 0.02)
     return shapely.transform(box, lambda xy: np.column_stack(to_polar(xy[:, 0], xy[:, 1])))
 
 
 def latent_grid(bbox: tuple[float, float, float, float] = SAMPLE_REGION_BBOX) -> LatentGrid:
-    """The 200 m grid covering ``bbox`` plus ``MARGIN_DEG``, snapped to whole kilometres."""
+    """Lay out the 200 m grid covering ``bbox`` plus :data:`MARGIN_DEG`.
+
+    Parameters
+    ----------
+    bbox : tuple of float, optional
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees; the sample region by default.
+
+    Returns
+    -------
+    LatentGrid
+        Grid in EPSG:3413 with its edges snapped outwards to whole kilometres.
+    """
     minlon, minlat, maxlon, maxlat = bbox
     outer = (minlon - MARGIN_DEG, minlat - MARGIN_DEG, maxlon + MARGIN_DEG, maxlat + MARGIN_DEG)
     minx, miny, maxx, maxy = polar_box(outer).bounds
@@ -139,9 +203,23 @@ def latent_grid(bbox: tuple[float, float, float, float] = SAMPLE_REGION_BBOX) ->
 
 
 def upsample(coarse: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    """Cubic upsampling of a field computed on cells ``factor`` times larger than ``shape``'s.
+    """Upsample (cubic) a field computed on cells ``factor`` times larger than ``shape``'s.
 
     Coarse cell ``j`` covers fine cells ``j*factor ... (j+1)*factor - 1``.
+
+    Parameters
+    ----------
+    coarse : numpy.ndarray
+        2-D coarse field.
+    factor : int
+        Fine cells per coarse cell along each axis.
+    shape : tuple of int
+        Shape of the fine field.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 field of ``shape``.
     """
     rows, cols = (
         cubic_weights((np.arange(n) + 0.5) / factor - 0.5, m)
@@ -157,12 +235,30 @@ def spectral_noise(
     wavelengths: tuple[float, float],
     beta: float = 1.0,
 ) -> np.ndarray:
-    """Band-limited fractal noise with unit standard deviation (float32).
+    """Draw band-limited fractal noise with zero mean and unit standard deviation.
 
     White noise is filtered in the Fourier domain with amplitude ``k**-beta`` between the
     shortest and longest ``wavelengths`` (metres), which gives terrain-like self-similar relief
     in one FFT instead of summing octaves. Smooth fields are computed on a coarser grid (at
     least four cells per shortest wavelength) and upsampled, which is much cheaper.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random source.
+    shape : tuple of int
+        Shape of the field.
+    res : float
+        Cell size (metres).
+    wavelengths : tuple of float
+        Shortest and longest wavelength kept (metres).
+    beta : float, default 1.0
+        Spectral slope of the amplitude.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 noise field of ``shape``.
     """
     shortest, longest = wavelengths
     factor = max(1, int(shortest // (4 * res)))
@@ -244,7 +340,7 @@ def _slope(dz_dx: np.ndarray, dz_dy: np.ndarray) -> np.ndarray:
 
 
 def _downslope(dz_dx: np.ndarray, dz_dy: np.ndarray) -> np.ndarray:
-    """Unit vectors of steepest descent, shape ``(2, ...)``; flat cells point grid-south."""
+    """Return unit vectors of steepest descent, shape ``(2, ...)``; flat cells point south."""
     grad = np.hypot(dz_dx, dz_dy)
     flat = grad == 0
     safe = np.where(flat, 1.0, grad)
@@ -257,6 +353,18 @@ def build_world(
     """Draw the latent world for ``seed``: terrain, lakes, sea, ground ice and derived fields.
 
     Deterministic: the same seed and box always give identical arrays.
+
+    Parameters
+    ----------
+    seed : int, default 42
+        Seed (the world uses its own random stream of it).
+    bbox : tuple of float, optional
+        ``(minlon, minlat, maxlon, maxlat)``; the sample region by default.
+
+    Returns
+    -------
+    LatentWorld
+        Every latent field on the grid from :func:`latent_grid`.
     """
     rng = np.random.default_rng([WORLD_STREAM, seed])
     grid = latent_grid(bbox)
@@ -356,7 +464,7 @@ def build_world(
     roughness = np.where(lake | sea, 0.0, 0.5 + 2.5 * ridge_w + 0.01 * np.clip(z, 0.0, None))
     return LatentWorld(
         seed=seed,
-        bbox=tuple(bbox),
+        bbox=(bbox[0], bbox[1], bbox[2], bbox[3]),
         grid=grid,
         lon=lon,
         lat=lat,

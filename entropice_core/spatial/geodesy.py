@@ -23,30 +23,50 @@ def _authalic_q(sin_phi: np.ndarray, e: float) -> np.ndarray:
 
 
 def authalic_latitude(lat_deg: np.ndarray) -> np.ndarray:
-    """Geodetic WGS84 latitude -> authalic latitude (degrees).
+    """Convert geodetic WGS84 latitudes to authalic latitudes.
 
     Mapping latitudes this way sends the ellipsoid onto the authalic sphere with every area
     preserved, so spherical formulas give ellipsoidal areas.
+
+    Parameters
+    ----------
+    lat_deg : numpy.ndarray
+        Geodetic latitudes (degrees), any shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        Authalic latitudes (degrees), same shape.
     """
     e = np.sqrt(WGS84_F * (2 - WGS84_F))
-    q_pole = _authalic_q(np.float64(1.0), e)
+    q_pole = _authalic_q(np.ones(1), e)[0]
     q = _authalic_q(np.sin(np.radians(lat_deg)), e)
     return np.degrees(np.arcsin(np.clip(q / q_pole, -1.0, 1.0)))
 
 
 def ring_area_km2(lon: np.ndarray, lat: np.ndarray, *, surface: str = "wgs84") -> np.ndarray:
-    """Area of closed rings whose vertices are joined by geodesics (great circles).
+    """Compute the areas of closed rings whose vertices are joined by geodesics (great circles).
+
+    Rings that wind around a pole (e.g. the H3 cell holding the pole) are handled.
 
     Parameters
     ----------
-    lon, lat
+    lon, lat : numpy.ndarray
         ``(n_rings, n_vertices)`` degrees; a ring may repeat its last vertex as padding
         (zero-length edges add nothing). The closing edge is implied.
-    surface
+    surface : {"wgs84", "sphere"}, default "wgs84"
         ``"wgs84"`` for true areas on the ellipsoid, ``"sphere"`` for the authalic sphere
         (the surface H3 and HEALPix define their cells on).
 
-    Rings that wind around a pole (e.g. the H3 cell holding the pole) are handled.
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_rings,)`` areas in km^2.
+
+    Raises
+    ------
+    ValueError
+        If ``surface`` is neither ``"wgs84"`` nor ``"sphere"``.
     """
     lon = np.atleast_2d(np.asarray(lon, dtype=np.float64))
     lat = np.atleast_2d(np.asarray(lat, dtype=np.float64))
@@ -76,10 +96,25 @@ def _unit_vectors(lon_deg: np.ndarray, lat_deg: np.ndarray) -> np.ndarray:
 def great_circle_crossing_lat(
     lon1: float, lat1: float, lon2: float, lat2: float, meridian: float
 ) -> float:
-    """Latitude where the great circle from point 1 to point 2 crosses ``meridian``.
+    """Find the latitude where the great circle from point 1 to point 2 crosses ``meridian``.
 
     Used to cut cells at the antimeridian exactly on their edges instead of on a straight
     line in lon/lat, which near the pole is off by kilometres.
+
+    Parameters
+    ----------
+    lon1, lat1 : float
+        First point (degrees).
+    lon2, lat2 : float
+        Second point (degrees).
+    meridian : float
+        Longitude of the meridian (degrees).
+
+    Returns
+    -------
+    float
+        Latitude (degrees) of the crossing on the side of the two points; ``lat1`` if the edge
+        runs along the meridian.
     """
     p1, p2 = _unit_vectors(np.array([lon1, lon2]), np.array([lat1, lat2]))
     normal = np.cross(p1, p2)

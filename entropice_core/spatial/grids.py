@@ -46,12 +46,24 @@ Progress = Callable[[str], None]
 
 
 def healpix_edge_steps(level: int, centre_lat: np.ndarray) -> np.ndarray:
-    """Vertices per HEALPix cell edge so that the polygon keeps the cell's area within 0.1 %.
+    """Choose vertices per HEALPix cell edge so that the polygon keeps the cell's area to 0.1 %.
 
     HEALPix edges are curves, and the closer a cell is to the pole relative to its size the more
     they bend away from the geodesics that join polygon vertices (measured against the exact
     equal area: 2 steps give <= 0.1 % where size / pole distance < 0.1, 4 steps <= 0.07 % up to 1,
     and the cells touching the pole need 16 for 0.05 %).
+
+    Parameters
+    ----------
+    level : int
+        HEALPix level.
+    centre_lat : numpy.ndarray
+        Latitudes of the cell centres (degrees).
+
+    Returns
+    -------
+    numpy.ndarray
+        Steps per edge (2, 4 or 16) for each cell.
     """
     size_deg = np.degrees(np.sqrt(4 * np.pi / (12 * 4**level)))
     ratio = size_deg / np.maximum(90.0 - np.abs(centre_lat), 1e-9)
@@ -59,7 +71,25 @@ def healpix_edge_steps(level: int, centre_lat: np.ndarray) -> np.ndarray:
 
 
 def cell_ids(spec: GridSpec, aoi: AreaOfInterest) -> np.ndarray:
-    """Sorted uint64 ids of the cells of ``spec`` whose centre lies in ``aoi``."""
+    """List the cells of a grid level whose centre lies in an area of interest.
+
+    Parameters
+    ----------
+    spec : GridSpec
+        Grid and level.
+    aoi : AreaOfInterest
+        Area of interest (EPSG:4326).
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted, unique uint64 cell ids.
+
+    Raises
+    ------
+    ValueError
+        If no cell has its centre in ``aoi`` (the area is smaller than one cell).
+    """
     parts = _parts_for_fill(aoi)
     if spec.grid == "h3":
         found = [
@@ -80,8 +110,8 @@ def cell_ids(spec: GridSpec, aoi: AreaOfInterest) -> np.ndarray:
 
 
 def _parts_for_fill(aoi: AreaOfInterest) -> list[shapely.Polygon]:
-    """AOI pieces no wider than 90 degrees, which H3's polygon fill handles near the pole."""
-    pieces = []
+    """Split the AOI into pieces no wider than 90 degrees, which H3's fill handles near the pole."""
+    pieces: list[shapely.Polygon] = []
     for part in aoi.parts:
         minx, miny, maxx, maxy = part.bounds
         for west in np.arange(minx, maxx, 90.0):
@@ -119,11 +149,22 @@ def _healpix_cells_in(part: shapely.Polygon, level: int) -> np.ndarray:
 
 
 def cell_rings(spec: GridSpec, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Boundary vertices of the cells, in groups of equal vertex count.
+    """Get the boundary vertices of cells, in groups of equal vertex count.
 
-    Returns ``(positions, lon, lat)`` triples: ``positions`` index into ``ids``; ``lon`` and
-    ``lat`` are ``(len(positions), n_vertices)`` arrays in degrees. H3 rings have 5 to 10
-    vertices; HEALPix edges are densified by :func:`healpix_edge_steps`.
+    H3 rings have 5 to 10 vertices; HEALPix edges are densified by :func:`healpix_edge_steps`.
+
+    Parameters
+    ----------
+    spec : GridSpec
+        Grid and level of ``ids``.
+    ids : numpy.ndarray
+        uint64 cell ids.
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        ``(positions, lon, lat)`` triples: ``positions`` index into ``ids``; ``lon`` and
+        ``lat`` are ``(len(positions), n_vertices)`` arrays in degrees.
     """
     if spec.grid == "healpix":
         _, centre_lat = healpix.healpix_to_lonlat(ids, spec.level, ellipsoid=HEALPIX_ELLIPSOID)
@@ -147,7 +188,20 @@ def cell_rings(spec: GridSpec, ids: np.ndarray) -> list[tuple[np.ndarray, np.nda
 
 
 def rings_to_polygons(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Valid EPSG:4326 geometries for cell rings, cut at the antimeridian, closed at the poles."""
+    """Build valid EPSG:4326 geometries from cell rings, cut at the antimeridian.
+
+    Rings that touch or wind around a pole reach lat +-90 along the map edge.
+
+    Parameters
+    ----------
+    lon, lat : numpy.ndarray
+        ``(n_cells, n_vertices)`` ring vertices (degrees), as from :func:`cell_rings`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of shapely Polygons (MultiPolygons where a cell is cut at 180 degrees).
+    """
     step = (np.diff(lon, axis=1) + 180.0) % 360.0 - 180.0
     unwrapped = np.concatenate([lon[:, :1], lon[:, :1] + np.cumsum(step, axis=1)], axis=1)
     closing = (lon[:, 0] - unwrapped[:, -1] + 180.0) % 360.0 - 180.0
@@ -165,7 +219,7 @@ def rings_to_polygons(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
 
 
 def _cut_ring(lon: np.ndarray, lat: np.ndarray) -> shapely.Polygon | shapely.MultiPolygon:
-    """One ring that touches a pole, winds around it or crosses 180 degrees, as valid geometry."""
+    """Turn a ring that touches a pole, winds around it or crosses 180 degrees into geometry."""
     points: list[tuple[float, float]] = []
     n = len(lon)
     for k in range(n):
@@ -211,7 +265,7 @@ def _cut_ring(lon: np.ndarray, lat: np.ndarray) -> shapely.Polygon | shapely.Mul
 
 
 def _meridians_between(x0: float, x1: float) -> list[float]:
-    """The odd multiples of 180 strictly between two unwrapped longitudes, in walking order."""
+    """Return the odd multiples of 180 strictly between two unwrapped longitudes, in order."""
     lo, hi = sorted((x0, x1))
     first = np.floor((lo - 180.0) / 360.0) * 360.0 + 180.0
     crossings = [m for m in np.arange(first, hi + 360.0, 360.0) if lo < m < hi]
@@ -225,19 +279,36 @@ def grid_cells(
     config: GridCellsConfig = GridCellsConfig(),
     progress: Progress | None = None,
 ) -> gpd.GeoDataFrame:
-    """Cells of ``spec`` whose centre lies in ``aoi``, with land area; ocean-only cells dropped.
+    """Build the cells of a grid level over an area of interest, with their land area.
+
+    Cells whose centre lies in ``aoi`` are kept when their land fraction exceeds
+    ``config.min_land_fraction``.
 
     Parameters
     ----------
-    water
-        Water polygons in EPSG:4326 (the ``watermask`` asset).
-    progress
+    spec : GridSpec
+        Grid and level.
+    aoi : AreaOfInterest
+        Area of interest (EPSG:4326).
+    water : geopandas.GeoDataFrame
+        Water polygons in EPSG:4326 (the ``watermask`` asset, see :func:`water_polygons`).
+    config : GridCellsConfig, optional
+        Land-mask resolution and minimum land fraction.
+    progress : callable, optional
         Called with a short message before each stage (CLI progress, Dagster logs).
 
     Returns
     -------
-    GeoDataFrame with cell_id (uint64), geometry (EPSG:4326), land_area_km2 and land_fraction;
-    ``attrs`` carries the grid, level and AOI name.
+    geopandas.GeoDataFrame
+        Columns ``cell_id`` (uint64), ``land_area_km2`` (WGS84 area times land fraction),
+        ``land_fraction`` and ``geometry`` (EPSG:4326); ``attrs`` carries the grid, level
+        and AOI name.
+
+    Raises
+    ------
+    ValueError
+        If no cell has its centre in ``aoi``, if every cell is ocean, or if cells reach
+        outside the watermask.
     """
     report = progress or (lambda message: None)
     report(f"{spec.key}: finding cells in {aoi.name}")
@@ -269,16 +340,47 @@ def grid_cells(
 
 
 def mean_cell_area_km2(spec: GridSpec) -> float:
-    """Average cell area of a grid level on the authalic sphere (H3: ``h3``'s own average)."""
+    """Return the average cell area of a grid level on the authalic sphere.
+
+    Parameters
+    ----------
+    spec : GridSpec
+        Grid and level.
+
+    Returns
+    -------
+    float
+        Area in km^2 (H3: ``h3.average_hexagon_area``; HEALPix: the sphere's area divided by
+        the number of cells).
+    """
     if spec.grid == "h3":
         return float(h3.average_hexagon_area(spec.level, unit="km^2"))
     return 4 * np.pi * AUTHALIC_RADIUS_KM**2 / (12 * 4**spec.level)
 
 
 def parent_cells(spec: GridSpec, ids: np.ndarray, level: int) -> np.ndarray:
-    """The ancestor at ``level`` (coarser or equal) of each cell, as uint64 ids of that level.
+    """Map each cell to its ancestor at a coarser (or equal) level.
 
     H3 through ``h3.cell_to_parent``; HEALPix NESTED ids drop two bits per level.
+
+    Parameters
+    ----------
+    spec : GridSpec
+        Grid and level of ``ids``.
+    ids : numpy.ndarray
+        Cell ids.
+    level : int
+        Level of the ancestors, between 0 and ``spec.level``.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint64 ancestor ids, one per cell.
+
+    Raises
+    ------
+    ValueError
+        If ``level`` is negative or finer than ``spec.level``.
     """
     if not 0 <= level <= spec.level:
         raise ValueError(
@@ -297,11 +399,25 @@ NO_CELL = np.iinfo(np.uint64).max
 
 
 def cell_neighbours(spec: GridSpec, ids: np.ndarray, k: int = 1) -> np.ndarray:
-    """For each cell, the ids of the cells within ``k`` steps, itself excluded.
+    """Find, for each cell, the cells within ``k`` steps of it, itself excluded.
 
-    Returns an ``(n, m)`` uint64 array padded with :data:`NO_CELL` (pentagons and HEALPix
-    base-cell corners have fewer neighbours). H3: ``h3.grid_disk``; HEALPix: ``healpix_geo``'s
-    k-th neighbourhood (edge and corner neighbours: 8 cells for k = 1).
+    H3: ``h3.grid_disk``; HEALPix: ``healpix_geo``'s k-th neighbourhood (edge and corner
+    neighbours: 8 cells for k = 1).
+
+    Parameters
+    ----------
+    spec : GridSpec
+        Grid and level of ``ids``.
+    ids : numpy.ndarray
+        Cell ids.
+    k : int, default 1
+        Number of steps; below 1 gives no neighbours.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(ids), m)`` uint64 ids padded with :data:`NO_CELL` (pentagons and HEALPix
+        base-cell corners have fewer neighbours).
     """
     ids = np.asarray(ids, dtype=np.uint64)
     if k < 1:

@@ -29,15 +29,36 @@ def segment_moments(
     row_area: np.ndarray,
     width: int,
 ) -> np.ndarray:
-    """Moments ``(7, bands, segments)`` of entry segments, rows named by :data:`MOMENTS`.
+    """Reduce each segment of (pixel, cell) entries to all its moments in one pass per band.
 
-    ``values`` is ``(bands, pixels)`` with NaN for nodata. Segment ``s`` is the entries
-    ``start[s]:stop[s]``; entry ``j`` reads pixel ``pixel[j]``. Its weight is
+    Entry ``j`` reads pixel ``pixel[j]``. Its weight is
     ``w = share[j] * row_area[pixel[j] // width]`` (for means and the sum of squares) and its
     coverage ``c = coverage[j]`` (for ``count`` and ``total``); an empty ``share``,
-    ``coverage`` or ``row_area`` stands for ones. Over the valid entries: ``weight = sum(w)``,
-    ``weighted_sum = sum(w x)``, ``m2 = sum(w (x - mean)^2)``, ``count = sum(c)``,
-    ``total = sum(c x)``, min and max (``+inf``/``-inf`` where none is valid).
+    ``coverage`` or ``row_area`` stands for ones. NaN values are skipped.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(bands, pixels)`` values, NaN for nodata.
+    pixel : numpy.ndarray
+        Flat pixel index of each entry.
+    start, stop : numpy.ndarray
+        Segment ``s`` is the entries ``start[s]:stop[s]``.
+    share : numpy.ndarray
+        Weight of each entry, or empty for ones.
+    coverage : numpy.ndarray
+        Coverage of each entry, or empty for ones.
+    row_area : numpy.ndarray
+        Area of each pixel row, or empty for ones.
+    width : int
+        Pixels per row (to find an entry's row).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(7, bands, segments)``, rows named by :data:`MOMENTS`: ``weight = sum(w)``,
+        ``weighted_sum = sum(w x)``, ``m2 = sum(w (x - mean)^2)``, ``count = sum(c)``,
+        ``total = sum(c x)``, minimum and maximum (``+inf``/``-inf`` where none is valid).
     """
     n_bands, n_segments = values.shape[0], len(start)
     by_share, by_coverage, by_row = len(share) > 0, len(coverage) > 0, len(row_area) > 0

@@ -24,14 +24,38 @@ CELL_SEGMENT_DEG = 0.01
 
 
 def equal_area_crs(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> str:
-    """EPSG:6931 (LAEA north) for northern data, EPSG:6932 for southern."""
+    """Choose the equal-area projection for the data's hemisphere.
+
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame or geopandas.GeoSeries
+        Geometries in a lon/lat CRS.
+
+    Returns
+    -------
+    str
+        ``"EPSG:6931"`` (LAEA north) if the data reach the northern hemisphere (northern bound
+        >= 0), else ``"EPSG:6932"`` (LAEA south).
+    """
     return "EPSG:6931" if frame.total_bounds[3] >= 0 else "EPSG:6932"
 
 
 @dataclass(frozen=True)
 class CellOverlay:
-    """Polygon-cell intersections: ``polygon`` and ``cell`` positions with ``area_km2``, and the
-    ``owner`` cell of each polygon's representative point (-1 where no cell holds it)."""
+    """Polygon-cell intersections with their areas, and the cell owning each polygon.
+
+    Attributes
+    ----------
+    polygon : numpy.ndarray
+        Position of the polygon of each intersection.
+    cell : numpy.ndarray
+        Position of the cell of each intersection.
+    area_km2 : numpy.ndarray
+        Area of each intersection (km^2, > 0).
+    owner : numpy.ndarray
+        Per polygon, the position of the cell holding its representative point (-1 where no
+        cell holds it).
+    """
 
     polygon: np.ndarray
     cell: np.ndarray
@@ -45,16 +69,30 @@ def overlay_cells(
     areas_km2: np.ndarray | None = None,
     workers: int | None = None,
 ) -> CellOverlay:
-    """Exact intersection areas of polygons with cells (both EPSG:4326, positional order).
+    """Compute the exact intersection areas of polygons with grid cells.
 
     Parameters
     ----------
-    areas_km2
+    polygons : geopandas.GeoSeries
+        Polygons in EPSG:4326, referred to by position.
+    cells : geopandas.GeoSeries
+        Cells in EPSG:4326, referred to by position.
+    areas_km2 : numpy.ndarray, optional
         The polygons' own areas in the same equal-area CRS, where already known (DARTS
         footprints carry ``area_m2``): a polygon inside one cell takes it without reprojection.
-    workers
+    workers : int, optional
         The polygons are split into this many chunks (default: one per CPU) processed in
         threads; shapely and pyproj release the GIL in their vectorised calls.
+
+    Returns
+    -------
+    CellOverlay
+        Intersections with a positive area and each polygon's owner cell.
+
+    Raises
+    ------
+    ValueError
+        If ``polygons`` or ``cells`` has no CRS.
     """
     if polygons.crs is None or cells.crs is None:
         raise ValueError("polygons and cells need a CRS (EPSG:4326)")

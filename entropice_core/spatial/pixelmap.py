@@ -49,7 +49,22 @@ DEFAULT_BLOCK_PIXELS = 2**22
 
 @dataclass(frozen=True)
 class RasterGrid:
-    """A north-up raster grid: affine ``transform`` (no rotation), shape and CRS."""
+    """A north-up raster grid: affine ``transform`` (no rotation), shape and CRS.
+
+    Attributes
+    ----------
+    transform : affine.Affine
+        Pixel-to-CRS transform; positive x step, negative y step, no rotation.
+    width, height : int
+        Columns and rows.
+    crs : pyproj.CRS
+        Coordinate reference system of the raster.
+
+    Raises
+    ------
+    ValueError
+        If ``transform`` is rotated or not north-up.
+    """
 
     transform: Affine
     width: int
@@ -57,6 +72,7 @@ class RasterGrid:
     crs: CRS
 
     def __post_init__(self) -> None:
+        """Refuse rotated or south-up transforms."""
         t = self.transform
         if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
             raise ValueError(
@@ -66,7 +82,23 @@ class RasterGrid:
 
     @classmethod
     def from_xarray(cls, obj) -> RasterGrid:
-        """The grid of a rioxarray-aware DataArray or Dataset (``obj.rio.crs`` must be set)."""
+        """Read the grid of a rioxarray-aware DataArray or Dataset.
+
+        Parameters
+        ----------
+        obj : xarray.DataArray or xarray.Dataset
+            Raster with ``obj.rio.crs`` set.
+
+        Returns
+        -------
+        RasterGrid
+            Its transform, shape and CRS.
+
+        Raises
+        ------
+        ValueError
+            If the raster has no CRS, or is not north-up.
+        """
         if obj.rio.crs is None:
             raise ValueError("the raster has no CRS: set one with obj.rio.write_crs(...)")
         return cls(
@@ -78,10 +110,12 @@ class RasterGrid:
 
     @property
     def is_geographic(self) -> bool:
+        """Whether the CRS is lon/lat (geographic) rather than projected."""
         return self.crs.is_geographic
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
+        """Outer edges ``(left, bottom, right, top)`` of the raster in its CRS."""
         t = self.transform
         return t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f
 
@@ -91,10 +125,29 @@ def project_cells(
     grid: RasterGrid,
     segment_deg: float = CELL_SEGMENT_DEG,
 ) -> np.ndarray:
-    """Cell polygons in the raster's CRS (positional order), as the mapping uses them.
+    """Bring cell polygons into the raster's CRS, as the mapping uses them.
 
     Projected rasters: edges densified to ``segment_deg`` degrees, then projected. Lon/lat
     rasters: each cell shifted by -360, 0 or +360 degrees into the raster's longitude window.
+
+    Parameters
+    ----------
+    cells : geopandas.GeoDataFrame or geopandas.GeoSeries
+        Cell geometries with a CRS (EPSG:4326).
+    grid : RasterGrid
+        Target raster grid.
+    segment_deg : float, optional
+        Densification of cell edges before projecting (degrees; projected rasters only).
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of (Multi)Polygons in the raster's CRS, in the order of ``cells``.
+
+    Raises
+    ------
+    ValueError
+        If ``cells`` has no CRS.
     """
     series = cells.geometry if isinstance(cells, gpd.GeoDataFrame) else cells
     if series.crs is None:
@@ -187,28 +240,59 @@ class CellPixelMap:
 
     @property
     def n_blocks(self) -> int:
+        """Number of row blocks."""
         return len(self.block_segment) - 1
 
     def block_rows_range(self, block: int) -> tuple[int, int]:
+        """Give the raster rows of one block.
+
+        Parameters
+        ----------
+        block : int
+            Block index, ``0 <= block < n_blocks``.
+
+        Returns
+        -------
+        tuple of int
+            First row and end row (exclusive), the last block ending at the raster's height.
+        """
         start = block * self.block_rows
         return start, min(start + self.block_rows, self.grid.height)
 
     def save(self, path: str | Path) -> None:
-        """Write the mapping to an ``.npz`` file (reload with :meth:`load`)."""
+        """Write the mapping to an ``.npz`` file (reload with :meth:`load`).
+
+        Parameters
+        ----------
+        path : str or Path
+            Target file; numpy appends ``.npz`` if the name lacks it.
+        """
         t = self.grid.transform
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "transform": np.array(tuple(t)[:6]),
             "shape": np.array([self.grid.width, self.grid.height, self.block_rows]),
             "crs": np.array(self.grid.crs.to_wkt()),
         }
-        if self.row_area is not None:
+        if self.row_area is not None and self.edge_share is not None:
             arrays.update(row_area=self.row_area, edge_share=self.edge_share)
         for name in _ARRAYS:
             arrays[name] = getattr(self, name)
-        np.savez(path, **arrays)
+        np.savez(path, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> CellPixelMap:
+        """Read a mapping written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+            ``.npz`` file.
+
+        Returns
+        -------
+        CellPixelMap
+            The mapping with its raster grid.
+        """
         with np.load(path) as f:
             width, height, block_rows = (int(v) for v in f["shape"])
             grid = RasterGrid(Affine(*f["transform"]), width, height, CRS.from_wkt(str(f["crs"])))
@@ -235,14 +319,28 @@ def build_cell_pixel_map(
     block_pixels: int = DEFAULT_BLOCK_PIXELS,
     segment_deg: float = CELL_SEGMENT_DEG,
 ) -> CellPixelMap:
-    """Build the mapping of ``cells`` (a ``grid_cells`` frame) onto ``grid``.
+    """Build the mapping of grid cells onto the pixels of a raster grid.
 
     Parameters
     ----------
-    block_pixels
+    cells : geopandas.GeoDataFrame
+        A ``grid_cells`` frame: ``cell_id`` and geometry with a CRS (EPSG:4326).
+    grid : RasterGrid
+        Raster grid to map onto.
+    block_pixels : int, optional
         About this many pixels per block of rows (whole rows; at least one row).
-    segment_deg
-        Densification of cell edges before projecting (projected rasters only).
+    segment_deg : float, optional
+        Densification of cell edges before projecting (degrees; projected rasters only).
+
+    Returns
+    -------
+    CellPixelMap
+        Interior and edge pixels of every cell, grouped by row block.
+
+    Raises
+    ------
+    ValueError
+        If ``cells`` has no CRS.
     """
     geoms = project_cells(cells, grid, segment_deg)
     n_cells = len(geoms)
@@ -329,7 +427,7 @@ def build_cell_pixel_map(
 
 
 def _key_runs(key: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Start, length and key of the runs of equal nonzero keys along the rows of a block."""
+    """Find start, length and key of the runs of equal nonzero keys along a block's rows."""
     new = np.empty(len(key), dtype=bool)
     new[0] = True
     np.not_equal(key[1:], key[:-1], out=new[1:])
@@ -342,18 +440,33 @@ def _key_runs(key: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def runs(starts: np.ndarray, lengths: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of all runs, concatenated."""
+    """Expand runs into their indices ``starts[i] .. starts[i] + lengths[i] - 1``, concatenated.
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        First index of each run.
+    lengths : numpy.ndarray
+        Length of each run.
+    out : numpy.ndarray, optional
+        Array of ``lengths.sum()`` elements to write the indices into.
+
+    Returns
+    -------
+    numpy.ndarray
+        The indices of all runs, run after run (``out`` if given).
+    """
     offsets = np.cumsum(lengths) - lengths
     return np.add(np.repeat(starts - offsets, lengths), np.arange(lengths.sum()), out=out)
 
 
 def _band_sin(grid: RasterGrid, lat: np.ndarray) -> np.ndarray:
-    """Sine of the authalic latitude (clipped to +-90): areas of lat bands are differences."""
+    """Return the sine of the authalic latitude (clipped to +-90); band areas are differences."""
     return np.sin(np.radians(authalic_latitude(np.clip(lat, -90.0, 90.0))))
 
 
 def _row_area(grid: RasterGrid) -> np.ndarray:
-    """True area (km2, WGS84) of a pixel of each row, counting only its part inside +-90.
+    """Return the true area (km2, WGS84) of a pixel of each row, counting only its part in +-90.
 
     The band between two latitudes has area ``R^2 dlon (sin b_top - sin b_bottom)`` on the
     authalic sphere with authalic latitudes ``b``, which equals its area on the ellipsoid.
@@ -364,12 +477,12 @@ def _row_area(grid: RasterGrid) -> np.ndarray:
 
 
 def _planar_profile(row: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Share of a pixel between its top and ``v`` (pixel rows), measured in the raster's CRS."""
+    """Return the share of a pixel between its top and ``v`` (pixel rows), in the raster's CRS."""
     return v - row
 
 
 def _area_profile(grid: RasterGrid) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Share of a lon/lat pixel's true area between its top and ``v`` (pixel rows)."""
+    """Make the profile: share of a lon/lat pixel's true area between its top and ``v`` (rows)."""
     t = grid.transform
 
     def profile(row: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -383,7 +496,7 @@ def _area_profile(grid: RasterGrid) -> Callable[[np.ndarray, np.ndarray], np.nda
 def _outside_area(
     geoms: np.ndarray, pix: np.ndarray, inside: np.ndarray, grid: RasterGrid
 ) -> np.ndarray:
-    """Weight of the part of each cell outside the raster, in the units of the mapping."""
+    """Weigh the part of each cell outside the raster, in the units of the mapping."""
     clipped = np.array([not g.is_empty for g in pix]) & (
         np.abs(shapely.area(pix) - shapely.area(inside)) > 1e-9 * np.maximum(shapely.area(pix), 1)
     )
@@ -410,7 +523,7 @@ def _edge_coverage(
     height: int,
     profiles: Sequence[Callable[[np.ndarray, np.ndarray], np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Exact coverage of the pixels crossed by polygon boundaries (pixel coordinates).
+    """Compute the exact coverage of the pixels crossed by polygon boundaries (pixel coordinates).
 
     Returns flat pixel index, polygon index and one covered share per profile for each
     (pixel, polygon) pair, sorted by polygon then pixel. A profile gives the share of a pixel
@@ -430,15 +543,15 @@ def _edge_coverage(
     n_edges = len(u0)
 
     # Parameters t in (0, 1) where each edge crosses a pixel column or row line.
-    e_idx, t = [np.arange(n_edges)] * 2, [np.zeros(n_edges), np.ones(n_edges)]
+    edge_parts, t_parts = [np.arange(n_edges)] * 2, [np.zeros(n_edges), np.ones(n_edges)]
     for a0, a1 in ((u0, u1), (v0, v1)):
         first = np.floor(np.minimum(a0, a1)) + 1
         count = np.maximum(np.ceil(np.maximum(a0, a1)) - first, 0).astype(np.int64)
         which = np.repeat(np.arange(n_edges), count)
         offset = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-        t.append((first[which] + offset - a0[which]) / (a1 - a0)[which])
-        e_idx.append(which)
-    e_idx, t = np.concatenate(e_idx), np.concatenate(t)
+        t_parts.append((first[which] + offset - a0[which]) / (a1 - a0)[which])
+        edge_parts.append(which)
+    e_idx, t = np.concatenate(edge_parts), np.concatenate(t_parts)
     # One float key orders by edge, then t: rounding can only swap crossings closer than about
     # 1e-16 * n_edges in t, whose pieces have no area to speak of.
     order = np.argsort(2.0 * e_idx + t)

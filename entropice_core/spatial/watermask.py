@@ -42,7 +42,20 @@ _GLOBE_RES_DEG = 1 / 120
 def watermask_extent(
     aoi: AreaOfInterest, tile_deg: float
 ) -> list[tuple[float, float, float, float]]:
-    """Tile-aligned lon/lat boxes that cover ``aoi`` plus :data:`MARGIN_KM`."""
+    """Compute the tile-aligned lon/lat boxes that cover ``aoi`` plus :data:`MARGIN_KM`.
+
+    Parameters
+    ----------
+    aoi : AreaOfInterest
+        Area of interest (EPSG:4326).
+    tile_deg : float
+        Tile size (degrees).
+
+    Returns
+    -------
+    list of (float, float, float, float)
+        One ``(west, south, east, north)`` box per part of ``aoi``, clipped to the globe.
+    """
     boxes = []
     for part in aoi.parts:
         minx, miny, maxx, maxy = part.bounds
@@ -87,9 +100,14 @@ def _tile_name(west: float, south: float) -> str:
 
 
 def load_global_land_mask() -> np.ndarray:
-    """The global-land-mask ocean grid (True = ocean), rows from 90 N, columns from 180 W.
+    """Load the global-land-mask ocean grid from the package's data file.
 
-    Loaded from the package's data file (about 0.9 GB in memory, 3 s), only when needed.
+    About 0.9 GB in memory and 3 s, so it is loaded only when needed.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean 30 arc-second grid (True = ocean), rows from 90 N, columns from 180 W.
     """
     data = resources.files("global_land_mask") / "globe_combined_mask_compressed.npz"
     with resources.as_file(data) as path, np.load(path) as archive:
@@ -116,7 +134,25 @@ def _ocean_polygons_from_mask(
 
 
 def read_water_file(path: Path) -> gpd.GeoSeries:
-    """Water polygons from a user file, valid and in EPSG:4326."""
+    """Read water polygons from a user file, made valid and in EPSG:4326.
+
+    Parameters
+    ----------
+    path : Path
+        Any vector file :func:`entropice_core.io.vector.read_vector` reads.
+
+    Returns
+    -------
+    geopandas.GeoSeries
+        The polygons of the file (lines left by repairs dropped), EPSG:4326.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is unreadable, has no CRS or holds no polygons.
+    """
     frame = read_vector(path, "watermask file")
     parts = shapely.get_parts(shapely.make_valid(frame.to_crs(4326).geometry.to_numpy()))
     geoms = parts[shapely.get_type_id(parts) == 3]  # polygons; repairs may leave lines
@@ -128,10 +164,21 @@ def read_water_file(path: Path) -> gpd.GeoSeries:
 def water_polygons(
     aoi: AreaOfInterest, config: WatermaskConfig = WatermaskConfig()
 ) -> gpd.GeoDataFrame:
-    """Water polygons (EPSG:4326) covering ``aoi`` plus a margin, one row per tile.
+    """Build the water polygons covering ``aoi`` plus a margin, one row per tile.
 
-    Columns: tile, west, south, east, north (the tile's bounds), source, geometry (the water
-    inside the tile; empty where the tile is all land).
+    Parameters
+    ----------
+    aoi : AreaOfInterest
+        Area of interest (EPSG:4326).
+    config : WatermaskConfig, optional
+        Source (``global-land-mask`` or a user ``file``) and tile size.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        EPSG:4326, columns ``tile`` (name), ``west``, ``south``, ``east``, ``north`` (the
+        tile's bounds), ``source`` and ``geometry`` (the water inside the tile; empty where the
+        tile is all land).
     """
     tiles = _tiles(aoi, config.tile_deg)
     if config.source == "global-land-mask":
@@ -139,6 +186,7 @@ def water_polygons(
         water = [_ocean_polygons_from_mask(ocean, tile) for tile in tiles]
         source = "global-land-mask 1.0 (GLOBE ocean mask, 30 arc-second)"
     else:
+        assert config.path is not None  # WatermaskConfig requires it for source="file"
         user = read_water_file(config.path)
         tree = shapely.STRtree(user.values)
         water = []
@@ -190,12 +238,33 @@ def land_fractions(
     resolution_deg: float = _GLOBE_RES_DEG,
     strip_deg: float = 2.5,
 ) -> np.ndarray:
-    """Fraction of each cell's area that is not water.
+    """Compute the fraction of each cell's area that is not water.
 
     Water polygons are rasterised on a global lat/lon grid of ``resolution_deg``; a pixel belongs
     to the cell that holds its centre, and pixels weigh by their true area (cos latitude). Cells
     whose bounding box is all land or all water are decided from an integral image; only coastal
     cells are rasterised, strip by strip, so memory stays bounded for the whole Arctic.
+
+    Parameters
+    ----------
+    geometries : numpy.ndarray
+        Cell geometries (EPSG:4326).
+    water : geopandas.GeoDataFrame
+        Water tiles from :func:`water_polygons`.
+    resolution_deg : float, optional
+        Pixel size of the rasterisation (degrees); 30 arc-seconds by default.
+    strip_deg : float, default 2.5
+        Height of the latitude strips rasterised at once (degrees).
+
+    Returns
+    -------
+    numpy.ndarray
+        Land fraction in [0, 1] per cell.
+
+    Raises
+    ------
+    ValueError
+        If a geometry is empty, or if cells reach outside the tiles of ``water``.
     """
     geometries = np.asarray(geometries)
     bounds = shapely.bounds(geometries)
@@ -280,11 +349,29 @@ def _strip_fractions(geoms, r0, r1, c0, c1, water_geoms, transform, shape) -> np
 
 
 def water_raster(water: gpd.GeoDataFrame, like: xr.DataArray) -> xr.DataArray:
-    """Boolean raster (True = water) of the water polygons on the grid of ``like``, lazily.
+    """Rasterise the water polygons lazily on the grid of a raster.
 
     Polygons are projected to the raster's CRS once (densified so edges stay curved) and each
     Dask chunk is rasterised on its own (pixel centres inside a polygon are water), so memory
     stays one chunk. Pixels outside the polygons, and outside the mask's tiles, are land.
+
+    Parameters
+    ----------
+    water : geopandas.GeoDataFrame
+        Water tiles from :func:`water_polygons`.
+    like : xarray.DataArray
+        2-D raster with a CRS (rioxarray) whose grid and chunks the mask follows (chunks of
+        1024 pixels if it is not Dask-backed).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dask-backed boolean raster named ``water`` (True = water) with the coords of ``like``.
+
+    Raises
+    ------
+    ValueError
+        If ``like`` has no CRS.
     """
     if like.rio.crs is None:
         raise ValueError("the raster to mask has no CRS; write one with .rio.write_crs(...)")
@@ -295,7 +382,7 @@ def water_raster(water: gpd.GeoDataFrame, like: xr.DataArray) -> xr.DataArray:
     transform = like.rio.transform()
     data = like.data if isinstance(like.data, da.Array) else da.zeros(like.shape, chunks=1024)
 
-    def block(chunk: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    def block(chunk: np.ndarray, block_info: dict) -> np.ndarray:
         (r0, r1), (c0, c1) = block_info[None]["array-location"]
         local = transform @ Affine.translation(c0, r0)
         bounds = (*(local @ (0, r1 - r0)), *(local @ (c1 - c0, 0)))
@@ -306,5 +393,5 @@ def water_raster(water: gpd.GeoDataFrame, like: xr.DataArray) -> xr.DataArray:
             ((g, 1) for g in hits), out_shape=(r1 - r0, c1 - c0), transform=local, dtype="uint8"
         ).astype(bool)
 
-    mask = data.map_blocks(block, dtype=bool, meta=np.array((), dtype=bool))
+    mask = da.map_blocks(block, data, dtype=bool, meta=np.array((), dtype=bool))
     return xr.DataArray(mask, coords=like.coords, dims=like.dims, name="water")
