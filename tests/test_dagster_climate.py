@@ -136,6 +136,7 @@ def test_climate_features_follow_updated_arctic_years() -> None:
         assert requested == {"h3_3", "healpix_7"}  # the levels whose grid cells exist
 
 
+@pytest.mark.slow  # a `dagster` subprocess loads the code location
 def test_cli_backfill_queues_every_arctic_year(tmp_path: Path, cli_backfill) -> None:
     years = [str(y) for y in range(2018, 2024)]
     runs, backfill = cli_backfill(tmp_path, "era5_arctic_year", {"arctic_year": years})

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess imports the whole stack
 def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
