@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 import shapely
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from shapely.geometry.base import BaseGeometry
 
 from entropice_core.io.vector import read_vector
@@ -57,6 +64,47 @@ def packaged_config_dir() -> Path:
     return Path(str(files("entropice_core").joinpath("configs")))
 
 
+# --- where work runs and which array library holds the data ------------------------------------
+
+#: Where work runs: the host CPU or a CUDA GPU. The one knob users set (experiments, inference,
+#: terrain, Dagster configs).
+Device = Literal["cpu", "cuda"]
+#: Which array library holds the data. ``numpy`` lives on the CPU, ``cupy`` on CUDA, ``torch``
+#: on either.
+ArrayBackend = Literal["numpy", "cupy", "torch"]
+#: The library each device uses unless a component asks for another one.
+DEFAULT_BACKEND: dict[str, str] = {"cpu": "numpy", "cuda": "cupy"}
+#: The devices each array library can hold data on.
+BACKEND_DEVICES: dict[str, tuple[str, ...]] = {
+    "numpy": ("cpu",),
+    "cupy": ("cuda",),
+    "torch": ("cpu", "cuda"),
+}
+
+
+def resolve_backend(device: str, backend: str | None = None) -> ArrayBackend:
+    """The array library that runs work on ``device``: ``backend`` if given, else the default.
+
+    The one mapping between the two vocabularies: ``cpu`` -> ``numpy``, ``cuda`` -> ``cupy``
+    (``torch`` on request, on either device). Unknown names and impossible pairs (numpy on
+    cuda, cupy on cpu) raise a ``ValueError`` naming the valid ones.
+    """
+    if device not in DEFAULT_BACKEND:
+        raise ValueError(f"unknown device {device!r}: use one of {', '.join(DEFAULT_BACKEND)}")
+    if backend is None:
+        return DEFAULT_BACKEND[device]  # type: ignore[return-value]
+    if backend not in BACKEND_DEVICES:
+        raise ValueError(
+            f"unknown array backend {backend!r}: use one of {', '.join(BACKEND_DEVICES)}"
+        )
+    if device not in BACKEND_DEVICES[backend]:
+        raise ValueError(
+            f"array backend {backend!r} cannot run on device {device!r}; {backend} runs on "
+            f"{' or '.join(BACKEND_DEVICES[backend])}"
+        )
+    return backend  # type: ignore[return-value]
+
+
 class GridSpec(BaseModel):
     """One discrete global grid at one level, e.g. H3 resolution 5 or HEALPix level 8.
 
@@ -91,7 +139,7 @@ class GridSpec(BaseModel):
                 f"(levels 0-15) or 'healpix' (levels 0-29); the defaults are "
                 f"{', '.join(DEFAULT_GRID_LEVELS)}."
             )
-        return cls(grid=grid, level=int(level))
+        return cls.model_validate({"grid": grid, "level": int(level)})
 
     @property
     def key(self) -> str:
@@ -121,6 +169,23 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     except ValueError as err:
         raise ValueError(f"bbox {text!r} holds a value that is not a number") from err
     return minlon, minlat, maxlon, maxlat
+
+
+#: Keywords of area-of-interest specs.
+AOI_WORDS = ("sample", "arctic")
+#: Suffixes of the vector files an area of interest is read from.
+VECTOR_SUFFIXES = (".parquet", ".gpkg", ".geojson", ".json", ".shp", ".fgb")
+#: The valid area-of-interest forms, for messages.
+AOI_FORMS = (
+    "'sample' (the embedded sample region), 'arctic' (north of 50N), 'north-of:LAT' "
+    "(e.g. north-of:60), a bbox 'minlon,minlat,maxlon,maxlat' (e.g. -138.5,66.5,-131.5,69.2; "
+    "minlon > maxlon crosses 180) or the path of a vector file "
+    f"({', '.join(VECTOR_SUFFIXES)})"
+)
+
+
+def _aoi_error(text: object, reason: str) -> ValueError:
+    return ValueError(f"area of interest {text!r}: {reason}. Valid forms: {AOI_FORMS}")
 
 
 class AreaOfInterest(BaseModel):
@@ -174,7 +239,7 @@ class AreaOfInterest(BaseModel):
 
     @classmethod
     def from_bbox(cls, bbox: str | tuple[float, float, float, float], name: str | None = None):
-        values = parse_bbox(bbox) if isinstance(bbox, str) else tuple(bbox)
+        values = parse_bbox(bbox) if isinstance(bbox, str) else bbox
         return cls(name=name or "bbox " + ",".join(f"{v:g}" for v in values), bbox=values)
 
     @classmethod
@@ -205,24 +270,81 @@ class AreaOfInterest(BaseModel):
         geom = shapely.union_all(shapely.make_valid(frame.to_crs(4326).geometry.values))
         return cls.from_geometry(geom, name=path.name)
 
+    @staticmethod
+    def check_spec(text: str) -> str:
+        """Check the form of an area-of-interest spec without reading any file; return it.
+
+        Surrounding whitespace and other case are refused rather than fixed (``"sample "`` or
+        ``"Sample"`` is an error, not the sample region), so a near-miss never silently becomes
+        another area. Errors are one line naming the valid forms (:data:`AOI_FORMS`).
+        """
+        if not isinstance(text, str) or not text:
+            raise _aoi_error(text, "the spec is empty")
+        if text != text.strip():
+            raise _aoi_error(text, "remove the surrounding whitespace")
+        lowered = text.lower()
+        for word in AOI_WORDS:
+            if lowered == word and text != word:
+                raise _aoi_error(text, f"write {word!r} in lower case")
+        if text in AOI_WORDS:
+            return text
+        if lowered.replace("_", "-").replace(" ", "").startswith(("north-of", "northof")):
+            prefix, sep, lat = text.partition(":")
+            if prefix != "north-of" or not sep:
+                raise _aoi_error(text, "write north-of:LAT, e.g. north-of:60")
+            try:
+                value = float(lat)
+            except ValueError:
+                raise _aoi_error(
+                    text, f"{lat!r} is not a latitude in degrees (e.g. north-of:60)"
+                ) from None
+            if not -90 < value < 90:
+                raise _aoi_error(text, f"latitude {value:g} is outside -90..90")
+            return text
+        suffix = Path(text).suffix.lower()
+        if "," not in text:
+            if suffix in VECTOR_SUFFIXES:
+                return text
+            if suffix:
+                raise _aoi_error(
+                    text,
+                    f"{suffix} is not a vector format read here (use {', '.join(VECTOR_SUFFIXES)})",
+                )
+            raise _aoi_error(text, "not a keyword, bbox or vector file path")
+        try:
+            parse_bbox(text)
+        except ValueError as err:
+            raise _aoi_error(text, str(err)) from None
+        return text
+
     @classmethod
     def parse(cls, text: str) -> AreaOfInterest:
-        """Read ``sample``, ``arctic``, ``north-of:LAT``, a bbox string or a vector file path."""
-        text = text.strip()
+        """Read ``sample``, ``arctic``, ``north-of:LAT``, a bbox string or a vector file path.
+
+        The spec is checked by :meth:`check_spec` first (no whitespace fixing, no case
+        folding); every error is one line that names the valid forms.
+        """
+        cls.check_spec(text)
         if text == "sample":
             return cls.sample_region()
         if text == "arctic":
             return cls.north_of()
-        if text.startswith("north-of:"):
-            return cls.north_of(float(text.split(":", 1)[1]))
-        if Path(text).suffix in {".parquet", ".gpkg", ".geojson", ".shp", ".fgb"}:
-            return cls.from_file(text)
-        return cls.from_bbox(text)
+        try:
+            if text.startswith("north-of:"):
+                return cls.north_of(float(text.split(":", 1)[1]))
+            if "," not in text:
+                return cls.from_file(text)
+            return cls.from_bbox(text)
+        except ValidationError as err:
+            reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise _aoi_error(text, reason) from None
+        except (FileNotFoundError, ValueError) as err:
+            raise _aoi_error(text, " ".join(str(err).split())) from None
 
     @cached_property
     def geometry(self) -> BaseGeometry:
         """The area as (Multi)Polygon in EPSG:4326, split at the antimeridian."""
-        if self.wkt is not None:
+        if self.bbox is None:
             return shapely.from_wkt(self.wkt)
         minlon, minlat, maxlon, maxlat = self.bbox
         if minlon > maxlon:
@@ -291,11 +413,26 @@ class Settings(BaseModel):
         "(ENTROPICE_CONFIG_DIR; default: the configs shipped with the package).",
     )
 
+    @field_validator("aoi")
+    @classmethod
+    def _aoi_form(cls, value: str) -> str:
+        return AreaOfInterest.check_spec(value)
+
+    @property
+    def is_sample(self) -> bool:
+        """The run covers the embedded sample region (offline source clients by default)."""
+        return self.aoi == "sample"
+
     @classmethod
     def from_env(cls) -> Settings:
+        aoi = os.environ.get(ENV_AOI, "sample")
+        try:
+            AreaOfInterest.check_spec(aoi)
+        except ValueError as err:
+            raise ValueError(f"{ENV_AOI}: {err}") from None
         config_dir = os.environ.get(ENV_CONFIG_DIR)
         return cls(
             data_dir=Path(os.environ.get(ENV_DATA_DIR, "data")).absolute(),
-            aoi=os.environ.get(ENV_AOI, "sample"),
+            aoi=aoi,
             **({"config_dir": Path(config_dir).absolute()} if config_dir else {}),
         )

@@ -21,7 +21,9 @@ model_partitions = dg.MultiPartitionsDefinition(
     {"grid_level": grid_partitions, "experiment": experiment_partitions}
 )
 
-arctic_year_partitions = dg.DynamicPartitionsDefinition(name="arctic_year")
+#: The name of the dynamic partitions of Arctic years on the instance.
+ARCTIC_YEAR = "arctic_year"
+arctic_year_partitions = dg.DynamicPartitionsDefinition(name=ARCTIC_YEAR)
 """Arctic years (1 Oct Y-1 .. 30 Sep Y) keyed ``"Y"``, the year in which they end.
 
 Dynamic because a year becomes a partition only once it has ended and ERA5 has published it:

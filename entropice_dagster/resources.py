@@ -1,7 +1,16 @@
-"""Resources: where data lives, which area to cover, and how the grids and water mask are built.
+"""Resources: where data lives, which area to cover, how the grids and water mask are built,
+and which client brings each source's files.
 
 Defaults and field descriptions come from the core pydantic models, so the Dagster UI shows the
-same documentation as the library and the two cannot drift apart.
+same documentation as the library and the two cannot drift apart. Each resource class is
+registered under the key its name spells (``GridSettingsResource`` as ``grid_settings``).
+
+Every downloading source (``cds``, ``arcticdem_source``, ``darts_source``) has a ``client``
+field: ``offline`` uses the files already under its folder (the sample region, or a mirror)
+and fails with one line naming what is absent; the real client downloads. Secrets are resource
+fields filled by ``dg.EnvVar`` (``CdsResource(client="cds", key=dg.EnvVar("CDSAPI_KEY"))``),
+so run configs and the UI show the variable's name, never its value; the core never reads them
+from the environment.
 """
 
 import os
@@ -9,24 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
-from entropice_core.ingest.arcticdem import (
-    FetchedTiles,
-    fetch_tiles,
-    find_tiles,
-    read_tile_index,
-    tile_rowcol,
-)
-from entropice_core.ingest.darts import find_darts_files
-from entropice_core.ingest.era5 import (
-    DownloadReport,
-    Era5DownloadConfig,
-    cds_area,
-    cds_client,
-    download_arctic_year,
-)
+from entropice_core.ingest import arcticdem, darts, era5
+from entropice_core.ingest.arcticdem import FetchedTiles, find_tiles, read_tile_index
+from entropice_core.ingest.era5 import DownloadReport, Era5DownloadConfig
 from entropice_core.io.download import DownloadConfig
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
@@ -41,7 +38,7 @@ _GRID = GridCellsConfig()
 _WATER = WatermaskConfig()
 
 
-def _describe(model: type, field: str) -> str:
+def _describe(model: type[BaseModel], field: str) -> str | None:
     return model.model_fields[field].description
 
 
@@ -67,12 +64,17 @@ class AreaOfInterestResource(dg.ConfigurableResource):
         "or the path of a vector file (GeoParquet, GeoPackage, GeoJSON, ...).",
     )
 
+    @field_validator("aoi")
+    @classmethod
+    def _form(cls, value: str) -> str:
+        return AreaOfInterest.check_spec(value)
+
     def area(self) -> AreaOfInterest:
         """Parse the spec; a bad spec fails here with the core's explanation."""
         return AreaOfInterest.parse(self.aoi)
 
 
-class GridCellsResource(dg.ConfigurableResource):
+class GridSettingsResource(dg.ConfigurableResource):
     """How grid cells are built (maps onto ``GridCellsConfig``)."""
 
     min_land_fraction: float = Field(
@@ -91,7 +93,7 @@ class GridCellsResource(dg.ConfigurableResource):
         )
 
 
-class WatermaskResource(dg.ConfigurableResource):
+class WatermaskSourceResource(dg.ConfigurableResource):
     """Where water polygons come from (maps onto ``WatermaskConfig``)."""
 
     source: Literal["global-land-mask", "file"] = Field(
@@ -104,17 +106,24 @@ class WatermaskResource(dg.ConfigurableResource):
     )
 
     def config(self) -> WatermaskConfig:
-        return WatermaskConfig(source=self.source, path=self.path, tile_deg=self.tile_deg)
+        path = Path(self.path) if self.path is not None else None
+        return WatermaskConfig(source=self.source, path=path, tile_deg=self.tile_deg)
 
 
 class DartsSourceResource(dg.ConfigurableResource):
-    """Where the DARTS release lies: a folder of GeoPackage/GeoParquet files.
+    """Where the DARTS release lies and which client brings it: a folder of GeoPackage or
+    GeoParquet files (default ``DATA_DIR/sources/darts``, where the sample region writes its
+    DARTS-schema files).
 
-    Empty ``folder`` means ``DATA_DIR/sources/darts``, where the sample region writes its
-    DARTS-schema files; for real runs download the release (NSF Arctic Data Center,
-    doi:10.18739/A22B8VD7C) and point ``folder`` at it.
+    ``client='offline'`` reads the folder only; ``'arcticdata'`` downloads the release files
+    matching ``pattern`` from the NSF Arctic Data Center (doi:10.18739/A22B8VD7C) into it first.
     """
 
+    client: Literal["offline", "arcticdata"] = Field(
+        default="offline",
+        description="'offline': the files in `folder` only; 'arcticdata': download missing "
+        "release files from the NSF Arctic Data Center (or the mirror at `base_url`).",
+    )
     folder: str = Field(
         default="", description="Folder with the DARTS files (default DATA_DIR/sources/darts)."
     )
@@ -123,10 +132,37 @@ class DartsSourceResource(dg.ConfigurableResource):
         description="Glob of the files to read: '*level2.*' for the annual product, "
         "'*level1.*' for per-image footprints (dissolved per year).",
     )
+    base_url: str = Field(
+        default=darts.ADC_URL,
+        description="DataONE member-node API of the Arctic Data Center (client 'arcticdata').",
+    )
+    retries: int = Field(default=5, ge=0, description="Download retries per file.")
+
+    def root(self, data_dir: Path) -> Path:
+        return Path(self.folder) if self.folder else data_dir / "sources" / "darts"
+
+    def darts_client(self) -> darts.DartsClient:
+        """The client ``client`` names."""
+        if self.client == "offline":
+            return darts.OfflineDartsClient(
+                _offline_how(
+                    "darts_source", "arcticdata", "NSF Arctic Data Center, doi:10.18739/A22B8VD7C"
+                )
+            )
+        return darts.ArcticDataCenterDartsClient(
+            self.base_url, config=DownloadConfig(retries=self.retries)
+        )
 
     def files(self, data_dir: Path) -> list[Path]:
-        folder = Path(self.folder) if self.folder else data_dir / "sources" / "darts"
-        return find_darts_files(folder, self.pattern)
+        """The release files to read (downloaded first by the 'arcticdata' client)."""
+        return self.darts_client().files(self.root(data_dir), self.pattern)
+
+
+def _offline_how(key: str, real: str, origin: str) -> str:
+    return (
+        f"set the {key} resource's client={real!r} to download them ({origin}), point its "
+        "folder at a mirror in the same layout, or run `make demo` for the sample region"
+    )
 
 
 class DaskResource(dg.ConfigurableResource):
@@ -232,21 +268,24 @@ class DaskResource(dg.ConfigurableResource):
 
 class ArcticDEMSourceResource(dg.ConfigurableResource):
     """Where the ArcticDEM v4.1 32 m mosaic tiles lie (``{row}_{col}/..._32m_v4.1_dem.tif``)
-    and where missing ones are downloaded from.
+    and which client brings them.
 
     Empty ``folder`` means ``DATA_DIR/sources/arcticdem``, where the sample region writes its
-    tiles. With ``base_url`` set, tiles of the area that are not on disk are downloaded from
-    it (the PGC bucket: ``entropice_core.ingest.arcticdem.BASE_URL``, or a mirror); empty
-    means use the tiles on disk only.
+    tiles. ``client='offline'`` uses the tiles on disk; ``'pgc'`` downloads the missing tiles
+    of the area from ``base_url`` (the public PGC bucket, or a mirror).
     """
 
+    client: Literal["offline", "pgc"] = Field(
+        default="offline",
+        description="'offline': the tiles in `folder` only; 'pgc': download missing tiles "
+        "from `base_url`.",
+    )
     folder: str = Field(
         default="", description="Folder of the tile folders (default DATA_DIR/sources/arcticdem)."
     )
     base_url: str = Field(
-        default="",
-        description="Download missing tiles from here (e.g. https://pgc-opendata-dems.s3."
-        "us-west-2.amazonaws.com/arcticdem/mosaics/v4.1/32m); empty: use the tiles on disk.",
+        default=arcticdem.BASE_URL,
+        description="Where client 'pgc' downloads tiles from (the PGC bucket, or a mirror).",
     )
     index_path: str = Field(
         default="",
@@ -263,22 +302,22 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
     def root(self, data_dir: Path) -> Path:
         return Path(self.folder) if self.folder else data_dir / "sources" / "arcticdem"
 
-    def fetch(self, data_dir: Path, area: AreaOfInterest) -> FetchedTiles:
-        """Tiles for the area on disk, downloading missing ones when ``base_url`` is set."""
-        bbox = area.geometry.bounds
-        if not self.base_url:
-            present, missing = find_tiles(self.root(data_dir), bbox)
-            return FetchedTiles(present, [tile_rowcol(p) for p in missing], [])
-        index = read_tile_index(self.index_path) if self.index_path else None
-        return fetch_tiles(
-            bbox,
-            self.root(data_dir),
+    def arcticdem_client(self) -> arcticdem.ArcticDEMClient:
+        """The client ``client`` names."""
+        if self.client == "offline":
+            return arcticdem.OfflineArcticDEMClient(
+                _offline_how("arcticdem_source", "pgc", "PGC ArcticDEM v4.1 32 m mosaic")
+            )
+        return arcticdem.PgcArcticDEMClient(
             self.base_url,
-            index,
+            read_tile_index(self.index_path) if self.index_path else None,
             DownloadConfig(retries=self.retries),
-            show_progress=False,
             stac=self.stac,
         )
+
+    def fetch(self, data_dir: Path, area: AreaOfInterest) -> FetchedTiles:
+        """Tiles for the area on disk, downloading missing ones with the 'pgc' client."""
+        return self.arcticdem_client().fetch(area.geometry.bounds, self.root(data_dir))
 
     def tiles(self, data_dir: Path, area: AreaOfInterest) -> tuple[list[Path], list[Path]]:
         """(present, missing) tiles on disk for the area; see ``find_tiles``."""
@@ -286,21 +325,38 @@ class ArcticDEMSourceResource(dg.ConfigurableResource):
 
 
 _CDS = Era5DownloadConfig()
+#: Environment variables the project's CDS resource reads its credentials from (dg.EnvVar).
+ENV_CDS_URL = "CDSAPI_URL"
+ENV_CDS_KEY = "CDSAPI_KEY"
 
 
 class CdsResource(dg.ConfigurableResource):
-    """ERA5 downloads from the Copernicus Climate Data Store (cdsapi), resumable.
+    """ERA5 hourly files: downloaded from the Copernicus Climate Data Store (client 'cds',
+    resumable) or taken from the folder (client 'offline': the sample region, or a mirror).
 
-    Credentials come from CDSAPI_URL / CDSAPI_KEY or ~/.cdsapirc (as cdsapi reads them) and are
-    never logged or stored in the run config. ``offline`` only checks the files already under
-    ``folder`` (the sample region, or a mirror) and never contacts the CDS.
+    Credentials: ``key`` (and ``url``) as ``dg.EnvVar("CDSAPI_KEY")`` / ``dg.EnvVar(
+    "CDSAPI_URL")``; left empty, cdsapi reads ``~/.cdsapirc``. The key is never logged, shown
+    in the resource's repr or written to metadata.
     """
 
+    client: Literal["offline", "cds"] = Field(
+        default="offline",
+        description="'offline': the month files in `folder` only, never contacting the CDS; "
+        "'cds': download what is absent or incomplete.",
+    )
+    url: str = Field(
+        default="",
+        description="CDS API URL (set it with dg.EnvVar('CDSAPI_URL')); empty: "
+        f"{era5.CDS_URL} with `key`, else cdsapi's lookup.",
+    )
+    key: str = Field(
+        default="",
+        repr=False,
+        description="CDS personal access token: set it with dg.EnvVar('CDSAPI_KEY'), never "
+        "as a literal; empty: cdsapi reads ~/.cdsapirc.",
+    )
     folder: str = Field(
         default="", description="Where the month files go (default DATA_DIR/sources/era5)."
-    )
-    offline: bool = Field(
-        default=False, description="Use the files present only; never contact the CDS."
     )
     max_fields: int = Field(
         default=_CDS.max_fields, description=_describe(Era5DownloadConfig, "max_fields")
@@ -316,34 +372,57 @@ class CdsResource(dg.ConfigurableResource):
     def root(self, data_dir: Path) -> Path:
         return Path(self.folder) if self.folder else data_dir / "sources" / "era5"
 
+    def era5_client(self) -> era5.Era5Client:
+        """The client ``client`` names (credentials are checked on its first download)."""
+        if self.client == "offline":
+            return era5.OfflineEra5Client(
+                _offline_how("cds", "cds", "Copernicus Climate Data Store")
+            )
+        key = SecretStr(self.key) if self.key else None
+        credentials = era5.CdsCredentials(url=self.url or None, key=key)
+        return era5.CdsEra5Client(credentials)
+
     def download(
         self, data_dir: Path, year: int, area: AreaOfInterest, log: Any = print
     ) -> DownloadReport:
         """Fetch (or, offline, check) the files of one Arctic year over ``area``."""
         config = Era5DownloadConfig(
-            area=cds_area(area.geometry.bounds),
+            area=era5.cds_area(area.geometry.bounds),
             max_fields=self.max_fields,
             max_values=self.max_values,
             retries=self.retries,
             backoff_s=self.backoff_s,
         )
-        client = None if self.offline else cds_client()
-        return download_arctic_year(client, self.root(data_dir), year, config, log=log)
+        return self.era5_client().fetch_year(self.root(data_dir), year, config, log=log)
+
+
+def _from_env(name: str) -> Any:
+    """``dg.EnvVar(name)`` where the variable is set (resolved at run time, its value never in
+    the run config), else empty: the field's fallback (cdsapi's ~/.cdsapirc) applies."""
+    return dg.EnvVar(name) if name in os.environ else ""
 
 
 def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
-    """Every resource the assets use, with defaults, for one data directory and area."""
+    """Every resource the assets use, keyed by the names their classes spell, for one data
+    directory and area. The sample region uses the offline clients; any other area the real
+    ones, with the CDS credentials from CDSAPI_KEY / CDSAPI_URL (or ~/.cdsapirc)."""
+    sample = AreaOfInterest.check_spec(aoi) == "sample"
+    cds = (
+        CdsResource(client="offline")
+        if sample
+        else CdsResource(client="cds", url=_from_env(ENV_CDS_URL), key=_from_env(ENV_CDS_KEY))
+    )
     return {
         GEOPARQUET_IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(data_dir)),
         ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(data_dir)),
         EXPERIMENT_IO_MANAGER_KEY: ExperimentIOManager(data_dir=str(data_dir)),
         "data_dir": DataDirResource(path=str(data_dir)),
         "area_of_interest": AreaOfInterestResource(aoi=aoi),
-        "grid_settings": GridCellsResource(),
-        "watermask_source": WatermaskResource(),
-        "darts_source": DartsSourceResource(),
-        "arcticdem_source": ArcticDEMSourceResource(),
-        "cds": CdsResource(offline=aoi == "sample"),
+        "grid_settings": GridSettingsResource(),
+        "watermask_source": WatermaskSourceResource(),
+        "darts_source": DartsSourceResource(client="offline" if sample else "arcticdata"),
+        "arcticdem_source": ArcticDEMSourceResource(client="offline" if sample else "pgc"),
+        "cds": cds,
         # the sample region is small: worker threads in the run's process start in a moment
-        "dask": DaskResource(processes=aoi != "sample"),
+        "dask": DaskResource(processes=not sample),
     }

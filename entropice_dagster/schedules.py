@@ -20,7 +20,7 @@ import dagster as dg
 
 from entropice_core.ingest.era5 import latest_published_arctic_year
 from entropice_dagster.jobs import era5_arctic_year
-from entropice_dagster.partitions import arctic_year_partitions
+from entropice_dagster.partitions import ARCTIC_YEAR
 
 #: First Arctic year registered by the schedule (the architecture's partitions start in 2000).
 FIRST_ARCTIC_YEAR = 2000
@@ -41,9 +41,9 @@ def refresh_requests(
     """The run requests of one tick at ``now`` (see the module docstring)."""
     year = latest_published_arctic_year(now)
     keys = [str(y) for y in range(first_year, year + 1)]
-    known = set(instance.get_dynamic_partitions(arctic_year_partitions.name))
+    known = set(instance.get_dynamic_partitions(ARCTIC_YEAR))
     if missing := [k for k in keys if k not in known]:
-        instance.add_dynamic_partitions(arctic_year_partitions.name, missing)
+        instance.add_dynamic_partitions(ARCTIC_YEAR, missing)
     newest = _materialized_at(instance, "era5_yearly", str(year))
     if newest is None:
         return [

@@ -198,3 +198,20 @@ def test_stac_items_name_the_files_and_a_tile_without_item_is_missing(bucket, tm
     assert result.missing == [(other_row, other_col)]
     assert sha256(result.present[0]) == sha256(tiles[0])
     assert (result.present[0].parent / item.name).exists()  # kept for offline reruns
+
+
+def test_the_pgc_client_of_the_resource_downloads_and_the_offline_one_reuses(bucket, tmp_path):
+    from entropice_core.config import AreaOfInterest
+    from entropice_dagster.resources import ArcticDEMSourceResource
+
+    root, tiles = bucket
+    area, folder = AreaOfInterest.sample_region(), tmp_path / "tiles"
+    with serve(root) as (server, url):
+        pgc = ArcticDEMSourceResource(client="pgc", base_url=url, folder=str(folder), retries=1)
+        fetched = pgc.fetch(tmp_path, area)
+    assert sorted(map(sha256, fetched.downloaded)) == sorted(map(sha256, tiles))
+    assert len(server.ranges) == len(tiles_for(SAMPLE_REGION_BBOX))  # every tile asked once
+    # offline, the same folder serves as a mirror: nothing downloaded, the same tiles found
+    offline = ArcticDEMSourceResource(folder=str(folder)).fetch(tmp_path, area)
+    assert sorted(offline.present) == sorted(fetched.present) and not offline.downloaded
+    assert sorted(offline.missing) == sorted(fetched.missing)

@@ -18,7 +18,7 @@ from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.resources import (
     AreaOfInterestResource,
     DataDirResource,
-    GridCellsResource,
+    GridSettingsResource,
 )
 
 KEYS = GRAPH_LEVELS
@@ -103,7 +103,7 @@ def test_direct_asset_call(materialised, tmp_path: Path) -> None:
             context=dg.build_asset_context(partition_key="h3_3"),
             watermask=read_geoparquet(data_dir / "watermask" / "watermask.parquet"),
             area_of_interest=AreaOfInterestResource(aoi="sample"),
-            grid_settings=GridCellsResource(),
+            grid_settings=GridSettingsResource(),
             data_dir=DataDirResource(path=str(tmp_path)),
         )
     )

@@ -148,7 +148,7 @@ def test_missing_credentials_say_how_to_set_them(monkeypatch, tmp_path: Path) ->
     monkeypatch.delenv("CDSAPI_KEY", raising=False)
     monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "absent-cdsapirc"))
     with pytest.raises(era5.CdsCredentialsError, match=r"CDSAPI_KEY=.*~/.cdsapirc"):
-        era5.cds_client()
+        era5.cds_api()
 
 
 def test_old_style_key_is_refused_without_showing_it(monkeypatch) -> None:

@@ -235,17 +235,24 @@ def test_xarray_form_round_trips_through_zarr_with_the_same_fingerprint(tmp_path
 def test_device_arrays() -> None:
     values = np.arange(6, dtype=np.float32).reshape(3, 2)
     assert isinstance(as_device_array(values), np.ndarray)
-    for device, module in (("cuda", "cupy"), ("torch", "torch")):
+    assert isinstance(as_device_array(values, "cpu", "numpy"), np.ndarray)
+    for device, backend in (("cuda", None), ("cuda", "torch"), ("cpu", "torch")):
+        module = backend or "cupy"
         if importlib.util.find_spec(module) is None:  # the CPU install: say what to install
             with pytest.raises(ImportError, match="gpu extra"):
-                as_device_array(values, device)
+                as_device_array(values, device, backend)
             continue
         try:
-            on_device = as_device_array(values, device)
+            array = as_device_array(values, device, backend)
         except RuntimeError as err:  # the gpu extra without a usable GPU
             pytest.skip(f"{module} is installed but has no GPU: {err}")
-        back = on_device.get() if module == "cupy" else on_device.cpu().numpy()
-        assert not isinstance(on_device, np.ndarray)
+        assert type(array).__module__.split(".")[0] == module
+        back = array.get() if module == "cupy" else array.cpu().numpy()
         np.testing.assert_array_equal(back, values)
-    with pytest.raises(ValueError, match="unknown device"):
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
         as_device_array(values, "tpu")
+    # the old mixed vocabulary is refused, not guessed: backends are not devices
+    with pytest.raises(ValueError, match="unknown device 'cupy'"):
+        as_device_array(values, "cupy")
+    with pytest.raises(ValueError, match="'numpy' cannot run on device 'cuda'"):
+        as_device_array(values, "cuda", "numpy")

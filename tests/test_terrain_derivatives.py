@@ -244,3 +244,13 @@ def test_the_array_code_of_the_gpu_path_equals_the_cpu_kernels():
     array = _block(padded, halo, RES, RES, config, np)
     # both float32, the kernels take neighbour differences first: rounding differs
     np.testing.assert_allclose(array, kernels, rtol=1e-4, atol=2e-3, equal_nan=True)
+
+
+def test_backends_use_the_project_vocabulary():
+    from entropice_core.config import resolve_backend
+
+    assert TerrainConfig().backend == resolve_backend("cpu") == "numpy"
+    assert TerrainConfig(backend=resolve_backend("cuda")).backend == "cupy"
+    for name in ("torch", "cuda", "gpu"):  # a device name is not a backend
+        with pytest.raises(ValueError, match="numpy, cupy"):
+            TerrainConfig(backend=name)

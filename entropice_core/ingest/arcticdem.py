@@ -5,17 +5,20 @@ nodata -9999, EPSG:3413, 100 km tiles named ``{row}_{col}`` with row = floor((y 
 100 km) + 1 and col likewise from x, 3125 x 3125 pixels at 32 m, stored as
 ``{row}_{col}/{row}_{col}_32m_v4.1_dem.tif``. The sample region writes the same layout.
 
-Access: the tiles of an area come from the index arithmetic, optionally restricted to the
-tiles a PGC tile index lists (``ArcticDEM_Mosaic_Index_latest_gpqt.zip``, read offline), and
-are fetched from ``{base_url}/{row}_{col}/{row}_{col}_32m_v4.1_dem.tif``: the PGC open-data
-bucket by default, any HTTP server or mirror otherwise. Each tile is resumed, size-checked and
-opened with rasterio before it takes its place (``entropice_core.io.download``).
+Access goes through an :class:`ArcticDEMClient`: :class:`PgcArcticDEMClient` takes the tiles
+of an area from the index arithmetic, optionally restricted to the tiles a PGC tile index lists
+(``ArcticDEM_Mosaic_Index_latest_gpqt.zip``, read offline), and fetches them from
+``{base_url}/{row}_{col}/{row}_{col}_32m_v4.1_dem.tif``: the PGC open-data bucket by default,
+any HTTP server or mirror otherwise. Each tile is resumed, size-checked and opened with rasterio
+before it takes its place (``entropice_core.io.download``). :class:`OfflineArcticDEMClient`
+uses the tiles on disk only.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -31,7 +34,13 @@ from pyproj import Transformer
 from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from entropice_core.config import GridSpec
-from entropice_core.io.download import DownloadConfig, NotOnServer, download
+from entropice_core.io.download import (
+    DownloadConfig,
+    MissingSourceFiles,
+    NotOnServer,
+    SourceClient,
+    download,
+)
 from entropice_core.io.vector import read_vector
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
 from entropice_core.spatial.watermask import water_raster
@@ -175,6 +184,74 @@ def fetch_tiles(
                 downloaded.append(path)
             present.append(path)
     return FetchedTiles(present, missing, downloaded)
+
+
+#: How to get ArcticDEM tiles an offline client lacks.
+OFFLINE_HOW = (
+    "download them with the PGC client (PgcArcticDEMClient; in Dagster set the "
+    "arcticdem_source resource's client='pgc'), copy them from a mirror in the same "
+    "{row}_{col}/ layout, or run `make demo` for the sample region"
+)
+
+
+class ArcticDEMClient(SourceClient):
+    """Brings the 32 m tiles covering a lon/lat box into a folder (layout: :func:`tile_path`)."""
+
+    @abstractmethod
+    def fetch(self, bbox: tuple[float, float, float, float], folder: str | Path) -> FetchedTiles:
+        """Tiles of ``bbox`` under ``folder``: present, missing (the release lacks them or,
+        offline, they are not there) and newly downloaded."""
+
+
+class PgcArcticDEMClient(ArcticDEMClient):
+    """Downloads missing tiles over HTTPS from the PGC bucket (or a mirror at ``base_url``);
+    see :func:`fetch_tiles`. The bucket is public: no credentials."""
+
+    name = "pgc"
+    offline = False
+
+    def __init__(
+        self,
+        base_url: str = BASE_URL,
+        index: set[tuple[int, int]] | None = None,
+        config: DownloadConfig = DownloadConfig(),
+        stac: bool = False,
+        show_progress: bool = False,
+    ) -> None:
+        if not base_url:
+            raise ValueError(
+                "PgcArcticDEMClient needs a base_url (the PGC bucket: "
+                f"{BASE_URL}, or a mirror); use OfflineArcticDEMClient for the tiles on disk"
+            )
+        self.base_url, self.index, self.config = base_url, index, config
+        self.stac, self.show_progress = stac, show_progress
+
+    def fetch(self, bbox, folder) -> FetchedTiles:
+        return fetch_tiles(
+            bbox, folder, self.base_url, self.index, self.config, self.show_progress, self.stac
+        )
+
+
+class OfflineArcticDEMClient(ArcticDEMClient):
+    """Uses the tiles already under the folder (the sample region, or a mirror).
+
+    Tiles of the box that are absent are reported missing (the release has none over open
+    ocean, so some may be absent by design); no tile at all raises
+    :class:`MissingSourceFiles` naming the expected path and ``how`` to get the tiles.
+    """
+
+    name = "offline"
+    offline = True
+
+    def __init__(self, how: str = OFFLINE_HOW) -> None:
+        self._how = how
+
+    def fetch(self, bbox, folder) -> FetchedTiles:
+        paths = [tile_path(Path(folder), row, col) for row, col in tiles_for(bbox)]
+        present = [p for p in paths if p.exists()]
+        if not present:
+            raise MissingSourceFiles(f"ArcticDEM 32 m tiles for {bbox}", folder, paths, self._how)
+        return FetchedTiles(present, [tile_rowcol(p) for p in paths if not p.exists()], [])
 
 
 def project_lonlat_box(bbox: tuple[float, float, float, float]) -> shapely.Polygon:

@@ -5,7 +5,9 @@ level-2 (one polygon per RTS and year, e.g. ``DARTS_NitzeEtAl_v1-2_features_2018
 .gpkg``), level-1 (one polygon per RTS and image, with the image date; dissolved per year
 here) and hand-drawn training labels (``TrainingLabel*.gpkg`` with ``image_id`` and an
 ``ImageFootprints*.gpkg`` beside them that dates each image), as GeoPackage or GeoParquet. Only
-``geometry`` and a year (or date) are required; areas are always recomputed.
+``geometry`` and a year (or date) are required; areas are always recomputed. The files come
+through a :class:`DartsClient`: :class:`ArcticDataCenterDartsClient` downloads them, and
+:class:`OfflineDartsClient` uses a folder already holding them (the sample region, a copy).
 
 Labels per cell and year: ``rts_count`` (footprints whose representative point lies in the
 cell), ``rts_area_km2`` (exact overlay area), ``rts_density`` (count per 1000 km^2 of land) and
@@ -18,6 +20,12 @@ is the union of its footprints; a slump seen in 2019 that grew by 2023 is one sl
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import json
+import urllib.parse
+import urllib.request
+from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
@@ -30,6 +38,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from entropice_core.config import GridSpec
+from entropice_core.io.download import DownloadConfig, MissingSourceFiles, SourceClient, download
 from entropice_core.io.vector import read_vector
 from entropice_core.spatial.overlay import equal_area_crs, overlay_cells
 
@@ -107,6 +116,25 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
     Invalid geometries are repaired (``make_valid``) and counted in ``frame.attrs["repaired"]``;
     empty or non-polygonal features are dropped and counted in ``attrs["dropped"]``. Level-1
     files (one footprint per image) are dissolved per year into one polygon per slump.
+
+    Parameters
+    ----------
+    path : str or Path
+        GeoPackage or GeoParquet file of a DARTS product or of training labels.
+    max_year : int, optional
+        Latest plausible year; defaults to the current year.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Columns year, area_m2, source and geometry (EPSG:4326), with ``attrs`` repaired,
+        dropped and path.
+
+    Raises
+    ------
+    ValueError
+        If a feature has no year or one outside ``FIRST_YEAR``-``max_year``, or the file
+        has neither a year nor a date column.
     """
     path = Path(path)
     frame = _read_vector(path)
@@ -154,7 +182,18 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
 
 
 def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Merge overlapping footprints of the same year (level-1 images of one slump)."""
+    """Merge overlapping footprints of the same year (level-1 images of one slump).
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints with year, source and geometry columns.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One polygon per connected union of a year's footprints, with year, source and geometry.
+    """
     parts = []
     for year, group in footprints.groupby("year", sort=True):
         merged = shapely.get_parts(shapely.union_all(group.geometry.to_numpy()))
@@ -172,8 +211,28 @@ def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
-    """DARTS files in ``folder`` matching ``pattern``; of a GeoParquet/GeoPackage pair with
-    the same name the GeoParquet is taken (same content, faster to read)."""
+    """List the DARTS files in ``folder`` matching ``pattern``.
+
+    Of a GeoParquet/GeoPackage pair with the same name the GeoParquet is taken (same content,
+    faster to read).
+
+    Parameters
+    ----------
+    folder : str or Path
+        Folder holding the release files.
+    pattern : str
+        Glob pattern of the file names; only ``.parquet`` and ``.gpkg`` files count.
+
+    Returns
+    -------
+    list of Path
+        The matching files, sorted, one per name stem.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` does not exist or holds no matching file.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -183,7 +242,7 @@ def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Pat
     found = sorted(
         p for p in folder.glob(pattern) if p.suffix in {".parquet", ".gpkg"} and p.is_file()
     )
-    by_stem = {}
+    by_stem: dict[str, Path] = {}
     for path in found:
         if path.stem not in by_stem or path.suffix == ".parquet":
             by_stem[path.stem] = path
@@ -195,8 +254,202 @@ def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Pat
     return sorted(by_stem.values())
 
 
+#: The NSF Arctic Data Center's DataONE member-node API, and the DARTS package in it.
+ADC_URL = "https://arcticdata.io/metacat/d1/mn/v2"
+DARTS_PACKAGE = "doi:10.18739/A22B8VD7C"
+#: How to get DARTS files an offline client lacks.
+OFFLINE_HOW = (
+    "download the release from the NSF Arctic Data Center (doi:10.18739/A22B8VD7C) into that "
+    "folder, or use the Arctic Data Center client (ArcticDataCenterDartsClient; in Dagster set "
+    "the darts_source resource's client='arcticdata'), or run `make demo` for the sample region"
+)
+#: First bytes of the formats read here (a cheap check that a download is the right file).
+_MAGIC = {".gpkg": b"SQLite format 3\x00", ".parquet": b"PAR1"}
+
+
+class DartsClient(SourceClient):
+    """Brings the DARTS release files matching a pattern into a folder."""
+
+    @abstractmethod
+    def files(self, folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+        """Return the release files in ``folder`` matching ``pattern``.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the file names, e.g. ``"*level2.*"``.
+
+        Returns
+        -------
+        list of Path
+            The matching files (see :func:`find_darts_files`).
+        """
+
+
+class OfflineDartsClient(DartsClient):
+    """Uses the files already in the folder (the sample region, or a copy of the release).
+
+    None matching raises :class:`MissingSourceFiles` naming the folder, pattern and ``how``.
+    """
+
+    name = "offline"
+    offline = True
+
+    def __init__(self, how: str = OFFLINE_HOW) -> None:
+        self._how = how
+
+    def files(self, folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+        """Return the matching release files already in ``folder``.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the file names, e.g. ``"*level2.*"``.
+
+        Returns
+        -------
+        list of Path
+            The matching files (see :func:`find_darts_files`).
+
+        Raises
+        ------
+        MissingSourceFiles
+            If ``folder`` holds no matching ``.gpkg`` or ``.parquet`` file.
+        """
+        folder = Path(folder)
+        if not folder.is_dir() or not any(
+            p.suffix in _MAGIC for p in folder.glob(pattern) if p.is_file()
+        ):
+            raise MissingSourceFiles(
+                f"DARTS release ({pattern!r})", folder, [folder / pattern], self._how
+            )
+        return find_darts_files(folder, pattern)
+
+
+def _check_darts_file(suffix: str) -> Callable[[Path], None]:
+    def check(path: Path) -> None:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if not head.startswith(_MAGIC[suffix]):
+            raise ValueError(f"it does not start like a {suffix} file")
+
+    return check
+
+
+class ArcticDataCenterDartsClient(DartsClient):
+    """Downloads the release files from the NSF Arctic Data Center (public, no credentials).
+
+    The package's files are listed through the DataONE member-node query API (the Solr index:
+    objects whose ``resourceMap`` is ``resource_map_<package>``) and fetched from
+    ``{base_url}/object/{identifier}`` with resume and retries (``io.download``). Files already
+    in the folder are kept. ``base_url`` may point at a mirror serving the same two endpoints.
+    """
+
+    name = "arcticdata"
+    offline = False
+
+    def __init__(
+        self,
+        base_url: str = ADC_URL,
+        package: str = DARTS_PACKAGE,
+        config: DownloadConfig = DownloadConfig(),
+    ) -> None:
+        self.base_url, self.package, self.config = base_url.rstrip("/"), package, config
+
+    def listing(self) -> dict[str, str]:
+        """List the package's files.
+
+        Returns
+        -------
+        dict of str to str
+            ``{file name: object identifier}`` of the package's files.
+
+        Raises
+        ------
+        ConnectionError
+            If the query API cannot be reached or answers something unreadable.
+        """
+        query = urllib.parse.urlencode(
+            {
+                "q": f'resourceMap:"resource_map_{self.package}"',
+                "fl": "identifier,fileName",
+                "rows": 10000,
+                "wt": "json",
+            }
+        )
+        url = f"{self.base_url}/query/solr/?{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.config.timeout_s) as response:
+                docs = json.load(response)["response"]["docs"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ConnectionError(
+                f"could not list the DARTS package {self.package} at {self.base_url} ({err}); "
+                f"check the connection, or {OFFLINE_HOW}"
+            ) from err
+        return {d["fileName"]: d["identifier"] for d in docs if d.get("fileName")}
+
+    def files(self, folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+        """Download the matching release files ``folder`` lacks, then list them.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the file names, e.g. ``"*level2.*"``.
+
+        Returns
+        -------
+        list of Path
+            The matching files (see :func:`find_darts_files`).
+
+        Raises
+        ------
+        FileNotFoundError
+            If the package lists no matching ``.gpkg`` or ``.parquet`` file.
+        """
+        folder = Path(folder)
+        listing = self.listing()
+        wanted = {
+            name: pid
+            for name, pid in listing.items()
+            if fnmatch.fnmatch(name, pattern) and Path(name).suffix in _MAGIC
+        }
+        if not wanted:
+            raise FileNotFoundError(
+                f"the DARTS package {self.package} lists no .gpkg/.parquet file matching "
+                f"{pattern!r}; it lists {sorted(listing)[:10]}"
+            )
+        for name, pid in sorted(wanted.items()):
+            target = folder / name
+            if not target.exists():
+                url = f"{self.base_url}/object/{urllib.parse.quote(pid, safe='')}"
+                download(url, target, self.config, _check_darts_file(target.suffix))
+        return find_darts_files(folder, pattern)
+
+
 def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
-    """Read and concatenate several DARTS files (e.g. regions or products) into footprints."""
+    """Read and concatenate several DARTS files (e.g. regions or products) into footprints.
+
+    Parameters
+    ----------
+    paths : list of Path
+        DARTS files (see :func:`read_footprints`).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The footprints of all files, with ``attrs`` repaired and dropped summed over them.
+
+    Raises
+    ------
+    ValueError
+        If ``paths`` is empty.
+    """
     if not paths:
         raise ValueError("no DARTS files given; point the darts source at a file or folder")
     frames = [read_footprints(p) for p in paths]
@@ -209,7 +462,18 @@ def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
 
 
 def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
-    """One id per slump: footprints connected by overlap across any years share an id."""
+    """Give one id per slump: footprints connected by overlap across any years share an id.
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints of any years.
+
+    Returns
+    -------
+    numpy.ndarray
+        Slump id (0 to n_slumps - 1) of each footprint, in row order.
+    """
     geoms = footprints.geometry.to_numpy()
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     graph = coo_array((np.ones(len(left)), (left, right)), shape=(len(geoms), len(geoms)))
@@ -218,7 +482,7 @@ def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
 
 
 def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
-    """Per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
+    """Compute per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
 
     ``footprints`` are as :func:`read_footprints` returns them: their ``area_m2`` (recomputed
     in the equal-area CRS at ingest) is the area of each footprint that lies inside one cell;
@@ -227,6 +491,22 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
     Every cell of ``cells`` is present (zero where no RTS was mapped), so the labels hold the
     negatives that training needs. Note that a zero also means "not observed" where a DARTS
     year does not cover the cell.
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints with year and geometry (and optionally area_m2) columns.
+    cells : geopandas.GeoDataFrame
+        Grid cells with cell_id, geometry and land_area_km2 columns.
+    spec : GridSpec
+        Grid of ``cells``; gives the xdggs attrs of ``cell_ids``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``rts_count``, ``rts_area_km2``, ``rts_density`` and ``rts_coverage`` over
+        (cell_ids, year), their ``*_all_years`` aggregates over cell_ids, and
+        ``land_area_km2``.
     """
     years = np.sort(footprints["year"].unique()).astype(np.int16)
     n_cells = len(cells)
@@ -289,7 +569,7 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
         "land_area_km2": "km2",
     }
     for name, variable in dataset.data_vars.items():
-        variable.attrs["units"] = units[name.removesuffix("_all_years")]
+        variable.attrs["units"] = units[str(name).removesuffix("_all_years")]
     dataset.attrs.update(
         source="DARTS RTS footprints",
         grid=spec.key,
@@ -299,11 +579,23 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
 
 
 def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> float:
-    """Total footprint area inside the cells, by another route than :func:`rts_labels`.
+    """Measure the total footprint area inside the cells, by another route than :func:`rts_labels`.
 
     The footprints (per year, so overlapping years add up as in the labels) are clipped to the
     dissolved union of the cells they touch, then measured in the equal-area projection; the
     asset check compares this with the sum of the per-cell labels.
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints (EPSG:4326) of any years.
+    cells : geopandas.GeoDataFrame
+        Grid cells (EPSG:4326).
+
+    Returns
+    -------
+    float
+        Footprint area inside the cells in km^2, each year's footprints counted separately.
     """
     if footprints.empty:
         return 0.0

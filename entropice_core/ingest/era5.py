@@ -18,6 +18,7 @@ import datetime as dt
 import math
 import time
 import zipfile
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from entropice_core.io.atomic import atomic_path
+from entropice_core.io.download import MissingSourceFiles, SourceClient
 from entropice_core.io.zarr import atomic_store, read_dataset
 
 DATASET = "reanalysis-era5-single-levels"
@@ -43,11 +45,19 @@ STEP_VARIABLES: dict[str, dict[str, str]] = {
 STEP_TYPES = tuple(STEP_VARIABLES)
 #: Days after the end of a month until ERA5 (as ERA5T) has published it (ECMWF: about 5 days).
 PUBLICATION_LATENCY_DAYS = 5
+#: The new CDS (since September 2024).
+CDS_URL = "https://cds.climate.copernicus.eu/api"
 CREDENTIALS_HELP = (
-    "set CDSAPI_URL=https://cds.climate.copernicus.eu/api and CDSAPI_KEY=<your personal access "
-    "token> (from your profile page on cds.climate.copernicus.eu), or write them as 'url: ...' "
-    "and 'key: ...' lines to ~/.cdsapirc; then accept the ERA5 licence on the dataset's "
-    "download page"
+    f"set CDSAPI_KEY=<your personal access token> (from your profile page on "
+    f"cds.climate.copernicus.eu) and optionally CDSAPI_URL={CDS_URL}, or write them as "
+    "'url: ...' and 'key: ...' lines to ~/.cdsapirc; then accept the ERA5 licence on the "
+    "dataset's download page"
+)
+#: How to get ERA5 files an offline client lacks.
+OFFLINE_HOW = (
+    "download them with the CDS client (CdsEra5Client; in Dagster set the cds resource's "
+    "client='cds'), copy them from a mirror in the same layout, or run `make demo` for the "
+    "sample region"
 )
 
 
@@ -59,7 +69,18 @@ class CdsCredentialsError(RuntimeError):
 
 
 def arctic_year(date: dt.date | np.datetime64 | np.ndarray) -> int | np.ndarray:
-    """The Arctic year of a date: October to December count toward the next calendar year."""
+    """Return the Arctic year of a date: October to December count toward the next year.
+
+    Parameters
+    ----------
+    date : datetime.date, numpy.datetime64 or numpy.ndarray
+        One date, or an array of datetime64 values.
+
+    Returns
+    -------
+    int or numpy.ndarray
+        The Arctic year (an int for a ``datetime.date``, else an int64 array).
+    """
     if isinstance(date, dt.date):
         return date.year + (date.month >= 10)
     months = np.asarray(date).astype("datetime64[M]").astype(np.int64)
@@ -67,22 +88,56 @@ def arctic_year(date: dt.date | np.datetime64 | np.ndarray) -> int | np.ndarray:
 
 
 def arctic_year_days(year: int) -> np.ndarray:
-    """Every UTC day of Arctic year ``year`` (1 Oct year-1 .. 30 Sep year) as datetime64[D]."""
+    """List every UTC day of Arctic year ``year`` (1 Oct year-1 .. 30 Sep year).
+
+    Parameters
+    ----------
+    year : int
+        Arctic year.
+
+    Returns
+    -------
+    numpy.ndarray
+        The days as datetime64[D], in order.
+    """
     return np.arange(np.datetime64(f"{year - 1}-10-01"), np.datetime64(f"{year}-10-01"))
 
 
 def arctic_year_months(year: int) -> list[tuple[int, int]]:
-    """``(calendar year, month)`` of the 12 months of Arctic year ``year``, in order."""
+    """List the 12 months of Arctic year ``year``, in order.
+
+    Parameters
+    ----------
+    year : int
+        Arctic year.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(calendar year, month)`` of each month.
+    """
     return [(year - 1, m) for m in (10, 11, 12)] + [(year, m) for m in range(1, 10)]
 
 
 def latest_published_arctic_year(
     now: dt.datetime, latency_days: int = PUBLICATION_LATENCY_DAYS
 ) -> int:
-    """The newest Arctic year that has ended and whose data ERA5 has published by ``now``.
+    """Find the newest Arctic year that has ended and that ERA5 has published by ``now``.
 
     Year Y is complete once 1 October Y 00 UTC (which closes the precipitation of 30
     September) is out, i.e. ``latency_days`` after 1 October Y.
+
+    Parameters
+    ----------
+    now : datetime.datetime
+        The moment to judge at (naive or aware; compared in its own time zone).
+    latency_days : int
+        Days after a month's end until ERA5 publishes it.
+
+    Returns
+    -------
+    int
+        The newest published Arctic year.
     """
     year = now.year if (now.month, now.day) >= (10, 1) else now.year - 1
     published = dt.datetime(year, 10, 1, tzinfo=now.tzinfo) + dt.timedelta(days=latency_days)
@@ -90,12 +145,42 @@ def latest_published_arctic_year(
 
 
 def era5_path(root: str | Path, year: int, month: int, step_type: str) -> Path:
-    """File of one month and step type (``instant`` or ``accum``) under ``root``."""
+    """Build the path of one month file under ``root``.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of the hourly files.
+    year : int
+        Calendar year.
+    month : int
+        Calendar month (1-12).
+    step_type : str
+        GRIB step type, ``instant`` or ``accum``.
+
+    Returns
+    -------
+    Path
+        ``root/{year}/{month:02d}/data_stream-oper_stepType-{step_type}.nc``.
+    """
     return Path(root) / f"{year}" / f"{month:02d}" / f"data_stream-oper_stepType-{step_type}.nc"
 
 
 def arctic_year_files(root: str | Path, year: int) -> list[Path]:
-    """The 24 files (12 months x 2 step types) of Arctic year ``year``."""
+    """List the 24 files (12 months x 2 step types) of Arctic year ``year``.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of the hourly files (layout: :func:`era5_path`).
+    year : int
+        Arctic year.
+
+    Returns
+    -------
+    list of Path
+        The month files (see :func:`era5_path`), month by month.
+    """
     return [era5_path(root, y, m, s) for y, m in arctic_year_months(year) for s in STEP_TYPES]
 
 
@@ -151,7 +236,13 @@ class MonthPlan:
     closing_hour: bool = False
 
     def is_done(self) -> bool:
-        """The month file is complete (or, for the closing hour, holds that hour)."""
+        """Tell whether the month file is complete (or, for the closing hour, holds that hour).
+
+        Returns
+        -------
+        bool
+            True if nothing needs downloading.
+        """
         if not self.closing_hour:
             return month_is_complete(self.path, self.year, self.month, self.step_type)
         if not self.path.exists():
@@ -168,15 +259,37 @@ def _closing_time(year: int) -> np.datetime64:
 
 
 def cds_area(bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    """The CDS ``area`` (N, W, S, E) of a lon/lat box, widened to whole 0.25 degree steps."""
+    """Turn a lon/lat box into a CDS ``area``, widened to whole 0.25 degree steps.
+
+    Parameters
+    ----------
+    bounds : tuple of float
+        ``(min lon, min lat, max lon, max lat)`` in degrees.
+
+    Returns
+    -------
+    tuple of float
+        ``(north, west, south, east)`` in degrees, multiples of :data:`GRID_STEP`.
+    """
     minlon, minlat, maxlon, maxlat = bounds
-    out = (math.ceil(maxlat / GRID_STEP), math.floor(minlon / GRID_STEP))
-    out += (math.floor(minlat / GRID_STEP), math.ceil(maxlon / GRID_STEP))
-    return tuple(float(v * GRID_STEP) for v in out)
+    north, west = math.ceil(maxlat / GRID_STEP), math.floor(minlon / GRID_STEP)
+    south, east = math.floor(minlat / GRID_STEP), math.ceil(maxlon / GRID_STEP)
+    return (north * GRID_STEP, west * GRID_STEP, south * GRID_STEP, east * GRID_STEP)
 
 
 def grid_points(area: tuple[float, float, float, float]) -> int:
-    """Number of 0.25 degree points the CDS returns for ``area`` (both edges included)."""
+    """Count the 0.25 degree points the CDS returns for ``area`` (both edges included).
+
+    Parameters
+    ----------
+    area : tuple of float
+        CDS area ``(north, west, south, east)`` in degrees.
+
+    Returns
+    -------
+    int
+        Rows times columns of the returned grid.
+    """
     north, west, south, east = area
     rows = round((north - south) / GRID_STEP) + 1
     cols = round(((east - west) % 360 or 360) / GRID_STEP) + 1
@@ -188,8 +301,34 @@ def _day_ranges(n_days: int, parts: int) -> list[list[int]]:
     return [list(map(int, chunk)) for chunk in np.array_split(days, parts)]
 
 
-def plan_month(root: Path, year: int, month: int, step_type: str, config: Era5DownloadConfig):
-    """The requests for one month and step type, split into day ranges to respect the limits."""
+def plan_month(
+    root: Path, year: int, month: int, step_type: str, config: Era5DownloadConfig
+) -> MonthPlan:
+    """Plan the requests for one month and step type, split into day ranges within the limits.
+
+    Parameters
+    ----------
+    root : Path
+        Folder of the hourly files.
+    year : int
+        Calendar year.
+    month : int
+        Calendar month (1-12).
+    step_type : str
+        GRIB step type, ``instant`` or ``accum``.
+    config : Era5DownloadConfig
+        Area and request limits.
+
+    Returns
+    -------
+    MonthPlan
+        The month file and its requests (hidden part files if split).
+
+    Raises
+    ------
+    ValueError
+        If a single day over ``config.area`` exceeds the request limits.
+    """
     variables = list(STEP_VARIABLES[step_type])
     n_days = calendar.monthrange(year, month)[1]
     fields_per_day = len(variables) * 24
@@ -227,11 +366,25 @@ def plan_month(root: Path, year: int, month: int, step_type: str, config: Era5Do
 
 
 def plan_arctic_year(root: str | Path, year: int, config: Era5DownloadConfig) -> list[MonthPlan]:
-    """Every month file of Arctic year ``year`` with its requests, plus the closing hour.
+    """Plan every month file of Arctic year ``year`` with its requests, plus the closing hour.
 
     The accumulation of the hour ending 1 October 00 UTC belongs to 30 September; it is
     fetched on its own into next October's file, which the next Arctic year's download sees as
     incomplete and replaces with the whole month.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of the hourly files (layout: :func:`era5_path`).
+    year : int
+        Arctic year.
+    config : Era5DownloadConfig
+        Area and request limits.
+
+    Returns
+    -------
+    list of MonthPlan
+        The 24 month plans, then the closing-hour plan.
     """
     months = [
         plan_month(Path(root), y, m, s, config)
@@ -254,23 +407,74 @@ def plan_arctic_year(root: str | Path, year: int, config: Era5DownloadConfig) ->
 # --- download ---------------------------------------------------------------------------------
 
 
-class CdsClient(Protocol):
+class CdsApi(Protocol):
     """The one call of ``cdsapi.Client`` used here (tests pass an offline fake)."""
 
-    def retrieve(self, name: str, request: dict[str, Any], target: str) -> Any: ...
+    def retrieve(self, name: str, request: dict[str, Any], target: str) -> Any:
+        """Download ``request`` of dataset ``name`` to the file ``target``.
+
+        Parameters
+        ----------
+        name : str
+            CDS dataset name, e.g. :data:`DATASET`.
+        request : dict of str to Any
+            CDS request (variables, dates, area, formats).
+        target : str
+            File to write the result to.
+
+        Returns
+        -------
+        Any
+            cdsapi's result object (unused here).
+        """
+        ...
 
 
-def cds_credentials() -> tuple[str, str]:
-    """``(url, key)`` from CDSAPI_URL/CDSAPI_KEY or ~/.cdsapirc, read by cdsapi's own reader.
+class CdsCredentials(BaseModel):
+    """CDS endpoint and personal access token.
 
-    Errors say how to set them and never show the key.
+    The key is a ``SecretStr``: its repr, str and model dump show ``**********``, so it never
+    reaches a log line or metadata by accident.
+
+    Without ``key``, cdsapi's own lookup applies (``CDSAPI_URL``/``CDSAPI_KEY``, then
+    ``~/.cdsapirc``); ``entropice_core`` never reads them itself.
     """
-    from cdsapi.api import get_url_key_verify
 
-    try:
-        url, key, _ = get_url_key_verify(None, None, None)
-    except Exception:
-        raise CdsCredentialsError(f"no CDS credentials found: {CREDENTIALS_HELP}") from None
+    model_config = ConfigDict(frozen=True)
+
+    url: str | None = Field(default=None, description="CDS API URL; None: CDS_URL or cdsapi's.")
+    key: SecretStr | None = Field(default=None, description="Personal access token.")
+
+
+def cds_credentials(credentials: CdsCredentials = CdsCredentials()) -> tuple[str, str]:
+    """Resolve the CDS URL and key: the given key (with its URL or :data:`CDS_URL`), else cdsapi's.
+
+    Errors are one line that says how to set the credentials and never show the key.
+
+    Parameters
+    ----------
+    credentials : CdsCredentials
+        URL and key; without a key, cdsapi's lookup (environment, ``~/.cdsapirc``) applies.
+
+    Returns
+    -------
+    tuple of str
+        ``(url, key)``.
+
+    Raises
+    ------
+    CdsCredentialsError
+        If no key is found or it has the old ``UID:key`` form.
+    """
+    if credentials.key is not None and credentials.key.get_secret_value():
+        url, key = credentials.url or CDS_URL, credentials.key.get_secret_value()
+    else:
+        from cdsapi.api import get_url_key_verify
+
+        try:
+            url, key, _ = get_url_key_verify(credentials.url or None, None, None)
+        except Exception:
+            raise CdsCredentialsError(f"no CDS credentials found: {CREDENTIALS_HELP}") from None
     if ":" in key:
         raise CdsCredentialsError(
             "the CDS key has the old 'UID:key' form, which the new CDS (since September 2024) "
@@ -279,12 +483,166 @@ def cds_credentials() -> tuple[str, str]:
     return url, key
 
 
-def cds_client() -> CdsClient:
-    """A ``cdsapi.Client`` for the new CDS with the credentials of :func:`cds_credentials`."""
+def cds_api(credentials: CdsCredentials = CdsCredentials()) -> CdsApi:
+    """Create a ``cdsapi.Client`` for the new CDS with the credentials of :func:`cds_credentials`.
+
+    Parameters
+    ----------
+    credentials : CdsCredentials
+        URL and key (see :func:`cds_credentials`).
+
+    Returns
+    -------
+    CdsApi
+        A quiet ``cdsapi.Client``.
+    """
     import cdsapi
 
-    url, key = cds_credentials()
+    url, key = cds_credentials(credentials)
     return cdsapi.Client(url=url, key=key, quiet=True, progress=False, retry_max=3)
+
+
+class Era5Client(SourceClient):
+    """Brings the hourly files of an Arctic year under a folder (layout: :func:`era5_path`)."""
+
+    @abstractmethod
+    def fetch_year(
+        self,
+        root: str | Path,
+        year: int,
+        config: Era5DownloadConfig = Era5DownloadConfig(),
+        *,
+        log: Callable[[str], None] = print,
+    ) -> DownloadReport:
+        """Make the 24 month files of ``year`` complete under ``root``; report what it did.
+
+        Parameters
+        ----------
+        root : str or Path
+            Folder of the hourly files (layout: :func:`era5_path`).
+        year : int
+            Arctic year.
+        config : Era5DownloadConfig
+            Area, request limits and retries.
+        log : callable
+            Receives one line per request or retry.
+
+        Returns
+        -------
+        DownloadReport
+            Month files downloaded, already complete, and absent.
+        """
+
+
+class CdsEra5Client(Era5Client):
+    """Downloads from the Copernicus Climate Data Store with cdsapi.
+
+    Resumable, see :func:`download_arctic_year`. ``api`` replaces the cdsapi client (tests).
+    """
+
+    name = "cds"
+    offline = False
+
+    def __init__(
+        self,
+        credentials: CdsCredentials = CdsCredentials(),
+        *,
+        api: CdsApi | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._credentials, self._api, self._sleep = credentials, api, sleep
+
+    def fetch_year(
+        self,
+        root: str | Path,
+        year: int,
+        config: Era5DownloadConfig = Era5DownloadConfig(),
+        *,
+        log: Callable[[str], None] = print,
+    ) -> DownloadReport:
+        """Download what is absent or incomplete; credentials are checked before any request.
+
+        Parameters
+        ----------
+        root : str or Path
+            Folder of the hourly files (layout: :func:`era5_path`).
+        year : int
+            Arctic year.
+        config : Era5DownloadConfig
+            Area, request limits and retries.
+        log : callable
+            Receives one line per request or retry.
+
+        Returns
+        -------
+        DownloadReport
+            Month files downloaded, already complete, and absent.
+
+        Raises
+        ------
+        CdsCredentialsError
+            If the credentials are missing or refused.
+        RuntimeError
+            If a request still fails after ``config.retries`` retries.
+        """
+        if self._api is None:
+            self._api = cds_api(self._credentials)
+        return download_arctic_year(self._api, root, year, config, sleep=self._sleep, log=log)
+
+
+class OfflineEra5Client(Era5Client):
+    """Uses the files under the folder only (the sample region, or a mirror of the CDS files).
+
+    Absent or incomplete month files raise :class:`MissingSourceFiles`; only the closing hour
+    (1 October 00 UTC of the next year, which ends 30 September's precipitation) may be absent
+    and is reported as missing. ``how`` is the fix the message names.
+    """
+
+    name = "offline"
+    offline = True
+
+    def __init__(self, how: str = OFFLINE_HOW) -> None:
+        self._how = how
+
+    def fetch_year(
+        self,
+        root: str | Path,
+        year: int,
+        config: Era5DownloadConfig = Era5DownloadConfig(),
+        *,
+        log: Callable[[str], None] = print,
+    ) -> DownloadReport:
+        """Check that the month files of ``year`` are complete under ``root``.
+
+        Parameters
+        ----------
+        root : str or Path
+            Folder of the hourly files (layout: :func:`era5_path`).
+        year : int
+            Arctic year.
+        config : Era5DownloadConfig
+            Area, request limits and retries.
+        log : callable
+            Receives one line per request or retry.
+
+        Returns
+        -------
+        DownloadReport
+            Month files downloaded, already complete, and absent.
+
+        Raises
+        ------
+        MissingSourceFiles
+            If a month file other than the closing hour is absent or incomplete.
+        """
+        report = DownloadReport()
+        for plan in plan_arctic_year(root, year, config):
+            (report.skipped if plan.is_done() else report.missing).append(plan.path)
+        closing = era5_path(root, year, 10, "accum")
+        absent = [p for p in report.missing if p != closing]
+        if absent:
+            raise MissingSourceFiles(f"ERA5 Arctic year {year}", root, absent, self._how)
+        return report
 
 
 def _is_credentials_error(err: Exception) -> bool:
@@ -293,7 +651,7 @@ def _is_credentials_error(err: Exception) -> bool:
 
 
 def _retrieve(
-    client: CdsClient,
+    client: CdsApi,
     request: CdsRequest,
     config: Era5DownloadConfig,
     sleep: Callable[[float], None],
@@ -326,7 +684,7 @@ def _retrieve(
 
 
 def _unzip_in_place(path: Path, step_type: str) -> None:
-    """The CDS zips mixed step types even when asked for ``unarchived``: keep our member."""
+    """Keep our member of a CDS zip (mixed step types come zipped even if ``unarchived``)."""
     if not zipfile.is_zipfile(path):
         return
     with zipfile.ZipFile(path) as archive:
@@ -338,7 +696,24 @@ def _unzip_in_place(path: Path, step_type: str) -> None:
 
 
 def month_is_complete(path: Path, year: int, month: int, step_type: str) -> bool:
-    """The file exists, opens, and holds every hour of the month with its variables."""
+    """Tell whether the file exists, opens, and holds every hour of the month.
+
+    Parameters
+    ----------
+    path : Path
+        Month file.
+    year : int
+        Calendar year.
+    month : int
+        Calendar month (1-12).
+    step_type : str
+        GRIB step type, ``instant`` or ``accum``.
+
+    Returns
+    -------
+    bool
+        True if the file is complete.
+    """
     if not path.exists():
         return False
     try:
@@ -351,7 +726,10 @@ def month_is_complete(path: Path, year: int, month: int, step_type: str) -> bool
 
 @dataclass
 class DownloadReport:
-    """Month files downloaded, already complete, and (offline) absent or incomplete."""
+    """Month files downloaded, already complete, and (offline) absent.
+
+    Absent is only ever the closing hour, see :class:`OfflineEra5Client`.
+    """
 
     downloaded: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
@@ -359,7 +737,7 @@ class DownloadReport:
 
 
 def download_arctic_year(
-    client: CdsClient | None,
+    client: CdsApi,
     root: str | Path,
     year: int,
     config: Era5DownloadConfig = Era5DownloadConfig(),
@@ -370,16 +748,40 @@ def download_arctic_year(
     """Download the 24 month files of Arctic year ``year`` under ``root``; resumable.
 
     Complete files are skipped; a month split into day ranges keeps its finished parts until
-    all are there, then they are joined into the month file (written atomically). Without a
-    ``client`` nothing is downloaded and absent or incomplete files are listed as missing.
+    all are there, then they are joined into the month file (written atomically). Use
+    :class:`CdsEra5Client` (or :class:`OfflineEra5Client`) rather than calling this directly.
+
+    Parameters
+    ----------
+    client : CdsApi
+        The cdsapi client (or a fake).
+    root : str or Path
+        Folder of the hourly files (layout: :func:`era5_path`).
+    year : int
+        Arctic year.
+    config : Era5DownloadConfig
+        Area, request limits and retries.
+    sleep : callable
+        Waits between retries (seconds).
+    log : callable
+        Receives one line per request or retry.
+
+    Returns
+    -------
+    DownloadReport
+        Month files downloaded and already complete.
+
+    Raises
+    ------
+    CdsCredentialsError
+        If the CDS refuses the credentials.
+    RuntimeError
+        If a request still fails after ``config.retries`` retries.
     """
     report = DownloadReport()
     for plan in plan_arctic_year(root, year, config):
         if plan.is_done():
             report.skipped.append(plan.path)
-            continue
-        if client is None:
-            report.missing.append(plan.path)
             continue
         for part in plan.parts:
             if len(plan.parts) > 1 and part.target.exists():
@@ -396,8 +798,8 @@ def download_arctic_year(
 def _join_parts(plan: MonthPlan) -> None:
     parts = [open_month(p.target, plan.step_type) for p in plan.parts]
     joined = xr.concat(parts, dim="valid_time").load()
-    for part in parts:
-        part.close()
+    for dataset in parts:
+        dataset.close()
     encoding = {name: {"zlib": True, "complevel": 1} for name in joined.data_vars}
     with atomic_path(plan.path) as tmp:
         joined.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
@@ -411,7 +813,24 @@ def _join_parts(plan: MonthPlan) -> None:
 def open_month(path: str | Path, step_type: str) -> xr.Dataset:
     """Open one month file lazily, checking it is readable and holds its variables.
 
-    A truncated or corrupt file raises a ``ValueError`` that names it and the fix.
+    Parameters
+    ----------
+    path : str or Path
+        Month file.
+    step_type : str
+        GRIB step type, ``instant`` or ``accum``; decides the variables required.
+
+    Returns
+    -------
+    xarray.Dataset
+        The file's data, with the time dimension named ``valid_time``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is truncated, corrupt or lacks its variables (the message names the fix).
     """
     path = Path(path)
     fix = "delete it and materialise era5_hourly for its Arctic year again (it resumes)"
@@ -431,8 +850,10 @@ def open_month(path: str | Path, step_type: str) -> xr.Dataset:
 
 
 def _normalise(ds: xr.Dataset) -> xr.Dataset:
-    """Longitudes in [-180, 180) ascending without the duplicate 180 column; latitude
-    descending; only the data variables (``number``/``expver`` dropped)."""
+    """Put longitudes in [-180, 180) ascending (no duplicate 180), latitude descending.
+
+    Only the data variables are kept (``number``/``expver`` dropped).
+    """
     ds = ds.drop_vars([v for v in ("number", "expver") if v in ds.variables])
     lon = ((ds["longitude"].to_numpy() + 180.0) % 360.0) - 180.0
     ds = ds.assign_coords(longitude=np.round(lon, 6))
@@ -442,7 +863,7 @@ def _normalise(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _hours(ds: xr.Dataset, names: Sequence[str], times: np.ndarray, path: Path) -> np.ndarray:
-    """``(variable, hour, lat, lon)`` float32 at ``times``; hours absent from ``ds`` are NaN."""
+    """Read ``(variable, hour, lat, lon)`` float32 at ``times``; absent hours are NaN."""
     present = ds.sel(valid_time=ds["valid_time"].isin(times))
     try:
         values = np.stack([present[n].to_numpy().astype(np.float32) for n in names])
@@ -473,11 +894,31 @@ def daily_from_hourly(
     latitude: np.ndarray,
     longitude: np.ndarray,
 ) -> xr.Dataset:
-    """UTC-day aggregates from hourly arrays ``(day * 24, lat, lon)`` in ERA5 units.
+    """Aggregate hourly arrays ``(day * 24, lat, lon)`` in ERA5 units to UTC days.
 
-    ``t2m`` (K) and ``sd`` (m w.e.) are the hours 00..23 of each day; ``accum`` stacks ``tp``
-    and ``sf`` (m) for the hours *ending* 01..24 UTC of each day. A missing hour (NaN) makes
-    that day's value NaN: gaps are not filled. Tiny negative accumulations are clipped to 0.
+    A missing hour (NaN) makes that day's value NaN: gaps are not filled. Tiny negative
+    accumulations are clipped to 0.
+
+    Parameters
+    ----------
+    t2m : numpy.ndarray
+        2 m temperature (K), hours 00..23 of each day.
+    sd : numpy.ndarray
+        Snow depth (m of water equivalent), hours 00..23 of each day.
+    accum : numpy.ndarray
+        ``tp`` and ``sf`` (m) stacked ``(2, day * 24, lat, lon)``, hours *ending* 01..24 UTC.
+    days : numpy.ndarray
+        The days, datetime64.
+    latitude : numpy.ndarray
+        Latitudes of the grid rows.
+    longitude : numpy.ndarray
+        Longitudes of the grid columns.
+
+    Returns
+    -------
+    xarray.Dataset
+        The variables of :data:`DAILY_VARIABLES` (float32, degC or mm) over
+        (time, latitude, longitude).
     """
     shape = (len(days), 24, len(latitude), len(longitude))
     t = t2m.reshape(shape)
@@ -548,12 +989,24 @@ class DailyReport:
 
     @property
     def missing_hours(self) -> int:
+        """Hours absent from the files, over all months and both step types."""
         return sum(
             g["missing_instant_hours"] + g["missing_accum_hours"] for g in self.gaps.values()
         )
 
     def gap_days(self, daily: xr.Dataset) -> list[str]:
-        """Days on which a variable is missing everywhere."""
+        """List the days on which a variable is missing everywhere.
+
+        Parameters
+        ----------
+        daily : xarray.Dataset
+            Daily aggregates (see :func:`daily_from_hourly`).
+
+        Returns
+        -------
+        list of str
+            ``YYYY-MM-DD`` of each day whose ``t2m_mean`` or ``precipitation`` is all NaN.
+        """
         bad = np.zeros(daily.sizes["time"], bool)
         for name in ("t2m_mean", "precipitation"):
             bad |= daily[name].isnull().all(("latitude", "longitude")).to_numpy()
@@ -561,7 +1014,27 @@ class DailyReport:
 
 
 def daily_months(root: str | Path, year: int) -> Iterator[tuple[xr.Dataset, dict[str, int]]]:
-    """Daily aggregates of Arctic year ``year``, month by month (bounded memory)."""
+    """Aggregate Arctic year ``year`` to days, month by month (bounded memory).
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of the hourly files (layout: :func:`era5_path`).
+    year : int
+        Arctic year.
+
+    Yields
+    ------
+    tuple of (xarray.Dataset, dict of str to int)
+        Each month's daily aggregates and its gap counts.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a month file of the year is absent.
+    ValueError
+        If a month lies on another grid than the months before it.
+    """
     root = Path(root)
     missing = [p for p in arctic_year_files(root, year) if not p.exists()]
     if missing:
@@ -569,7 +1042,7 @@ def daily_months(root: str | Path, year: int) -> Iterator[tuple[xr.Dataset, dict
             f"{len(missing)} ERA5 files of Arctic year {year} are missing (e.g. {missing[0]}); "
             "materialise era5_hourly for that year first"
         )
-    grid = None
+    grid: xr.Dataset | None = None
     for y, m in arctic_year_months(year):
         daily, gaps = _month_daily(root, y, m, grid)
         grid = daily
@@ -582,7 +1055,23 @@ def write_daily(
     """Write the daily aggregates of Arctic year ``year`` as one Zarr store, atomically.
 
     Months are computed and appended one at a time, so memory stays about one month of
-    hourly data (Arctic box: ~0.7 GB per variable); ``log`` hears of each month.
+    hourly data (Arctic box: ~0.7 GB per variable).
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of the hourly files (layout: :func:`era5_path`).
+    year : int
+        Arctic year.
+    path : str or Path
+        Zarr store to replace (see :func:`~entropice_core.io.zarr.atomic_store`).
+    log : callable
+        Receives one line per month with its gap counts.
+
+    Returns
+    -------
+    DailyReport
+        The hours absent per month.
     """
     report = DailyReport()
     with atomic_store(path) as tmp:
@@ -601,5 +1090,16 @@ def write_daily(
 
 
 def read_daily(path: str | Path) -> xr.Dataset:
-    """Open an ``era5_daily`` store lazily, naming the file and the fix on failure."""
+    """Open an ``era5_daily`` store lazily, naming the file and the fix on failure.
+
+    Parameters
+    ----------
+    path : str or Path
+        Zarr store written by :func:`write_daily`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The daily aggregates.
+    """
     return read_dataset(path, "era5_daily for that year")

@@ -5,6 +5,14 @@ the part; the next attempt asks for the rest with an HTTP ``Range`` header (and 
 the server ignores it). The complete part must have the announced size and pass the caller's
 check (e.g. opening it with rasterio) before it is renamed onto the target, so a target path
 only ever holds a complete, checked file.
+
+Every source that downloads (ERA5 from the CDS, ArcticDEM tiles, the DARTS release, and the
+Earth Engine client to come) follows one pattern: an abstract client (a :class:`SourceClient`
+subclass in the source's ``ingest`` module) with a real implementation that downloads, and an
+offline one that only uses the files already there (the sample region, or a mirror) and raises
+:class:`MissingSourceFiles`, one line naming what is absent and how to get it. Credentials are
+constructor arguments of the real client (the Dagster resources fill them from ``dg.EnvVar``);
+``entropice_core`` never reads them from the environment.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from abc import ABC
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress, TaskID
@@ -35,6 +45,33 @@ class DownloadConfig(BaseModel):
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Socket timeout per request.")
     chunk_bytes: int = Field(default=1 << 20, ge=1024, description="Bytes read at a time.")
+
+
+class SourceClient(ABC):
+    """Base of every source client.
+
+    ``name`` labels the client in logs and metadata (never a secret) and ``offline`` says
+    whether it may contact a server.
+    """
+
+    name: ClassVar[str]
+    offline: ClassVar[bool]
+
+    def __repr__(self) -> str:
+        """Show the class and ``name`` only: constructor arguments may hold credentials."""
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class MissingSourceFiles(FileNotFoundError):
+    """An offline client lacks files it needs; the message names them and how to get them."""
+
+    def __init__(self, source: str, folder: str | Path, missing: Sequence[object], how: str):
+        self.source, self.folder, self.missing = source, Path(folder), list(missing)
+        example = f" (e.g. {self.missing[0]})" if self.missing else ""
+        super().__init__(
+            f"{source}: {len(self.missing)} file(s) absent under {folder}{example} and the "
+            f"client is offline; {how}"
+        )
 
 
 class NotOnServer(FileNotFoundError):
@@ -90,12 +127,39 @@ def download(
     check: Callable[[Path], None] | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    """Download ``url`` to ``target`` with retries and resume; return ``target``.
+    """Download ``url`` to ``target`` with retries and resume.
 
-    ``check(path)`` inspects the complete file and raises ``ValueError`` if it is unusable;
-    a file that fails it is deleted (a corrupt download is not resumed) and the error names
-    the URL. A 404 raises :class:`NotOnServer` at once; other errors are retried
-    ``config.retries`` times with exponential backoff, keeping what arrived.
+    A 404 raises at once; other transient errors are retried ``config.retries`` times with
+    exponential backoff, keeping what arrived so the next attempt resumes it.
+
+    Parameters
+    ----------
+    url : str
+        HTTP(S) URL of the file.
+    target : str or Path
+        Where the complete, checked file ends up; its parent directory is created if missing.
+    config : DownloadConfig
+        Retries, backoff, socket timeout and read size.
+    check : callable, optional
+        Called with the path of the complete file; raises if the file is unusable (it is then
+        deleted, not resumed).
+    progress : rich.progress.Progress, optional
+        Progress display to add a task for this file to.
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Raises
+    ------
+    NotOnServer
+        If the server answers 404.
+    ConnectionError
+        On a client error (HTTP 4xx other than 404 and 429), or when every attempt failed
+        (the partial file is kept).
+    ValueError
+        If the complete file has the wrong size or fails ``check`` (the file is deleted).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.model_selection import StratifiedGroupKFold
 
-from entropice_core.config import GridSpec
+from entropice_core.config import ArrayBackend, Device, GridSpec, resolve_backend
 from entropice_core.spatial.grids import cell_neighbours, mean_cell_area_km2, parent_cells
 
 Task = Literal["binary", "count", "density"]
@@ -377,26 +377,30 @@ class TrainingData:
         }
 
 
-def as_device_array(values: np.ndarray | pd.DataFrame, device: str = "cpu") -> Any:
-    """Features on ``device``: numpy for ``cpu``, a cupy array for ``cupy``/``cuda``, a CUDA
-    torch tensor for ``torch``. GPU libraries are imported only here (the ``gpu`` extra)."""
+def as_device_array(
+    values: np.ndarray | pd.DataFrame, device: Device = "cpu", backend: ArrayBackend | None = None
+) -> Any:
+    """Features as an array of ``backend`` on ``device`` (see ``config.resolve_backend``).
+
+    ``cpu`` gives numpy (or a CPU torch tensor with ``backend='torch'``), ``cuda`` a cupy
+    array (or a CUDA torch tensor). GPU libraries are imported only here (the ``gpu`` extra).
+    """
+    library = resolve_backend(device, backend)
     array = np.ascontiguousarray(values.to_numpy() if isinstance(values, pd.DataFrame) else values)
-    if device == "cpu":
+    if library == "numpy":
         return array
     try:
-        if device in ("cupy", "cuda"):
+        if library == "cupy":
             import cupy
 
             return cupy.asarray(array)
-        if device == "torch":
-            import torch
+        import torch
 
-            return torch.as_tensor(array, device="cuda")
+        return torch.as_tensor(array, device=device)
     except ImportError as err:
         raise ImportError(
-            f"device {device!r} needs the gpu extra: `uv sync --extra gpu` (cupy, torch)"
+            f"array backend {library!r} needs the gpu extra: `uv sync --extra gpu` (cupy, torch)"
         ) from err
-    raise ValueError(f"unknown device {device!r}: use cpu, cuda/cupy or torch")
 
 
 def fingerprint(dataset: xr.Dataset) -> str:

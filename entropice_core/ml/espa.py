@@ -45,6 +45,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from entropice_core.config import ArrayBackend
+
 #: Lambda is floored here inside the logarithm, as in the reference MATLAB code.
 LAMBDA_FLOOR = 1e-12
 #: Elements of one chunk's (chunk x max(K, D)) temporaries when ``chunk_size`` is None: 16 MiB.
@@ -62,7 +64,8 @@ BACKENDS = {
     "array_api_strict": "array_api_strict",
 }
 
-Backend = Literal["numpy", "torch", "cupy", "array_api_strict"]
+#: The project's array backends (config.ArrayBackend) plus the strict one tests use.
+Backend = Literal[ArrayBackend, "array_api_strict"]
 
 
 def array_backend(name: str) -> ModuleType:

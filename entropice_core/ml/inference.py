@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from entropice_core.config import Device
 from entropice_core.ml.dataset import ROLES, TrainingData, as_device_array
 
 #: Default cells per batch: 65,536 cells x 100 float32 features is 25 MiB.
@@ -23,7 +24,7 @@ DEFAULT_BATCH_SIZE = 65_536
 
 
 def _to_numpy(values: Any) -> np.ndarray:
-    """predict_proba output from any device as numpy (cupy has .get, torch .cpu)."""
+    """Return predict_proba output from any device as numpy (cupy has .get, torch .cpu)."""
     if hasattr(values, "get"):
         return values.get()
     if hasattr(values, "cpu"):
@@ -32,7 +33,18 @@ def _to_numpy(values: Any) -> np.ndarray:
 
 
 def probability_columns(classes: list[str]) -> list[str]:
-    """Output column of each class's probability: ``proba_<class name>``."""
+    """Name the output column of each class's probability.
+
+    Parameters
+    ----------
+    classes : list of str
+        Class names, in the model's class order.
+
+    Returns
+    -------
+    list of str
+        ``proba_<class name>`` for each class, in the same order.
+    """
     return [f"proba_{name}" for name in classes]
 
 
@@ -44,27 +56,44 @@ def predict_cells(
     feature_names: list[str],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    device: str = "cpu",
+    device: Device = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> gpd.GeoDataFrame:
-    """Class and class probabilities of every cell of ``cells`` from ``model.predict_proba``.
+    """Predict the class and class probabilities of every cell with ``model.predict_proba``.
 
     Parameters
     ----------
-    dataset
+    model : Any
+        Fitted classifier with ``predict_proba``.
+    dataset : xarray.Dataset
         A training dataset (``DatasetEnsemble.build``, or the ``training_dataset`` store).
-    feature_names
+    cells : geopandas.GeoDataFrame
+        Grid cells to predict, with ``cell_id`` and ``geometry`` columns.
+    classes : list of str
+        Class names, in the model's class order.
+    feature_names : list of str
         The features the model was trained on, in its order (taken from the dataset by name).
-    device
-        ``cpu``, or ``cuda`` to send each batch to the GPU as a cupy array (models that take
-        device arrays: XGBoost with device = "cuda").
-    progress
+    batch_size : int
+        Cells per ``predict_proba`` call.
+    device : Device
+        Where the model runs (``config.Device``): ``cpu``, or ``cuda`` to send each batch to
+        the GPU as an array of the device's default backend, cupy (models that take device
+        arrays: XGBoost with device = "cuda").
+    progress : callable, optional
         Called with (cells done, cells in total) after each batch.
 
     Returns
     -------
-    GeoDataFrame (EPSG:4326) with cell_id, geometry, role, predicted_class (the class index,
-    nullable), predicted_label and one ``proba_<class>`` column per class.
+    geopandas.GeoDataFrame
+        One row per cell of ``cells`` (CRS of ``cells``) with cell_id, geometry, role,
+        predicted_class (the class index, nullable), predicted_label and one
+        ``proba_<class>`` column per class; cells without features get no class and NaN
+        probabilities.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is below 1 or the dataset lacks a feature in ``feature_names``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import joblib
 import numpy as np
@@ -50,11 +50,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
 from entropice_core import __version__
+from entropice_core.config import Device, resolve_backend
 from entropice_core.io.atomic import atomic_path
 from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData, fingerprint
 
 ModelName = Literal["espa", "xgboost", "rf", "knn"]
-Device = Literal["cpu", "cuda"]
 
 #: Files of a trained experiment (the ``training-results/{grid_level}/{experiment}/`` folder).
 MODEL_STAMP = "model.json"
@@ -83,7 +83,7 @@ def _espa(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
 
     model = ESPAClassifier(random_state=seed)
     if device == "cuda":  # one array-API code path; torch carries it to the GPU
-        model.set_params(backend="torch", device="cuda")
+        model.set_params(backend=resolve_backend(device, "torch"), device=device)
     return model
 
 
@@ -158,12 +158,37 @@ class SearchSpec(BaseModel):
         return value
 
     def sampled(self) -> dict[str, Any]:
-        """The distributions as RandomizedSearchCV takes them."""
+        """Build the distributions as RandomizedSearchCV takes them.
+
+        Returns
+        -------
+        dict of str to Any
+            Per parameter, a frozen scipy.stats distribution or a list of choices.
+        """
         return {name: distribution(name, spec) for name, spec in self.distributions.items()}
 
 
 def distribution(name: str, spec: Any) -> Any:
-    """A frozen scipy.stats distribution (or a list of choices) from its TOML form."""
+    """Build a frozen scipy.stats distribution (or a list of choices) from its TOML form.
+
+    Parameters
+    ----------
+    name : str
+        Parameter name (for error messages).
+    spec : Any
+        ``{dist = "<scipy.stats name>", <its kwargs>}`` or a non-empty list of values.
+
+    Returns
+    -------
+    Any
+        The frozen distribution, or ``spec`` itself if it is a list.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is an empty list, has no ``dist``, names no scipy.stats distribution, or
+        its arguments are invalid.
+    """
     if isinstance(spec, list):
         if not spec:
             raise ValueError(f"parameter {name!r}: an empty list has nothing to choose from")
@@ -221,7 +246,25 @@ class ExperimentConfig(BaseModel):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ExperimentConfig:
-        """Read an experiment file; its ``dataset`` key names the dataset config (relative)."""
+        """Read an experiment file; its ``dataset`` key names the dataset config (relative).
+
+        Parameters
+        ----------
+        path : str or Path
+            ``<model>-<task>.toml`` file; the name defaults to its stem.
+
+        Returns
+        -------
+        ExperimentConfig
+            The validated experiment, with its dataset config loaded.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not valid TOML, names an unknown model, or fails validation.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"experiment config {path} does not exist")
@@ -242,7 +285,18 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"{path}: {err}") from err
 
     def estimator(self) -> Pipeline:
-        """The untrained pipeline with the fixed parameters set."""
+        """Build the untrained pipeline with the fixed parameters set.
+
+        Returns
+        -------
+        sklearn.pipeline.Pipeline
+            ``[scale?, model]``: a StandardScaler first for distance-based models.
+
+        Raises
+        ------
+        ValueError
+            If a fixed or searched parameter is not one of the model's.
+        """
         kind = MODELS[self.model]
         model = kind.build(self.device, self.seed, self.n_jobs)
         valid = model.get_params()
@@ -258,7 +312,19 @@ class ExperimentConfig(BaseModel):
 
 
 def scorers(binary: bool) -> dict[str, Any]:
-    """The metrics of every experiment (zero_division=0: a class never predicted scores 0)."""
+    """Build the metrics of every experiment (zero_division=0: a class never predicted scores 0).
+
+    Parameters
+    ----------
+    binary : bool
+        Whether the task has two classes (adds ``roc_auc``).
+
+    Returns
+    -------
+    dict of str to Any
+        Scorer per metric name: accuracy, then f1, jaccard, precision and recall, each macro
+        and weighted.
+    """
     result: dict[str, Any] = {"accuracy": get_scorer("accuracy")}
     for average in ("macro", "weighted"):
         for metric, function in (
@@ -288,10 +354,17 @@ class TrainedExperiment:
 
     @property
     def refit_metric(self) -> str:
+        """Metric that picked the best candidate (``search.refit`` of the config)."""
         return self.config.search.refit
 
     def beats_baseline(self) -> bool:
-        """Better than the majority class on the refit metric, in CV and on the test cells."""
+        """Tell whether the model beats the majority class on the refit metric.
+
+        Returns
+        -------
+        bool
+            True if it scores higher both in CV (mean) and on the test cells.
+        """
         row = self.scores.loc[self.refit_metric]
         return bool(
             row["model_cv_mean"] > row["baseline_cv_mean"]
@@ -302,7 +375,30 @@ class TrainedExperiment:
 def train_experiment(
     data: TrainingData, config: ExperimentConfig, progress: Callable[[str], None] | None = None
 ) -> TrainedExperiment:
-    """Tune, refit and evaluate ``config``'s model on ``data`` (see the module docstring)."""
+    """Tune, refit and evaluate ``config``'s model on ``data`` (see the module docstring).
+
+    Parameters
+    ----------
+    data : TrainingData
+        The training dataset with its splits and spatial CV folds.
+    config : ExperimentConfig
+        Model, target, parameters and search.
+    progress : callable, optional
+        Receives one line per stage.
+
+    Returns
+    -------
+    TrainedExperiment
+        The refitted model with CV results, scores against the baseline, feature importance
+        and its stamp.
+
+    Raises
+    ------
+    ValueError
+        If the training or test cells are empty, the training cells hold one class only, the
+        model cannot take the missing values the dataset keeps, or ``search.refit`` is not a
+        metric.
+    """
     report = progress or (lambda message: None)
     kind = MODELS[config.model]
     X, y, classes = data.xy(config.target, "train")
@@ -326,7 +422,7 @@ def train_experiment(
     if config.search.refit not in metrics:
         raise ValueError(f"search.refit {config.search.refit!r} is not one of {list(metrics)}")
     splits = data.cv_splits()
-    fit_params = {}
+    fit_params: dict[str, Any] = {}
     if config.class_weight == "balanced" and kind.takes_sample_weight:
         fit_params["model__sample_weight"] = compute_sample_weight("balanced", y)
 
@@ -449,8 +545,23 @@ def _versions() -> dict[str, str]:
 
 
 def save_experiment(result: TrainedExperiment, directory: str | Path) -> dict[str, Path]:
-    """Write the model (skops, or joblib where skops cannot hold it), its stamp, CV results,
-    scores, feature importance and the resolved config into ``directory``, each atomically."""
+    """Write a trained experiment into ``directory``, each file atomically.
+
+    The model goes to skops, or joblib where skops cannot hold it, beside its stamp, CV
+    results, scores, feature importance and the resolved config.
+
+    Parameters
+    ----------
+    result : TrainedExperiment
+        The trained experiment.
+    directory : str or Path
+        Folder to write into; created if missing.
+
+    Returns
+    -------
+    dict of str to Path
+        Path of each file: model, cv_results, scores, feature_importance, config and stamp.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -491,11 +602,28 @@ def _toml_ready(value: Any) -> Any:
 
 
 def load_model(directory: str | Path) -> tuple[Pipeline, dict[str, Any]]:
-    """The fitted pipeline and its stamp from ``save_experiment``'s folder.
+    """Load the fitted pipeline and its stamp from ``save_experiment``'s folder.
 
     skops files are loaded trusting only scikit-learn, xgboost, numpy, scipy and Entropice
     types; anything else in the file is refused. A scikit-learn version other than the one
     that trained the model is warned about.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Folder written by :func:`save_experiment`.
+
+    Returns
+    -------
+    tuple of (sklearn.pipeline.Pipeline, dict of str to Any)
+        The fitted model and its stamp (``model.json``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder holds no stamp.
+    ValueError
+        If the skops file holds types outside :data:`TRUSTED_MODULES`.
     """
     directory = Path(directory)
     stamp_path = directory / MODEL_STAMP
@@ -527,8 +655,19 @@ def load_model(directory: str | Path) -> tuple[Pipeline, dict[str, Any]]:
 
 
 def experiment_keys(config_dir: str | Path) -> list[str]:
-    """The experiments of a config folder: every ``<model>-<task>.toml`` in it."""
-    tasks = Target.model_fields["task"].annotation.__args__
+    """List the experiments of a config folder: every ``<model>-<task>.toml`` in it.
+
+    Parameters
+    ----------
+    config_dir : str or Path
+        Folder of experiment configs.
+
+    Returns
+    -------
+    list of str
+        Experiment keys ``<model>-<task>`` with a known model and task, sorted.
+    """
+    tasks = get_args(Target.model_fields["task"].annotation)
     keys = []
     for path in sorted(Path(config_dir).glob("*.toml")):
         model, _, task = path.stem.partition("-")

@@ -39,6 +39,7 @@ import dask.array as da
 import geopandas as gpd
 import numpy as np
 import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from entropice_core.config import GridSpec
 from entropice_core.spatial.kernels import MOMENTS, segment_moments
@@ -117,19 +118,27 @@ STATISTICS: dict[str, Statistic] = {
 }
 
 
-@dataclass(frozen=True)
-class AggregationConfig:
+class AggregationConfig(BaseModel):
     """What to compute and how much to read at once.
 
     ``quantiles`` are the levels of the ``quantile`` statistic; ``max_pixels`` bounds the pixels
     times bands read per step (at least one mapping block is read).
     """
 
-    statistics: tuple[str, ...] = DEFAULT_STATISTICS
-    quantiles: tuple[float, ...] = ()
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    model_config = ConfigDict(frozen=True)
 
-    def __post_init__(self) -> None:
+    statistics: tuple[str, ...] = Field(
+        default=DEFAULT_STATISTICS, description="Names of registered statistics (STATISTICS)."
+    )
+    quantiles: tuple[float, ...] = Field(
+        default=(), description="Levels in [0, 1] of the 'quantile' statistic."
+    )
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, ge=1, description="Pixels x bands read per step (at most)."
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> AggregationConfig:
         unknown = [s for s in self.statistics if s not in STATISTICS]
         if unknown:
             raise ValueError(f"unknown statistics {unknown}; known: {', '.join(STATISTICS)}")
@@ -137,6 +146,7 @@ class AggregationConfig:
             raise ValueError("the 'quantile' statistic needs quantiles=(...) levels in [0, 1]")
         if any(not 0 <= q <= 1 for q in self.quantiles):
             raise ValueError(f"quantiles {self.quantiles} must lie in [0, 1]")
+        return self
 
     @property
     def levels(self) -> tuple[float, ...]:

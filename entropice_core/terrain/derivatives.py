@@ -39,7 +39,10 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
+from dask.typing import Key
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from entropice_core.config import ArrayBackend
 
 Group = Literal["slope", "aspect", "curvature", "tri", "roughness", "tpi", "vrm"]
 #: The derivative groups in output order.
@@ -74,6 +77,8 @@ ELEVATION_BITS = 10
 NORMAL_BITS = 24
 #: Low bits of the packed TPI sums that hold the count of valid pixels (disks up to 2**20 px).
 COUNT_BITS = 20
+#: The array backends the derivatives run on (numpy on cpu, cupy on cuda).
+TERRAIN_BACKENDS = ("numpy", "cupy")
 
 
 class TerrainConfig(BaseModel):
@@ -102,9 +107,21 @@ class TerrainConfig(BaseModel):
         description="Which derivatives to compute: 'slope', 'aspect' (with northness and "
         "eastness), 'curvature' (profile, plan, total), 'tri', 'roughness', 'tpi', 'vrm'.",
     )
-    backend: Literal["numpy", "cupy"] = Field(
-        default="numpy", description="'numpy' (CPU) or 'cupy' (GPU, needs the gpu extra)."
+    backend: ArrayBackend = Field(
+        default="numpy",
+        description="Array library (config.ArrayBackend): 'numpy' (device cpu) or 'cupy' "
+        "(device cuda, needs the gpu extra); 'torch' is not supported here.",
     )
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _supported(cls, backend: str) -> str:
+        if backend not in TERRAIN_BACKENDS:
+            raise ValueError(
+                f"terrain derivatives run on the array backends {', '.join(TERRAIN_BACKENDS)} "
+                f"(devices cpu, cuda), not {backend!r}"
+            )
+        return backend
 
     @field_validator("vrm_windows")
     @classmethod
@@ -121,7 +138,13 @@ class TerrainConfig(BaseModel):
         return radii
 
     def names(self) -> list[str]:
-        """Output variables in order."""
+        """List the output variables in order.
+
+        Returns
+        -------
+        list of str
+            Variable names of the selected derivatives, e.g. ``slope``, ``tpi_160m``, ``vrm_3``.
+        """
         variables = {
             **LOCAL,
             "tpi": tuple(f"tpi_{r:g}m" for r in self.tpi_radii_m),
@@ -130,14 +153,42 @@ class TerrainConfig(BaseModel):
         return [name for group in GROUPS if group in self.derivatives for name in variables[group]]
 
     def halo(self, dx: float, dy: float) -> int:
-        """Pixels of context each tile needs on every side."""
+        """Count the pixels of context each tile needs on every side.
+
+        Parameters
+        ----------
+        dx : float
+            Pixel width in metres.
+        dy : float
+            Pixel height in metres.
+
+        Returns
+        -------
+        int
+            The halo: at least 1, enough for the largest TPI disk and VRM window.
+        """
         tpi = [int(r // min(dx, dy)) for r in self.tpi_radii_m] if "tpi" in self.derivatives else []
         vrm = [w // 2 + 1 for w in self.vrm_windows] if "vrm" in self.derivatives else []
         return max([1, *tpi, *vrm])
 
 
 def disk_rows(radius: float, dx: float, dy: float) -> list[tuple[int, int]]:
-    """``(row offset, half width)`` of the pixels whose centre is within ``radius``."""
+    """Describe the disk of pixels whose centre is within ``radius``, row by row.
+
+    Parameters
+    ----------
+    radius : float
+        Disk radius in metres.
+    dx : float
+        Pixel width in metres.
+    dy : float
+        Pixel height in metres.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(row offset, half width)`` per row, row offsets ascending.
+    """
     rows = []
     for j in range(-int(radius // dy), int(radius // dy) + 1):
         reach = radius * radius - (j * dy) ** 2
@@ -160,8 +211,10 @@ def _row_cumsum(a: Any, xp: ModuleType) -> Any:
 def _disk_sum(
     a: Any, rows: list[tuple[int, int]], halo: int, shape: tuple[int, int], xp: ModuleType
 ) -> Any:
-    """Integer sums of ``a`` (``(ny + 2 halo, nx + 2 halo)``) over a disk around each core
-    pixel, two lookups per disk row in the row-wise cumulative sums."""
+    """Sum ``a`` (``(ny + 2 halo, nx + 2 halo)``, integers) over a disk around each core pixel.
+
+    Two lookups per disk row in the row-wise cumulative sums.
+    """
     ny, nx = shape
     c = _row_cumsum(a, xp)
     out = xp.zeros((ny, nx), dtype=a.dtype)
@@ -180,8 +233,11 @@ def _summed_area(a: Any, xp: ModuleType) -> Any:
 
 
 def _box_sum(table: Any, width: int, trim: int) -> Any:
-    """Sums over ``width x width`` windows from a summed-area table, for the windows that
-    start ``trim`` pixels inside its array and fit ``trim`` pixels from its far edges."""
+    """Sum ``width x width`` windows from a summed-area table.
+
+    Only the windows that start ``trim`` pixels inside its array and fit ``trim`` pixels from
+    its far edges.
+    """
     n = table.shape[-2] - 1 - 2 * trim - width + 1
     m = table.shape[-1] - 1 - 2 * trim - width + 1
     r, c, w = trim, trim, width
@@ -194,7 +250,7 @@ def _box_sum(table: Any, width: int, trim: int) -> Any:
 
 
 def _fixed(a: Any, bits: int, xp: ModuleType) -> Any:
-    """``a`` in integer units of ``2**-bits`` (NaN as 0): sums of these are exact."""
+    """Convert ``a`` to integer units of ``2**-bits`` (NaN as 0): sums of these are exact."""
     return xp.rint(xp.where(xp.isnan(a), 0, a) * 2.0**bits).astype(xp.int64)
 
 
@@ -209,7 +265,9 @@ _F = np.float32
 
 
 @_KERNEL
-def _gradient(z: np.ndarray, y: int, x: int, px: float, py: float) -> tuple[float, float]:
+def _gradient(
+    z: np.ndarray, y: int, x: int, px: np.float32, py: np.float32
+) -> tuple[np.float32, np.float32]:
     """Horn's p = dz/dx and q = dz/dy (east and north) at padded (y, x); NaN at a NaN centre."""
     a, b, c = z[y - 1, x - 1], z[y - 1, x], z[y - 1, x + 1]
     d, e, f = z[y, x - 1], z[y, x], z[y, x + 1]
@@ -220,7 +278,9 @@ def _gradient(z: np.ndarray, y: int, x: int, px: float, py: float) -> tuple[floa
 
 
 @_KERNEL
-def _slope_kernel(z: np.ndarray, halo: int, px: float, py: float, slope: np.ndarray) -> None:
+def _slope_kernel(
+    z: np.ndarray, halo: int, px: np.float32, py: np.float32, slope: np.ndarray
+) -> None:
     degrees = _F(180 / np.pi)
     for row in range(slope.shape[0]):
         for col in range(slope.shape[1]):
@@ -232,8 +292,8 @@ def _slope_kernel(z: np.ndarray, halo: int, px: float, py: float, slope: np.ndar
 def _aspect_kernel(
     z: np.ndarray,
     halo: int,
-    px: float,
-    py: float,
+    px: np.float32,
+    py: np.float32,
     aspect: np.ndarray,
     north: np.ndarray,
     east: np.ndarray,
@@ -255,11 +315,11 @@ def _aspect_kernel(
 def _curvature_kernel(
     z: np.ndarray,
     halo: int,
-    dxx: float,
-    dyy: float,
-    dxy: float,
-    gx: float,
-    hy: float,
+    dxx: np.float32,
+    dyy: np.float32,
+    dxy: np.float32,
+    gx: np.float32,
+    hy: np.float32,
     profile: np.ndarray,
     plan: np.ndarray,
     total: np.ndarray,
@@ -329,7 +389,7 @@ def _all_nan(z: np.ndarray) -> bool:
 
 
 def _local_cpu(z: np.ndarray, halo: int, dx: float, dy: float, groups: list[Group]) -> np.ndarray:
-    """The 3 x 3 groups ``(variables, ny, nx)`` of the core of a padded float32 block."""
+    """Compute the 3 x 3 groups ``(variables, ny, nx)`` of the core of a padded float32 block."""
     ny, nx = z.shape[0] - 2 * halo, z.shape[1] - 2 * halo
     out = np.empty((sum(len(LOCAL[g]) for g in groups), ny, nx), dtype=np.float32)
     px, py = _F(1 / (8 * dx)), _F(1 / (8 * dy))
@@ -340,8 +400,9 @@ def _local_cpu(z: np.ndarray, halo: int, dx: float, dy: float, groups: list[Grou
         elif group == "aspect":
             _aspect_kernel(z, halo, px, py, out[k], out[k + 1], out[k + 2])
         elif group == "curvature":
-            coefficients = (1 / dx**2, 1 / dy**2, 1 / (4 * dx * dy), 1 / (2 * dx), 1 / (2 * dy))
-            _curvature_kernel(z, halo, *map(_F, coefficients), out[k], out[k + 1], out[k + 2])
+            dxx, dyy, dxy = _F(1 / dx**2), _F(1 / dy**2), _F(1 / (4 * dx * dy))
+            gx, hy = _F(1 / (2 * dx)), _F(1 / (2 * dy))
+            _curvature_kernel(z, halo, dxx, dyy, dxy, gx, hy, out[k], out[k + 1], out[k + 2])
         elif group == "tri":
             _tri_kernel(z, halo, out[k])
         else:
@@ -351,13 +412,13 @@ def _local_cpu(z: np.ndarray, halo: int, dx: float, dy: float, groups: list[Grou
 
 
 def _block(z: Any, halo: int, dx: float, dy: float, config: TerrainConfig, xp: ModuleType) -> Any:
-    """The derivatives ``(variables, ny, nx)`` float32 of the core of a padded block ``z``."""
+    """Compute the derivatives ``(variables, ny, nx)`` float32 of the core of a padded block."""
     ny, nx = z.shape[0] - 2 * halo, z.shape[1] - 2 * halo
     groups = set(config.derivatives)
     out: list[Any] = []
 
     def near(i: int, j: int, grow: int = 0) -> Any:
-        """The window shifted by (row i, col j) over the core grown by ``grow`` pixels."""
+        """Take the window shifted by (row i, col j) over the core grown by ``grow`` pixels."""
         r, c = halo - grow + i, halo - grow + j
         return z[r : r + ny + 2 * grow, c : c + nx + 2 * grow]
 
@@ -437,11 +498,29 @@ def _block(z: Any, halo: int, dx: float, dy: float, config: TerrainConfig, xp: M
 def derivatives_array(
     z: np.ndarray, halo: int, dx: float, dy: float, config: TerrainConfig = TerrainConfig()
 ) -> np.ndarray:
-    """Derivatives ``(variables, ny, nx)`` of the core of a NaN-padded block ``z`` (float32).
+    """Compute the derivatives of the core of a NaN-padded block ``z``.
 
-    ``z`` holds ``halo`` pixels of context on each side (NaN outside the raster); rows run
-    north to south. The CPU path works in strips of ``config.strip_rows`` rows; the cupy path
-    moves the block to the GPU and computes it at once.
+    The CPU path works in strips of ``config.strip_rows`` rows; the cupy path moves the block
+    to the GPU and computes it at once.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        2-D elevations (m) with ``halo`` pixels of context on each side (NaN outside the
+        raster); rows run north to south.
+    halo : int
+        Context pixels on each side (at least :meth:`TerrainConfig.halo`).
+    dx : float
+        Pixel width in metres.
+    dy : float
+        Pixel height in metres.
+    config : TerrainConfig
+        Derivatives, neighbourhoods and backend.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(variables, ny, nx)`` in the order of :meth:`TerrainConfig.names`.
     """
     if _all_nan(np.asarray(z)):  # ocean or outside the data: nothing to compute
         shape = (len(config.names()), z.shape[0] - 2 * halo, z.shape[1] - 2 * halo)
@@ -477,8 +556,24 @@ def _cupy() -> ModuleType:
 
 
 def pixel_size(dem: xr.DataArray) -> tuple[float, float]:
-    """Cell sizes ``(dx, dy)`` in metres from the raster's transform; refuses rasters whose
-    CRS is missing or not projected in metres, naming the fix."""
+    """Read the cell sizes in metres from the raster's transform.
+
+    Parameters
+    ----------
+    dem : xarray.DataArray
+        Raster with a rioxarray CRS and transform.
+
+    Returns
+    -------
+    tuple of float
+        ``(dx, dy)``, both positive.
+
+    Raises
+    ------
+    ValueError
+        If the CRS is missing or not projected in metres, or the grid is rotated (the
+        message names the fix).
+    """
     name = dem.name or "the DEM"
     crs = dem.rio.crs
     if crs is None:
@@ -498,8 +593,9 @@ def pixel_size(dem: xr.DataArray) -> tuple[float, float]:
 
 
 def _map_tiles(data: da.Array, halo: int, compute: Callable, n_out: int) -> da.Array:
-    """``compute`` on every block of ``data`` padded with ``halo`` pixels of its neighbours
-    (NaN outside the raster), one task per block: ``(n_out, *data.chunks)``.
+    """Apply ``compute`` to every block of ``data`` padded with ``halo`` pixels of its neighbours.
+
+    NaN outside the raster, one task per block; the result has chunks ``(n_out, *data.chunks)``.
 
     ``dask.array.overlap`` does the same with about ten tasks and two copies per block; here
     each task receives its (up to) 3 x 3 neighbouring blocks and copies the window once, which
@@ -507,7 +603,7 @@ def _map_tiles(data: da.Array, halo: int, compute: Callable, n_out: int) -> da.A
     """
     name = "terrain-" + tokenize(data, halo, compute, n_out)
     rows, cols = data.numblocks
-    graph = {
+    graph: dict[Key, Any] = {
         (name, 0, i, j): (
             _padded_call,
             [
@@ -523,19 +619,31 @@ def _map_tiles(data: da.Array, halo: int, compute: Callable, n_out: int) -> da.A
         for i in range(rows)
         for j in range(cols)
     }
-    layers = HighLevelGraph.from_collections(name, graph, dependencies=[data])
+    # dask.array.Array does not match dask's own DaskCollection protocol for mypy
+    # (``__dask_scheduler__`` is a staticmethod object there, a plain callable here).
+    layers = HighLevelGraph.from_collections(
+        name,
+        graph,
+        dependencies=[data],  # type: ignore[list-item]
+    )
     return da.Array(layers, name, chunks=((n_out,), *data.chunks), dtype=np.float32)
 
 
 def _padded_call(blocks: list[list[np.ndarray | None]], halo: int, compute: Callable) -> Any:
-    """``compute`` of the centre block padded from its neighbours ``blocks`` (3 x 3, None
-    outside the raster)."""
-    ny, nx = blocks[1][1].shape
+    """Call ``compute`` on the centre block padded from its neighbours.
+
+    ``blocks`` are the 3 x 3 blocks around it, None outside the raster.
+    """
+    centre = blocks[1][1]
+    assert centre is not None  # _map_tiles always passes the block itself
+    ny, nx = centre.shape
     z = np.full((ny + 2 * halo, nx + 2 * halo), np.nan, dtype=np.float32)
 
     def span(position: int, n: int, size: int) -> tuple[slice, slice]:
-        """(source, target) along one axis for the previous (0), own (1) or next (2) block of
-        ``size`` pixels around an own block of ``n``."""
+        """Slice (source, target) along one axis for the previous (0), own (1) or next (2) block.
+
+        The block has ``size`` pixels, the own block ``n``.
+        """
         if position == 0:
             return slice(size - halo, size), slice(0, halo)
         if position == 1:
@@ -556,13 +664,31 @@ def _padded_call(blocks: list[list[np.ndarray | None]], halo: int, compute: Call
 def terrain_derivatives(
     dem: xr.DataArray, config: TerrainConfig = TerrainConfig(), water: xr.DataArray | None = None
 ) -> xr.Dataset:
-    """Every derivative of ``dem`` as a lazy (Dask) Dataset on the DEM's grid.
+    """Compute every derivative of ``dem`` as a lazy (Dask) Dataset on the DEM's grid.
 
-    ``dem`` is a 2-D elevation raster with a projected CRS (nodata as NaN or its nodata
-    value); ``water`` an optional boolean raster on the same grid whose True pixels are masked
-    like nodata before anything is computed. Tiles of ``config.chunk`` pixels are computed
-    with a halo of :meth:`TerrainConfig.halo` pixels, so memory stays bounded and results do
-    not depend on the tiling.
+    Tiles of ``config.chunk`` pixels are computed with a halo of :meth:`TerrainConfig.halo`
+    pixels, so memory stays bounded and results do not depend on the tiling.
+
+    Parameters
+    ----------
+    dem : xarray.DataArray
+        2-D elevation raster with a projected CRS in metres (nodata as NaN or its nodata
+        value).
+    config : TerrainConfig
+        Derivatives, neighbourhoods, tiling and backend.
+    water : xarray.DataArray, optional
+        Boolean raster on the same grid; its True pixels are masked like nodata first.
+
+    Returns
+    -------
+    xarray.Dataset
+        One float32 variable per name of :meth:`TerrainConfig.names`, with units, on the
+        DEM's grid and CRS.
+
+    Raises
+    ------
+    ValueError
+        If the DEM is not 2-D (y, x) or its CRS or grid is unusable (see :func:`pixel_size`).
     """
     dx, dy = pixel_size(dem)
     ydim, xdim = dem.rio.y_dim, dem.rio.x_dim

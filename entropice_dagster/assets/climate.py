@@ -65,7 +65,7 @@ def era5_hourly(
     if absent:
         raise dg.Failure(
             f"{len(absent)} ERA5 files of Arctic year {year} are absent or incomplete and the "
-            f"CDS resource is offline (e.g. {absent[0]}): set cds.offline=false to download",
+            f"CDS client is offline (e.g. {absent[0]}): set the cds resource's client='cds'",
         )
     if closing in report.missing:
         context.log.warning(

@@ -25,8 +25,8 @@ from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     AreaOfInterestResource,
     DataDirResource,
-    GridCellsResource,
-    WatermaskResource,
+    GridSettingsResource,
+    WatermaskSourceResource,
 )
 
 MAP_MAX_POLYGONS = 50_000
@@ -61,7 +61,7 @@ def _land_fraction_map(cells: gpd.GeoDataFrame, path: Path, title: str) -> dg.Me
     metadata={"entropice/path": "watermask/watermask.parquet"},
     check_specs=check_specs("watermask", WATERMASK_CHECKS),
 )
-def watermask(area_of_interest: AreaOfInterestResource, watermask_source: WatermaskResource):
+def watermask(area_of_interest: AreaOfInterestResource, watermask_source: WatermaskSourceResource):
     """Water polygons (EPSG:4326) over the area of interest, cut into tiles.
 
     Built once and shared by every grid level, so all levels agree on where the coast is.
@@ -93,7 +93,7 @@ def grid_cells(
     context: dg.AssetExecutionContext,
     watermask: gpd.GeoDataFrame,
     area_of_interest: AreaOfInterestResource,
-    grid_settings: GridCellsResource,
+    grid_settings: GridSettingsResource,
     data_dir: DataDirResource,
 ):
     """Cells of one grid level over the area of interest: cell_id, geometry, land area, fraction.

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from entropice_core.config import GridSpec
+from entropice_core.config import ArrayBackend, GridSpec
 from entropice_core.ingest import arcticdem
 from entropice_core.io.icechunk import branch_snapshot, commit_raster, read_dataset_version
 from entropice_core.terrain.derivatives import TerrainConfig
@@ -45,7 +45,7 @@ def arcticdem_tiles(
     """The ArcticDEM v4.1 32 m mosaic tiles covering the area, as published (COG, EPSG:3413).
 
     Missing tiles are downloaded (resumed, size-checked and opened before they count) when
-    the source has a base URL; tiles the release lacks (open ocean) are listed as missing.
+    the source's client is 'pgc'; tiles the release lacks (open ocean) are listed as missing.
     """
     fetched = arcticdem_source.fetch(data_dir.root, area_of_interest.area())
     return dg.MaterializeResult(
@@ -68,7 +68,9 @@ class TerrainDerivativesConfig(dg.Config):
     vrm_windows: list[int] = Field(
         default=list(_DEFAULT.vrm_windows), description="Odd VRM window sizes (pixels)."
     )
-    backend: str = Field(default="numpy", description="'numpy' (CPU) or 'cupy' (GPU).")
+    backend: ArrayBackend = Field(
+        default="numpy", description="Array backend: 'numpy' (device cpu) or 'cupy' (cuda)."
+    )
 
 
 def _preview(values: np.ndarray, title: str) -> dg.MetadataValue:
