@@ -35,7 +35,9 @@ def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
         timeout=600,
         check=False,
     )
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "watermask failed" in done.stdout
-    assert "must have four numbers" in done.stdout
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    # the cause and the valid forms (issue 13, point 5), not a Python traceback
+    assert "must have four numbers" in output and "Valid forms" in output, output
+    assert "Traceback" not in output, output
     assert not (tmp_path / "data" / "sources").exists()  # no sample region for a bad area
