@@ -14,6 +14,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from entropice_core.ml.espa import ESPAClassifier
 
+# every warning is an error (a RuntimeWarning from the fit means NaN or overflow somewhere);
+# tests that expect one catch it with pytest.warns
+pytestmark = pytest.mark.filterwarnings("error")
+
 #: Checks this estimator is exempt from, with the reason (also listed in docs/espa.md).
 EXPECTED_FAILED_CHECKS = {
     "check_class_weight_classifiers": (

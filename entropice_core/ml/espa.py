@@ -120,6 +120,8 @@ class _Data:
     w: Any  # (T,) float64 weights
     mean: Any  # (D,) weighted mean of X
     sumsq: Any  # (D,) sum_t w_t (X_td - mean_d)^2
+    reach: Any  # (D,) >= (X_td - S_dk)^2 for any sample and any centre (a weighted box mean)
+    peak: Any  # (D,) >= X_td^2 for any sample
     total: float  # N, the total weight
     n_features: int
     n_classes: int
@@ -139,10 +141,13 @@ class _State:
 class _Boxes:
     """The samples' boxes (T,), -1 for none yet, and per-box sums over them: (K, D + M + 2)
     columns of weighted sums of X, class weights, total weight n and sample count; ``moved``
-    counts the samples that changed box in the sweep that made them."""
+    counts the samples that changed box in the sweep that made them. The sums are updated in
+    place by the moves; ``churn`` (K,) is the weight that went in or out of each box since its
+    sums were last computed afresh, which bounds their rounding (see _refresh)."""
 
     box: Any
     sums: Any
+    churn: Any
     n_features: int
     moved: int = 0
 
@@ -153,6 +158,7 @@ class _Boxes:
         return cls(
             box=xp.full(data.X.shape[0], -1, dtype=xp.int64, device=device),
             sums=xp.zeros((K, D + data.n_classes + 2), dtype=xp.float64, device=device),
+            churn=xp.zeros(K, dtype=xp.float64, device=device),
             n_features=D,
             moved=data.X.shape[0],
         )
@@ -245,6 +251,61 @@ def _label_costs(xp: ModuleType, Lam: Any, eps_C: float) -> Any:
     return -xp.log(xp.clip(Lam, min=LAMBDA_FLOOR)) * (eps_C / Lam.shape[0])
 
 
+#: A feature's weight ratio W'/W is used as a factor only within [1/RATIO_LIMIT, RATIO_LIMIT];
+#: outside (a weight that appears from zero, or grows or shrinks by more), the feature's term
+#: is bounded by its extent instead (see _Reweighting).
+RATIO_LIMIT = 2.0**32
+
+
+@dataclass(frozen=True)
+class _Reweighting:
+    """How a data term q = (1/D) sum_d W_d (x_d - c_d)^2 of a training sample can change when W
+    becomes W': split the features into tracked ones, whose ratio r_d = W'_d / W_d lies in
+    [s, g] (s <= 1 <= g), and free ones, whose terms are bounded by the extents of the data
+    (``reach``: (x_d - c_d)^2 <= reach_d for c any box mean). Then
+
+        s * max(q - A, 0) <= q' <= g q + A'    with A = (1/D) sum_free W_d reach_d,
+                                                    A' = (1/D) sum_free W'_d reach_d,
+
+    and likewise, with ``peak`` for reach, for the row term (1/D) sum_d W_d x_d^2. Every
+    quantity is finite: a feature whose weight appears from zero, or whose ratio leaves
+    [1/RATIO_LIMIT, RATIO_LIMIT], is free. Which other features are free is chosen to keep the
+    bounds tight: the split is the one, among freeing the features of smallest term first, that
+    minimises (g - s) * typical + A + A' (``typical`` a typical cost)."""
+
+    shrink: Any  # s
+    grow: Any  # g
+    lose: Any  # A
+    gain: Any  # A'
+    row_lose: Any
+    row_gain: Any
+
+    @classmethod
+    def of(cls, xp: ModuleType, data: _Data, W: Any, W_new: Any, typical: Any) -> _Reweighting:
+        D = data.n_features
+        finite = (W > 0) & (W_new <= W * RATIO_LIMIT) & (W_new * RATIO_LIMIT >= W)
+        ratio = xp.where(finite, W_new / xp.where(finite, W, 1.0), 1.0)
+        term = xp.maximum(W, W_new) * data.reach  # the most a feature adds to a data term
+        # candidate splits: only the forced features free, or also those with term <= term_j
+        free = xp.concat(
+            [~finite[None, :], ~finite[None, :] | (term[None, :] <= term[:, None])], axis=0
+        )
+        grow = xp.maximum(xp.max(xp.where(free, 1.0, ratio[None, :]), axis=1), 1.0)
+        shrink = xp.minimum(xp.min(xp.where(free, 1.0, ratio[None, :]), axis=1), 1.0)
+        lose = xp.sum(xp.where(free, W * data.reach, 0.0), axis=1) / D
+        gain = xp.sum(xp.where(free, W_new * data.reach, 0.0), axis=1) / D
+        best = int(xp.argmin((grow - shrink) * typical + lose + gain))
+        chosen = free[best, :]
+        return cls(
+            shrink=shrink[best],
+            grow=grow[best],
+            lose=lose[best],
+            gain=gain[best],
+            row_lose=xp.sum(xp.where(chosen, W * data.peak, 0.0)) / D,
+            row_gain=xp.sum(xp.where(chosen, W_new * data.peak, 0.0)) / D,
+        )
+
+
 def _settled(
     xp: ModuleType,
     data: _Data,
@@ -257,36 +318,41 @@ def _settled(
     """Which samples provably keep their box under ``state`` (bool, (T,)), and the bounds
     carried over to ``state``.
 
-    Since ``bounds.state``, W changed (a data term sum_d W_d (x_d - S_d)^2 / D scales by at
-    least s = min(W'/W) <= 1 and at most g = max(W'/W) >= 1) and the boxes that gained or lost
-    samples changed centre (by a distance e_k in the new metric) and label costs. A cost
-    c = q + l (data and label term, l >= 0) then becomes at least s c for an unchanged box and
-    at least s c - 2 sqrt(s c) e + (l' - s l) for a changed one (triangle inequality); its own
-    box's cost at most g c, or (sqrt(g (c - l)) + e)^2 + l' if it changed. Samples these
+    Since ``bounds.state``, W changed (a data term q becomes at least s max(q - A, 0) and at most
+    g q + A', see _Reweighting) and the boxes that gained or lost samples changed centre (by a
+    distance e_k in the new metric) and label costs l. A sample's cost of its own box,
+    c = q + l, then becomes at most g c + A' if the box is unchanged, and at most
+    (sqrt(g (c - l) + A') + e)^2 + l' if it changed (triangle inequality). Its cost c of
+    another box becomes at least s max(c - A, 0) if unchanged, and at least
+    v - 2 e sqrt(v) + (l' - s l) with v = max(s max(c - A, 0), e^2) if changed. Samples these
     bounds leave unsure get the costs of the ``EXACT_BOXES`` boxes that moved most computed
     exactly (a product over those boxes only), so one large move does not unsettle them all.
     A sample keeps its box when its upper bound stays below its lower bound by more than the
-    rounding of the products.
+    rounding of the products. Every step is finite for any reachable state: bounds are
+    non-negative, lower bounds finite while there are two boxes, and with one box left every
+    sample keeps it.
     """
     old, D, K = bounds.state, data.n_features, state.S.shape[1]
-    kept = old.W > 0
-    ratio = xp.where(kept, state.W / xp.where(kept, old.W, 1.0), 1.0)
-    ratio = xp.where(~kept & (state.W > 0), xp.inf, ratio)
-    grow, shrink = xp.maximum(xp.max(ratio), 1.0), xp.minimum(xp.min(ratio), 1.0)
-    if not bool(shrink > 0):  # a weight fell to zero: no bound survives, sweep everyone
+    if K == 1:  # nothing to choose: every sample keeps the only box
         device = array_api_compat.device(bounds.upper)
-        return xp.zeros(bounds.upper.shape, dtype=xp.bool, device=device), bounds
+        return xp.ones(bounds.upper.shape, dtype=xp.bool, device=device), replace(
+            bounds, state=state
+        )
+    change = _Reweighting.of(xp, data, old.W, state.W, xp.mean(bounds.upper))
+    grow = change.grow
     label, old_label = _label_costs(xp, state.Lam, eps_C), _label_costs(xp, old.Lam, eps_C)
     changed = xp.any(state.S != old.S, axis=0) | xp.any(state.Lam != old.Lam, axis=0)
     shift = xp.sqrt(xp.sum(state.W[:, None] * (state.S - old.S) ** 2, axis=0) / D)
-    low, high = bounds.low * shrink, bounds.high * grow
+    low = change.shrink * xp.clip(bounds.low - change.row_lose, min=0.0)
+    high = grow * bounds.high + change.row_gain
     error = _rounding(xp, data, state, label, high)
     own = data.y * K + boxes.box
-    distance = xp.sqrt(xp.clip(bounds.upper - xp.take(xp.reshape(old_label, (-1,)), own), min=0))
-    moved = (xp.sqrt(grow) * distance + xp.take(shift, boxes.box)) ** 2
+    data_term = bounds.upper - xp.take(xp.reshape(old_label, (-1,)), own)
+    distance = xp.sqrt(xp.clip(grow * data_term + change.gain, min=0.0))
+    moved = (distance + xp.take(shift, boxes.box)) ** 2
     moved = moved + xp.take(xp.reshape(label, (-1,)), own)
-    upper = xp.where(xp.take(changed, boxes.box), moved, grow * bounds.upper)
-    moves = _Moves(shrink=shrink, shift=shift, label=label, old_label=old_label)
+    upper = xp.where(xp.take(changed, boxes.box), moved, grow * bounds.upper + change.gain)
+    moves = _Moves(change=change, shift=shift, label=label, old_label=old_label)
     lower = moves.lower(xp, bounds.lower, data.y, changed)
     settled = upper + 2 * error < lower
     n_changed = int(xp.sum(xp.astype(changed, xp.int64)))
@@ -316,26 +382,26 @@ def _settled(
 
 @dataclass(frozen=True)
 class _Moves:
-    """How the model changed between two sweeps, for :func:`_settled`: the smallest W ratio,
-    each centre's move in the new metric and the label costs (M, K) after and before."""
+    """How the model changed between two sweeps, for :func:`_settled`: the reweighting, each
+    centre's move in the new metric and the label costs (M, K) after and before."""
 
-    shrink: Any
+    change: _Reweighting
     shift: Any
     label: Any
     old_label: Any
 
     def lower(self, xp: ModuleType, lower: Any, y: Any, changed: Any) -> Any:
-        """Lower bounds on the costs of other boxes, from the previous ones (``lower``, of
-        samples of classes ``y``) when the boxes in the mask ``changed`` moved."""
-        s = self.shrink
-        result = s * lower
+        """Lower bounds on the costs of other boxes, from the previous ones (``lower``, finite,
+        of samples of classes ``y``) when the boxes in the mask ``changed`` moved."""
+        s = self.change.shrink
+        scaled = s * xp.clip(lower - self.change.lose, min=0.0)  # >= s max(q - A, 0) + s l
         if not bool(xp.any(changed)):
-            return result
+            return scaled
         move = xp.max(xp.where(changed, self.shift, 0.0))
         drift = xp.where(changed[None, :], self.label - s * self.old_label, xp.inf)
-        least = xp.maximum(lower, move**2 / s)  # where the bound is smallest
-        loosened = s * least - 2 * xp.sqrt(s * least) * move + xp.take(xp.min(drift, axis=1), y)
-        return xp.minimum(result, loosened)
+        least = xp.maximum(scaled, move**2)  # where v - 2 e sqrt(v) is smallest
+        loosened = least - 2 * xp.sqrt(least) * move + xp.take(xp.min(drift, axis=1), y)
+        return xp.minimum(scaled, loosened)
 
 
 def _rounding(xp: ModuleType, data: _Data, state: _State, label: Any, row: Any) -> Any:
@@ -392,7 +458,7 @@ def _sweep(
         parts: list[Any] = [swept[rows] for rows in _chunks(swept.shape[0], data.chunk)]
     else:
         parts = _chunks(T, data.chunk)
-    sums, new_boxes, proven, cost_sum, n_moved = boxes.sums, [], [], 0.0, 0
+    sums, churn, new_boxes, proven, cost_sum, n_moved = boxes.sums, boxes.churn, [], [], 0.0, 0
     for rows in parts:
         if isinstance(rows, slice):
             X, w, old = data.X[rows, :], data.w[rows], boxes.box[rows]
@@ -416,7 +482,12 @@ def _sweep(
             old, box = xp.take(old, moved), xp.take(box, moved)
         w = w[:, None]
         values = xp.concat([w * xp.astype(X, xp.float64, copy=False), w, xp.ones_like(w)], axis=1)
-        sums = sums + _segment_sums(xp, values, box, K) - _segment_sums(xp, values, old, K)
+        added, removed = _segment_sums(xp, values, box, K), _segment_sums(xp, values, old, K)
+        sums = sums + added - removed
+        # a box's sums are differences of prefix sums over all the moved samples: they round
+        # by about eps times the moved weight of the chunk
+        touched = (added[:, -1] > 0) | (removed[:, -1] > 0)
+        churn = churn + xp.where(touched, xp.sum(w), 0.0)
     if bounds is None:
         box = xp.concat(new_boxes) if len(new_boxes) > 1 else new_boxes[0]
         if track:
@@ -435,8 +506,36 @@ def _sweep(
             upper[~settled], lower[~settled] = exact_upper, exact_lower
             low[~settled], high[~settled] = row, row
         bounds = _Bounds(upper=upper, lower=lower, low=low, high=high, state=state)
-    boxes = _Boxes(box=box, sums=sums, n_features=boxes.n_features, moved=n_moved)
-    return boxes, cost_sum, bounds
+    boxes = _Boxes(box=box, sums=sums, churn=churn, n_features=boxes.n_features, moved=n_moved)
+    return _refresh(xp, data, boxes), cost_sum, bounds
+
+
+#: A box's sums are computed afresh when its weight n falls below this fraction of the weight
+#: that passed through the updates of its sums (its churn): they round by about eps times the
+#: churn, which would no longer be small against n (relative error above about 1e-10).
+STALE_BELOW = 1e-6
+
+
+def _refresh(xp: ModuleType, data: _Data, boxes: _Boxes) -> _Boxes:
+    """Recompute the sums of the boxes whose in-place sums may have lost their accuracy (a
+    light sample left behind by heavy ones; with sample weights near zero the weight n would
+    otherwise come out 0 or negative), from their samples by a one-hot product, in which other
+    boxes' samples add exact zeros. Rare, and then over few samples."""
+    stale = (boxes.size > 0) & (boxes.n <= STALE_BELOW * boxes.churn)
+    if not bool(xp.any(stale)):
+        return boxes
+    K = boxes.sums.shape[0]
+    ids = xp.nonzero(stale)[0]
+    rows = xp.nonzero(xp.take(stale, boxes.box))[0]
+    box = xp.astype(xp.take(boxes.box, rows), ids.dtype)
+    w = xp.take(data.w, rows)[:, None]
+    X = xp.astype(xp.take(data.X, rows, axis=0), xp.float64)
+    values = xp.concat([w * X, w, xp.ones_like(w)], axis=1)
+    fresh = xp.astype(ids[:, None] == box[None, :], xp.float64) @ values  # (stale, C)
+    every = xp.arange(K, dtype=ids.dtype, device=array_api_compat.device(ids))
+    fresh = xp.astype(every[:, None] == ids[None, :], xp.float64) @ fresh  # (K, C), exact
+    sums = xp.where(stale[:, None], fresh, boxes.sums)
+    return replace(boxes, sums=sums, churn=xp.where(stale, fresh[:, -2], boxes.churn))
 
 
 def _prune(xp: ModuleType, state: _State, boxes: _Boxes) -> tuple[_State, _Boxes]:
@@ -449,7 +548,12 @@ def _prune(xp: ModuleType, state: _State, boxes: _Boxes) -> tuple[_State, _Boxes
     state = _State(
         S=xp.take(state.S, keep, axis=1), W=state.W, Lam=xp.take(state.Lam, keep, axis=1)
     )
-    boxes = replace(boxes, box=xp.take(renumber, boxes.box), sums=xp.take(boxes.sums, keep, axis=0))
+    boxes = replace(
+        boxes,
+        box=xp.take(renumber, boxes.box),
+        sums=xp.take(boxes.sums, keep, axis=0),
+        churn=xp.take(boxes.churn, keep),
+    )
     return state, boxes
 
 
@@ -487,13 +591,27 @@ def _iteration(
     return _State(S=S_c.T + data.mean[:, None], W=W, Lam=Lam), boxes, bounds, float(loss)
 
 
+def _loss_slack(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> float:
+    """How much one iteration from ``state`` can raise the loss by rounding alone: the boxes
+    minimise costs from a rounded product (a sample may take a box dearer by twice the
+    rounding bound, in float32 noticeably), and the loss is computed from sums that cancel,
+    which matters when it is close to zero (boxes of one sample, W on one feature)."""
+    D = data.n_features
+    moment2 = data.sumsq + data.total * data.mean**2
+    row = xp.sum(state.W * moment2) / (data.total * D)  # weighted mean of (1/D) sum_d W_d x_d^2
+    label = _label_costs(xp, state.Lam, params.eps_C)
+    scale = row + xp.max(label) + params.eps_W * math.log(D) / D
+    return float(2 * _rounding(xp, data, state, label, row) + 1e-12 * scale)
+
+
 def _descend(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> _Run:
     """Iterate from ``state`` until the loss stops decreasing by more than tol * |loss|."""
     losses: list[float] = []
     boxes, bounds = _Boxes.empty(xp, data, state.S.shape[1]), None
     for _ in range(params.max_iter):
+        slack = _loss_slack(xp, data, state, params)
         state, boxes, bounds, loss = _iteration(xp, data, state, boxes, bounds, params)
-        if losses and loss > losses[-1] + 1e-10 * abs(losses[-1]):
+        if losses and loss > losses[-1] + 1e-10 * abs(losses[-1]) + slack:
             warnings.warn(
                 f"eSPA loss increased from {losses[-1]!r} to {loss!r}: the data are probably "
                 "badly scaled (standardise them, e.g. StandardScaler in a Pipeline)",
@@ -506,12 +624,21 @@ def _descend(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> 
     return _Run(state=state, losses=losses, converged=False)
 
 
-def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any]:
-    """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk."""
+def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any, Any, Any]:
+    """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk, and
+    per feature bounds on (x_d - c_d)^2 for c_d between the smallest and largest x_d (any box
+    mean) and on x_d^2 over the samples. The bounds carry a margin of 1e-6 of the largest
+    magnitude: box means come from sums updated in place, which round."""
     parts = _chunks(X.shape[0], chunk)
     total = xp.sum(w)
     mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64, copy=False) for rows in parts) / total
-    return mean, sum(w[rows] @ (xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts)
+    sumsq = sum(w[rows] @ (xp.astype(X[rows, :], xp.float64) - mean) ** 2 for rows in parts)
+    top = xp.max(xp.stack([xp.max(X[rows, :], axis=0) for rows in parts]), axis=0)
+    bottom = xp.min(xp.stack([xp.min(X[rows, :], axis=0) for rows in parts]), axis=0)
+    top, bottom = xp.astype(top, xp.float64), xp.astype(bottom, xp.float64)
+    largest = xp.maximum(xp.abs(top), xp.abs(bottom))
+    margin = 1e-6 * largest
+    return mean, sumsq, (top - bottom + margin) ** 2, (largest + margin) ** 2
 
 
 def _initial_state(
@@ -567,6 +694,8 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
     warm_start : bool
         Continue from the previous fit's state (one run, ``n_init`` ignored).
     """
+
+    classes_: np.ndarray  # set by fit
 
     def __init__(
         self,
@@ -637,13 +766,15 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         labelled = np.concatenate([X, np.arange(len(classes)) == y_index[:, None]], axis=1)
         Xb = self._to_backend(xp, labelled, getattr(xp, params.dtype))
         w = self._to_backend(xp, weights, xp.float64)
-        mean, sumsq = _moments(xp, Xb[:, : X.shape[1]], w, chunk)
+        mean, sumsq, reach, peak = _moments(xp, Xb[:, : X.shape[1]], w, chunk)
         data = _Data(
             X=Xb,
             y=self._to_backend(xp, y_index, xp.int64),
             w=w,
             mean=mean,
             sumsq=sumsq,
+            reach=reach,
+            peak=peak,
             total=float(weights.sum()),
             n_features=X.shape[1],
             n_classes=len(classes),

@@ -14,7 +14,7 @@ from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.ingest.arcticdem import tile_path, tiles_for
 from entropice_core.ingest.era5 import era5_path
 from entropice_core.io.atomic import atomic_path
-from entropice_core.sample import arcticdem, darts, era5
+from entropice_core.sample import alphaearth, arcticdem, darts, era5
 from entropice_core.sample.world import build_world
 
 #: Bumped whenever the generative model changes, so old sample files are regenerated.
@@ -40,6 +40,8 @@ class SampleRegionFiles:
         ERA5-like monthly NetCDF files (one per month and step type).
     darts : tuple of Path
         DARTS-like footprints (GeoParquet, GeoPackage), training labels and image footprints.
+    alphaearth : tuple of Path
+        AlphaEarth-like embedding COGs (one per year and UTM zone).
     """
 
     seed: int
@@ -47,11 +49,12 @@ class SampleRegionFiles:
     arcticdem: tuple[Path, ...]
     era5: tuple[Path, ...]
     darts: tuple[Path, ...]
+    alphaearth: tuple[Path, ...] = ()
 
     @property
     def paths(self) -> tuple[Path, ...]:
         """Every data file (the manifest excluded)."""
-        return self.arcticdem + self.era5 + self.darts
+        return self.arcticdem + self.era5 + self.darts + self.alphaearth
 
 
 def _months(arctic_years: tuple[int, int]) -> list[tuple[int, int]]:
@@ -92,6 +95,7 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
         ),
         darts=darts.footprint_paths(sources / "darts")
         + darts.training_paths(sources / "darts" / "training-labels"),
+        alphaearth=alphaearth.sample_cog_paths(sources / "alphaearth", SAMPLE_REGION_BBOX),
     )
 
 
@@ -110,7 +114,8 @@ def _is_complete(files: SampleRegionFiles) -> bool:
 def generate_sample_region(
     data_dir: Path, seed: int = 42, progress: Progress | None = None, force: bool = False
 ) -> SampleRegionFiles:
-    """Write the sample region's ArcticDEM, ERA5 and DARTS files under ``<data_dir>/sources``.
+    """Write the sample region's ArcticDEM, ERA5, DARTS and AlphaEarth files under
+    ``<data_dir>/sources``.
 
     Every file is written atomically; the manifest ``sources/sample-region.json`` is written
     last and removed first, so it only exists while a complete set for its seed does. A second
@@ -168,6 +173,9 @@ def generate_sample_region(
     labels, images = darts.training_labels(footprints, seed)
     darts.write_training_labels(labels, images, sources / "darts" / "training-labels")
     step(f"darts: {len(footprints)} footprints and {len(labels)} training labels written")
+
+    cogs = alphaearth.write_embeddings(world, sources / "alphaearth")
+    step(f"alphaearth: {len(cogs)} embedding COGs written")
 
     with atomic_path(files.manifest) as tmp:
         tmp.write_text(

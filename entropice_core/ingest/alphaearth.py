@@ -1,0 +1,777 @@
+"""AlphaEarth Foundations Satellite Embedding V1: per-cell mean embeddings per year.
+
+Facts (Earth Engine catalogue, GCS README; ``docs/alphaearth.md``): 64 bands ``A00``..``A63``,
+unit-length vectors at 10 m, one image per year and UTM zone, years 2017 onward. Two access
+paths give the same per-cell means:
+
+- **Earth Engine**: ``ImageCollection("GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL")`` filtered by year
+  and bounds, mosaicked, reduced with ``reduceRegions(fc, Reducer.mean(), scale=10, crs=...)``
+  per *cluster* of cells (KMeans on EPSG:6931 centroids, see :func:`cluster_cells`), requests
+  run concurrently with retries and a per-cluster on-disk cache (:func:`fetch_clusters`).
+- **Cloud-Optimized GeoTIFFs** (``gs://alphaearth_foundations/{year}/{zone}{N|S}/*.tif*``):
+  int8, nodata -128, dequantised as ``(q / 127.5)**2 * sign(q)``, aggregated with the project's
+  exact-coverage engine (:func:`entropice_core.spatial.aggregators.aggregate_raster`); the
+  cell-to-pixel map of each file grid is built once and reused for every band and year.
+
+Both return the same L2 dataset (:func:`embedding_dataset`): dims ``(cell_ids, year)``, variables
+``A00``..``A63`` (cell means as they are: a mean of unit vectors is shorter than 1) and
+``valid_fraction`` (share of the cell covered by valid pixels).
+
+Shape of the module: *download* (clients: :class:`EarthEngineClient`, :class:`CogClient`),
+*read* (:func:`read_cog`, :func:`dequantize`), *derive* (:func:`embedding_dataset`). Credentials
+are arguments; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import random
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+import geopandas as gpd
+import numpy as np
+import pyproj
+import shapely
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field
+
+from entropice_core.config import GridSpec
+from entropice_core.io.atomic import atomic_path
+from entropice_core.io.download import MissingSourceFiles, SourceClient
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+BANDS: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(64))
+#: int8 value of masked pixels in the COGs (in every band at once).
+NODATA = -128
+#: First year of the collection.
+FIRST_YEAR = 2017
+#: Earth Engine's high-volume endpoint (for many small automated requests).
+HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
+#: Projection of the cluster centroids (EASE-Grid 2.0 North, equal-area).
+CLUSTER_CRS = "EPSG:6931"
+#: Earth Engine's getInfo limit on the features of one answer.
+EE_FEATURE_LIMIT = 5000
+#: Earth Engine's per-project limit on concurrent requests.
+EE_CONCURRENCY_QUOTA = 40
+#: HTTP statuses retried (too many requests, server errors).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Environment variables the Dagster resource and the CLI read (named in error messages only).
+ENV_SERVICE_ACCOUNT = "ENTROPICE_EE_SERVICE_ACCOUNT"
+ENV_KEY_FILE = "ENTROPICE_EE_KEY_FILE"
+ENV_PROJECT = "ENTROPICE_EE_PROJECT"
+
+
+# --------------------------------------------------------------------------- read
+
+
+def dequantize(q: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """int8 COG values to embedding values ``(q / 127.5)**2 * sign(q)``; -128 becomes NaN."""
+    q = np.asarray(q)
+    v = (q.astype(dtype) / dtype(127.5)) ** 2 * np.sign(q).astype(dtype)
+    return np.where(q == NODATA, dtype(np.nan), v).astype(dtype)
+
+
+def quantize(v: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`dequantize` rounded to int8 (NaN becomes -128): ``sign(v) sqrt|v|``
+    times 127.5, clipped to -127..127 (how the published COGs encode floats)."""
+    v = np.asarray(v)
+    v = v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)
+    q = np.clip(np.round(np.sign(v) * np.sqrt(np.abs(v)) * v.dtype.type(127.5)), -127, 127)
+    return np.where(np.isnan(v), NODATA, np.nan_to_num(q)).astype(np.int8)
+
+
+def utm_zone(lon: float | np.ndarray) -> np.ndarray:
+    """UTM zone number (1..60) of longitudes (no Norway/Svalbard exceptions)."""
+    return (np.floor((np.asarray(lon) + 180.0) / 6.0).astype(np.int64) % 60) + 1
+
+
+def utm_zones_for(bbox: tuple[float, float, float, float]) -> list[int]:
+    """UTM zones a lon/lat box (``minlon < maxlon``) touches, west to east."""
+    first, last = int(utm_zone(bbox[0])), int(utm_zone(np.nextafter(bbox[2], -np.inf)))
+    return list(range(first, last + 1))
+
+
+def utm_crs(zone: int, north: bool = True) -> str:
+    """EPSG code of a WGS84 UTM zone."""
+    return f"EPSG:{32600 + zone if north else 32700 + zone}"
+
+
+def zone_bounds(zone: int) -> tuple[float, float]:
+    """West and east longitude of a UTM zone."""
+    west = -180.0 + 6.0 * (zone - 1)
+    return west, west + 6.0
+
+
+def zone_dir(root: str | Path, year: int, zone: int, north: bool = True) -> Path:
+    """Folder of one year and UTM zone in the GCS layout: ``{root}/{year}/{zone}{N|S}``."""
+    return Path(root) / str(year) / f"{zone}{'N' if north else 'S'}"
+
+
+def find_cogs(root: str | Path, year: int) -> list[Path]:
+    """Every COG of ``year`` under ``root`` (all zones), sorted."""
+    base = Path(root) / str(year)
+    return sorted(p for p in base.glob("*/*.tif*") if p.suffix in (".tif", ".tiff"))
+
+
+def read_cog(path: str | Path, chunk: int = 1024) -> xr.DataArray:
+    """One embedding COG as a lazy, dequantised ``(band, y, x)`` float32 DataArray (NaN where
+    masked), north-up: files stored bottom-up (positive y resolution) are flipped."""
+    import rioxarray
+
+    raw = rioxarray.open_rasterio(path, chunks={"band": -1, "y": chunk, "x": chunk})
+    assert isinstance(raw, xr.DataArray)
+    if raw.sizes["band"] != len(BANDS):
+        raise ValueError(f"{path}: {raw.sizes['band']} bands, expected {len(BANDS)} (A00..A63)")
+    if raw.rio.transform().e > 0:
+        raw = raw.isel(y=slice(None, None, -1))
+    crs, transform = raw.rio.crs, raw.rio.transform()
+    data = xr.apply_ufunc(dequantize, raw, dask="parallelized", output_dtypes=[np.float32])
+    data = data.assign_coords(band=list(BANDS))
+    data.attrs = {}
+    return data.rio.write_crs(crs).rio.write_transform(transform)
+
+
+# --------------------------------------------------------------------------- derive
+
+
+def embedding_dataset(
+    cell_ids: np.ndarray,
+    years: Sequence[int],
+    means: np.ndarray,
+    valid_fraction: np.ndarray,
+    spec: GridSpec,
+) -> xr.Dataset:
+    """The L2 dataset from ``means (years, cells, 64)`` and ``valid_fraction (years, cells)``.
+
+    Variables ``A00``..``A63`` and ``valid_fraction`` as float32 on ``(cell_ids, year)``; cells
+    without any valid pixel are NaN with valid_fraction 0.
+    """
+    ds = xr.Dataset(
+        coords={
+            "cell_ids": ("cell_ids", np.asarray(cell_ids, dtype=np.uint64), spec.xdggs_attrs),
+            "year": ("year", np.asarray(years, dtype=np.int64)),
+        }
+    )
+    for i, band in enumerate(BANDS):
+        ds[band] = (("cell_ids", "year"), means[:, :, i].T.astype(np.float32))
+        ds[band].attrs.update(long_name=f"mean of AlphaEarth embedding axis {band}")
+    ds["valid_fraction"] = (("cell_ids", "year"), valid_fraction.T.astype(np.float32))
+    ds["valid_fraction"].attrs.update(long_name="share of the cell covered by valid pixels")
+    ds.attrs.update(
+        grid=spec.grid,
+        level=spec.level,
+        source="AlphaEarth Foundations Satellite Embedding V1 (annual)",
+        license="CC-BY-4.0",
+        attribution=ATTRIBUTION,
+    )
+    return ds
+
+
+ATTRIBUTION = (
+    "The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and Google "
+    "DeepMind."
+)
+
+
+@dataclass(frozen=True)
+class ClusterMeans:
+    """One request's answer: per-cell means ``(cells, 64)`` and valid fractions, in the order
+    of ``cell_ids``."""
+
+    cell_ids: np.ndarray
+    means: np.ndarray
+    valid_fraction: np.ndarray
+
+
+@dataclass
+class FetchStats:
+    """What a run cost: requests sent (attempts included), answers from the cache."""
+
+    requests: int = 0
+    attempts: int = 0
+    cached: int = 0
+    clusters: int = 0
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """The L2 dataset and what producing it cost."""
+
+    dataset: xr.Dataset
+    stats: FetchStats = field(default_factory=FetchStats)
+
+
+class EmbeddingClient(SourceClient):
+    """Where embeddings come from. ``embeddings`` gives the L2 dataset of ``cells`` (a
+    ``grid_cells`` frame: cell_id, EPSG:4326 geometry) for ``years``; ``repr`` shows only the
+    client's name (constructor arguments may hold credentials)."""
+
+    @abstractmethod
+    def embeddings(
+        self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
+    ) -> EmbeddingResult: ...
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class BatchConfig(BaseModel):
+    """How cells are grouped into requests (:func:`cluster_points`): KMeans on EPSG:6931
+    centroids until every cluster has at most ``max_cells`` cells and spans at most
+    ``max_extent_km`` (the larger side of its centroids' bounding box)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_cells: int = Field(default=1000, ge=1, le=EE_FEATURE_LIMIT - 1)
+    max_extent_km: float = Field(default=300.0, gt=0)
+    seed: int = 0
+
+
+class RequestConfig(BaseModel):
+    """How requests run: concurrency (under the quota of 40), retries with exponential backoff
+    (``initial_backoff_s * 2**k`` capped at ``max_backoff_s``, with jitter) on HTTP 429 and 5xx,
+    at most ``max_attempts`` per cluster and ``total_timeout_s`` per run; ``scale_m``, ``crs``
+    (``None``: the UTM zone of the cluster's centre) and ``tile_scale`` go to reduceRegions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    concurrency: int = Field(default=16, ge=1, lt=EE_CONCURRENCY_QUOTA)
+    max_attempts: int = Field(default=6, ge=1)
+    initial_backoff_s: float = Field(default=2.0, ge=0)
+    max_backoff_s: float = Field(default=120.0, ge=0)
+    total_timeout_s: float = Field(default=6 * 3600.0, gt=0)
+    scale_m: float = Field(default=10.0, gt=0)
+    crs: str | None = None
+    tile_scale: int = Field(default=4, ge=1, le=16)
+
+
+def _centroids_6931(cells: gpd.GeoDataFrame) -> np.ndarray:
+    """Cell centroids in EPSG:6931 metres, ``(n, 2)``: lon/lat centroid of each cell, then
+    projected (centroids of cells cut at 180 degrees come from the larger part's ring)."""
+    pts = shapely.centroid(shapely.get_geometry(cells.geometry.to_numpy(), 0))
+    single = np.asarray([p if p is not None else shapely.Point() for p in pts])
+    xy = shapely.get_coordinates(single)
+    tr = pyproj.Transformer.from_crs("EPSG:4326", CLUSTER_CRS, always_xy=True)
+    x, y = tr.transform(xy[:, 0], xy[:, 1])
+    return np.column_stack([x, y])
+
+
+def cluster_cells(cells: gpd.GeoDataFrame, config: BatchConfig = BatchConfig()) -> np.ndarray:
+    """Cluster label (0..k-1) of every cell of a ``grid_cells`` frame: see
+    :func:`cluster_points` (on the cells' EPSG:6931 centroids)."""
+    return cluster_points(_centroids_6931(cells), cells["cell_id"].to_numpy(), config)
+
+
+#: Most clusters one KMeans call makes; larger sets are split level by level.
+MAX_K = 64
+
+
+def cluster_points(
+    xy: np.ndarray, ids: np.ndarray, config: BatchConfig = BatchConfig()
+) -> np.ndarray:
+    """Cluster label (0..k-1) of every point ``xy`` (EPSG:6931 metres): compact groups of at
+    most ``config.max_cells`` points spanning at most ``config.max_extent_km``.
+
+    A group above either limit is split by KMeans (scikit-learn, fixed seed) into
+    ``ceil(n / max_cells)`` clusters (at most :data:`MAX_K` per call, at least 2), recursively
+    until every group fits; a split KMeans cannot make (all points in one cluster) cuts at the
+    median of the longer axis. Labels are ordered by each cluster's smallest id, so they do
+    not depend on KMeans' numbering.
+    """
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # many small fits: threads only contend
+        return _cluster_points(KMeans, xy, ids, config)
+
+
+def _cluster_points(kmeans, xy: np.ndarray, ids: np.ndarray, config: BatchConfig) -> np.ndarray:
+    n = len(xy)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    groups = [np.arange(n)]
+    done: list[np.ndarray] = []
+    while groups:
+        g = groups.pop()
+        span = np.ptp(xy[g], axis=0) if len(g) else np.zeros(2)
+        if len(g) <= config.max_cells and span.max() / 1000.0 <= config.max_extent_km:
+            done.append(g)
+            continue
+        if span.max() == 0:
+            done.append(g)  # identical points: nothing left to split
+            continue
+        k = int(min(MAX_K, max(2, -(-len(g) // config.max_cells))))
+        labels = kmeans(k, n_init=1, random_state=config.seed).fit_predict(xy[g])
+        parts = [g[labels == j] for j in range(k)]
+        parts = [p for p in parts if len(p)]
+        if len(parts) < 2:
+            axis = int(np.argmax(span))
+            cut = xy[g, axis] > np.median(xy[g, axis])
+            parts = (
+                [g[~cut], g[cut]]
+                if cut.any() and (~cut).any()
+                else [g[: len(g) // 2], g[len(g) // 2 :]]
+            )
+        groups += parts
+    ids = np.asarray(ids)
+    done.sort(key=lambda g: ids[g].min())
+    out = np.empty(n, dtype=np.int64)
+    for j, g in enumerate(done):
+        out[g] = j
+    return out
+
+
+def cluster_key(cell_ids: np.ndarray) -> str:
+    """Content hash of a cluster (its sorted cell ids): 20 hex digits."""
+    ids = np.sort(np.asarray(cell_ids, dtype=np.uint64))
+    return hashlib.sha256(ids.astype("<u8").tobytes()).hexdigest()[:20]
+
+
+class ClusterCache:
+    """Per-cluster answers on disk: ``{root}/{grid_level}/{year}/{hash of cell ids}.npz``.
+
+    Written atomically after each successful request, so a killed run keeps every finished
+    cluster and a re-run asks only for the missing ones.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, spec: GridSpec, year: int, cell_ids: np.ndarray) -> Path:
+        return self.root / spec.key / str(year) / f"{cluster_key(cell_ids)}.npz"
+
+    def load(self, spec: GridSpec, year: int, cell_ids: np.ndarray) -> ClusterMeans | None:
+        path = self.path(spec, year, cell_ids)
+        if not path.exists():
+            return None
+        with np.load(path) as z:
+            found = ClusterMeans(z["cell_ids"], z["means"], z["valid_fraction"])
+        if not np.array_equal(np.sort(found.cell_ids), np.sort(cell_ids)):
+            return None  # hash collision or foreign file: fetch again
+        return found
+
+    def save(self, spec: GridSpec, year: int, result: ClusterMeans) -> None:
+        path = self.path(spec, year, result.cell_ids)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                cell_ids=result.cell_ids,
+                means=result.means,
+                valid_fraction=result.valid_fraction,
+            )
+
+
+class RequestFailed(RuntimeError):
+    """A cluster's request failed for good (retries spent, time bound reached or not
+    retryable)."""
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an Earth Engine / Google API error carries, if any.
+
+    ``googleapiclient.errors.HttpError`` has ``resp.status`` (and ``status_code``); Earth
+    Engine's ``EEException`` only has the message, which names the status or its reason.
+    """
+    for candidate in (
+        getattr(exc, "status_code", None),
+        getattr(getattr(exc, "resp", None), "status", None),
+        getattr(exc, "code", None),
+    ):
+        if isinstance(candidate, int | str) and str(candidate).isdigit():
+            return int(candidate)
+    text = str(exc)
+    for status, words in (
+        (429, ("429", "Too Many Requests", "RESOURCE_EXHAUSTED", "Too many concurrent")),
+        (503, ("503", "Service Unavailable", "UNAVAILABLE")),
+        (502, ("502", "Bad Gateway")),
+        (504, ("504", "Gateway Timeout", "DEADLINE_EXCEEDED")),
+        (500, ("500", "Internal Server Error", "INTERNAL")),
+    ):
+        if any(w in text for w in words):
+            return status
+    return None
+
+
+Fetch = Callable[[gpd.GeoDataFrame, int], ClusterMeans]
+
+
+def _with_retries(
+    fetch: Fetch,
+    cells: gpd.GeoDataFrame,
+    year: int,
+    cluster: int,
+    config: RequestConfig,
+    deadline: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    stats: FetchStats,
+    rng: random.Random,
+) -> ClusterMeans:
+    attempt = 0
+    while True:
+        attempt += 1
+        stats.attempts += 1
+        try:
+            return fetch(cells, year)
+        except Exception as exc:
+            status = http_status(exc)
+            where = f"cluster {cluster} ({len(cells)} cells) of year {year}"
+            if status not in RETRY_STATUSES:
+                raise RequestFailed(
+                    f"AlphaEarth request for {where} failed after {attempt} attempts: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            delay = min(config.max_backoff_s, config.initial_backoff_s * 2 ** (attempt - 1))
+            delay *= 0.5 + 0.5 * rng.random()
+            if attempt >= config.max_attempts or clock() + delay > deadline:
+                raise RequestFailed(
+                    f"AlphaEarth request for {where} failed after {attempt} attempts "
+                    f"(last: HTTP {status}, {type(exc).__name__}: {exc}); retries or the "
+                    f"{config.total_timeout_s:g} s bound are spent"
+                ) from exc
+            log.warning(
+                "HTTP %s for %s, attempt %d; retrying in %.1f s", status, where, attempt, delay
+            )
+            sleep(delay)
+
+
+def fetch_clusters(
+    fetch: Fetch,
+    cells: gpd.GeoDataFrame,
+    spec: GridSpec,
+    years: Sequence[int],
+    *,
+    cache: ClusterCache | None = None,
+    batch: BatchConfig = BatchConfig(),
+    requests: RequestConfig = RequestConfig(),
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> EmbeddingResult:
+    """Per-cell means of ``years`` through per-cluster requests ``fetch(cluster_cells, year)``.
+
+    Clusters come from :func:`cluster_cells`; cached clusters are read, the others requested on
+    a pool of ``requests.concurrency`` threads with :class:`RequestConfig`'s retries, and each
+    answer is cached as soon as it arrives. The first failure cancels the requests not yet
+    started and raises :class:`RequestFailed` once the running ones end (their answers are
+    cached too).
+    """
+    labels = cluster_cells(cells, batch)
+    n_clusters = int(labels.max()) + 1 if len(labels) else 0
+    members = [np.flatnonzero(labels == j) for j in range(n_clusters)]
+    ids = cells["cell_id"].to_numpy().astype(np.uint64)
+    index = {int(c): i for i, c in enumerate(ids)}
+    means = np.full((len(years), len(ids), len(BANDS)), np.nan)
+    valid = np.zeros((len(years), len(ids)))
+    stats = FetchStats(clusters=n_clusters)
+    deadline = clock() + requests.total_timeout_s
+
+    def place(y: int, found: ClusterMeans) -> None:
+        rows = np.array([index[int(c)] for c in found.cell_ids], dtype=np.int64)
+        means[y, rows] = found.means
+        valid[y, rows] = found.valid_fraction
+
+    todo: list[tuple[int, int, int]] = []
+    for y, year in enumerate(years):
+        for j, m in enumerate(members):
+            found = cache.load(spec, year, ids[m]) if cache else None
+            if found is None:
+                todo.append((y, year, j))
+            else:
+                stats.cached += 1
+                place(y, found)
+
+    def run(y: int, year: int, j: int) -> tuple[int, ClusterMeans]:
+        rng = random.Random(hash((requests.max_attempts, year, j)))
+        sub = cells.iloc[members[j]][["cell_id", "geometry"]]
+        found = _with_retries(fetch, sub, year, j, requests, deadline, clock, sleep, stats, rng)
+        if cache:
+            cache.save(spec, year, found)
+        return y, found
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=requests.concurrency) as pool:
+            futures = [pool.submit(run, *t) for t in todo]
+            stats.requests = len(futures)
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f.done() and f.exception() is not None]
+            if failed:
+                for f in futures:
+                    f.cancel()
+                pool.shutdown(wait=True)
+                exc = failed[0].exception()
+                assert exc is not None
+                raise exc
+            for f in futures:
+                place(*f.result())
+    log.info(
+        "alphaearth %s: %d clusters x %d years, %d requested, %d from cache",
+        spec.key, n_clusters, len(years), len(todo), stats.cached,
+    )  # fmt: skip
+    dataset = embedding_dataset(ids, years, means, valid, spec)
+    return EmbeddingResult(dataset=dataset, stats=stats)
+
+
+# --------------------------------------------------------------------------- Earth Engine
+
+
+class CredentialsMissing(RuntimeError):
+    """No service account, key or project given for Earth Engine."""
+
+
+def _import_ee() -> ModuleType:
+    try:
+        return importlib.import_module("ee")
+    except ImportError as err:
+        raise ImportError(
+            "Earth Engine access needs the earthengine-api package: install the 'earthengine' "
+            "extra (uv sync --extra earthengine, or pip install 'entropice[earthengine]')"
+        ) from err
+
+
+class EarthEngineClient(EmbeddingClient):
+    """Per-cluster ``reduceRegions`` on Earth Engine with a service account.
+
+    Parameters
+    ----------
+    service_account
+        The service account's e-mail.
+    project
+        The Google Cloud project registered for Earth Engine.
+    key_file, key_data
+        The service account's JSON key, as a path or as its text (one of the two). Never
+        logged; ``repr`` shows neither.
+    high_volume
+        Use the high-volume endpoint (recommended for many small automated requests).
+    ee_module
+        The ``ee`` module to use (tests pass a fake); imported lazily otherwise.
+    """
+
+    name: ClassVar[str] = "earthengine"
+    offline: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        service_account: str | None,
+        project: str | None,
+        *,
+        key_file: str | Path | None = None,
+        key_data: str | None = None,
+        high_volume: bool = True,
+        cache: ClusterCache | None = None,
+        batch: BatchConfig = BatchConfig(),
+        requests: RequestConfig = RequestConfig(),
+        ee_module: ModuleType | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        missing = [
+            name
+            for name, value in (
+                (ENV_SERVICE_ACCOUNT, service_account),
+                (f"{ENV_KEY_FILE} (or the key's JSON text)", key_file or key_data),
+                (ENV_PROJECT, project),
+            )
+            if not value
+        ]
+        if missing:
+            raise CredentialsMissing(
+                "Earth Engine credentials missing: set " + ", ".join(missing)
+                + " (a service account registered for Earth Engine; see docs/alphaearth.md)"
+            )  # fmt: skip
+        self.service_account = str(service_account)
+        self.project = str(project)
+        self._key_file = None if key_file is None else str(key_file)
+        self._key_data = key_data
+        self.high_volume = high_volume
+        self.cache = cache
+        self.batch = batch
+        self.requests = requests
+        self._ee_module = ee_module
+        self._ee: ModuleType | None = None
+        self._sleep = sleep
+
+    @property
+    def ee(self) -> ModuleType:
+        """The initialised ``ee`` module (authenticated on first use)."""
+        if self._ee is None:
+            ee = self._ee_module or _import_ee()
+            creds = ee.ServiceAccountCredentials(
+                self.service_account, key_file=self._key_file, key_data=self._key_data
+            )
+            kwargs: dict[str, Any] = {"project": self.project}
+            if self.high_volume:
+                kwargs["opt_url"] = HIGH_VOLUME_URL
+            ee.Initialize(creds, **kwargs)
+            log.info(
+                "Earth Engine initialised for project %s as %s", self.project, self.service_account
+            )
+            self._ee = ee
+        return self._ee
+
+    def image(self, year: int, region: Any) -> Any:
+        """The year's mosaic over ``region`` with a ``valid_fraction`` band (the embedding
+        mask, 0 outside the images), so the region mean of that band is the valid share."""
+        ee = self.ee
+        images = (
+            ee.ImageCollection(COLLECTION)
+            .filterDate(f"{year}-01-01", f"{year + 1}-01-01")
+            .filterBounds(region)
+        )
+        mosaic = images.mosaic().select(list(BANDS))
+        valid = mosaic.select(BANDS[0]).mask().unmask(0).rename("valid_fraction")
+        return mosaic.addBands(valid)
+
+    def reduce_cluster(self, cells: gpd.GeoDataFrame, year: int) -> ClusterMeans:
+        """One request: the means of ``cells`` (one cluster) for ``year``."""
+        ee = self.ee
+        features = [
+            ee.Feature(ee.Geometry(shapely.geometry.mapping(g), None, False), {"cell_id": str(c)})
+            for c, g in zip(cells["cell_id"], cells.geometry, strict=True)
+        ]
+        fc = ee.FeatureCollection(features)
+        crs = self.requests.crs
+        if crs is None:
+            lon = float(np.mean(cells.geometry.total_bounds[[0, 2]]))
+            lat = float(np.mean(cells.geometry.total_bounds[[1, 3]]))
+            crs = utm_crs(int(utm_zone(lon)), lat >= 0)
+        reduced = self.image(year, fc.geometry()).reduceRegions(
+            collection=fc,
+            reducer=ee.Reducer.mean(),
+            scale=self.requests.scale_m,
+            crs=crs,
+            tileScale=self.requests.tile_scale,
+        )
+        answer = reduced.getInfo()
+        return _parse_features(answer["features"], cells["cell_id"].to_numpy())
+
+    def embeddings(
+        self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
+    ) -> EmbeddingResult:
+        return fetch_clusters(
+            self.reduce_cluster,
+            cells,
+            spec,
+            years,
+            cache=self.cache,
+            batch=self.batch,
+            requests=self.requests,
+            sleep=self._sleep,
+        )
+
+
+def _parse_features(features: list[dict], expected: np.ndarray) -> ClusterMeans:
+    """reduceRegions' features to arrays; a band missing (no valid pixel) is NaN."""
+    props = {int(f["properties"]["cell_id"]): f["properties"] for f in features}
+    ids = np.asarray(expected, dtype=np.uint64)
+    if set(props) != {int(c) for c in ids}:
+        raise ValueError(f"Earth Engine answered {len(props)} cells, {len(ids)} were asked for")
+    means = np.array(
+        [[_num(props[int(c)].get(b)) for b in BANDS] for c in ids], dtype=np.float64
+    ).reshape(len(ids), len(BANDS))
+    valid = np.array([_num(props[int(c)].get("valid_fraction")) for c in ids])
+    return ClusterMeans(ids, means, np.nan_to_num(valid))
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+# --------------------------------------------------------------------------- COGs
+
+
+class CogClient(EmbeddingClient):
+    """Per-cell means from the int8 COGs under ``root`` (the GCS layout, mirrored locally).
+
+    Every file of a year is aggregated with the exact-coverage engine (statistics ``sum``,
+    ``count`` and ``valid_fraction``) over the cells that touch it; per cell, the means of all
+    files combine as ``sum(sum) / sum(count)`` (what one pass over the union of the files
+    would give) and the valid fractions add up (zones do not overlap). The cell-to-pixel map of
+    each distinct file grid (CRS, transform, shape) is built once and reused for all 64 bands
+    and every year.
+    """
+
+    name: ClassVar[str] = "alphaearth-cogs"
+    offline: ClassVar[bool] = True
+
+    def __init__(self, root: str | Path, *, parallel: bool = False) -> None:
+        self.root = Path(root)
+        self.parallel = parallel
+        self.maps_built = 0
+
+    def embeddings(
+        self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
+    ) -> EmbeddingResult:
+        from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+        from entropice_core.spatial.pixelmap import RasterGrid, build_cell_pixel_map
+
+        config = AggregationConfig(statistics=("sum", "count", "valid_fraction"))
+        ids = cells["cell_id"].to_numpy().astype(np.uint64)
+        n = len(ids)
+        total = np.zeros((len(years), n, len(BANDS)))
+        count = np.zeros((len(years), n))
+        valid = np.zeros((len(years), n))
+        maps: dict[tuple, tuple[np.ndarray, Any]] = {}
+        bounds4326 = cells.geometry.bounds.to_numpy()
+        for y, year in enumerate(years):
+            paths = find_cogs(self.root, year)
+            if not paths:
+                raise MissingSourceFiles(
+                    "alphaearth",
+                    self.root / str(year),
+                    [f"{year}/<zone>N/*.tiff"],
+                    "generate the sample region or mirror gs://alphaearth_foundations/"
+                    f"{year}/ for the zones of the area",
+                )
+            for path in paths:
+                data = read_cog(path)
+                grid = RasterGrid.from_xarray(data)
+                key = (grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height)
+                if key not in maps:
+                    rows = _cells_touching(bounds4326, grid)
+                    cmap = build_cell_pixel_map(cells.iloc[rows], grid) if len(rows) else None
+                    maps[key] = (rows, cmap)
+                    self.maps_built += 1
+                rows, cmap = maps[key]
+                if cmap is None:
+                    continue
+                out = aggregate_raster(
+                    data,
+                    cells.iloc[rows],
+                    spec,
+                    config,
+                    cell_map=cmap,
+                    parallel=self.parallel,
+                )
+                total[y][rows] += np.nan_to_num(out["sum"].transpose("cell_ids", "band").values)
+                count[y][rows] += out["count"].isel(band=0).values
+                valid[y][rows] += np.nan_to_num(out["valid_fraction"].isel(band=0).values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(count[..., None] > 0, total / count[..., None], np.nan)
+        dataset = embedding_dataset(ids, years, means, np.minimum(valid, 1.0), spec)
+        return EmbeddingResult(dataset=dataset, stats=FetchStats())
+
+
+def _cells_touching(bounds4326: np.ndarray, grid: Any) -> np.ndarray:
+    """Positions of the cells whose lon/lat box meets the raster's footprint."""
+    left, bottom, right, top = grid.bounds
+    tr = pyproj.Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    ring = shapely.segmentize(shapely.box(left, bottom, right, top), (right - left) / 64)
+    lon, lat = tr.transform(*shapely.get_coordinates(ring).T)
+    fp = shapely.Polygon(np.column_stack([lon, lat])).buffer(0.01)
+    boxes = shapely.box(*bounds4326.T)
+    return np.flatnonzero(shapely.intersects(boxes, fp))
+
+
+def years_available(root: str | Path) -> list[int]:
+    """Years with a folder under a COG root."""
+    return sorted(int(p.name) for p in Path(root).iterdir() if p.is_dir() and p.name.isdigit())
