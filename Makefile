@@ -34,9 +34,9 @@ demo: .venv/.synced  ## build .venv, materialise the asset graph on the sample r
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/entropice demo --data-dir $(ENTROPICE_DATA_DIR)
 
-test: .venv/.synced  ## build .venv with dev extras and run the tests
+test: .venv/.synced  ## build .venv with dev extras and run the tests (PYTEST_ARGS='-m "not slow"': the quick ones)
 	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
 
 ui: .venv/.synced  ## open the Dagster UI on http://127.0.0.1:$(PORT)
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml

@@ -1,15 +1,23 @@
-"""Shared fixtures: the sample region, and Dagster resources under a temporary data directory."""
+"""Shared fixtures, built once per session: the sample region, the whole asset graph
+materialised on it, and Dagster resources under a temporary data directory."""
+
+from __future__ import annotations
 
 import os
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from entropice_core.sample import SampleRegionFiles, generate_sample_region
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 #: The seed of the sample region the tests share (the default seed of `make demo`).
 SEED = 42
@@ -72,3 +80,129 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleRegion
     started = time.perf_counter()
     files = generate_sample_region(data_dir, seed=SEED)
     return data_dir, files, time.perf_counter() - started
+
+
+#: The grid levels of the end-to-end run: one coarse level per grid family where the sample
+#: region still has enough cells with and without RTS, and enough spatial blocks, to train and
+#: check a model (h3_5: ~380 cells in ~66 blocks of h3_4; healpix_9: ~550 cells in ~47 blocks
+#: of healpix_7; healpix_8 is too small: a CV fold holds one class). `make demo` covers all
+#: nine levels.
+GRAPH_LEVELS = ("h3_5", "healpix_9")
+#: Experiments trained at the HEALPix level (the H3 level trains every experiment): one model
+#: suffices to materialise trained_model and predictions there, and eSPA is the quickest.
+HEALPIX_EXPERIMENTS = ("espa-binary",)
+#: Two Arctic years: the first one's thaw season is complete (it needs the next year's
+#: October-December), the last one's is not.
+GRAPH_YEARS = ("2022", "2023")
+
+
+@dataclass(frozen=True)
+class GraphRun:
+    """One ``dg.materialize`` call of the end-to-end run."""
+
+    selection: tuple[str, ...]
+    partition: str | None
+    result: dg.ExecuteInProcessResult
+
+
+@dataclass(frozen=True)
+class SampleGraph:
+    """Every asset of the graph materialised on the sample region (see ``sample_graph``)."""
+
+    data_dir: Path
+    runs: tuple[GraphRun, ...]
+    levels: tuple[str, ...]
+    years: tuple[str, ...]
+    #: grid level -> the experiments trained at it
+    experiments: dict[str, tuple[str, ...]]
+
+    def run(self, asset: str, partition: Any = None) -> dg.ExecuteInProcessResult:
+        """The run that materialised ``asset`` (for ``partition``, a key or MultiPartitionKey)."""
+        wanted = None if partition is None else str(partition)
+        found = [r for r in self.runs if asset in r.selection and r.partition == wanted]
+        assert len(found) == 1, f"{len(found)} runs of {asset} {wanted}"
+        return found[0].result
+
+    def metadata(self, asset: str, partition: Any = None) -> dict[str, Any]:
+        """The values of the metadata of ``asset``'s materialisation."""
+        (event,) = self.run(asset, partition).asset_materializations_for_node(asset)
+        return {name: getattr(v, "value", v) for name, v in event.metadata.items()}
+
+    def checks(self, asset: str, partition: Any = None) -> dict[str, Any]:
+        """Check name -> evaluation, for the checks of ``asset`` in its run."""
+        evaluations = self.run(asset, partition).get_asset_check_evaluations()
+        return {e.check_name: e for e in evaluations if e.asset_key.to_user_string() == asset}
+
+
+def _materialise_graph(data_dir: Path) -> SampleGraph:
+    """Materialise every asset once per partition of the end-to-end run, in-process, as the
+    demo orders the runs: sources, Arctic years (all daily stores before the yearly indices,
+    which read the next year), grid levels, then each (grid level, experiment)."""
+    import dagster as dg
+
+    from entropice_dagster.assets import all_assets
+    from entropice_dagster.partitions import (
+        arctic_year_partitions,
+        experiment_partitions,
+        grid_partitions,
+        model_partitions,
+    )
+
+    def named(partitions_def, exclude=()) -> tuple[str, ...]:
+        return tuple(
+            a.key.to_user_string()
+            for a in all_assets
+            if a.partitions_def == partitions_def and a.key.to_user_string() not in exclude
+        )
+
+    # era5_yearly of a year reads the next year's daily store (the end of its thaw season)
+    after_every_year = ("era5_yearly",)
+    every = tuple(experiment_partitions.get_partition_keys())
+    experiments = {
+        key: every if key.startswith("h3") else HEALPIX_EXPERIMENTS for key in GRAPH_LEVELS
+    }
+    plan: list[tuple[tuple[str, ...], Any]] = [(named(None), None)]
+    plan += [(named(arctic_year_partitions, after_every_year), y) for y in GRAPH_YEARS]
+    plan += [(after_every_year, y) for y in GRAPH_YEARS]
+    plan += [(named(grid_partitions), key) for key in GRAPH_LEVELS]
+    plan += [
+        (named(model_partitions), dg.MultiPartitionKey({"grid_level": key, "experiment": e}))
+        for key in GRAPH_LEVELS
+        for e in experiments[key]
+    ]
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(arctic_year_partitions.name, list(GRAPH_YEARS))
+    resources = dagster_resources(data_dir)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    runs = []
+    for selection, partition in plan:
+        result = dg.materialize(
+            all_assets,
+            selection=list(selection),
+            partition_key=partition,
+            instance=instance,
+            resources=resources,
+            run_config=quiet,
+            raise_on_error=False,
+        )
+        key = None if partition is None else str(partition)
+        runs.append(GraphRun(selection, key, result))
+    return SampleGraph(data_dir, tuple(runs), GRAPH_LEVELS, GRAPH_YEARS, experiments)
+
+
+@pytest.fixture(scope="session")
+def sample_graph(region) -> SampleGraph:
+    """Every asset of the graph materialised once on the sample region (in the region's data
+    directory) at GRAPH_LEVELS, for GRAPH_YEARS, with every experiment at the H3 level and
+    HEALPIX_EXPERIMENTS at the HEALPix one; shared by the tests of each stage. Failed runs
+    are kept (``raise_on_error=False``) for the tests to report."""
+    data_dir, _, _ = region
+    return _materialise_graph(data_dir)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of the end-to-end run are slow (the run takes minutes the first time), so that
+    ``pytest -m "not slow"`` never starts it."""
+    for item in items:
+        if "sample_graph" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from entropice_core.config import DEFAULT_GRID_LEVELS
 
 
+@pytest.mark.slow  # a `dagster` subprocess loads the code location
 def test_cli_backfill_queues_all_nine_grid_levels(tmp_path: Path, cli_backfill) -> None:
     runs, backfill = cli_backfill(tmp_path, "per_cell_assets")
     # Queued for the daemon that `make ui` (dagster dev) runs.

@@ -1,5 +1,6 @@
-"""The climate assets on the sample region, the yearly refresh schedule, the climate_features
-automation, and the command-line backfill of every Arctic year."""
+"""The climate assets of the end-to-end run on the sample region (``sample_graph``), the
+yearly refresh schedule, the climate_features automation, and the command-line backfill of
+every Arctic year."""
 
 import datetime as dt
 from pathlib import Path
@@ -11,70 +12,40 @@ import pytest
 import shapely
 import xarray as xr
 import xdggs
+from conftest import GRAPH_LEVELS, GRAPH_YEARS
 
 from entropice_core.io.zarr import read_dataset
 from entropice_core.spatial.overlay import overlay_cells
-from entropice_dagster.assets import all_assets
 from entropice_dagster.schedules import era5_refresh, refresh_requests
 
-KEY = "healpix_6"
-YEARS = ("2022", "2023")
-
-
-@pytest.fixture(scope="module")
-def climate(region, make_resources, tmp_path_factory):
-    data_dir, _, _ = region
-    work = tmp_path_factory.mktemp("climate")
-    (work / "sources").symlink_to(data_dir / "sources")
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("arctic_year", list(YEARS))
-    resources = make_resources(work)
-    results = {}
-    for selection in (["era5_hourly", "era5_daily"], ["era5_yearly"]):
-        for year in YEARS:
-            results[(selection[-1], year)] = dg.materialize(
-                all_assets,
-                selection=selection,
-                partition_key=year,
-                instance=instance,
-                resources=resources,
-            )
-    results["features"] = dg.materialize(
-        all_assets,
-        selection=["watermask", "grid_cells", "climate_features"],
-        partition_key=KEY,
-        instance=instance,
-        resources=resources,
-    )
-    return work, results
-
-
-def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    (event,) = result.asset_materializations_for_node(asset)
-    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+KEY = GRAPH_LEVELS[1]  # HEALPix
+YEARS = GRAPH_YEARS
 
 
 @pytest.mark.slow
-def test_arctic_years_materialise_with_gaps_reported(climate):
-    work, results = climate
-    assert all(r.success for r in results.values())
-    hourly = _metadata(results[("era5_daily", "2022")], "era5_hourly")
+def test_arctic_years_materialise_with_gaps_reported(sample_graph):
+    work = sample_graph.data_dir
+    assert YEARS == ("2022", "2023")
+    for year in YEARS:
+        assert sample_graph.run("era5_daily", year).success
+        assert sample_graph.run("era5_yearly", year).success
+    hourly = sample_graph.metadata("era5_hourly", "2022")
     assert hourly["already_complete"] == 25 and hourly["downloaded"] == 0  # + closing hour
     assert hourly["missing"] == []  # October 2022 of the sample holds the closing hour
-    assert _metadata(results[("era5_daily", "2022")], "era5_daily")["gap_days"] == []
+    assert sample_graph.metadata("era5_daily", "2022")["gap_days"] == []
     # the sample ends 30 Sep 2023 23 UTC: that day's precipitation is a reported gap
-    assert _metadata(results[("era5_daily", "2023")], "era5_daily")["gap_days"] == ["2023-09-30"]
+    assert sample_graph.metadata("era5_daily", "2023")["gap_days"] == ["2023-09-30"]
     daily = xr.open_zarr(work / "era5" / "daily" / "2023.zarr")
     assert daily.sizes["time"] == 365 and daily["precipitation"].isel(time=-1).isnull().all()
-    assert _metadata(results[("era5_yearly", "2022")], "era5_yearly")["thaw_season_complete"]
-    assert not _metadata(results[("era5_yearly", "2023")], "era5_yearly")["thaw_season_complete"]
+    assert sample_graph.metadata("era5_yearly", "2022")["thaw_season_complete"]
+    assert not sample_graph.metadata("era5_yearly", "2023")["thaw_season_complete"]
 
 
 @pytest.mark.slow
-def test_climate_features_are_area_weighted_cell_means(climate):
-    work, results = climate
-    checks = {e.check_name: e.passed for e in results["features"].get_asset_check_evaluations()}
-    assert checks == {"degree_days_plausible": True, **{k: True for k in checks}}
+def test_climate_features_are_area_weighted_cell_means(sample_graph):
+    work = sample_graph.data_dir
+    checks = sample_graph.checks("climate_features", KEY)
+    assert {name: e.passed for name, e in checks.items()} == {"degree_days_plausible": True}
     features = xdggs.decode(read_dataset(work / "era5" / f"features_{KEY}.zarr"))
     assert features["thawing_degree_days"].dims == ("cell_ids", "year")
     assert features["year"].to_numpy().tolist() == [2022, 2023]
@@ -165,6 +136,7 @@ def test_climate_features_follow_updated_arctic_years() -> None:
         assert requested == {"h3_3", "healpix_7"}  # the levels whose grid cells exist
 
 
+@pytest.mark.slow  # a `dagster` subprocess loads the code location
 def test_cli_backfill_queues_every_arctic_year(tmp_path: Path, cli_backfill) -> None:
     years = [str(y) for y in range(2018, 2024)]
     runs, backfill = cli_backfill(tmp_path, "era5_arctic_year", {"arctic_year": years})

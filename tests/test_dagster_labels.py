@@ -1,6 +1,5 @@
-"""The whole graph on the sample region, as `make demo` runs it: sources to RTS labels."""
-
-from pathlib import Path
+"""The label stage of the end-to-end run on the sample region (``sample_graph``): DARTS
+footprints to RTS labels per cell."""
 
 import dagster as dg
 import numpy as np
@@ -8,67 +7,42 @@ import pandas as pd
 import pytest
 import xarray as xr
 import xdggs
+from conftest import GRAPH_LEVELS
 
 from entropice_core.io.geoparquet import read_geoparquet
 from entropice_core.io.zarr import read_dataset, write_dataset
-from entropice_dagster.assets import all_assets
 from entropice_dagster.io_managers import ZarrIOManager
 
-KEYS = ("h3_4", "healpix_7")
-
-
-@pytest.fixture(scope="module")
-def graph(region, make_resources) -> tuple[Path, dict]:
-    data_dir, _, _ = region
-    resources = make_resources(data_dir)
-    instance = dg.DagsterInstance.ephemeral()
-    results = {
-        None: dg.materialize(
-            all_assets,
-            selection=["watermask", "darts_polygons"],
-            resources=resources,
-            instance=instance,
-        )
-    }
-    for key in KEYS:
-        results[key] = dg.materialize(
-            all_assets,
-            selection=["grid_cells", "rts_labels"],
-            partition_key=key,
-            resources=resources,
-            instance=instance,
-        )
-    return data_dir, results
+KEYS = GRAPH_LEVELS
 
 
 @pytest.mark.slow
-def test_every_asset_materialises_with_passing_checks(graph):
-    _, results = graph
-    for result in results.values():
-        assert result.success
-        assert all(e.passed for e in result.get_asset_check_evaluations())
+def test_label_assets_materialise_with_passing_checks(sample_graph):
+    for key in (None, *KEYS):
+        asset = "darts_polygons" if key is None else "rts_labels"
+        assert sample_graph.run(asset, key).success
     for key in KEYS:
-        checks = {e.check_name for e in results[key].get_asset_check_evaluations()}
-        assert "rts_area_matches_footprints" in checks
+        checks = sample_graph.checks("rts_labels", key)
+        assert set(checks) == {"rts_area_matches_footprints"}
+        assert checks["rts_area_matches_footprints"].passed
 
 
 @pytest.mark.slow
-def test_darts_polygons_are_the_sample_footprints(graph):
-    data_dir, results = graph
+def test_darts_polygons_are_the_sample_footprints(sample_graph):
+    data_dir = sample_graph.data_dir
     footprints = read_geoparquet(data_dir / "darts" / "footprints.parquet")
     source = read_geoparquet(
         data_dir / "sources" / "darts" / "DARTS_NitzeEtAl_v1-2_features_2018-2023_level2.parquet"
     )
     assert len(footprints) == len(source)
     np.testing.assert_allclose(footprints["area_m2"], source["area_m2"], rtol=1e-6)
-    (event,) = results[None].asset_materializations_for_node("darts_polygons")
-    assert event.metadata["years"].value == [2018, 2019, 2020, 2021, 2022, 2023]
+    assert sample_graph.metadata("darts_polygons")["years"] == [2018, 2019, 2020, 2021, 2022, 2023]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", KEYS)
-def test_labels_store_and_table_follow_the_layout(graph, key):
-    data_dir, _ = graph
+def test_labels_store_and_table_follow_the_layout(sample_graph, key):
+    data_dir = sample_graph.data_dir
     labels = xdggs.decode(read_dataset(data_dir / "darts" / f"labels_{key}.zarr"))
     cells = read_geoparquet(data_dir / "grids" / f"{key}.parquet")
     assert labels.dggs.grid_info.level == int(key.split("_")[1])

@@ -1,4 +1,5 @@
-"""Materialise the grid stage on the sample region as Dagster runs it, and call assets directly."""
+"""The grid stage of the end-to-end run on the sample region (``sample_graph``), direct asset
+calls, and a failed blocking check."""
 
 from pathlib import Path
 
@@ -7,41 +8,29 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from conftest import GRAPH_LEVELS
 
 import entropice_core.spatial.grids
-from entropice_core import plots
 from entropice_core.config import SAMPLE_REGION_BBOX, AreaOfInterest
 from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
+from entropice_dagster.assets import grids as grid_assets
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.resources import (
     AreaOfInterestResource,
+    DataDirResource,
     GridSettingsResource,
 )
 
-KEYS = ("h3_3", "healpix_6")
+KEYS = GRAPH_LEVELS
 GRID_CHECKS = {"cell_ids_unique", "geometries_valid", "land_fraction_in_0_1"}
 
 
 @pytest.fixture(scope="module")
-def materialised(tmp_path_factory, make_resources) -> tuple[Path, dict]:
-    """Both assets for two grid levels in one instance, as `make demo` runs them."""
-    data_dir = tmp_path_factory.mktemp("materialise") / "data"
-    resources = make_resources(data_dir)
-    instance = dg.DagsterInstance.ephemeral()
-    results = {
-        None: dg.materialize(
-            [watermask, grid_cells], selection=[watermask], resources=resources, instance=instance
-        )
-    }
-    for key in KEYS:
-        results[key] = dg.materialize(
-            [watermask, grid_cells],
-            selection=[grid_cells],
-            partition_key=key,
-            resources=resources,
-            instance=instance,
-        )
-    return data_dir, results
+def materialised(sample_graph) -> tuple[Path, dict]:
+    """The watermask and grid_cells runs of the end-to-end run (``sample_graph``)."""
+    results = {None: sample_graph.run("watermask")}
+    results.update({key: sample_graph.run("grid_cells", key) for key in KEYS})
+    return sample_graph.data_dir, results
 
 
 @pytest.mark.slow
@@ -56,10 +45,7 @@ def test_files_follow_the_storage_layout(materialised) -> None:
         assert cells.crs.to_epsg() == 4326
         assert cells["cell_id"].dtype == np.uint64
         assert len(cells) > 0
-    # the land-fraction maps are metadata only: nothing but the cells is written
-    assert sorted(p.name for p in (data_dir / "grids").iterdir()) == sorted(
-        f"{key}.parquet" for key in KEYS
-    )
+        assert (data_dir / "grids" / f"{key}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
@@ -80,16 +66,23 @@ def test_materialisation_metadata(materialised, key: str) -> None:
     # cells cover the sample region; their outlines may stick out by up to a cell
     assert shapely.box(*meta["bbox"]).intersects(shapely.box(*SAMPLE_REGION_BBOX))
     assert "cell_id" in meta["preview"] and "geometry" not in meta["preview"]
-    assert meta["map_preview"].startswith(f"![{key}: land fraction](data:image/png;base64,")
+    assert Path(meta["map"]).exists()
+    assert meta["map_preview"].startswith("![land fraction](data:image/png;base64,")
 
 
 @pytest.mark.slow
 def test_checks_ran_and_passed(materialised) -> None:
     _, results = materialised
-    water_checks = results[None].get_asset_check_evaluations()
+    water_checks = [
+        e for e in results[None].get_asset_check_evaluations() if e.asset_key.path == ["watermask"]
+    ]
     assert {(e.check_name, e.passed) for e in water_checks} == {("polygons_valid", True)}
     for key in KEYS:
-        evaluations = results[key].get_asset_check_evaluations()
+        evaluations = [
+            e
+            for e in results[key].get_asset_check_evaluations()
+            if e.asset_key.path == ["grid_cells"]
+        ]
         assert {e.check_name for e in evaluations} == GRID_CHECKS
         failed = {e.check_name: dict(e.metadata) for e in evaluations if not e.passed}
         assert not failed, failed
@@ -111,6 +104,7 @@ def test_direct_asset_call(materialised, tmp_path: Path) -> None:
             watermask=read_geoparquet(data_dir / "watermask" / "watermask.parquet"),
             area_of_interest=AreaOfInterestResource(aoi="sample"),
             grid_settings=GridSettingsResource(),
+            data_dir=DataDirResource(path=str(tmp_path)),
         )
     )
     (output,) = [e for e in events if isinstance(e, dg.Output)]
@@ -119,7 +113,7 @@ def test_direct_asset_call(materialised, tmp_path: Path) -> None:
     assert isinstance(cells, gpd.GeoDataFrame) and len(cells) > 0
     assert (output.metadata["grid"].value, output.metadata["level"].value) == ("h3", 3)
     assert {r.check_name: r.passed for r in checks} == dict.fromkeys(GRID_CHECKS, True)
-    assert output.metadata["map_preview"].value.startswith("![h3_3: land fraction](data:image")
+    assert (tmp_path / "grids" / "h3_3.png").exists()
 
 
 def test_failed_blocking_check_fails_the_run(
@@ -167,11 +161,8 @@ def test_large_grids_are_mapped_as_points(
     materialised, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data_dir, _ = materialised
-    cells = read_geoparquet(data_dir / "grids" / "healpix_6.parquet")
-    drawn = []
-    monkeypatch.setattr(plots, "MAP_MAX_POLYGONS", 1)
-    monkeypatch.setattr(
-        gpd.GeoDataFrame, "plot", lambda frame, **kw: drawn.append(frame.geom_type.unique())
-    )
-    assert plots.land_fraction_png(cells, "points")[:4] == b"\x89PNG"
-    assert [list(types) for types in drawn] == [["Point"]]
+    cells = read_geoparquet(data_dir / "grids" / f"{KEYS[1]}.parquet")
+    monkeypatch.setattr(grid_assets, "MAP_MAX_POLYGONS", 1)
+    preview = grid_assets._land_fraction_map(cells, tmp_path / "map.png", "points")
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+    assert preview.value.startswith("![land fraction](data:image/png;base64,")

@@ -9,6 +9,7 @@ import pytest
 
 from entropice_core.config import SAMPLE_REGION_BBOX, GridCellsConfig, WatermaskConfig
 from entropice_dagster import io_managers, resources
+from entropice_dagster.definitions import defs
 from entropice_dagster.resources import (
     AreaOfInterestResource,
     GridSettingsResource,
@@ -53,6 +54,12 @@ def test_each_resource_is_registered_under_the_key_its_class_spells(tmp_path: Pa
             name = name.removesuffix("Resource")
         assert key.replace("_", "") == name.lower(), (key, type(resource).__name__)
     assert {type(r) for r in registered.values()} == set(CLASSES)
+
+
+def test_every_registered_resource_is_used_by_an_asset() -> None:
+    assets = defs.resolve_asset_graph().assets_defs
+    used = set().union(*(a.required_resource_keys for a in assets))
+    assert set(defs.resources) <= used, set(defs.resources) - used
 
 
 def test_defaults_are_the_core_defaults() -> None:

@@ -10,7 +10,7 @@ import pyproj
 import pytest
 import shapely
 from global_land_mask import globe
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, GridSpec, WatermaskConfig
@@ -127,10 +127,42 @@ def test_land_area_is_the_wgs84_geodesic_area_of_the_cell():
         assert 1.004 < land_area / sphere_area_km2(geom) < 1.009
 
 
+def centres_in_box(spec: GridSpec, bbox: tuple[float, ...]) -> np.ndarray:
+    """Ids of the cells whose centre lies in ``bbox`` (not crossing 180 degrees), straight from
+    h3's polygon fill or, for HEALPix, from the centres of every cell of the level."""
+    minlon, minlat, maxlon, maxlat = bbox
+    if spec.grid == "h3":
+        box = h3.LatLngPoly(
+            [(minlat, minlon), (minlat, maxlon), (maxlat, maxlon), (maxlat, minlon)]
+        )
+        return np.array([h3.str_to_int(c) for c in h3.polygon_to_cells(box, spec.level)], np.uint64)
+    every = np.arange(12 * 4**spec.level, dtype=np.uint64)
+    lon, lat = healpix.healpix_to_lonlat(every, spec.level, ellipsoid="sphere")
+    lon = (np.asarray(lon) + 180) % 360 - 180
+    return every[(lon >= minlon) & (lon <= maxlon) & (lat >= minlat) & (lat <= maxlat)]
+
+
+def independent_cells(spec: GridSpec, bbox: tuple[float, ...]) -> dict[int, shapely.Polygon]:
+    """Id -> outline (vertices joined by straight lines) of every cell whose centre lies in
+    ``bbox``, from h3 / healpix-geo directly."""
+    ids = centres_in_box(spec, bbox)
+    if spec.grid == "h3":
+        boundaries = [h3.cell_to_boundary(h3.int_to_str(int(c))) for c in ids]
+        return {
+            int(c): shapely.Polygon([(lng, lat) for lat, lng in ring])
+            for c, ring in zip(ids, boundaries, strict=True)
+        }
+    vlon, vlat = healpix.vertices(ids, spec.level, ellipsoid="sphere")
+    return {
+        int(c): shapely.Polygon(zip(x, y, strict=True))
+        for c, x, y in zip(ids, vlon, vlat, strict=True)
+    }
+
+
 @pytest.mark.parametrize("key", ["h3_5", "healpix_9"])
 def test_land_fraction_matches_an_exact_geopandas_overlay(tmp_path, key):
     # Water: a lake polygon with a hole; land fraction compared with the exact overlay area
-    # in an equal-area projection.
+    # in an equal-area projection, and the cells compared with h3 / healpix-geo directly.
     lake = shapely.Polygon(
         [(-135, 67.2), (-133.4, 67.0), (-133.0, 68.1), (-134.6, 68.3)],
         holes=[[(-134.2, 67.5), (-133.8, 67.5), (-133.8, 67.7), (-134.2, 67.7)]],
@@ -142,15 +174,29 @@ def test_land_fraction_matches_an_exact_geopandas_overlay(tmp_path, key):
     spec = GridSpec.from_key(key)
     cells = grid_cells(spec, aoi, water, GridCellsConfig(min_land_fraction=0.0))
 
-    # Keep the water-only cells too for the comparison.
-    every = grid_cells(spec, aoi, water, GridCellsConfig(min_land_fraction=0.0))
+    # The cells are those of h3 / healpix-geo in the box, less the ones the lake covers: a cell
+    # inside the lake is dropped, one with a few percent of land kept (the land fractions are
+    # counted on a 1/120 degree raster, so cells on the shore with a sliver of land may go).
+    outlines = independent_cells(spec, aoi.bbox)
+    kept = set(cells.cell_id.tolist())
+    assert kept <= set(outlines)
+    ids = np.array(list(outlines))
+    shapes = gpd.GeoSeries([outlines[c] for c in ids], crs="EPSG:4326").segmentize(0.005)
+    lake_area = gpd.GeoSeries([lake], crs="EPSG:4326").segmentize(0.005).to_crs("EPSG:6931")[0]
+    shapes = shapes.to_crs("EPSG:6931")
+    land = 1 - shapes.intersection(lake_area).area.to_numpy() / shapes.area.to_numpy()
+    inside = {int(c) for c in ids[land < 1e-9]}
+    assert inside, "the lake should cover some cells entirely"
+    assert not inside & kept
+    assert {int(c) for c in ids[land > 0.03]} <= kept
+
     # Polygons have straight edges in lon/lat: densify before projecting so they keep them.
-    laea = every.geometry.segmentize(0.005).to_crs("EPSG:6931")
+    laea = cells.geometry.segmentize(0.005).to_crs("EPSG:6931")
     lake_laea = gpd.GeoSeries([lake], crs="EPSG:4326").segmentize(0.005).to_crs("EPSG:6931")[0]
     exact = 1 - laea.intersection(lake_laea).area / laea.area
-    np.testing.assert_allclose(every.land_fraction, exact, atol=0.03)
-    assert (np.abs(every.land_fraction - exact) < 0.01).mean() > 0.9
-    assert len(cells) == len(every)
+    np.testing.assert_allclose(cells.land_fraction, exact, atol=0.03)
+    assert (np.abs(cells.land_fraction - exact) < 0.01).mean() > 0.9
+    assert (exact < 0.5).sum() >= 3  # the comparison covers cells of the lake's shore
 
 
 def test_ocean_only_cells_are_dropped_and_the_threshold_is_configurable(sample_water):
@@ -192,6 +238,10 @@ def test_output_schema(sample_water):
     width=st.floats(1, 30),
     key=st.sampled_from(["h3_3", "h3_4", "healpix_6", "healpix_7"]),
 )
+# boxes without a cell centre, near the pole and across 180 degrees
+@example(lon=0, lat=88, width=1, key="h3_3")
+@example(lon=179.5, lat=60, width=1, key="healpix_6")
+@example(lon=10.5, lat=70, width=1, key="h3_3")
 def test_any_arctic_box_gives_valid_cells_with_grid_areas(lon, lat, width, key):
     east = lon + width if lon + width <= 180 else lon + width - 360
     aoi = AreaOfInterest.from_bbox((lon, lat, east, min(90, lat + 2)))
@@ -199,7 +249,13 @@ def test_any_arctic_box_gives_valid_cells_with_grid_areas(lon, lat, width, key):
     try:
         cells = grid_cells(spec, aoi, ALL_LAND)
     except ValueError as err:  # boxes smaller than a cell hold no centre
-        assert "no " in str(err)
+        assert "smaller than one cell" in str(err)
+        # independent: h3 / healpix-geo find no cell centre in the box (or its two halves)
+        north = min(90, lat + 2)
+        halves = [(lon, lat, east, north)] if east > lon else [(lon, lat, 180, north)]
+        if east < lon:
+            halves.append((-180, lat, east, north))
+        assert all(centres_in_box(spec, half).size == 0 for half in halves)
         return
     assert shapely.is_valid(cells.geometry.to_numpy()).all()
     for cell, geom in zip(cells.cell_id[:20], cells.geometry[:20], strict=True):

@@ -1,7 +1,8 @@
 """Models on the sample region, through Dagster and through the command line.
 
-h3_5 keeps this file quick (378 cells, 66 % with RTS, 66 blocks of h3_4); the demo test trains
-every model on h3_6 and healpix_9, where its blocking baseline check must pass too."""
+The runs are those of the end-to-end run (``sample_graph``): every experiment at h3_5 (378
+cells, 66 % with RTS, 66 blocks of h3_4); `make demo` trains them on h3_6 and healpix_9,
+where the blocking baseline check must pass too."""
 
 import json
 import subprocess
@@ -14,12 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entropice_core.io.icechunk import branch_snapshot
 from entropice_core.io.zarr import read_dataset
-from entropice_core.layout import Layout
 from entropice_core.ml.dataset import TrainingData
 from entropice_core.ml.training import load_model
-from entropice_dagster.assets import all_assets
 from entropice_dagster.partitions import experiment_partitions
 
 KEY = "h3_5"
@@ -27,36 +25,13 @@ ENTROPICE = Path(sys.executable).with_name("entropice")
 
 
 @pytest.fixture(scope="module")
-def models(region, make_resources) -> tuple[Path, dict[str, dg.ExecuteInProcessResult]]:
-    data_dir, _, _ = region
-    resources = make_resources(data_dir)
-    instance = dg.DagsterInstance.ephemeral()
-    upstream = dg.materialize(
-        all_assets,
-        selection=["watermask", "darts_polygons", "arcticdem_tiles", "terrain_derivatives"],
-        resources=resources,
-        instance=instance,
-    )
-    assert upstream.success
-    per_cell = dg.materialize(
-        all_assets,
-        selection=["grid_cells", "rts_labels", "terrain_features", "training_dataset"],
-        partition_key=KEY,
-        resources=resources,
-        instance=instance,
-    )
-    assert per_cell.success
-    results = {}
-    for experiment in experiment_partitions.get_partition_keys():
-        results[experiment] = dg.materialize(
-            all_assets,
-            selection=["trained_model", "predictions"],
-            partition_key=dg.MultiPartitionKey({"grid_level": KEY, "experiment": experiment}),
-            resources=resources,
-            instance=instance,
-            raise_on_error=False,
-        )
-    return data_dir, results
+def models(sample_graph) -> tuple[Path, dict[str, dg.ExecuteInProcessResult]]:
+    """The model runs of the end-to-end run at KEY, one per experiment."""
+    results = {
+        experiment: sample_graph.run("trained_model", f"{experiment}|{KEY}")
+        for experiment in experiment_partitions.get_partition_keys()
+    }
+    return sample_graph.data_dir, results
 
 
 @pytest.mark.slow
@@ -78,7 +53,7 @@ def test_every_model_beats_the_majority_baseline(models, experiment) -> None:
 
 
 @pytest.mark.slow
-def test_predictions_cover_every_cell_and_match_the_model(models) -> None:
+def test_predictions_cover_every_cell_and_match_the_model(models, sample_graph) -> None:
     data_dir, _ = models
     folder = data_dir / "training-results" / KEY / "xgboost-binary"
     frame = gpd.read_parquet(folder / "predictions.parquet").set_index("cell_id")
@@ -97,8 +72,8 @@ def test_predictions_cover_every_cell_and_match_the_model(models) -> None:
     terrain = stamp["data_versions"]["terrain_features"]
     assert terrain["sha256"]
     # the model names the exact terrain_derivatives commit its features were aggregated from
-    repo = Layout(data_dir).terrain_derivatives
-    assert terrain["derivatives_snapshot_id"] == branch_snapshot(repo)
+    derivatives = sample_graph.metadata("terrain_derivatives")
+    assert terrain["derivatives_snapshot_id"] == derivatives["icechunk_snapshot_id"]
 
 
 @pytest.mark.slow
