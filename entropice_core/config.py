@@ -53,6 +53,18 @@ ENV_AOI = "ENTROPICE_AOI"
 ENV_CONFIG_DIR = "ENTROPICE_CONFIG_DIR"
 
 
+def config_dir_from_env() -> Path:
+    """Return the experiment config folder: ENTROPICE_CONFIG_DIR, else the packaged configs.
+
+    Returns
+    -------
+    Path
+        The folder holding ``<model>-<task>.toml`` and ``dataset.toml``.
+    """
+    folder = os.environ.get(ENV_CONFIG_DIR)
+    return Path(folder).absolute() if folder else packaged_config_dir()
+
+
 def packaged_config_dir() -> Path:
     """The experiment and dataset configs shipped inside the package (``entropice_core/configs``).
 

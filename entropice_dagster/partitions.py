@@ -6,14 +6,14 @@ A new grid or level is a new key here, never a new asset.
 
 import dagster as dg
 
-from entropice_core.config import DEFAULT_GRID_LEVELS, Settings
+from entropice_core.config import DEFAULT_GRID_LEVELS, config_dir_from_env
 from entropice_core.ml.training import experiment_keys
 
 grid_partitions = dg.StaticPartitionsDefinition(list(DEFAULT_GRID_LEVELS))
 
 #: Experiment and dataset configs (<model>-<task>.toml, dataset.toml): ENTROPICE_CONFIG_DIR, or
 #: the ones shipped in the package (the repository's configs/ links to them).
-CONFIG_DIR = Settings.from_env().config_dir
+CONFIG_DIR = config_dir_from_env()
 #: One key per experiment file: a new configs/<model>-<task>.toml is a new partition.
 experiment_partitions = dg.StaticPartitionsDefinition(experiment_keys(CONFIG_DIR))
 #: Trained models and predictions: one per grid level and experiment (key "espa-binary|h3_5").
