@@ -18,7 +18,9 @@ import dagster as dg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from entropice_core.config import Settings
 from entropice_core.layout import ASSET_PATHS
 from entropice_core.sample import generate_sample_region
 from entropice_core.sample.era5 import ARCTIC_YEARS
@@ -28,12 +30,12 @@ from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
 from entropice_dagster.assets.models import predictions, trained_model, training_dataset
 from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
-from entropice_dagster.definitions import defs, settings
 from entropice_dagster.partitions import (
     arctic_year_partitions,
     experiment_partitions,
     grid_partitions,
 )
+from entropice_dagster.resources import project_resources
 
 UI_URL = "http://127.0.0.1:3000"
 # Step logs stay in the instance (and the UI); the terminal shows the progress bar and, on
@@ -166,6 +168,12 @@ def _timings(durations: list[tuple[str, str, float]]) -> Table:
 
 def main() -> int:
     console = Console()
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:  # a bad ENTROPICE_AOI: the cause and the valid forms, no traceback
+        console.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
+        return 1
+    resources = project_resources(settings.data_dir, settings.aoi)
     started = time.perf_counter()
     instance = _instance()
     durations: list[tuple[str, str, float]] = []
@@ -193,7 +201,7 @@ def main() -> int:
                 selection=selection,
                 partition_key=key,
                 instance=instance,
-                resources=defs.resources,
+                resources=resources,
                 run_config=QUIET,
                 raise_on_error=False,
             )

@@ -41,3 +41,23 @@ def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
     assert "must have four numbers" in output and "Valid forms" in output, output
     assert "Traceback" not in output, output
     assert not (tmp_path / "data" / "sources").exists()  # no sample region for a bad area
+
+
+def test_demo_plans_one_run_per_partition_key_covering_every_asset() -> None:
+    from entropice_core.config import DEFAULT_GRID_LEVELS
+    from entropice_dagster.assets import all_assets
+    from entropice_dagster.demo import MODEL_LEVELS, _steps
+    from entropice_dagster.partitions import experiment_partitions
+
+    years = ["2018", "2019", "2020"]
+    steps = _steps(years)
+    keys = [str(key) for _, _, key in steps]
+    assert len(keys) == len(set(keys)), "two runs for one partition key"
+    covered = {asset.key.to_user_string() for _, selection, _ in steps for asset in selection}
+    assert covered == {asset.key.to_user_string() for asset in all_assets}
+    # a year's indices read the next year's daily store: newest year first
+    era5 = [key for stage, _, key in steps if stage == "era5"]
+    assert era5 == ["2020", "2019", "2018"]
+    experiments = experiment_partitions.get_partition_keys()
+    expected = 1 + len(years) + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * len(experiments)
+    assert len(steps) == expected

@@ -11,13 +11,12 @@ import shapely
 from conftest import GRAPH_LEVELS
 
 import entropice_core.spatial.grids
+from entropice_core import plots
 from entropice_core.config import SAMPLE_REGION_BBOX, AreaOfInterest
 from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
-from entropice_dagster.assets import grids as grid_assets
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.resources import (
     AreaOfInterestResource,
-    DataDirResource,
     GridSettingsResource,
 )
 
@@ -45,7 +44,10 @@ def test_files_follow_the_storage_layout(materialised) -> None:
         assert cells.crs.to_epsg() == 4326
         assert cells["cell_id"].dtype == np.uint64
         assert len(cells) > 0
-        assert (data_dir / "grids" / f"{key}.png").read_bytes()[:4] == b"\x89PNG"
+    # the land-fraction maps are metadata only: nothing but the cells is written
+    assert sorted(p.name for p in (data_dir / "grids").iterdir()) == sorted(
+        f"{key}.parquet" for key in KEYS
+    )
 
 
 @pytest.mark.slow
@@ -66,8 +68,7 @@ def test_materialisation_metadata(materialised, key: str) -> None:
     # cells cover the sample region; their outlines may stick out by up to a cell
     assert shapely.box(*meta["bbox"]).intersects(shapely.box(*SAMPLE_REGION_BBOX))
     assert "cell_id" in meta["preview"] and "geometry" not in meta["preview"]
-    assert Path(meta["map"]).exists()
-    assert meta["map_preview"].startswith("![land fraction](data:image/png;base64,")
+    assert meta["map_preview"].startswith(f"![{key}: land fraction](data:image/png;base64,")
 
 
 @pytest.mark.slow
@@ -104,7 +105,6 @@ def test_direct_asset_call(materialised, tmp_path: Path) -> None:
             watermask=read_geoparquet(data_dir / "watermask" / "watermask.parquet"),
             area_of_interest=AreaOfInterestResource(aoi="sample"),
             grid_settings=GridSettingsResource(),
-            data_dir=DataDirResource(path=str(tmp_path)),
         )
     )
     (output,) = [e for e in events if isinstance(e, dg.Output)]
@@ -113,7 +113,7 @@ def test_direct_asset_call(materialised, tmp_path: Path) -> None:
     assert isinstance(cells, gpd.GeoDataFrame) and len(cells) > 0
     assert (output.metadata["grid"].value, output.metadata["level"].value) == ("h3", 3)
     assert {r.check_name: r.passed for r in checks} == dict.fromkeys(GRID_CHECKS, True)
-    assert (tmp_path / "grids" / "h3_3.png").exists()
+    assert output.metadata["map_preview"].value.startswith("![h3_3: land fraction](data:image")
 
 
 def test_failed_blocking_check_fails_the_run(
@@ -162,7 +162,10 @@ def test_large_grids_are_mapped_as_points(
 ) -> None:
     data_dir, _ = materialised
     cells = read_geoparquet(data_dir / "grids" / f"{KEYS[1]}.parquet")
-    monkeypatch.setattr(grid_assets, "MAP_MAX_POLYGONS", 1)
-    preview = grid_assets._land_fraction_map(cells, tmp_path / "map.png", "points")
-    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
-    assert preview.value.startswith("![land fraction](data:image/png;base64,")
+    drawn = []
+    monkeypatch.setattr(plots, "MAP_MAX_POLYGONS", 1)
+    monkeypatch.setattr(
+        gpd.GeoDataFrame, "plot", lambda frame, **kw: drawn.append(frame.geom_type.unique())
+    )
+    assert plots.land_fraction_png(cells, "points")[:4] == b"\x89PNG"
+    assert [list(types) for types in drawn] == [["Point"]]

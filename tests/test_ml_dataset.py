@@ -5,6 +5,7 @@ project's grid helpers.
 """
 
 import importlib.util
+from pathlib import Path
 
 import h3
 import healpix_geo.nested as healpix
@@ -14,6 +15,7 @@ import xarray as xr
 
 from entropice_core.config import AreaOfInterest, GridSpec
 from entropice_core.io.zarr import read_dataset, write_dataset
+from entropice_core.layout import ASSET_PATHS, Layout
 from entropice_core.ml.dataset import (
     DatasetEnsemble,
     SourceSpec,
@@ -24,6 +26,8 @@ from entropice_core.ml.dataset import (
     fingerprint,
 )
 from entropice_core.spatial.grids import cell_ids
+
+REPO = Path(__file__).resolve().parents[1]
 
 LEVELS = ("h3_6", "healpix_9")
 
@@ -256,3 +260,33 @@ def test_device_arrays() -> None:
         as_device_array(values, "cupy")
     with pytest.raises(ValueError, match="'numpy' cannot run on device 'cuda'"):
         as_device_array(values, "cuda", "numpy")
+
+
+def test_open_finds_sources_by_asset_in_the_storage_layout(tmp_path) -> None:
+    """configs/dataset.toml names assets only; their stores are where the layout puts them."""
+    labels, features, _ = synthetic("healpix_8")
+    layout = Layout(tmp_path)
+    write_dataset(labels, tmp_path / "darts" / "labels_healpix_8.zarr")
+    write_dataset(features, tmp_path / "arcticdem" / "features_healpix_8.zarr")
+    by_asset = DatasetEnsemble(sources=[SourceSpec(asset="terrain_features")])
+    opened = by_asset.open(tmp_path, "healpix_8")
+    built = by_asset.build(labels, {"terrain_features": features})
+    assert opened.X().equals(built.X())
+    versions = opened.data_versions
+    features_path = layout.asset_path("terrain_features", "healpix_8")
+    assert versions["terrain_features"]["path"] == str(features_path)
+    assert versions["rts_labels"]["path"] == str(layout.rts_labels("healpix_8"))
+    # an explicit path (a dataset the layout does not know) still wins
+    moved = tmp_path / "elsewhere" / "healpix_8.zarr"
+    moved.parent.mkdir()
+    (tmp_path / "arcticdem" / "features_healpix_8.zarr").rename(moved)
+    explicit = DatasetEnsemble(
+        sources=[SourceSpec(asset="terrain_features", path="elsewhere/{grid_level}.zarr")]
+    )
+    assert explicit.open(tmp_path, "healpix_8").X().equals(built.X())
+
+
+def test_the_project_dataset_config_names_assets_not_paths() -> None:
+    config = DatasetEnsemble.from_toml(REPO / "configs" / "dataset.toml")
+    assert config.labels.path is None and all(s.path is None for s in config.sources)
+    assert all(asset in ASSET_PATHS for asset in config.assets())

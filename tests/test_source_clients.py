@@ -21,6 +21,7 @@ from entropice_core.config import SAMPLE_REGION_BBOX, AreaOfInterest
 from entropice_core.ingest import arcticdem, darts, era5
 from entropice_core.io.download import DownloadConfig, MissingSourceFiles
 from entropice_dagster.assets.climate import era5_hourly
+from entropice_dagster.io_managers import MANIFEST_IO_MANAGER_KEY
 from entropice_dagster.resources import (
     ArcticDEMSourceResource,
     AreaOfInterestResource,
@@ -124,6 +125,7 @@ def test_env_var_key_reaches_cdsapi_and_no_secret_reaches_logs_or_metadata(
         resources={
             "cds": cds,
             "data_dir": DataDirResource(path=str(tmp_path / "data")),
+            MANIFEST_IO_MANAGER_KEY: resources[MANIFEST_IO_MANAGER_KEY],
             # the sample box keeps the fake's files a valid answer to the requests
             "area_of_interest": AreaOfInterestResource(aoi="sample"),
         },

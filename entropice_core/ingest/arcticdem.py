@@ -303,6 +303,7 @@ def open_mosaic(paths: list[Path]) -> xr.DataArray:
         tile = rioxarray.open_rasterio(
             path, masked=True, chunks={"x": CHUNK, "y": CHUNK}, cache=False, lock=False
         )
+        assert isinstance(tile, xr.DataArray)  # one band, no subdatasets: a GeoTIFF
         if tile.rio.crs is None:
             raise ValueError(f"{path} has no CRS; ArcticDEM tiles are {CRS}")
         if tile.rio.crs.to_epsg() != 3413 or tile.rio.resolution() != (PIXEL_SIZE, -PIXEL_SIZE):

@@ -236,7 +236,7 @@ class DatasetEnsemble(BaseModel):
         for name in (self.labels.count, self.labels.density):
             if name not in labels:
                 raise ValueError(
-                    f"{self.labels.asset} has no variable {name!r} (has {sorted(labels.data_vars)})"
+                    f"{self.labels.asset} has no variable {name!r} (has {sorted(map(str, labels.data_vars))})"
                 )
         columns, excluded, report = [], np.zeros(ids.size, dtype=bool), {}
         for source in self.sources:

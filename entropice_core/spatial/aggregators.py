@@ -30,9 +30,9 @@ the final merge.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import reduce
+from functools import partial, reduce
 
 import dask
 import dask.array as da
@@ -296,14 +296,24 @@ def segment_quantiles(
             rows = np.where(inside, x[np.where(inside, starts[sel, None] + span, 0)], np.nan)
             rows.sort(axis=1)
             n = np.count_nonzero(~np.isnan(rows), axis=1)
-            out[:, band, sel] = _pick(lambda p, r=rows: r[np.arange(len(r)), p], n, levels)
+            out[:, band, sel] = _pick(partial(_take_rows, rows), n, levels)
         n = np.zeros(len(long), dtype=np.int64)
         for j, (s, m) in enumerate(zip(starts[long], lengths[long], strict=True)):
             segment = x[s : s + m]
             segment.sort()
             n[j] = np.searchsorted(segment, np.nan)
-        out[:, band, long] = _pick(lambda p, x=x: x[starts[long] + p], n, levels)
+        out[:, band, long] = _pick(partial(_take_from, x, starts[long]), n, levels)
     return out
+
+
+def _take_rows(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The value at ``positions[i]`` of each sorted row ``i``."""
+    return rows[np.arange(len(rows)), positions]
+
+
+def _take_from(x: np.ndarray, starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The value at ``starts[i] + positions[i]`` of the flat, segment-sorted values."""
+    return x[starts + positions]
 
 
 def _pick(
@@ -334,7 +344,7 @@ def _as_float(data: xr.DataArray) -> xr.DataArray:
     return data
 
 
-def _rows(data: xr.DataArray, extra: list[str], start: int, stop: int) -> np.ndarray:
+def _rows(data: xr.DataArray, extra: Sequence[Hashable], start: int, stop: int) -> np.ndarray:
     y, x = data.rio.y_dim, data.rio.x_dim
     part = data.isel({y: slice(start, stop)}).transpose(*extra, y, x)
     return np.asarray(part.values).reshape(-1, (stop - start) * data.sizes[x])
@@ -533,7 +543,7 @@ def aggregate_raster(
             values = np.moveaxis(values, -1, 0)
             coords = {d: data[d] for d in extra if d in data.coords}
             if entry.dim:
-                coords[entry.dim] = list(config.quantiles)
+                coords[entry.dim] = xr.DataArray(list(config.quantiles), dims=entry.dim)
             key = stat if name is None else f"{name}_{stat}"
             out[key] = xr.DataArray(values, dims=["cell_ids", *lead, *extra], coords=coords)
     out.attrs.update(grid=spec.grid, level=spec.level)
