@@ -235,9 +235,8 @@ class DatasetEnsemble(BaseModel):
             raise ValueError(f"{self.labels.asset} has no cells: the dataset would be empty")
         for name in (self.labels.count, self.labels.density):
             if name not in labels:
-                raise ValueError(
-                    f"{self.labels.asset} has no variable {name!r} (has {sorted(map(str, labels.data_vars))})"
-                )
+                present = sorted(map(str, labels.data_vars))
+                raise ValueError(f"{self.labels.asset} has no variable {name!r} (has {present})")
         columns, excluded, report = [], np.zeros(ids.size, dtype=bool), {}
         for source in self.sources:
             if source.asset not in sources:
