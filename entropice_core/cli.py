@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 from pydantic import ValidationError
@@ -279,6 +279,111 @@ def predict(
         write_geoparquet(frame, target)
     counts = frame["predicted_label"].value_counts(dropna=False).to_dict()
     console.print(f"[green]wrote[/] {target}: {len(frame):,} cells, {counts}")
+
+
+@app.command
+def alphaearth(
+    *,
+    grid_level: Annotated[
+        str | None, Parameter(help="Grid and level as one key, e.g. h3_5 or healpix_8.")
+    ] = None,
+    grid: Annotated[str | None, Parameter(help="Grid system: h3 or healpix.")] = None,
+    level: Annotated[int | None, Parameter(help="Grid level (with --grid).")] = None,
+    year: Annotated[
+        list[int] | None,
+        Parameter(
+            help="Year to fetch (2017 onward), repeatable: --year 2020 --year 2021. Default: "
+            "every year the source has (COGs: the year folders; Earth Engine: 2017-2024).",
+            consume_multiple=True,
+        ),
+    ] = None,
+    source: Annotated[
+        Literal["cogs", "earthengine"],
+        Parameter(
+            help="'cogs': the int8 COGs under --cog-dir (the sample region, or a local mirror "
+            "of gs://alphaearth_foundations); 'earthengine': reduceRegions with the service "
+            "account in ENTROPICE_EE_SERVICE_ACCOUNT, ENTROPICE_EE_KEY_FILE (or "
+            "ENTROPICE_EE_KEY_DATA) and ENTROPICE_EE_PROJECT."
+        ),
+    ] = "cogs",
+    cog_dir: Annotated[
+        Path | None,
+        Parameter(help="COG folder {year}/{zone}N/*.tiff (default: DATA_DIR/sources/alphaearth)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        Parameter(
+            help="Per-cluster answers, reused by later runs (default: "
+            "DATA_DIR/sources/alphaearth/requests/<source>)."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    out: Annotated[
+        Path | None,
+        Parameter(
+            help="Output Zarr store (default: DATA_DIR/alphaearth/features_{grid_level}.zarr)."
+        ),
+    ] = None,
+) -> None:
+    """Per-cell AlphaEarth satellite embeddings of one grid level (see docs/alphaearth.md).
+
+    Reads the level's cells (DATA_DIR/grids/{grid_level}.parquet: run `entropice grids`
+    first), groups them into KMeans clusters (one request each per year), answers each from the
+    cache or the source, and writes an xdggs Zarr store with dims (cell_ids, year): A00..A63
+    (cell means of the 64-dimensional embeddings) and valid_fraction. A year fetched before
+    costs no request. Data: CC-BY 4.0, "The AlphaEarth Foundations Satellite Embedding dataset
+    is produced by Google and Google DeepMind."
+
+    Example: entropice alphaearth --grid-level h3_5 --year 2020 --year 2021
+    """
+    from entropice_core.config import EarthEngineCredentials
+    from entropice_core.features.alphaearth import alphaearth_features, feature_summary
+    from entropice_core.ingest import alphaearth as ae
+    from entropice_core.io.zarr import write_dataset
+
+    spec = _resolve_grid(grid_level, grid, level)
+    layout = _layout(data_dir)
+    cells_path = layout.grid_cells(spec.key)
+    if not cells_path.exists():
+        raise FileNotFoundError(
+            f"{cells_path} does not exist: build the cells first with "
+            f"`entropice grids --grid-level {spec.key}`"
+        )
+    cogs = cog_dir or layout.source("alphaearth")
+    cache = ae.ClusterCache(cache_dir or layout.source("alphaearth") / "requests" / source)
+    client: ae.EmbeddingClient
+    if source == "cogs":
+        client = ae.CogClient(cogs, cache=cache)
+        years = year or (ae.years_available(cogs) if cogs.is_dir() else [])
+        if not years:
+            raise FileNotFoundError(
+                f"no AlphaEarth year folders under {cogs}: run `entropice demo` (the sample "
+                "region) or mirror gs://alphaearth_foundations/{year}/ there, or give --cog-dir"
+            )
+    else:
+        env = EarthEngineCredentials.from_env()
+        key_data = env.key_data.get_secret_value() if env.key_data else None
+        try:
+            client = ae.EarthEngineClient(
+                env.service_account,
+                env.project,
+                key_file=env.key_file,
+                key_data=key_data,
+                cache=cache,
+            )
+        except ae.CredentialsMissing as err:
+            raise ValueError(str(err)) from None
+        years = year or list(range(ae.FIRST_YEAR, ae.LAST_YEAR + 1))
+    target = out or layout.asset_path("alphaearth_features", spec.key)
+    with _progress() as progress:
+        progress.add_task(f"AlphaEarth {spec.key} {', '.join(map(str, years))}", total=None)
+        result = alphaearth_features(client, read_geoparquet(cells_path), spec, years)
+        write_dataset(result.dataset, target)
+    info = feature_summary(result)
+    console.print(
+        f"[green]wrote[/] {target}: {info['cells']:,} cells x {len(info['years'])} years, "
+        f"{info['requests']} requests, {info['requests_from_cache']} from cache"
+    )
 
 
 def main() -> None:

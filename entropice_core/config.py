@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -51,6 +52,11 @@ DEFAULT_NORTH_OF_LAT = 50.0
 ENV_DATA_DIR = "ENTROPICE_DATA_DIR"
 ENV_AOI = "ENTROPICE_AOI"
 ENV_CONFIG_DIR = "ENTROPICE_CONFIG_DIR"
+#: Earth Engine service account (AlphaEarth): e-mail, JSON key (a path, or its text), project.
+ENV_EE_SERVICE_ACCOUNT = "ENTROPICE_EE_SERVICE_ACCOUNT"
+ENV_EE_KEY_FILE = "ENTROPICE_EE_KEY_FILE"
+ENV_EE_KEY_DATA = "ENTROPICE_EE_KEY_DATA"
+ENV_EE_PROJECT = "ENTROPICE_EE_PROJECT"
 
 
 def config_dir_from_env() -> Path:
@@ -447,4 +453,29 @@ class Settings(BaseModel):
             data_dir=Path(os.environ.get(ENV_DATA_DIR, "data")).absolute(),
             aoi=aoi,
             **({"config_dir": Path(config_dir).absolute()} if config_dir else {}),
+        )
+
+
+class EarthEngineCredentials(BaseModel):
+    """Earth Engine service-account credentials as the environment gives them (the CLI's
+    source; the Dagster resource reads the same variables through ``dg.EnvVar``). Unset ones
+    are None: the client then fails with one line naming them. The key's text never shows in
+    ``repr`` or ``str``."""
+
+    service_account: str | None = Field(default=None, description=ENV_EE_SERVICE_ACCOUNT)
+    key_file: str | None = Field(default=None, description=ENV_EE_KEY_FILE)
+    key_data: SecretStr | None = Field(default=None, description=ENV_EE_KEY_DATA)
+    project: str | None = Field(default=None, description=ENV_EE_PROJECT)
+
+    @classmethod
+    def from_env(cls) -> EarthEngineCredentials:
+        def get(name: str) -> str | None:
+            return os.environ.get(name) or None
+
+        key_data = get(ENV_EE_KEY_DATA)
+        return cls(
+            service_account=get(ENV_EE_SERVICE_ACCOUNT),
+            key_file=get(ENV_EE_KEY_FILE),
+            key_data=SecretStr(key_data) if key_data else None,
+            project=get(ENV_EE_PROJECT),
         )

@@ -1,4 +1,5 @@
-"""Small PNG previews (land fraction maps, raster thumbnails) for metadata and reports.
+"""Small PNG previews (maps of cell values such as the land fraction, raster thumbnails) for
+metadata and reports.
 
 matplotlib is imported inside the functions: the previews are drawn only when a value is built.
 """
@@ -25,15 +26,28 @@ def _png(figure) -> bytes:
 
 def land_fraction_png(cells: gpd.GeoDataFrame, title: str) -> bytes:
     """A 4.5 x 4 inch PNG of the cells coloured by ``land_fraction``."""
+    return cell_values_png(cells, cells["land_fraction"].to_numpy(), title, (0, 1), "YlGn")
+
+
+def cell_values_png(
+    cells: gpd.GeoDataFrame,
+    values: np.ndarray,
+    title: str,
+    limits: tuple[float, float] | None = None,
+    cmap: str = "viridis",
+) -> bytes:
+    """A 4.5 x 4 inch PNG of the cells coloured by ``values`` (one per row; NaN left blank)."""
     from matplotlib.figure import Figure
 
     style = {"linewidth": 0.2, "edgecolor": "grey"}
     if len(cells) > MAP_MAX_POLYGONS:
         cells = cells.set_geometry(cells.representative_point())
         style = {"markersize": 1, "linewidth": 0}
+    vmin, vmax = limits if limits is not None else (None, None)
     figure = Figure(figsize=(4.5, 4), dpi=80, layout="constrained")
     ax = figure.subplots()
-    cells.plot(column="land_fraction", ax=ax, vmin=0, vmax=1, cmap="YlGn", legend=True, **style)
+    frame = cells[["geometry"]].assign(value=np.asarray(values, dtype=float))
+    frame.plot(column="value", ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, legend=True, **style)
     ax.set_title(title)
     return _png(figure)
 

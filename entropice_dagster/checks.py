@@ -22,6 +22,9 @@ AREA_TOLERANCE = 1e-3
 TDD_RANGE = (0.0, 4000.0)
 #: Plausible ellipsoidal heights in the Arctic (m): below the sea floor of fjords, above Denali.
 ELEVATION_RANGE = (-200.0, 6500.0)
+#: Longest plausible cell mean of AlphaEarth embeddings: unit vectors, each stretched at most
+#: by the int8 rounding of the COGs (about 3 %).
+EMBEDDING_NORM_MAX = 1.05
 
 
 def _geometry_check(name: str, frame: Any, allow_empty: bool) -> dg.AssetCheckResult:
@@ -138,6 +141,40 @@ def elevation_plausible(features: Any, cells: Any) -> dg.AssetCheckResult:
     )
 
 
+def embeddings_valid(features: Any, cells: Any) -> dg.AssetCheckResult:
+    """Every cell of the grid is present, valid_fraction lies in [0, 1], the embedding means
+    are finite exactly where valid_fraction > 0 (NaN where no pixel is valid) and no mean is
+    longer than a unit vector (up to the int8 rounding, EMBEDDING_NORM_MAX)."""
+    from entropice_core.ingest.alphaearth import BANDS
+
+    valid = features["valid_fraction"].to_numpy()
+    x = np.stack([features[b].to_numpy() for b in BANDS], axis=-1)
+    finite = np.isfinite(x).all(axis=-1)
+    mixed = np.isfinite(x).any(axis=-1) & ~finite
+    norms = np.linalg.norm(x[finite], axis=-1)
+    bad_fraction = ~((valid >= 0) & (valid <= 1))
+    mismatched = finite != (valid > 0)
+    passed = bool(
+        features.sizes["cell_ids"] == len(cells)
+        and not bad_fraction.any()
+        and not mismatched.any()
+        and not mixed.any()
+        and (norms.size == 0 or norms.max() <= EMBEDDING_NORM_MAX)
+    )
+    return dg.AssetCheckResult(
+        check_name="embeddings_valid",
+        passed=passed,
+        metadata={
+            "cells": int(features.sizes["cell_ids"]),
+            "expected_cells": len(cells),
+            "valid_fraction_out_of_range": int(bad_fraction.sum()),
+            "finite_where_no_valid_pixel_or_nan_where_valid": int(mismatched.sum()),
+            "partly_nan_embeddings": int(mixed.sum()),
+            "max_norm": float(norms.max()) if norms.size else None,
+        },
+    )
+
+
 def beats_majority_baseline(result: Any) -> dg.AssetCheckResult:
     """The model scores higher than the majority class on the experiment's refit metric (F1
     macro by default), both in spatial CV and on the test blocks."""
@@ -162,6 +199,9 @@ DESCRIPTIONS: dict[Check, str] = {
     f"in {TDD_RANGE[0]:g}..{TDD_RANGE[1]:g} degC day.",
     elevation_plausible: "Every cell of the grid is present and cell means of elevation lie "
     f"in {ELEVATION_RANGE[0]:g}..{ELEVATION_RANGE[1]:g} m.",
+    embeddings_valid: "Every cell of the grid is present, valid_fraction lies in [0, 1], the "
+    "embedding means are finite exactly where valid_fraction > 0 and none is longer than "
+    f"{EMBEDDING_NORM_MAX:g} (unit vectors up to the int8 rounding).",
 }
 
 WATERMASK_CHECKS: tuple[Check, ...] = (polygons_valid,)

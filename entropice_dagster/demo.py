@@ -25,6 +25,7 @@ from entropice_core.layout import ASSET_PATHS
 from entropice_core.sample import generate_sample_region
 from entropice_core.sample.era5 import ARCTIC_YEARS
 from entropice_dagster.assets import all_assets
+from entropice_dagster.assets.alphaearth import alphaearth_features
 from entropice_dagster.assets.climate import climate_features, era5_daily, era5_hourly, era5_yearly
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
@@ -131,7 +132,7 @@ def _steps(years: list[str]) -> list[tuple[str, list[dg.AssetsDefinition], Any]]
         ("sources", [watermask, darts_polygons, arcticdem_tiles, terrain_derivatives], None)
     ]
     steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
-    per_cell = [grid_cells, rts_labels, terrain_features, climate_features]
+    per_cell = [grid_cells, rts_labels, terrain_features, climate_features, alphaearth_features]
     steps += [
         ("grid levels", per_cell + ([training_dataset] if key in MODEL_LEVELS else []), key)
         for key in grid_partitions.get_partition_keys()

@@ -10,9 +10,9 @@ import dagster as dg
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
     selection=dg.AssetSelection.assets(
-        "grid_cells", "rts_labels", "terrain_features", "climate_features"
+        "grid_cells", "rts_labels", "terrain_features", "climate_features", "alphaearth_features"
     ),
-    description="Grid cells, RTS labels, terrain features and climate features for one grid "
+    description="Grid cells, RTS labels, terrain, climate and AlphaEarth features for one grid "
     "level (partitioned by grid_level); backfill it for all levels.",
 )
 

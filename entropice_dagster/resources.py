@@ -5,12 +5,12 @@ Defaults and field descriptions come from the core pydantic models, so the Dagst
 same documentation as the library and the two cannot drift apart. Each resource class is
 registered under the key its name spells (``GridSettingsResource`` as ``grid_settings``).
 
-Every downloading source (``cds``, ``arcticdem_source``, ``darts_source``) has a ``client``
-field: ``offline`` uses the files already under its folder (the sample region, or a mirror)
-and fails with one line naming what is absent; the real client downloads. Secrets are resource
-fields filled by ``dg.EnvVar`` (``CdsResource(client="cds", key=dg.EnvVar("CDSAPI_KEY"))``),
-so run configs and the UI show the variable's name, never its value; the core never reads them
-from the environment.
+Every downloading source (``cds``, ``arcticdem_source``, ``darts_source``, ``earth_engine``)
+has a ``client`` field: ``offline`` uses the files already under its folder (the sample
+region, or a mirror) and fails with one line naming what is absent; the real client
+downloads. Secrets are resource fields filled by ``dg.EnvVar`` (``CdsResource(client="cds",
+key=dg.EnvVar("CDSAPI_KEY"))``), so run configs and the UI show the variable's name, never its
+value; the core never reads them from the environment.
 """
 
 import os
@@ -21,7 +21,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
 
 from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
-from entropice_core.ingest import arcticdem, darts, era5
+from entropice_core.ingest import alphaearth, arcticdem, darts, era5
 from entropice_core.ingest.arcticdem import FetchedTiles, find_tiles, read_tile_index
 from entropice_core.ingest.era5 import DownloadReport, Era5DownloadConfig
 from entropice_core.io.download import DownloadConfig
@@ -428,21 +428,156 @@ class CdsResource(dg.ConfigurableResource):
         return self.era5_client().fetch_year(self.root(data_dir), year, config, log=log)
 
 
+_BATCH = alphaearth.BatchConfig()
+_REQUESTS = alphaearth.RequestConfig()
+
+
+class EarthEngineResource(dg.ConfigurableResource):
+    """AlphaEarth satellite embeddings: from Earth Engine (client 'earthengine', a service
+    account) or from the int8 COGs in `folder` (client 'offline': the sample region, or a local
+    mirror of gs://alphaearth_foundations in its layout).
+
+    Both clients answer one request per (cluster of cells, year) and keep each answer in the
+    cluster cache (`cache_folder`), so a re-run after a failure fetches only the missing
+    clusters and a finished year costs no request. Credentials: ``service_account``,
+    ``key_file`` (or ``key_data``) and ``project`` as ``dg.EnvVar("ENTROPICE_EE_...")``; never
+    logged, shown in the resource's repr or written to metadata. Missing ones fail with one
+    line naming the variables to set.
+    """
+
+    client: Literal["offline", "earthengine"] = Field(
+        default="offline",
+        description="'offline': the COGs in `folder` only, never contacting Google; "
+        "'earthengine': reduceRegions on Earth Engine with the service account.",
+    )
+    folder: str = Field(
+        default="",
+        description="COGs in the GCS layout {year}/{zone}N/*.tiff for client 'offline' "
+        "(default DATA_DIR/sources/alphaearth).",
+    )
+    cache_folder: str = Field(
+        default="",
+        description="Per-cluster answers, one file per (grid level, year, cluster) "
+        "(default DATA_DIR/sources/alphaearth/requests/<client>).",
+    )
+    service_account: str = Field(
+        default="",
+        description="Service account e-mail: set it with "
+        f"dg.EnvVar('{alphaearth.ENV_SERVICE_ACCOUNT}').",
+    )
+    key_file: str = Field(
+        default="",
+        repr=False,
+        description="Path of the service account's JSON key: set it with "
+        f"dg.EnvVar('{alphaearth.ENV_KEY_FILE}'), never as a literal.",
+    )
+    key_data: str = Field(
+        default="",
+        repr=False,
+        description="The JSON key's text instead of a file: set it with "
+        f"dg.EnvVar('{alphaearth.ENV_KEY_DATA}'), never as a literal.",
+    )
+    project: str = Field(
+        default="",
+        description="Google Cloud project registered for Earth Engine: set it with "
+        f"dg.EnvVar('{alphaearth.ENV_PROJECT}').",
+    )
+    high_volume: bool = Field(
+        default=True,
+        description="Use Earth Engine's high-volume endpoint (many small automated requests).",
+    )
+    max_cells: int = Field(
+        default=_BATCH.max_cells,
+        ge=1,
+        lt=alphaearth.EE_FEATURE_LIMIT,
+        description="Most cells per request (Earth Engine answers at most 5000 features).",
+    )
+    max_extent_km: float = Field(
+        default=_BATCH.max_extent_km, gt=0, description="Largest extent of one request's cells."
+    )
+    concurrency: int = Field(
+        default=0,
+        ge=0,
+        lt=alphaearth.EE_CONCURRENCY_QUOTA,
+        description=f"Requests at once (under the quota of 40); 0: {_REQUESTS.concurrency} for "
+        "Earth Engine, 2 for local files.",
+    )
+    max_attempts: int = Field(
+        default=_REQUESTS.max_attempts,
+        ge=1,
+        description="Attempts per request on HTTP 429/5xx, with exponential backoff.",
+    )
+    total_timeout_s: float = Field(
+        default=_REQUESTS.total_timeout_s, gt=0, description="Time bound of a run's retries."
+    )
+
+    def root(self, data_dir: Path) -> Path:
+        return Path(self.folder) if self.folder else Layout(data_dir).source("alphaearth")
+
+    def cache(self, data_dir: Path) -> alphaearth.ClusterCache:
+        default = Layout(data_dir).source("alphaearth") / "requests" / self.client
+        return alphaearth.ClusterCache(Path(self.cache_folder) if self.cache_folder else default)
+
+    def years(self, data_dir: Path) -> list[int]:
+        """Every year the source has: the year folders offline, the catalogue's otherwise."""
+        if self.client == "offline":
+            return alphaearth.years_available(self.root(data_dir))
+        return list(range(alphaearth.FIRST_YEAR, alphaearth.LAST_YEAR + 1))
+
+    def embedding_client(self, data_dir: Path) -> alphaearth.EmbeddingClient:
+        """The client ``client`` names (Earth Engine credentials are checked here)."""
+        batch = alphaearth.BatchConfig(max_cells=self.max_cells, max_extent_km=self.max_extent_km)
+        requests = alphaearth.RequestConfig(
+            concurrency=self.concurrency or (2 if self.client == "offline" else 16),
+            max_attempts=self.max_attempts,
+            total_timeout_s=self.total_timeout_s,
+        )
+        cache = self.cache(data_dir)
+        if self.client == "offline":
+            return alphaearth.CogClient(
+                self.root(data_dir), cache=cache, batch=batch, requests=requests
+            )
+        return alphaearth.EarthEngineClient(
+            self.service_account or None,
+            self.project or None,
+            key_file=self.key_file or None,
+            key_data=self.key_data or None,
+            high_volume=self.high_volume,
+            cache=cache,
+            batch=batch,
+            requests=requests,
+        )
+
+
 def _from_env(name: str) -> Any:
     """``dg.EnvVar(name)`` where the variable is set (resolved at run time, its value never in
-    the run config), else empty: the field's fallback (cdsapi's ~/.cdsapirc) applies."""
+    the run config), else empty: the field's fallback applies (cdsapi's ~/.cdsapirc), or, for
+    a required credential, the client's one-line error naming the variable."""
     return dg.EnvVar(name) if name in os.environ else ""
 
 
 def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
     """Every resource the assets use, keyed by the names their classes spell, for one data
     directory and area. The sample region uses the offline clients; any other area the real
-    ones, with the CDS credentials from CDSAPI_KEY / CDSAPI_URL (or ~/.cdsapirc)."""
+    ones, with the CDS credentials from CDSAPI_KEY / CDSAPI_URL (or ~/.cdsapirc) and the Earth
+    Engine ones from ENTROPICE_EE_SERVICE_ACCOUNT, ENTROPICE_EE_KEY_FILE (or _KEY_DATA) and
+    ENTROPICE_EE_PROJECT."""
     sample = AreaOfInterest.check_spec(aoi) == "sample"
     cds = (
         CdsResource(client="offline")
         if sample
         else CdsResource(client="cds", url=_from_env(ENV_CDS_URL), key=_from_env(ENV_CDS_KEY))
+    )
+    earth_engine = (
+        EarthEngineResource(client="offline")
+        if sample
+        else EarthEngineResource(
+            client="earthengine",
+            service_account=_from_env(alphaearth.ENV_SERVICE_ACCOUNT),
+            key_file=_from_env(alphaearth.ENV_KEY_FILE),
+            key_data=_from_env(alphaearth.ENV_KEY_DATA),
+            project=_from_env(alphaearth.ENV_PROJECT),
+        )
     )
     return {
         GEOPARQUET_IO_MANAGER_KEY: GeoParquetIOManager(data_dir=str(data_dir)),
@@ -456,6 +591,7 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         "darts_source": DartsSourceResource(client="offline" if sample else "arcticdata"),
         "arcticdem_source": ArcticDEMSourceResource(client="offline" if sample else "pgc"),
         "cds": cds,
+        "earth_engine": earth_engine,
         # the sample region is small: worker threads in the run's process start in a moment
         "dask": DaskResource(processes=not sample, shared=sample),
     }

@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import logging
 import random
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -35,18 +36,26 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import geopandas as gpd
 import numpy as np
 import pyproj
 import shapely
-import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
 
-from entropice_core.config import GridSpec
+from entropice_core.config import (
+    ENV_EE_KEY_DATA,
+    ENV_EE_KEY_FILE,
+    ENV_EE_PROJECT,
+    ENV_EE_SERVICE_ACCOUNT,
+    GridSpec,
+)
 from entropice_core.io.atomic import atomic_path
 from entropice_core.io.download import MissingSourceFiles, SourceClient
+
+if TYPE_CHECKING:  # imported where used: the Dagster definitions load without them
+    import geopandas as gpd
+    import xarray as xr
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,8 @@ BANDS: tuple[str, ...] = tuple(f"A{i:02d}" for i in range(64))
 NODATA = -128
 #: First year of the collection.
 FIRST_YEAR = 2017
+#: Last year in the Earth Engine catalogue (November 2026; the GCS README lists 2025 too).
+LAST_YEAR = 2024
 #: Earth Engine's high-volume endpoint (for many small automated requests).
 HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
 #: Projection of the cluster centroids (EASE-Grid 2.0 North, equal-area).
@@ -67,9 +78,10 @@ EE_CONCURRENCY_QUOTA = 40
 #: HTTP statuses retried (too many requests, server errors).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Environment variables the Dagster resource and the CLI read (named in error messages only).
-ENV_SERVICE_ACCOUNT = "ENTROPICE_EE_SERVICE_ACCOUNT"
-ENV_KEY_FILE = "ENTROPICE_EE_KEY_FILE"
-ENV_PROJECT = "ENTROPICE_EE_PROJECT"
+ENV_SERVICE_ACCOUNT = ENV_EE_SERVICE_ACCOUNT
+ENV_KEY_FILE = ENV_EE_KEY_FILE
+ENV_KEY_DATA = ENV_EE_KEY_DATA
+ENV_PROJECT = ENV_EE_PROJECT
 
 
 # --------------------------------------------------------------------------- read
@@ -128,6 +140,7 @@ def read_cog(path: str | Path, chunk: int = 1024) -> xr.DataArray:
     """One embedding COG as a lazy, dequantised ``(band, y, x)`` float32 DataArray (NaN where
     masked), north-up: files stored bottom-up (positive y resolution) are flipped."""
     import rioxarray
+    import xarray as xr
 
     raw = rioxarray.open_rasterio(path, chunks={"band": -1, "y": chunk, "x": chunk})
     assert isinstance(raw, xr.DataArray)
@@ -403,7 +416,7 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
-Fetch = Callable[[gpd.GeoDataFrame, int], ClusterMeans]
+Fetch = Callable[["gpd.GeoDataFrame", int], ClusterMeans]
 
 
 def _with_retries(
@@ -578,7 +591,10 @@ class EarthEngineClient(EmbeddingClient):
             name
             for name, value in (
                 (ENV_SERVICE_ACCOUNT, service_account),
-                (f"{ENV_KEY_FILE} (or the key's JSON text)", key_file or key_data),
+                (
+                    f"{ENV_KEY_FILE} (or the key's JSON text in {ENV_KEY_DATA})",
+                    key_file or key_data,
+                ),
                 (ENV_PROJECT, project),
             )
             if not value
@@ -696,23 +712,101 @@ class CogClient(EmbeddingClient):
     ``count`` and ``valid_fraction``) over the cells that touch it; per cell, the means of all
     files combine as ``sum(sum) / sum(count)`` (what one pass over the union of the files
     would give) and the valid fractions add up (zones do not overlap). The cell-to-pixel map of
-    each distinct file grid (CRS, transform, shape) is built once and reused for all 64 bands
-    and every year.
+    each distinct file grid (CRS, transform, shape) and set of cells is built once per client
+    and reused for all 64 bands and every year.
+
+    With a ``cache``, the cells are answered per (cluster, year) through :func:`fetch_clusters`
+    exactly as :class:`EarthEngineClient` does (same clusters, concurrency, cache and
+    statistics, a "request" being one local aggregation), so the offline path of the sample
+    region exercises the batching and caching of the real one. The cache is kept per year
+    under a fingerprint of that year's files (:func:`files_fingerprint`): regenerated or
+    replaced files are never answered from an old cache. Without a cache, one pass over all
+    cells.
     """
 
     name: ClassVar[str] = "alphaearth-cogs"
     offline: ClassVar[bool] = True
 
-    def __init__(self, root: str | Path, *, parallel: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        parallel: bool = False,
+        cache: ClusterCache | None = None,
+        batch: BatchConfig = BatchConfig(),
+        requests: RequestConfig = RequestConfig(concurrency=2),
+    ) -> None:
         self.root = Path(root)
         self.parallel = parallel
+        self.cache = cache
+        self.batch = batch
+        self.requests = requests
         self.maps_built = 0
+        self._maps: dict[tuple, tuple[np.ndarray, Any]] = {}
+        self._lock = threading.Lock()
 
     def embeddings(
         self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
     ) -> EmbeddingResult:
+        if self.cache is None:
+            return EmbeddingResult(self._aggregate(cells, spec, years), FetchStats())
+        for year in years:
+            self._paths(year)  # missing files fail here, before any cluster is started
+        cache = _VersionedCache(self.cache, lambda year: files_fingerprint(self._paths(year)))
+        return fetch_clusters(
+            lambda sub, year: self.reduce_cluster(sub, spec, year),
+            cells,
+            spec,
+            years,
+            cache=cache,
+            batch=self.batch,
+            requests=self.requests,
+        )
+
+    def reduce_cluster(self, cells: gpd.GeoDataFrame, spec: GridSpec, year: int) -> ClusterMeans:
+        """One local "request": the means of ``cells`` (one cluster) for ``year``."""
+        ds = self._aggregate(cells, spec, [year], crop=True)
+        means = np.stack([ds[b].isel(year=0).to_numpy() for b in BANDS], axis=1)
+        valid = ds["valid_fraction"].isel(year=0).to_numpy()
+        return ClusterMeans(ds["cell_ids"].to_numpy(), means.astype(np.float64), valid)
+
+    def _paths(self, year: int) -> list[Path]:
+        paths = find_cogs(self.root, year)
+        if not paths:
+            raise MissingSourceFiles(
+                "alphaearth",
+                self.root / str(year),
+                [f"{year}/<zone>N/*.tiff"],
+                "generate the sample region or mirror gs://alphaearth_foundations/"
+                f"{year}/ for the zones of the area",
+            )
+        return paths
+
+    def _cell_map(self, cells: gpd.GeoDataFrame, ids: np.ndarray, grid: Any) -> tuple:
+        """Rows of ``cells`` touching ``grid`` and their cell-to-pixel map (None: no cell),
+        built once per (cells, file grid)."""
+        from entropice_core.spatial.pixelmap import build_cell_pixel_map
+
+        key = (cluster_key(ids), grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height)
+        with self._lock:
+            found = self._maps.get(key)
+        if found is None:
+            rows = _cells_touching(cells.geometry.bounds.to_numpy(), grid)
+            cmap = build_cell_pixel_map(cells.iloc[rows], grid) if len(rows) else None
+            found = (rows, cmap)
+            with self._lock:
+                self._maps[key] = found
+                self.maps_built += 1
+        return found
+
+    def _aggregate(
+        self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int], crop: bool = False
+    ) -> xr.Dataset:
+        """Means of ``cells`` over every file of ``years``; ``crop`` reads only the window of
+        each file around the cells (in 256 px blocks, the files' tiling): one cluster's
+        request reads its part of the files, not all of them."""
         from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
-        from entropice_core.spatial.pixelmap import RasterGrid, build_cell_pixel_map
+        from entropice_core.spatial.pixelmap import RasterGrid
 
         config = AggregationConfig(statistics=("sum", "count", "valid_fraction"))
         ids = cells["cell_id"].to_numpy().astype(np.uint64)
@@ -720,28 +814,13 @@ class CogClient(EmbeddingClient):
         total = np.zeros((len(years), n, len(BANDS)))
         count = np.zeros((len(years), n))
         valid = np.zeros((len(years), n))
-        maps: dict[tuple, tuple[np.ndarray, Any]] = {}
-        bounds4326 = cells.geometry.bounds.to_numpy()
         for y, year in enumerate(years):
-            paths = find_cogs(self.root, year)
-            if not paths:
-                raise MissingSourceFiles(
-                    "alphaearth",
-                    self.root / str(year),
-                    [f"{year}/<zone>N/*.tiff"],
-                    "generate the sample region or mirror gs://alphaearth_foundations/"
-                    f"{year}/ for the zones of the area",
-                )
-            for path in paths:
-                data = read_cog(path)
-                grid = RasterGrid.from_xarray(data)
-                key = (grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height)
-                if key not in maps:
-                    rows = _cells_touching(bounds4326, grid)
-                    cmap = build_cell_pixel_map(cells.iloc[rows], grid) if len(rows) else None
-                    maps[key] = (rows, cmap)
-                    self.maps_built += 1
-                rows, cmap = maps[key]
+            for path in self._paths(year):
+                whole = read_cog(path, chunk=256 if crop else 1024)
+                data = _crop(whole, cells.geometry.total_bounds) if crop else whole
+                if data is None:
+                    continue
+                rows, cmap = self._cell_map(cells, ids, RasterGrid.from_xarray(data))
                 if cmap is None:
                     continue
                 out = aggregate_raster(
@@ -757,8 +836,53 @@ class CogClient(EmbeddingClient):
                 valid[y][rows] += np.nan_to_num(out["valid_fraction"].isel(band=0).values)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = np.where(count[..., None] > 0, total / count[..., None], np.nan)
-        dataset = embedding_dataset(ids, years, means, np.minimum(valid, 1.0), spec)
-        return EmbeddingResult(dataset=dataset, stats=FetchStats())
+        return embedding_dataset(ids, years, means, np.minimum(valid, 1.0), spec)
+
+
+def _crop(data: xr.DataArray, bounds4326: np.ndarray, pad: int = 2) -> xr.DataArray | None:
+    """The window of ``data`` around a lon/lat box, ``pad`` pixels wider, snapped to pixels
+    (None where they do not meet). Exact coverage inside it is that of the whole raster."""
+    from rasterio.windows import Window
+
+    tr = pyproj.Transformer.from_crs("EPSG:4326", data.rio.crs, always_xy=True)
+    minlon, minlat, maxlon, maxlat = (float(v) for v in bounds4326)
+    left, bottom, right, top = tr.transform_bounds(minlon, minlat, maxlon, maxlat, densify_pts=21)
+    inverse = ~data.rio.transform()
+    cols, rows = zip(inverse * (left, top), inverse * (right, bottom), strict=True)
+    c0, c1 = (
+        max(0, int(np.floor(min(cols))) - pad),
+        min(data.rio.width, int(np.ceil(max(cols))) + pad),
+    )
+    r0, r1 = (
+        max(0, int(np.floor(min(rows))) - pad),
+        min(data.rio.height, int(np.ceil(max(rows))) + pad),
+    )
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return data.rio.isel_window(Window(c0, r0, c1 - c0, r1 - r0))
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """Short hash of files' names, sizes and modification times (which version of a year's
+    files a cached answer came from)."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        stat = path.stat()
+        h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
+class _VersionedCache(ClusterCache):
+    """A :class:`ClusterCache` whose year folders carry a version tag of the source files
+    (``{root}/{grid_level}/{year}-{tag}/...``)."""
+
+    def __init__(self, cache: ClusterCache, tag: Callable[[int], str]) -> None:
+        super().__init__(cache.root)
+        self._tag = tag
+
+    def path(self, spec: GridSpec, year: int, cell_ids: np.ndarray) -> Path:
+        folder = f"{year}-{self._tag(year)}"
+        return self.root / spec.key / folder / f"{cluster_key(cell_ids)}.npz"
 
 
 def _cells_touching(bounds4326: np.ndarray, grid: Any) -> np.ndarray:
