@@ -433,3 +433,72 @@ def test_no_key_material_in_logs_or_output(cog_root: Path, h3_cells, caplog, tmp
     secret_parts = ["PRIVATE KEY", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"]
     for text in (caplog.text, repr(client), str(result.dataset.attrs), str(result.stats)):
         assert not any(part in text for part in secret_parts)
+
+
+# ----------------------------------------------------------------------------- offline, cached
+
+
+def test_cached_cog_client_equals_one_pass_and_counts_requests(cog_root: Path, h3_cells, tmp_path):
+    """The offline client of the Dagster resource: per (cluster, year) requests answered from
+    the files, each cropped to its cluster, give exactly the one-pass result; a second run is
+    all cache; a new year costs only its own requests."""
+    spec, frame = h3_cells
+    whole = ae.CogClient(cog_root).embeddings(frame, spec, YEARS).dataset
+    k = n_clusters_of(frame)
+    client = ae.CogClient(cog_root, cache=ae.ClusterCache(tmp_path), batch=BATCH)
+    first = client.embeddings(frame, spec, YEARS[:1])
+    assert (first.stats.requests, first.stats.cached, first.stats.clusters) == (k, 0, k)
+    both = ae.CogClient(cog_root, cache=ae.ClusterCache(tmp_path), batch=BATCH).embeddings(
+        frame, spec, YEARS
+    )
+    assert (both.stats.requests, both.stats.cached) == (k, k)  # only the added year
+    for band in ("A00", "A31", "A63", "valid_fraction"):
+        np.testing.assert_allclose(both.dataset[band], whole[band], rtol=0, atol=1e-6)
+    again = ae.CogClient(cog_root, cache=ae.ClusterCache(tmp_path), batch=BATCH).embeddings(
+        frame, spec, YEARS
+    )
+    assert (again.stats.requests, again.stats.cached) == (0, 2 * k)
+
+
+def test_cached_cog_answers_follow_the_files(cog_root: Path, h3_cells, tmp_path):
+    """Files replaced (regenerated with another seed, a new mirror) are not answered from an
+    old cache: the cache of a year is keyed by its files' names, sizes and times."""
+    spec, frame = h3_cells
+    root = tmp_path / "cogs"
+    for path in ae.find_cogs(cog_root, 2019):
+        target = root / path.relative_to(cog_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    cache = ae.ClusterCache(tmp_path / "cache")
+    ae.CogClient(root, cache=cache).embeddings(frame, spec, [2019])
+    assert ae.CogClient(root, cache=cache).embeddings(frame, spec, [2019]).stats.requests == 0
+    other = ae.find_cogs(cog_root, 2023)[0]  # another year's content under 2019's name
+    ae.find_cogs(root, 2019)[0].write_bytes(other.read_bytes())
+    redone = ae.CogClient(root, cache=cache).embeddings(frame, spec, [2019])
+    assert redone.stats.requests > 0 and redone.stats.cached == 0
+
+
+def test_missing_year_names_the_folder(cog_root: Path, h3_cells, tmp_path):
+    spec, frame = h3_cells
+    client = ae.CogClient(cog_root, cache=ae.ClusterCache(tmp_path))
+    with pytest.raises(FileNotFoundError, match="2030"):
+        client.embeddings(frame, spec, [2030])
+
+
+def test_first_component_is_the_principal_axis(cog_root: Path, h3_cells):
+    """Scores agree with scikit-learn's PCA up to its arbitrary sign; NaN where no data."""
+    from sklearn.decomposition import PCA
+
+    from entropice_core.features.alphaearth import first_component
+
+    spec, frame = h3_cells
+    ds = ae.CogClient(cog_root).embeddings(frame, spec, YEARS).dataset
+    pc1 = first_component(ds)
+    assert pc1.dims == ("cell_ids", "year")
+    x = np.stack([ds[b].to_numpy() for b in ae.BANDS], axis=-1).reshape(-1, 64)
+    ok = np.isfinite(x).all(axis=1)
+    expected = PCA(n_components=1).fit_transform(x[ok])[:, 0]
+    mine = pc1.to_numpy().ravel()
+    assert np.isnan(mine[~ok]).all()
+    sign = np.sign(np.dot(mine[ok], expected))
+    np.testing.assert_allclose(mine[ok], sign * expected, atol=1e-4)

@@ -170,6 +170,8 @@ def embedding_dataset(
     Variables ``A00``..``A63`` and ``valid_fraction`` as float32 on ``(cell_ids, year)``; cells
     without any valid pixel are NaN with valid_fraction 0.
     """
+    import xarray as xr
+
     ds = xr.Dataset(
         coords={
             "cell_ids": ("cell_ids", np.asarray(cell_ids, dtype=np.uint64), spec.xdggs_attrs),
@@ -848,7 +850,7 @@ def _crop(data: xr.DataArray, bounds4326: np.ndarray, pad: int = 2) -> xr.DataAr
     minlon, minlat, maxlon, maxlat = (float(v) for v in bounds4326)
     left, bottom, right, top = tr.transform_bounds(minlon, minlat, maxlon, maxlat, densify_pts=21)
     inverse = ~data.rio.transform()
-    cols, rows = zip(inverse * (left, top), inverse * (right, bottom), strict=True)
+    cols, rows = zip(inverse @ (left, top), inverse @ (right, bottom), strict=True)
     c0, c1 = (
         max(0, int(np.floor(min(cols))) - pad),
         min(data.rio.width, int(np.ceil(max(cols))) + pad),
