@@ -70,6 +70,7 @@ def test_files_follow_the_storage_layout(sample_graph) -> None:
         assert (root / "darts" / f"labels_{key}.parquet").is_file()
         assert (root / "arcticdem" / f"features_{key}.zarr").is_dir()
         assert (root / "era5" / f"features_{key}.zarr").is_dir()
+        assert (root / "alphaearth" / f"features_{key}.zarr").is_dir()
         assert (root / "datasets" / f"{key}.zarr").is_dir()
         for experiment in sample_graph.experiments[key]:
             folder = root / "training-results" / key / experiment
@@ -89,6 +90,7 @@ def test_every_cell_is_carried_from_grid_to_predictions(sample_graph, key) -> No
         ("rts_labels", f"darts/labels_{key}.zarr"),
         ("terrain_features", f"arcticdem/features_{key}.zarr"),
         ("climate_features", f"era5/features_{key}.zarr"),
+        ("alphaearth_features", f"alphaearth/features_{key}.zarr"),
     ]:
         assert set(read_dataset(root / path)["cell_ids"].to_numpy()) == ids, asset
     assert sample_graph.metadata("rts_labels", key)["cells"] == len(cells)
