@@ -292,9 +292,11 @@ def alphaearth(
     year: Annotated[
         list[int] | None,
         Parameter(
-            help="Year to fetch (2017 onward), repeatable: --year 2020 --year 2021. Default: "
+            help="Years to fetch (2017 onward): --year 2020 2021, or --year 2020 --year 2021. "
+            "Default: "
             "every year the source has (COGs: the year folders; Earth Engine: 2017-2024).",
             consume_multiple=True,
+            negative=(),
         ),
     ] = None,
     source: Annotated[
@@ -314,7 +316,7 @@ def alphaearth(
         Path | None,
         Parameter(
             help="Per-cluster answers, reused by later runs (default: "
-            "DATA_DIR/sources/alphaearth/requests/<source>)."
+            "DATA_DIR/sources/alphaearth/requests/{source})."
         ),
     ] = None,
     data_dir: DataDirOption = None,
