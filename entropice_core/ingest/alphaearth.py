@@ -84,7 +84,8 @@ def dequantize(q: np.ndarray, dtype: type = np.float32) -> np.ndarray:
 
 def quantize(v: np.ndarray) -> np.ndarray:
     """Inverse of :func:`dequantize` rounded to int8 (NaN becomes -128): ``sign(v) sqrt|v|``
-    times 127.5, clipped to -127..127 (how the published COGs encode floats)."""
+    times 127.5, clipped to -127..127 (how the published COGs encode floats).
+    """
     v = np.asarray(v)
     v = v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)
     q = np.clip(np.round(np.sign(v) * np.sqrt(np.abs(v)) * v.dtype.type(127.5)), -127, 127)
@@ -126,7 +127,8 @@ def find_cogs(root: str | Path, year: int) -> list[Path]:
 
 def read_cog(path: str | Path, chunk: int = 1024) -> xr.DataArray:
     """One embedding COG as a lazy, dequantised ``(band, y, x)`` float32 DataArray (NaN where
-    masked), north-up: files stored bottom-up (positive y resolution) are flipped."""
+    masked), north-up: files stored bottom-up (positive y resolution) are flipped.
+    """
     import rioxarray
 
     raw = rioxarray.open_rasterio(path, chunks={"band": -1, "y": chunk, "x": chunk})
@@ -187,7 +189,8 @@ ATTRIBUTION = (
 @dataclass(frozen=True)
 class ClusterMeans:
     """One request's answer: per-cell means ``(cells, 64)`` and valid fractions, in the order
-    of ``cell_ids``."""
+    of ``cell_ids``.
+    """
 
     cell_ids: np.ndarray
     means: np.ndarray
@@ -215,7 +218,8 @@ class EmbeddingResult:
 class EmbeddingClient(SourceClient):
     """Where embeddings come from. ``embeddings`` gives the L2 dataset of ``cells`` (a
     ``grid_cells`` frame: cell_id, EPSG:4326 geometry) for ``years``; ``repr`` shows only the
-    client's name (constructor arguments may hold credentials)."""
+    client's name (constructor arguments may hold credentials).
+    """
 
     @abstractmethod
     def embeddings(
@@ -229,7 +233,8 @@ class EmbeddingClient(SourceClient):
 class BatchConfig(BaseModel):
     """How cells are grouped into requests (:func:`cluster_points`): KMeans on EPSG:6931
     centroids until every cluster has at most ``max_cells`` cells and spans at most
-    ``max_extent_km`` (the larger side of its centroids' bounding box)."""
+    ``max_extent_km`` (the larger side of its centroids' bounding box).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -242,7 +247,8 @@ class RequestConfig(BaseModel):
     """How requests run: concurrency (under the quota of 40), retries with exponential backoff
     (``initial_backoff_s * 2**k`` capped at ``max_backoff_s``, with jitter) on HTTP 429 and 5xx,
     at most ``max_attempts`` per cluster and ``total_timeout_s`` per run; ``scale_m``, ``crs``
-    (``None``: the UTM zone of the cluster's centre) and ``tile_scale`` go to reduceRegions."""
+    (``None``: the UTM zone of the cluster's centre) and ``tile_scale`` go to reduceRegions.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -258,7 +264,8 @@ class RequestConfig(BaseModel):
 
 def _centroids_6931(cells: gpd.GeoDataFrame) -> np.ndarray:
     """Cell centroids in EPSG:6931 metres, ``(n, 2)``: lon/lat centroid of each cell, then
-    projected (centroids of cells cut at 180 degrees come from the larger part's ring)."""
+    projected (centroids of cells cut at 180 degrees come from the larger part's ring).
+    """
     pts = shapely.centroid(shapely.get_geometry(cells.geometry.to_numpy(), 0))
     single = np.asarray([p if p is not None else shapely.Point() for p in pts])
     xy = shapely.get_coordinates(single)
@@ -269,7 +276,8 @@ def _centroids_6931(cells: gpd.GeoDataFrame) -> np.ndarray:
 
 def cluster_cells(cells: gpd.GeoDataFrame, config: BatchConfig = BatchConfig()) -> np.ndarray:
     """Cluster label (0..k-1) of every cell of a ``grid_cells`` frame: see
-    :func:`cluster_points` (on the cells' EPSG:6931 centroids)."""
+    :func:`cluster_points` (on the cells' EPSG:6931 centroids).
+    """
     return cluster_points(_centroids_6931(cells), cells["cell_id"].to_numpy(), config)
 
 
@@ -374,7 +382,8 @@ class ClusterCache:
 
 class RequestFailed(RuntimeError):
     """A cluster's request failed for good (retries spent, time bound reached or not
-    retryable)."""
+    retryable).
+    """
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -620,7 +629,8 @@ class EarthEngineClient(EmbeddingClient):
 
     def image(self, year: int, region: Any) -> Any:
         """The year's mosaic over ``region`` with a ``valid_fraction`` band (the embedding
-        mask, 0 outside the images), so the region mean of that band is the valid share."""
+        mask, 0 outside the images), so the region mean of that band is the valid share.
+        """
         ee = self.ee
         images = (
             ee.ImageCollection(COLLECTION)
@@ -670,7 +680,7 @@ class EarthEngineClient(EmbeddingClient):
 
 
 def _parse_features(features: list[dict], expected: np.ndarray) -> ClusterMeans:
-    """reduceRegions' features to arrays; a band missing (no valid pixel) is NaN."""
+    """ReduceRegions' features to arrays; a band missing (no valid pixel) is NaN."""
     props = {int(f["properties"]["cell_id"]): f["properties"] for f in features}
     ids = np.asarray(expected, dtype=np.uint64)
     if set(props) != {int(c) for c in ids}:

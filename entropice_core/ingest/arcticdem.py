@@ -200,12 +200,14 @@ class ArcticDEMClient(SourceClient):
     @abstractmethod
     def fetch(self, bbox: tuple[float, float, float, float], folder: str | Path) -> FetchedTiles:
         """Tiles of ``bbox`` under ``folder``: present, missing (the release lacks them or,
-        offline, they are not there) and newly downloaded."""
+        offline, they are not there) and newly downloaded.
+        """
 
 
 class PgcArcticDEMClient(ArcticDEMClient):
     """Downloads missing tiles over HTTPS from the PGC bucket (or a mirror at ``base_url``);
-    see :func:`fetch_tiles`. The bucket is public: no credentials."""
+    see :func:`fetch_tiles`. The bucket is public: no credentials.
+    """
 
     name = "pgc"
     offline = False

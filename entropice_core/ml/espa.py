@@ -143,7 +143,8 @@ class _Boxes:
     columns of weighted sums of X, class weights, total weight n and sample count; ``moved``
     counts the samples that changed box in the sweep that made them. The sums are updated in
     place by the moves; ``churn`` (K,) is the weight that went in or out of each box since its
-    sums were last computed afresh, which bounds their rounding (see _refresh)."""
+    sums were last computed afresh, which bounds their rounding (see _refresh).
+    """
 
     box: Any
     sums: Any
@@ -237,7 +238,8 @@ class _Bounds:
     """What the last sweep proved about each sample, valid under ``state``: ``upper`` >= its
     cost for its own box, ``lower`` <= its cost for every other box (full costs: data term
     plus label term), and [``low``, ``high``] holds their box-independent part
-    (1/D) sum_d W_d x_d^2, which the cost matrix product leaves out."""
+    (1/D) sum_d W_d x_d^2, which the cost matrix product leaves out.
+    """
 
     upper: Any
     lower: Any
@@ -271,7 +273,8 @@ class _Reweighting:
     quantity is finite: a feature whose weight appears from zero, or whose ratio leaves
     [1/RATIO_LIMIT, RATIO_LIMIT], is free. Which other features are free is chosen to keep the
     bounds tight: the split is the one, among freeing the features of smallest term first, that
-    minimises (g - s) * typical + A + A' (``typical`` a typical cost)."""
+    minimises (g - s) * typical + A + A' (``typical`` a typical cost).
+    """
 
     shrink: Any  # s
     grow: Any  # g
@@ -383,7 +386,8 @@ def _settled(
 @dataclass(frozen=True)
 class _Moves:
     """How the model changed between two sweeps, for :func:`_settled`: the reweighting, each
-    centre's move in the new metric and the label costs (M, K) after and before."""
+    centre's move in the new metric and the label costs (M, K) after and before.
+    """
 
     change: _Reweighting
     shift: Any
@@ -392,7 +396,8 @@ class _Moves:
 
     def lower(self, xp: ModuleType, lower: Any, y: Any, changed: Any) -> Any:
         """Lower bounds on the costs of other boxes, from the previous ones (``lower``, finite,
-        of samples of classes ``y``) when the boxes in the mask ``changed`` moved."""
+        of samples of classes ``y``) when the boxes in the mask ``changed`` moved.
+        """
         s = self.change.shrink
         scaled = s * xp.clip(lower - self.change.lose, min=0.0)  # >= s max(q - A, 0) + s l
         if not bool(xp.any(changed)):
@@ -520,7 +525,8 @@ def _refresh(xp: ModuleType, data: _Data, boxes: _Boxes) -> _Boxes:
     """Recompute the sums of the boxes whose in-place sums may have lost their accuracy (a
     light sample left behind by heavy ones; with sample weights near zero the weight n would
     otherwise come out 0 or negative), from their samples by a one-hot product, in which other
-    boxes' samples add exact zeros. Rare, and then over few samples."""
+    boxes' samples add exact zeros. Rare, and then over few samples.
+    """
     stale = (boxes.size > 0) & (boxes.n <= STALE_BELOW * boxes.churn)
     if not bool(xp.any(stale)):
         return boxes
@@ -595,7 +601,8 @@ def _loss_slack(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) 
     """How much one iteration from ``state`` can raise the loss by rounding alone: the boxes
     minimise costs from a rounded product (a sample may take a box dearer by twice the
     rounding bound, in float32 noticeably), and the loss is computed from sums that cancel,
-    which matters when it is close to zero (boxes of one sample, W on one feature)."""
+    which matters when it is close to zero (boxes of one sample, W on one feature).
+    """
     D = data.n_features
     moment2 = data.sumsq + data.total * data.mean**2
     row = xp.sum(state.W * moment2) / (data.total * D)  # weighted mean of (1/D) sum_d W_d x_d^2
@@ -628,7 +635,8 @@ def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any, Any,
     """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk, and
     per feature bounds on (x_d - c_d)^2 for c_d between the smallest and largest x_d (any box
     mean) and on x_d^2 over the samples. The bounds carry a margin of 1e-6 of the largest
-    magnitude: box means come from sums updated in place, which round."""
+    magnitude: box means come from sums updated in place, which round.
+    """
     parts = _chunks(X.shape[0], chunk)
     total = xp.sum(w)
     mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64, copy=False) for rows in parts) / total

@@ -70,7 +70,8 @@ def cog_path(root: Path, year: int, zone: int) -> Path:
 
 def zone_grid(bbox: tuple[float, float, float, float], zone: int) -> tuple[Affine, int, int, str]:
     """Transform, width, height and CRS of the sample file of ``zone``: the UTM box around the
-    part of ``bbox`` inside the zone, snapped to whole pixels."""
+    part of ``bbox`` inside the zone, snapped to whole pixels.
+    """
     west, east = zone_bounds(zone)
     lo, hi = max(bbox[0], west), min(bbox[2], east)
     lon = np.concatenate([np.linspace(lo, hi, 50), np.full(50, hi), np.linspace(hi, lo, 50),
@@ -117,7 +118,8 @@ def render_zone(
     world: LatentWorld, zone: int, years: tuple[int, ...] = YEARS
 ) -> Iterator[tuple[int, np.ndarray, Affine, str]]:
     """Year, quantised embeddings ``(64, h, w)`` int8, transform and CRS of one zone, one year
-    at a time."""
+    at a time.
+    """
     transform, width, height, crs = zone_grid(world.bbox, zone)
     feats, lon, lat, sea = _features(world, transform, width, height, crs)
     west, east = zone_bounds(zone)

@@ -76,7 +76,8 @@ class Partial:
 @dataclass(frozen=True)
 class CellMoments(Partial):
     """Final moments ``(bands, cells)`` of every cell (no member segments) with the cells' total
-    weights and quantiles: the input of every statistic."""
+    weights and quantiles: the input of every statistic.
+    """
 
     total_weight: np.ndarray
     quantiles: dict[float, np.ndarray] = field(default_factory=dict)
@@ -93,7 +94,8 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Statistic:
     """One output variable: ``compute`` maps moments to values; ``levels`` names the quantiles
-    it needs from the requested ones; ``dim`` is an extra output dimension (``quantile``)."""
+    it needs from the requested ones; ``dim`` is an extra output dimension (``quantile``).
+    """
 
     compute: Callable[[CellMoments], np.ndarray]
     levels: Callable[[Sequence[float]], tuple[float, ...]] = lambda qs: ()
@@ -320,7 +322,8 @@ def _pick(
     get: Callable[[np.ndarray], np.ndarray], n: np.ndarray, levels: Sequence[float]
 ) -> np.ndarray:
     """Linear-rule quantiles ``(levels, segments)`` from sorted segments with ``n`` values
-    (NaN where ``n`` is 0); ``get`` reads the values at positions within the segments."""
+    (NaN where ``n`` is 0); ``get`` reads the values at positions within the segments.
+    """
     out = np.full((len(levels), len(n)), np.nan)
     present = n > 0
     for i, q in enumerate(levels):
@@ -457,7 +460,8 @@ def _finish_alone(
 ) -> tuple[Partial, np.ndarray, np.ndarray]:
     """The quantiles ``(levels, bands, cells)`` of the cells whose pixel centres all lie in
     ``block`` (``spans``: each cell's first and last block), those cells, and ``part`` keeping
-    only the member values of the cells that span blocks."""
+    only the member values of the cells that span blocks.
+    """
     cells, lengths = part.member_cell, part.member_length
     starts = np.cumsum(lengths) - lengths
     first_block, last_block = spans
