@@ -357,16 +357,17 @@ def _settled(
 
     Since ``bounds.state``, W changed (a data term q becomes at least s max(q - A, 0) and at
     most g q + A', see _Reweighting) and the boxes that gained or lost samples changed centre
-    (by a distance e_k in the new metric) and label costs l. A sample's cost of its own box, c =
-    q + l, then becomes at most g c + A' if the box is unchanged, and at most (sqrt(g (c - l) +
-    A') + e)^2 + l' if it changed (triangle inequality). Its cost c of another box becomes at
-    least s max(c - A, 0) if unchanged, and at least v - 2 e sqrt(v) + (l' - s l) with v = max(s
-    max(c - A, 0), e^2) if changed. Samples these bounds leave unsure get the costs of the
-    ``EXACT_BOXES`` boxes that moved most computed exactly (a product over those boxes only), so
-    one large move does not unsettle them all. A sample keeps its box when its upper bound stays
-    below its lower bound by more than the rounding of the products. Every step is finite for
-    any reachable state: bounds are non-negative, lower bounds finite while there are two boxes,
-    and with one box left every sample keeps it.
+    (by a distance e_k in the new metric) and label costs l. A sample's cost of its own box,
+    c = q + l, then becomes at most g c + A' if the box is unchanged, and at most
+    (sqrt(g (c - l) + A') + e)^2 + l' if it changed (triangle inequality). Its cost c of
+    another box becomes at least s max(c - A, 0) if unchanged, and at least
+    v - 2 e sqrt(v) + (l' - s l) with v = max(s max(c - A, 0), e^2) if changed. Samples these
+    bounds leave unsure get the costs of the ``EXACT_BOXES`` boxes that moved most computed
+    exactly (a product over those boxes only), so one large move does not unsettle them all.
+    A sample keeps its box when its upper bound stays below its lower bound by more than the
+    rounding of the products. Every step is finite for any reachable state: bounds are
+    non-negative, lower bounds finite while there are two boxes, and with one box left every
+    sample keeps it.
     """
     old, D, K = bounds.state, data.n_features, state.S.shape[1]
     if K == 1:  # nothing to choose: every sample keeps the only box
