@@ -187,7 +187,7 @@ def demo(data_dir: DataDirOption = None) -> None:
 
 
 def _layout(data_dir: Path | None) -> Layout:
-    """The storage layout under --data-dir (default $ENTROPICE_DATA_DIR or ./data)."""
+    """Return the storage layout under --data-dir (default $ENTROPICE_DATA_DIR or ./data)."""
     return Layout(data_dir or Settings.from_env().data_dir)
 
 

@@ -24,7 +24,21 @@ def _png(figure) -> bytes:
 
 
 def land_fraction_png(cells: gpd.GeoDataFrame, title: str) -> bytes:
-    """A 4.5 x 4 inch PNG of the cells coloured by ``land_fraction``."""
+    """Draw a 4.5 x 4 inch PNG of the cells coloured by ``land_fraction``.
+
+    Parameters
+    ----------
+    cells : geopandas.GeoDataFrame
+        Grid cells with ``land_fraction``; above :data:`MAP_MAX_POLYGONS` cells they are drawn
+        as points.
+    title : str
+        Title of the map.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
     from matplotlib.figure import Figure
 
     style = {"linewidth": 0.2, "edgecolor": "grey"}
@@ -39,7 +53,20 @@ def land_fraction_png(cells: gpd.GeoDataFrame, title: str) -> bytes:
 
 
 def raster_png(values: np.ndarray, title: str) -> bytes:
-    """A PNG of a 2-D array (colour scale up to its 99th percentile)."""
+    """Draw a PNG of a 2-D array (colour scale up to its 99th percentile).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The 2-D array; NaN is ignored by the colour scale.
+    title : str
+        Title of the image.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(4.5, 4), dpi=80, layout="constrained")

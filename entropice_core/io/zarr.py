@@ -85,7 +85,20 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
 
 
 def write_store(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Write any dataset (e.g. a raster of indices) as a Zarr v3 store at ``path`` atomically."""
+    """Write any dataset (e.g. a raster of indices) as a Zarr v3 store at ``path`` atomically.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        The dataset; no L2 checks.
+    path : str or Path
+        Store directory; replaced if it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     with atomic_store(path) as tmp:
         dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
