@@ -351,7 +351,7 @@ def predict(
 
 
 def main() -> None:
-    """Entry point: run the app, turning known errors into one readable line."""
+    """Run the app (the entry point), turning known errors into one readable line."""
     try:
         app()
     except ValidationError as err:

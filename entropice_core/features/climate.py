@@ -189,7 +189,7 @@ def as_raster(indices: xr.Dataset) -> xr.Dataset:
 def climate_features(
     indices: xr.Dataset, cells: gpd.GeoDataFrame, spec: GridSpec, parallel: bool = False
 ) -> xr.Dataset:
-    """Area-weighted cell means of every index: an L2 dataset with dims ``(cell_ids, year)``.
+    """Compute area-weighted cell means of every index: an L2 dataset on ``(cell_ids, year)``.
 
     ``valid_fraction`` (of the cell's area covered by ERA5 pixels with a temperature) comes
     once, from the thawing degree days.
