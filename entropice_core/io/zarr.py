@@ -76,12 +76,30 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
         If ``dataset`` has no ``cell_ids`` coordinate with a ``grid_name`` attr.
     """
     path = Path(path)
+    require_l2(dataset, f"write {path}")
+    return write_store(dataset, path)
+
+
+def require_l2(dataset: xr.Dataset, action: str) -> None:
+    """Refuse a dataset that is not L2: without xdggs cell ids nothing downstream can join it.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Dataset about to be stored.
+    action : str
+        What was about to happen, for the message (e.g. ``"write data/x.zarr"``).
+
+    Raises
+    ------
+    ValueError
+        If ``dataset`` has no ``cell_ids`` coordinate with a ``grid_name`` attr.
+    """
     if "cell_ids" not in dataset.coords or "grid_name" not in dataset["cell_ids"].attrs:
         raise ValueError(
-            f"refusing to write {path}: an L2 dataset needs a cell_ids coordinate with xdggs "
+            f"refusing to {action}: an L2 dataset needs a cell_ids coordinate with xdggs "
             "attrs (grid_name, level, ...); build it with GridSpec.xdggs_attrs"
         )
-    return write_store(dataset, path)
 
 
 def write_store(dataset: xr.Dataset, path: str | Path) -> Path:
