@@ -93,7 +93,19 @@ def watermask(
         Parameter(help="Output GeoParquet (default: DATA_DIR/watermask/watermask.parquet)."),
     ] = None,
 ) -> None:
-    """Write water polygons covering an area of interest (plus a 250 km margin)."""
+    """Write water polygons covering an area of interest (plus a 250 km margin).
+
+    Parameters
+    ----------
+    aoi : str
+        Area of interest spec (see ``AreaOfInterest.parse``).
+    water_file : Path, optional
+        Own water polygons instead of the built-in ocean mask.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    out : Path, optional
+        Output GeoParquet instead of the layout's place.
+    """
     area = AreaOfInterest.parse(aoi)
     target = out or _layout(data_dir).watermask
     with _progress() as progress:
@@ -132,6 +144,25 @@ def grids(
     geometry (EPSG:4326, cut at 180 degrees), land_area_km2 (WGS84) and land_fraction.
 
     Example: entropice grids --grid h3 --level 5 --aoi -138.5,66.5,-131.5,69.2 --out cells.parquet
+
+    Parameters
+    ----------
+    grid_level : str, optional
+        Grid and level as one key; or give ``grid`` and ``level``.
+    grid : str, optional
+        Grid system: h3 or healpix.
+    level : int, optional
+        Grid level.
+    aoi : str
+        Area of interest spec (see ``AreaOfInterest.parse``).
+    min_land_fraction : float
+        Cells at or below this land fraction are dropped.
+    water_file : Path, optional
+        Own water polygons instead of the built-in ocean mask.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    out : Path, optional
+        Output GeoParquet instead of the layout's place.
     """
     spec = _resolve_grid(grid_level, grid, level)
     area = AreaOfInterest.parse(aoi)
@@ -157,7 +188,13 @@ def grids(
 
 @app.command
 def summary(data_dir: DataDirOption = None) -> None:
-    """Print what the data directory holds per grid level."""
+    """Print what the data directory holds per grid level.
+
+    Parameters
+    ----------
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
     layout = _layout(data_dir)
     table = Table(title=f"Entropice outputs in {layout.root}")
     for column in ("grid level", "cells", "land km2", "file"):
@@ -178,6 +215,11 @@ def demo(data_dir: DataDirOption = None) -> None:
 
     Runs in Dagster (on the instance in $DAGSTER_HOME, so the runs show in the UI); open the UI
     afterwards with `make ui` (http://127.0.0.1:3000).
+
+    Parameters
+    ----------
+    data_dir : Path, optional
+        Root of the storage hierarchy.
     """
     root = data_dir or Settings.from_env().data_dir
     env = {**os.environ, "ENTROPICE_DATA_DIR": str(root), "ENTROPICE_AOI": "sample"}
@@ -187,7 +229,7 @@ def demo(data_dir: DataDirOption = None) -> None:
 
 
 def _layout(data_dir: Path | None) -> Layout:
-    """The storage layout under --data-dir (default $ENTROPICE_DATA_DIR or ./data)."""
+    """Return the storage layout under --data-dir (default $ENTROPICE_DATA_DIR or ./data)."""
     return Layout(data_dir or Settings.from_env().data_dir)
 
 
@@ -212,6 +254,19 @@ def train(
     feature importance and the resolved config.
 
     Example: entropice train --config configs/espa-binary.toml --grid-level h3_5
+
+    Parameters
+    ----------
+    config : Path
+        Experiment config file.
+    grid_level : str
+        Grid level to train on.
+    n_iter : int, optional
+        Search candidates instead of the config's ``search.n_iter``.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    out : Path, optional
+        Output folder instead of the layout's place.
     """
     from entropice_core.ml.training import ExperimentConfig, save_experiment, train_experiment
 
@@ -251,7 +306,21 @@ def predict(
         Parameter(help="Output GeoParquet (default: next to the model, predictions.parquet)."),
     ] = None,
 ) -> None:
-    """Predict every cell of a grid level with a trained experiment (`entropice train`)."""
+    """Predict every cell of a grid level with a trained experiment (`entropice train`).
+
+    Parameters
+    ----------
+    grid_level : str
+        Grid level.
+    experiment : str
+        Experiment key.
+    batch_size : int
+        Cells per batch (bounds memory).
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    out : Path, optional
+        Output GeoParquet instead of the place next to the model.
+    """
     from entropice_core.ml.inference import predict_cells
     from entropice_core.ml.training import RESOLVED_CONFIG, ExperimentConfig, load_model
 
@@ -389,7 +458,7 @@ def alphaearth(
 
 
 def main() -> None:
-    """Entry point: run the app, turning known errors into one readable line."""
+    """Run the app (the entry point), turning known errors into one readable line."""
     try:
         app()
     except ValidationError as err:

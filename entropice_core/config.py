@@ -72,10 +72,15 @@ def config_dir_from_env() -> Path:
 
 
 def packaged_config_dir() -> Path:
-    """The experiment and dataset configs shipped inside the package (``entropice_core/configs``).
+    """Return the folder of the experiment and dataset configs shipped inside the package.
 
     Found through ``importlib.resources`` so that it works from a checkout and from an installed
     wheel alike; the repository's ``configs/`` is a link to it.
+
+    Returns
+    -------
+    Path
+        ``entropice_core/configs``.
     """
     return Path(str(files("entropice_core").joinpath("configs")))
 
@@ -99,11 +104,28 @@ BACKEND_DEVICES: dict[str, tuple[str, ...]] = {
 
 
 def resolve_backend(device: str, backend: str | None = None) -> ArrayBackend:
-    """The array library that runs work on ``device``: ``backend`` if given, else the default.
+    """Return the array library for ``device``: ``backend`` if given, else the default.
 
     The one mapping between the two vocabularies: ``cpu`` -> ``numpy``, ``cuda`` -> ``cupy``
-    (``torch`` on request, on either device). Unknown names and impossible pairs (numpy on
-    cuda, cupy on cpu) raise a ``ValueError`` naming the valid ones.
+    (``torch`` on request, on either device).
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        Where the work runs.
+    backend : {"numpy", "cupy", "torch"}, optional
+        The array library asked for; None picks the device's default.
+
+    Returns
+    -------
+    ArrayBackend
+        The array library's name.
+
+    Raises
+    ------
+    ValueError
+        For unknown names and impossible pairs (numpy on cuda, cupy on cpu), naming the valid
+        ones.
     """
     if device not in DEFAULT_BACKEND:
         raise ValueError(f"unknown device {device!r}: use one of {', '.join(DEFAULT_BACKEND)}")
@@ -147,7 +169,23 @@ class GridSpec(BaseModel):
 
     @classmethod
     def from_key(cls, key: str) -> GridSpec:
-        """Parse a grid_level key such as ``h3_5`` or ``healpix_10``."""
+        """Parse a grid_level key such as ``h3_5`` or ``healpix_10``.
+
+        Parameters
+        ----------
+        key : str
+            ``<grid>_<level>``; surrounding whitespace and case are ignored.
+
+        Returns
+        -------
+        GridSpec
+            The grid and level.
+
+        Raises
+        ------
+        ValueError
+            If ``key`` is not of that form or the level does not exist on the grid.
+        """
         grid, sep, level = key.strip().lower().partition("_")
         if not sep or grid not in GRID_LEVEL_RANGES or not level.isdigit():
             raise ValueError(
@@ -159,6 +197,7 @@ class GridSpec(BaseModel):
 
     @property
     def key(self) -> str:
+        """The grid_level key, e.g. ``h3_5`` (the inverse of :meth:`from_key`)."""
         return f"{self.grid}_{self.level}"
 
     @property
@@ -169,11 +208,29 @@ class GridSpec(BaseModel):
         return {"grid_name": "healpix", "level": self.level, "indexing_scheme": "nested"}
 
     def __str__(self) -> str:
+        """Return the grid_level key."""
         return self.key
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """Parse ``minlon,minlat,maxlon,maxlat`` (minlon > maxlon means the box crosses 180)."""
+    """Parse ``minlon,minlat,maxlon,maxlat`` (minlon > maxlon means the box crosses 180).
+
+    Parameters
+    ----------
+    text : str
+        Four comma-separated numbers in degrees; spaces are ignored.
+
+    Returns
+    -------
+    tuple of float
+        ``(minlon, minlat, maxlon, maxlat)``; the ranges are checked by
+        :class:`AreaOfInterest`, not here.
+
+    Raises
+    ------
+    ValueError
+        If there are not four values or one is not a number.
+    """
     parts = [p for p in text.replace(" ", "").split(",") if p]
     if len(parts) != 4:
         raise ValueError(
@@ -255,20 +312,71 @@ class AreaOfInterest(BaseModel):
 
     @classmethod
     def from_bbox(cls, bbox: str | tuple[float, float, float, float], name: str | None = None):
+        """Build an area from a lon/lat box.
+
+        Parameters
+        ----------
+        bbox : str or tuple of float
+            ``minlon,minlat,maxlon,maxlat`` as a string (see :func:`parse_bbox`) or a tuple.
+        name : str, optional
+            Label; default ``"bbox <values>"``.
+
+        Returns
+        -------
+        AreaOfInterest
+            The box area.
+        """
         values = parse_bbox(bbox) if isinstance(bbox, str) else bbox
         return cls(name=name or "bbox " + ",".join(f"{v:g}" for v in values), bbox=values)
 
     @classmethod
     def north_of(cls, lat: float = DEFAULT_NORTH_OF_LAT) -> AreaOfInterest:
-        """Everything north of ``lat`` (the default for real, Arctic-wide runs)."""
+        """Return everything north of ``lat`` (the default for real, Arctic-wide runs).
+
+        Parameters
+        ----------
+        lat : float, optional
+            Southern edge in degrees (default :data:`DEFAULT_NORTH_OF_LAT`).
+
+        Returns
+        -------
+        AreaOfInterest
+            The box from ``lat`` to the pole, all longitudes.
+        """
         return cls(name=f"north of {lat:g}N", bbox=(-180.0, lat, 180.0, 90.0))
 
     @classmethod
     def sample_region(cls) -> AreaOfInterest:
+        """Return the embedded sample region (Peel Plateau, :data:`SAMPLE_REGION_BBOX`).
+
+        Returns
+        -------
+        AreaOfInterest
+            The sample region's box.
+        """
         return cls(name="sample region (Peel Plateau)", bbox=SAMPLE_REGION_BBOX)
 
     @classmethod
     def from_geometry(cls, geom: BaseGeometry, name: str) -> AreaOfInterest:
+        """Build an area from a polygon in EPSG:4326.
+
+        Parameters
+        ----------
+        geom : shapely.geometry.base.BaseGeometry
+            (Multi)Polygon in EPSG:4326, inside -180..180 (not crossing the antimeridian).
+        name : str
+            Label for logs and metadata.
+
+        Returns
+        -------
+        AreaOfInterest
+            The area, stored as WKT.
+
+        Raises
+        ------
+        ValueError
+            If the geometry has longitudes outside -180..180.
+        """
         minx, _, maxx, _ = geom.bounds
         if minx < -180 or maxx > 180:
             raise ValueError(
@@ -280,7 +388,18 @@ class AreaOfInterest(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> AreaOfInterest:
-        """Read the union of all polygons in a vector file (GeoParquet, GeoPackage, ...)."""
+        """Read the union of all polygons in a vector file (GeoParquet, GeoPackage, ...).
+
+        Parameters
+        ----------
+        path : str or Path
+            Vector file with a CRS; it is reprojected to EPSG:4326.
+
+        Returns
+        -------
+        AreaOfInterest
+            The union, named after the file.
+        """
         path = Path(path)
         from entropice_core.io.vector import read_vector  # geopandas only for a file AOI
 
@@ -294,7 +413,22 @@ class AreaOfInterest(BaseModel):
 
         Surrounding whitespace and other case are refused rather than fixed (``"sample "`` or
         ``"Sample"`` is an error, not the sample region), so a near-miss never silently becomes
-        another area. Errors are one line naming the valid forms (:data:`AOI_FORMS`).
+        another area.
+
+        Parameters
+        ----------
+        text : str
+            The spec.
+
+        Returns
+        -------
+        str
+            ``text`` unchanged.
+
+        Raises
+        ------
+        ValueError
+            One line naming the valid forms (:data:`AOI_FORMS`).
         """
         if not isinstance(text, str) or not text:
             raise _aoi_error(text, "the spec is empty")
@@ -340,7 +474,22 @@ class AreaOfInterest(BaseModel):
         """Read ``sample``, ``arctic``, ``north-of:LAT``, a bbox string or a vector file path.
 
         The spec is checked by :meth:`check_spec` first (no whitespace fixing, no case
-        folding); every error is one line that names the valid forms.
+        folding).
+
+        Parameters
+        ----------
+        text : str
+            The spec.
+
+        Returns
+        -------
+        AreaOfInterest
+            The area it names (a vector file is read).
+
+        Raises
+        ------
+        ValueError
+            One line that names the valid forms.
         """
         cls.check_spec(text)
         if text == "sample":
@@ -376,6 +525,7 @@ class AreaOfInterest(BaseModel):
 
     @property
     def parts(self) -> list[shapely.Polygon]:
+        """The polygons of :attr:`geometry` (two for a box that crosses the antimeridian)."""
         geom = self.geometry
         return list(geom.geoms) if hasattr(geom, "geoms") else [geom]
 
@@ -443,6 +593,18 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls) -> Settings:
+        """Read ENTROPICE_DATA_DIR (default ``./data``), ENTROPICE_AOI and ENTROPICE_CONFIG_DIR.
+
+        Returns
+        -------
+        Settings
+            The settings; the paths are absolute.
+
+        Raises
+        ------
+        ValueError
+            If ENTROPICE_AOI is not a valid spec (the message names the variable).
+        """
         aoi = os.environ.get(ENV_AOI, "sample")
         try:
             AreaOfInterest.check_spec(aoi)
@@ -457,10 +619,12 @@ class Settings(BaseModel):
 
 
 class EarthEngineCredentials(BaseModel):
-    """Earth Engine service-account credentials as the environment gives them (the CLI's
-    source; the Dagster resource reads the same variables through ``dg.EnvVar``). Unset ones
-    are None: the client then fails with one line naming them. The key's text never shows in
-    ``repr`` or ``str``."""
+    """Earth Engine service-account credentials as the environment gives them.
+
+    The CLI's source; the Dagster resource reads the same variables through ``dg.EnvVar``.
+    Unset ones are None: the client then fails with one line naming them. The key's text never
+    shows in ``repr`` or ``str``.
+    """
 
     service_account: str | None = Field(default=None, description=ENV_EE_SERVICE_ACCOUNT)
     key_file: str | None = Field(default=None, description=ENV_EE_KEY_FILE)
@@ -469,6 +633,14 @@ class EarthEngineCredentials(BaseModel):
 
     @classmethod
     def from_env(cls) -> EarthEngineCredentials:
+        """Read ``ENTROPICE_EE_*`` (empty counts as unset).
+
+        Returns
+        -------
+        EarthEngineCredentials
+            The values found.
+        """
+
         def get(name: str) -> str | None:
             return os.environ.get(name) or None
 

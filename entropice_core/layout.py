@@ -38,7 +38,18 @@ SOURCES = ("arcticdem", "era5", "darts", "alphaearth")
 
 
 def template_fields(template: str) -> list[str]:
-    """The ``{field}`` names of a path template, in order."""
+    """Return the ``{field}`` names of a path template, in order.
+
+    Parameters
+    ----------
+    template : str
+        A path template such as ``grids/{grid_level}.parquet``.
+
+    Returns
+    -------
+    list of str
+        The field names, e.g. ``["grid_level"]``.
+    """
     return [field for _, field, _, _ in string.Formatter().parse(template) if field]
 
 
@@ -53,10 +64,33 @@ class Layout:
     root: Path
 
     def __post_init__(self) -> None:
+        """Accept a string root."""
         object.__setattr__(self, "root", Path(self.root))
 
     def asset_path(self, asset: str, key: str | None = None, **dimensions: str) -> Path:
-        """The path of ``asset`` (one partition of it, where the template has fields)."""
+        """Return the path of ``asset`` (one partition of it, where the template has fields).
+
+        Parameters
+        ----------
+        asset : str
+            An asset name of :data:`ASSET_PATHS`.
+        key : str, optional
+            Partition key; fills the template's only field.
+        **dimensions : str
+            Values of the template's fields by name, for templates with several.
+
+        Returns
+        -------
+        Path
+            The path under :attr:`root`.
+
+        Raises
+        ------
+        KeyError
+            If the asset has no place in the layout.
+        ValueError
+            If a field of the template is not given.
+        """
         try:
             template = ASSET_PATHS[asset]
         except KeyError:
@@ -66,14 +100,44 @@ class Layout:
         return self._fill(template, asset, key, dimensions)
 
     def dataset_path(self, asset: str, grid_level: str, override: str | None = None) -> Path:
-        """The store of an L2 dataset of ``grid_level``: the asset's place in the layout, or
-        ``override`` (a template with ``{grid_level}``, relative to the root) where given."""
+        """Return the store of an L2 dataset of ``grid_level``.
+
+        Parameters
+        ----------
+        asset : str
+            Asset name of the dataset.
+        grid_level : str
+            Grid_level key, e.g. ``h3_5``.
+        override : str, optional
+            A template with ``{grid_level}``, relative to the root, used instead of the asset's
+            place in the layout.
+
+        Returns
+        -------
+        Path
+            The store's path.
+        """
         if override is not None:
             return self.root / override.format(grid_level=grid_level)
         return self.asset_path(asset, grid_level)
 
     def table_path(self, asset: str, key: str | None = None, **dimensions: str) -> Path | None:
-        """The flat Parquet table of an L2 dataset, or None where the asset has none."""
+        """Return the flat Parquet table of an L2 dataset, or None where the asset has none.
+
+        Parameters
+        ----------
+        asset : str
+            Asset name, a key of :data:`TABLE_PATHS`.
+        key : str, optional
+            Partition key; fills the template's only field.
+        **dimensions : str
+            Values of the template's fields by name.
+
+        Returns
+        -------
+        Path or None
+            The table's path.
+        """
         template = TABLE_PATHS.get(asset)
         return None if template is None else self._fill(template, asset, key, dimensions)
 
@@ -92,46 +156,158 @@ class Layout:
         return self.root / "sources"
 
     def source(self, name: str) -> Path:
-        """The raw-input folder of a source (``sources/{name}``)."""
+        """Return the raw-input folder of a source (``sources/{name}``).
+
+        Parameters
+        ----------
+        name : str
+            One of :data:`SOURCES`.
+
+        Returns
+        -------
+        Path
+            The folder.
+
+        Raises
+        ------
+        ValueError
+            If the source is unknown.
+        """
         if name not in SOURCES:
             raise ValueError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
         return self.sources / name
 
     @property
     def watermask(self) -> Path:
+        """The water polygons (GeoParquet)."""
         return self.asset_path("watermask")
 
     def grid_cells(self, grid_level: str) -> Path:
+        """Return the grid cells of a grid level (GeoParquet).
+
+        Parameters
+        ----------
+        grid_level : str
+            Grid_level key, e.g. ``h3_5``.
+
+        Returns
+        -------
+        Path
+            ``grids/{grid_level}.parquet``.
+        """
         return self.asset_path("grid_cells", grid_level)
 
     def rts_labels(self, grid_level: str) -> Path:
+        """Return the RTS label store of a grid level (Zarr).
+
+        Parameters
+        ----------
+        grid_level : str
+            Grid_level key, e.g. ``h3_5``.
+
+        Returns
+        -------
+        Path
+            ``darts/labels_{grid_level}.zarr``.
+        """
         return self.asset_path("rts_labels", grid_level)
 
     def era5_daily(self, year: int | str) -> Path:
+        """Return the daily ERA5 store of an Arctic year (Zarr).
+
+        Parameters
+        ----------
+        year : int or str
+            The Arctic year.
+
+        Returns
+        -------
+        Path
+            ``era5/daily/{year}.zarr``.
+        """
         return self.asset_path("era5_daily", str(year))
 
     def era5_yearly(self, year: int | str) -> Path:
+        """Return the yearly climate-index store of an Arctic year (Zarr).
+
+        Parameters
+        ----------
+        year : int or str
+            The Arctic year.
+
+        Returns
+        -------
+        Path
+            ``era5/yearly/{year}.zarr``.
+        """
         return self.asset_path("era5_yearly", str(year))
 
     def era5_yearly_stores(self) -> list[Path]:
-        """The era5_yearly stores present, oldest year first (years not yet computed absent)."""
+        """Return the era5_yearly stores present, oldest year first.
+
+        Returns
+        -------
+        list of Path
+            The stores on disk; years not yet computed are absent.
+        """
         folder = self.era5_yearly("0").parent
         return sorted(p for p in folder.glob("*.zarr") if p.stem.isdigit())
 
     @property
     def terrain_derivatives(self) -> Path:
+        """The terrain derivatives (Icechunk repository)."""
         return self.asset_path("terrain_derivatives")
 
     def training_dataset(self, grid_level: str) -> Path:
+        """Return the training dataset of a grid level (Zarr).
+
+        Parameters
+        ----------
+        grid_level : str
+            Grid_level key, e.g. ``h3_5``.
+
+        Returns
+        -------
+        Path
+            ``datasets/{grid_level}.zarr``.
+        """
         return self.asset_path("training_dataset", grid_level)
 
     def experiment(self, grid_level: str, experiment: str) -> Path:
-        """The folder of one trained experiment (model file, CV results, config, predictions)."""
+        """Return the folder of one trained experiment.
+
+        Parameters
+        ----------
+        grid_level : str
+            Grid_level key, e.g. ``h3_5``.
+        experiment : str
+            Experiment key, e.g. ``espa-binary``.
+
+        Returns
+        -------
+        Path
+            The folder of the model file, CV results, config and predictions.
+        """
         return self.asset_path("trained_model", grid_level=grid_level, experiment=experiment)
 
     def predictions(self, grid_level: str, experiment: str) -> Path:
+        """Return the predictions of a trained experiment (GeoParquet, in its folder).
+
+        Parameters
+        ----------
+        grid_level : str
+            Grid_level key, e.g. ``h3_5``.
+        experiment : str
+            Experiment key, e.g. ``espa-binary``.
+
+        Returns
+        -------
+        Path
+            ``training-results/{grid_level}/{experiment}/predictions.parquet``.
+        """
         return self.asset_path("predictions", grid_level=grid_level, experiment=experiment)
 
     @property
     def experiment_summary(self) -> Path:
+        """The summary table of the trained experiments (``training-results/summary.parquet``)."""
         return self.asset_path("experiment_summary")

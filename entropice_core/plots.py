@@ -1,5 +1,4 @@
-"""Small PNG previews (maps of cell values such as the land fraction, raster thumbnails) for
-metadata and reports.
+"""Small PNG previews (cell maps, raster thumbnails) for metadata and reports.
 
 matplotlib is imported inside the functions: the previews are drawn only when a value is built.
 """
@@ -25,7 +24,21 @@ def _png(figure) -> bytes:
 
 
 def land_fraction_png(cells: gpd.GeoDataFrame, title: str) -> bytes:
-    """A 4.5 x 4 inch PNG of the cells coloured by ``land_fraction``."""
+    """Draw a 4.5 x 4 inch PNG of the cells coloured by ``land_fraction``.
+
+    Parameters
+    ----------
+    cells : geopandas.GeoDataFrame
+        Grid cells with ``land_fraction``; above :data:`MAP_MAX_POLYGONS` cells they are drawn
+        as points.
+    title : str
+        Title of the map.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
     return cell_values_png(cells, cells["land_fraction"].to_numpy(), title, (0, 1), "YlGn")
 
 
@@ -36,7 +49,26 @@ def cell_values_png(
     limits: tuple[float, float] | None = None,
     cmap: str = "viridis",
 ) -> bytes:
-    """A 4.5 x 4 inch PNG of the cells coloured by ``values`` (one per row; NaN left blank)."""
+    """Draw a 4.5 x 4 inch PNG of the cells coloured by ``values``.
+
+    Parameters
+    ----------
+    cells : geopandas.GeoDataFrame
+        Grid cells; above :data:`MAP_MAX_POLYGONS` cells they are drawn as points.
+    values : numpy.ndarray
+        One value per row of ``cells``; NaN is left blank.
+    title : str
+        Title of the map.
+    limits : tuple of float, optional
+        Colour scale limits; default: the values' range.
+    cmap : str, default "viridis"
+        Matplotlib colour map.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
     from matplotlib.figure import Figure
 
     style = {"linewidth": 0.2, "edgecolor": "grey"}
@@ -53,7 +85,20 @@ def cell_values_png(
 
 
 def raster_png(values: np.ndarray, title: str) -> bytes:
-    """A PNG of a 2-D array (colour scale up to its 99th percentile)."""
+    """Draw a PNG of a 2-D array (colour scale up to its 99th percentile).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The 2-D array; NaN is ignored by the colour scale.
+    title : str
+        Title of the image.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(4.5, 4), dpi=80, layout="constrained")

@@ -1,5 +1,6 @@
-"""Per-cell AlphaEarth embeddings of one grid level: the call the asset and the CLI share, and
-the summary and first-principal-component map their reports show.
+"""Per-cell AlphaEarth embeddings of one grid level, with summary and first principal component.
+
+The call the asset and the CLI share, and the summary and map their reports show.
 
 The embeddings come from a client of :mod:`entropice_core.ingest.alphaearth` (Earth Engine, or
 the COGs with the cluster cache); this module only picks the years and summarises.
@@ -21,10 +22,31 @@ from entropice_core.ingest.alphaearth import BANDS, EmbeddingClient, EmbeddingRe
 def alphaearth_features(
     client: EmbeddingClient, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
 ) -> EmbeddingResult:
-    """The L2 dataset of ``cells`` for ``years`` (sorted, each once) and what it cost.
+    """Fetch the L2 dataset of ``cells`` for ``years`` (sorted, each once) and what it cost.
 
     Every year is requested per cluster and cached on its own (with a cached client), so a
     year added to ``years`` costs only that year's requests.
+
+    Parameters
+    ----------
+    client : EmbeddingClient
+        Where the embeddings come from (Earth Engine, or the COGs).
+    cells : geopandas.GeoDataFrame
+        A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+    spec : GridSpec
+        Grid and level of the cells.
+    years : sequence of int
+        The years to fetch (at least one).
+
+    Returns
+    -------
+    EmbeddingResult
+        The dataset (dims cell_ids, year) and the request and cache counts.
+
+    Raises
+    ------
+    ValueError
+        If ``years`` is empty.
     """
     if not years:
         raise ValueError("no AlphaEarth year to fetch: give at least one year (2017 onward)")
@@ -32,11 +54,21 @@ def alphaearth_features(
 
 
 def first_component(ds: xr.Dataset) -> xr.DataArray:
-    """Scores of the first principal component of the embeddings, on ``(cell_ids, year)``.
+    """Score every cell and year on the first principal component of the embeddings.
 
     Fitted on every (cell, year) with data (centred, not scaled: the axes share one unit);
     NaN where a cell has no valid pixel. The sign is fixed so that the largest loading is
     positive, so maps of two runs compare.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An alphaearth_features dataset (``A00``..``A63`` on ``(cell_ids, year)``).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``pc1`` on ``(cell_ids, year)``.
     """
     x = np.stack([ds[b].to_numpy() for b in BANDS], axis=-1).astype(np.float64)
     rows = x.reshape(-1, len(BANDS))
@@ -56,7 +88,19 @@ def first_component(ds: xr.Dataset) -> xr.DataArray:
 
 
 def feature_summary(result: EmbeddingResult) -> dict[str, Any]:
-    """Counts, cost and coverage of an alphaearth_features result, for reports and metadata."""
+    """Summarise counts, cost and coverage of a result, for reports and metadata.
+
+    Parameters
+    ----------
+    result : EmbeddingResult
+        What :func:`alphaearth_features` returned.
+
+    Returns
+    -------
+    dict
+        cells, years, clusters, requests, request_attempts, requests_from_cache,
+        cells_with_data and mean_valid_fraction.
+    """
     ds, stats = result.dataset, result.stats
     valid = ds["valid_fraction"].to_numpy()
     return {

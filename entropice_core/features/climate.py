@@ -35,7 +35,28 @@ def yearly_from_daily(
     config: ClimateIndexConfig = ClimateIndexConfig(),
     band_rows: int = BAND_ROWS,
 ) -> xr.Dataset:
-    """Indices of Arctic year ``year`` on the daily grid, computed band by band."""
+    """Compute the indices of Arctic year ``year`` on the daily grid, band by band.
+
+    Parameters
+    ----------
+    daily : xarray.Dataset
+        The year's daily variables (an era5_daily store).
+    next_daily : xarray.Dataset or None
+        The next year's daily variables; its days before 1 January ``year + 1`` complete the
+        thaw season, SON and the autumn shoulder. None where that year is not there yet.
+    year : int
+        Arctic year.
+    config : ClimateIndexConfig, optional
+        Snow threshold and shoulder length.
+    band_rows : int, optional
+        Latitude rows loaded and computed at once (bounds memory).
+
+    Returns
+    -------
+    xarray.Dataset
+        The indices ``(year, latitude, longitude)``; attrs ``arctic_year`` and
+        ``thaw_season_complete`` (whether ``next_daily`` was given).
+    """
     if next_daily is not None:
         tail = next_daily.sel(time=next_daily["time"] < np.datetime64(f"{year + 1}-01-01", "ns"))
         daily = xr.concat([daily, tail], dim="time", join="exact")
@@ -54,15 +75,43 @@ def yearly_from_stores(
     year: int,
     config: ClimateIndexConfig = ClimateIndexConfig(),
 ) -> xr.Dataset:
-    """The indices of Arctic year ``year`` from its era5_daily store and, where given, the
-    next year's (which completes the thaw season and SON)."""
+    """Compute the indices of Arctic year ``year`` from era5_daily stores.
+
+    Parameters
+    ----------
+    daily_path : Path
+        The year's era5_daily store.
+    next_daily_path : Path or None
+        The next year's store, which completes the thaw season and SON; None where absent.
+    year : int
+        Arctic year.
+    config : ClimateIndexConfig, optional
+        Snow threshold and shoulder length.
+
+    Returns
+    -------
+    xarray.Dataset
+        The indices, as :func:`yearly_from_daily` returns them.
+    """
     daily = read_daily(daily_path)
     next_daily = read_daily(next_daily_path) if next_daily_path is not None else None
     return yearly_from_daily(daily, next_daily, year, config)
 
 
 def yearly_summary(indices: xr.Dataset) -> dict[str, Any]:
-    """Domain means of one year's indices, and the cells whose freeze-up is censored."""
+    """Summarise one year's indices: domain means and the cells whose freeze-up is censored.
+
+    Parameters
+    ----------
+    indices : xarray.Dataset
+        One year's indices (:func:`yearly_from_daily`).
+
+    Returns
+    -------
+    dict
+        ``thaw_season_complete``, ``censored_freeze_up`` (cells that thawed but have no
+        freeze-up), ``mean_tdd``, ``mean_fdd`` and ``domain_means`` (a one-column frame).
+    """
     summary = indices.isel(year=0).mean(("latitude", "longitude")).to_pandas()
     censored = indices["freeze_up"].isnull() & indices["thaw_onset"].notnull()
     return {
@@ -75,7 +124,25 @@ def yearly_summary(indices: xr.Dataset) -> dict[str, Any]:
 
 
 def open_yearly(paths: Sequence[Path]) -> xr.Dataset:
-    """The yearly index stores as one lazy dataset ``(year, latitude, longitude)``."""
+    """Open the yearly index stores as one lazy dataset ``(year, latitude, longitude)``.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        era5_yearly stores, in any order.
+
+    Returns
+    -------
+    xarray.Dataset
+        The stores concatenated along ``year``, sorted by year.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``paths`` is empty.
+    ValueError
+        If a store cannot be read.
+    """
     if not paths:
         raise FileNotFoundError(
             "no era5_yearly store found: materialise era5_hourly, era5_daily and era5_yearly "
@@ -93,7 +160,23 @@ def open_yearly(paths: Sequence[Path]) -> xr.Dataset:
 
 
 def as_raster(indices: xr.Dataset) -> xr.Dataset:
-    """The lat/lon grid as a rioxarray raster (EPSG:4326, ``y``/``x``) for the engine."""
+    """Return the lat/lon grid as a rioxarray raster (EPSG:4326, ``y``/``x``) for the engine.
+
+    Parameters
+    ----------
+    indices : xarray.Dataset
+        Indices on the regular 0.25 degree ERA5 grid, latitude descending.
+
+    Returns
+    -------
+    xarray.Dataset
+        The same data with dims ``(year, y, x)`` and a CRS.
+
+    Raises
+    ------
+    ValueError
+        If the grid is not the regular 0.25 degree one.
+    """
     lat, lon = indices["latitude"].to_numpy(), indices["longitude"].to_numpy()
     if not np.allclose(np.diff(lon), GRID_STEP) or not np.allclose(np.diff(lat), -GRID_STEP):
         raise ValueError(
@@ -106,10 +189,26 @@ def as_raster(indices: xr.Dataset) -> xr.Dataset:
 def climate_features(
     indices: xr.Dataset, cells: gpd.GeoDataFrame, spec: GridSpec, parallel: bool = False
 ) -> xr.Dataset:
-    """Area-weighted cell means of every index: an L2 dataset with dims ``(cell_ids, year)``.
+    """Compute area-weighted cell means of every index: an L2 dataset on ``(cell_ids, year)``.
 
     ``valid_fraction`` (of the cell's area covered by ERA5 pixels with a temperature) comes
     once, from the thawing degree days.
+
+    Parameters
+    ----------
+    indices : xarray.Dataset
+        Yearly indices ``(year, latitude, longitude)`` (:func:`open_yearly`).
+    cells : geopandas.GeoDataFrame
+        Grid cells of ``spec`` with ``cell_id`` and geometry.
+    spec : GridSpec
+        Grid and level of the cells.
+    parallel : bool, optional
+        Run one dask task per block (see aggregate_raster).
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per index ``(cell_ids, year)`` and ``valid_fraction`` ``(cell_ids)``.
     """
     raster = as_raster(indices)
     cell_map = build_cell_pixel_map(cells, RasterGrid.from_xarray(raster))
@@ -140,7 +239,19 @@ def climate_features(
 
 
 def feature_summary(features: xr.Dataset) -> dict[str, Any]:
-    """Counts and the mean thawing degree days of a climate_features dataset."""
+    """Summarise a climate_features dataset: counts and the mean thawing degree days.
+
+    Parameters
+    ----------
+    features : xarray.Dataset
+        A climate_features dataset (:func:`climate_features`).
+
+    Returns
+    -------
+    dict
+        ``cells``, ``years``, ``mean_tdd`` (None where all values are NaN) and
+        ``nan_fraction``.
+    """
     tdd = features["thawing_degree_days"].to_numpy()
     finite = tdd[np.isfinite(tdd)]
     return {

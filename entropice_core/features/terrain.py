@@ -33,8 +33,22 @@ MIN_PIXELS_PER_CELL = 2500
 
 
 def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
-    """Largest stride that leaves a cell of median area at least ``min_pixels`` pixels
-    (1: every pixel; also when ``min_pixels`` is 0)."""
+    """Return the largest stride that leaves a cell of median area ``min_pixels`` pixels.
+
+    Parameters
+    ----------
+    cells : geopandas.GeoDataFrame
+        The grid cells; their median area is measured in EPSG:6931.
+    dx, dy : float
+        Pixel size in metres.
+    min_pixels : int
+        Pixels a cell of median area keeps at least; 0 keeps every pixel.
+
+    Returns
+    -------
+    int
+        The stride; 1 means every pixel (also when ``min_pixels`` is 0 or there are no cells).
+    """
     if min_pixels <= 0 or cells.empty:
         return 1
     area = float(cells.geometry.to_crs("EPSG:6931").area.median())
@@ -49,17 +63,34 @@ def terrain_features(
     min_pixels_per_cell: int = MIN_PIXELS_PER_CELL,
     parallel: bool = False,
 ) -> xr.Dataset:
-    """Per-cell statistics of elevation and each derivative over the cells of one grid level.
+    """Compute per-cell statistics of elevation and each derivative on one grid level.
 
     Statistics are taken over a regular sample of the pixels: every ``stride``-th pixel in
     each direction (the centre of each ``stride x stride`` block), with the stride chosen so
     that a cell of median size keeps at least ``min_pixels_per_cell`` pixels (0: every
     pixel, exact). The derivatives themselves are always computed at full resolution. All
     variables are read together as bands of one raster, so the cell-pixel map is built once.
-    ``parallel`` runs the blocks as dask tasks on the current scheduler (see aggregate_raster).
 
-    Returns an xdggs L2 dataset with ``<variable>_<statistic>`` variables (quartiles along a
-    ``quantile`` dim) and the stride in its attrs; see docs/terrain.md.
+    Parameters
+    ----------
+    rasters : xarray.Dataset
+        Elevation and derivatives with a CRS (``terrain_rasters``); ``aspect`` is skipped.
+    cells : geopandas.GeoDataFrame
+        The cells of the grid level.
+    spec : GridSpec
+        Grid and level of the cells.
+    statistics : AggregationConfig, optional
+        The statistics per variable.
+    min_pixels_per_cell : int, optional
+        Sample size per cell of median area, see :func:`pixel_stride`.
+    parallel : bool, optional
+        Run the blocks as dask tasks on the current scheduler (see aggregate_raster).
+
+    Returns
+    -------
+    xarray.Dataset
+        An xdggs L2 dataset with ``<variable>_<statistic>`` variables (quartiles along a
+        ``quantile`` dim) and the stride in its attrs; see docs/terrain.md.
     """
     if "spatial_ref" in rasters.data_vars:  # as read back from Zarr
         rasters = rasters.set_coords("spatial_ref")
@@ -88,7 +119,19 @@ def terrain_features(
 
 
 def feature_summary(features: xr.Dataset) -> dict[str, object]:
-    """Counts and domain means of a terrain_features dataset, for reports and metadata."""
+    """Summarise a terrain_features dataset for reports and metadata: counts, domain means.
+
+    Parameters
+    ----------
+    features : xarray.Dataset
+        A terrain_features dataset (:func:`terrain_features`).
+
+    Returns
+    -------
+    dict
+        Snapshot id, pixel stride, variable and cell counts, cells with data and the mean
+        elevation and slope (None where no cell has data).
+    """
     means = features["elevation_mean"].to_numpy()
     finite = np.isfinite(means)
     return {

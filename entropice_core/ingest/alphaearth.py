@@ -88,15 +88,40 @@ ENV_PROJECT = ENV_EE_PROJECT
 
 
 def dequantize(q: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-    """int8 COG values to embedding values ``(q / 127.5)**2 * sign(q)``; -128 becomes NaN."""
+    """Turn int8 COG values into embedding values ``(q / 127.5)**2 * sign(q)``.
+
+    Parameters
+    ----------
+    q : numpy.ndarray
+        int8 values; :data:`NODATA` (-128) marks masked pixels.
+    dtype : type, optional
+        Float type of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        The values; -128 becomes NaN.
+    """
     q = np.asarray(q)
     v = (q.astype(dtype) / dtype(127.5)) ** 2 * np.sign(q).astype(dtype)
     return np.where(q == NODATA, dtype(np.nan), v).astype(dtype)
 
 
 def quantize(v: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`dequantize` rounded to int8 (NaN becomes -128): ``sign(v) sqrt|v|``
-    times 127.5, clipped to -127..127 (how the published COGs encode floats)."""
+    """Encode floats as the published COGs do: the inverse of :func:`dequantize`, to int8.
+
+    ``sign(v) sqrt|v|`` times 127.5, rounded and clipped to -127..127.
+
+    Parameters
+    ----------
+    v : numpy.ndarray
+        Embedding values.
+
+    Returns
+    -------
+    numpy.ndarray
+        int8 values; NaN becomes -128.
+    """
     v = np.asarray(v)
     v = v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)
     q = np.clip(np.round(np.sign(v) * np.sqrt(np.abs(v)) * v.dtype.type(127.5)), -127, 127)
@@ -104,41 +129,136 @@ def quantize(v: np.ndarray) -> np.ndarray:
 
 
 def utm_zone(lon: float | np.ndarray) -> np.ndarray:
-    """UTM zone number (1..60) of longitudes (no Norway/Svalbard exceptions)."""
+    """Return the UTM zone number (1..60) of longitudes (no Norway/Svalbard exceptions).
+
+    Parameters
+    ----------
+    lon : float or numpy.ndarray
+        Longitudes in degrees east.
+
+    Returns
+    -------
+    numpy.ndarray
+        Zone numbers (int64).
+    """
     return (np.floor((np.asarray(lon) + 180.0) / 6.0).astype(np.int64) % 60) + 1
 
 
 def utm_zones_for(bbox: tuple[float, float, float, float]) -> list[int]:
-    """UTM zones a lon/lat box (``minlon < maxlon``) touches, west to east."""
+    """Return the UTM zones a lon/lat box (``minlon < maxlon``) touches, west to east.
+
+    Parameters
+    ----------
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    list of int
+        Zone numbers.
+    """
     first, last = int(utm_zone(bbox[0])), int(utm_zone(np.nextafter(bbox[2], -np.inf)))
     return list(range(first, last + 1))
 
 
 def utm_crs(zone: int, north: bool = True) -> str:
-    """EPSG code of a WGS84 UTM zone."""
+    """Return the EPSG code of a WGS84 UTM zone.
+
+    Parameters
+    ----------
+    zone : int
+        Zone number (1..60).
+    north : bool, optional
+        Northern (326xx) or southern (327xx) hemisphere.
+
+    Returns
+    -------
+    str
+        ``EPSG:326xx`` or ``EPSG:327xx``.
+    """
     return f"EPSG:{32600 + zone if north else 32700 + zone}"
 
 
 def zone_bounds(zone: int) -> tuple[float, float]:
-    """West and east longitude of a UTM zone."""
+    """Return the west and east longitude of a UTM zone.
+
+    Parameters
+    ----------
+    zone : int
+        Zone number (1..60).
+
+    Returns
+    -------
+    tuple of float
+        ``(west, east)`` in degrees, 6 degrees apart.
+    """
     west = -180.0 + 6.0 * (zone - 1)
     return west, west + 6.0
 
 
 def zone_dir(root: str | Path, year: int, zone: int, north: bool = True) -> Path:
-    """Folder of one year and UTM zone in the GCS layout: ``{root}/{year}/{zone}{N|S}``."""
+    """Return the folder of one year and UTM zone in the GCS layout.
+
+    Parameters
+    ----------
+    root : str or Path
+        Root of the COG tree.
+    year : int
+        Year of the embeddings.
+    zone : int
+        UTM zone number.
+    north : bool, optional
+        Northern (``N``) or southern (``S``) hemisphere.
+
+    Returns
+    -------
+    Path
+        ``{root}/{year}/{zone}{N|S}``.
+    """
     return Path(root) / str(year) / f"{zone}{'N' if north else 'S'}"
 
 
 def find_cogs(root: str | Path, year: int) -> list[Path]:
-    """Every COG of ``year`` under ``root`` (all zones), sorted."""
+    """Return every COG of ``year`` under ``root`` (all zones), sorted.
+
+    Parameters
+    ----------
+    root : str or Path
+        Root of the COG tree (:func:`zone_dir` layout).
+    year : int
+        Year of the embeddings.
+
+    Returns
+    -------
+    list of Path
+        The ``.tif``/``.tiff`` files.
+    """
     base = Path(root) / str(year)
     return sorted(p for p in base.glob("*/*.tif*") if p.suffix in (".tif", ".tiff"))
 
 
 def read_cog(path: str | Path, chunk: int = 1024) -> xr.DataArray:
-    """One embedding COG as a lazy, dequantised ``(band, y, x)`` float32 DataArray (NaN where
-    masked), north-up: files stored bottom-up (positive y resolution) are flipped."""
+    """Read one embedding COG as a lazy, dequantised ``(band, y, x)`` float32 DataArray.
+
+    The result is north-up: files stored bottom-up (positive y resolution) are flipped.
+
+    Parameters
+    ----------
+    path : str or Path
+        The COG.
+    chunk : int, optional
+        Dask chunk size along ``y`` and ``x`` (all bands in one chunk).
+
+    Returns
+    -------
+    xarray.DataArray
+        Bands ``A00``..``A63``, NaN where masked, with the file's CRS and transform.
+
+    Raises
+    ------
+    ValueError
+        If the file does not have 64 bands.
+    """
     import rioxarray
     import xarray as xr
 
@@ -165,10 +285,26 @@ def embedding_dataset(
     valid_fraction: np.ndarray,
     spec: GridSpec,
 ) -> xr.Dataset:
-    """The L2 dataset from ``means (years, cells, 64)`` and ``valid_fraction (years, cells)``.
+    """Build the L2 dataset from per-year cell means and valid fractions.
 
-    Variables ``A00``..``A63`` and ``valid_fraction`` as float32 on ``(cell_ids, year)``; cells
-    without any valid pixel are NaN with valid_fraction 0.
+    Parameters
+    ----------
+    cell_ids : numpy.ndarray
+        Cell ids of ``spec``.
+    years : sequence of int
+        The years, in the order of the first axis of ``means``.
+    means : numpy.ndarray
+        ``(years, cells, 64)`` cell means.
+    valid_fraction : numpy.ndarray
+        ``(years, cells)`` share of each cell covered by valid pixels.
+    spec : GridSpec
+        Grid and level of the cells.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables ``A00``..``A63`` and ``valid_fraction`` as float32 on ``(cell_ids, year)``;
+        cells without any valid pixel are NaN with valid_fraction 0.
     """
     import xarray as xr
 
@@ -201,8 +337,10 @@ ATTRIBUTION = (
 
 @dataclass(frozen=True)
 class ClusterMeans:
-    """One request's answer: per-cell means ``(cells, 64)`` and valid fractions, in the order
-    of ``cell_ids``."""
+    """One request's answer: per-cell means ``(cells, 64)`` and valid fractions.
+
+    Both are in the order of ``cell_ids``.
+    """
 
     cell_ids: np.ndarray
     means: np.ndarray
@@ -228,23 +366,43 @@ class EmbeddingResult:
 
 
 class EmbeddingClient(SourceClient):
-    """Where embeddings come from. ``embeddings`` gives the L2 dataset of ``cells`` (a
-    ``grid_cells`` frame: cell_id, EPSG:4326 geometry) for ``years``; ``repr`` shows only the
-    client's name (constructor arguments may hold credentials)."""
+    """Where embeddings come from.
+
+    ``repr`` shows only the client's name (constructor arguments may hold credentials).
+    """
 
     @abstractmethod
     def embeddings(
         self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
-    ) -> EmbeddingResult: ...
+    ) -> EmbeddingResult:
+        """Return the L2 dataset of ``cells`` for ``years``.
+
+        Parameters
+        ----------
+        cells : geopandas.GeoDataFrame
+            A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+        spec : GridSpec
+            Grid and level of the cells.
+        years : sequence of int
+            The years to fetch.
+
+        Returns
+        -------
+        EmbeddingResult
+            The dataset (:func:`embedding_dataset`) and what producing it cost.
+        """
+        ...
 
 
 # --------------------------------------------------------------------------- batching
 
 
 class BatchConfig(BaseModel):
-    """How cells are grouped into requests (:func:`cluster_points`): KMeans on EPSG:6931
-    centroids until every cluster has at most ``max_cells`` cells and spans at most
-    ``max_extent_km`` (the larger side of its centroids' bounding box)."""
+    """How cells are grouped into requests (:func:`cluster_points`).
+
+    KMeans on EPSG:6931 centroids until every cluster has at most ``max_cells`` cells and spans
+    at most ``max_extent_km`` (the larger side of its centroids' bounding box).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -254,10 +412,13 @@ class BatchConfig(BaseModel):
 
 
 class RequestConfig(BaseModel):
-    """How requests run: concurrency (under the quota of 40), retries with exponential backoff
+    """How requests run.
+
+    Concurrency (under the quota of 40), retries with exponential backoff
     (``initial_backoff_s * 2**k`` capped at ``max_backoff_s``, with jitter) on HTTP 429 and 5xx,
     at most ``max_attempts`` per cluster and ``total_timeout_s`` per run; ``scale_m``, ``crs``
-    (``None``: the UTM zone of the cluster's centre) and ``tile_scale`` go to reduceRegions."""
+    (``None``: the UTM zone of the cluster's centre) and ``tile_scale`` go to reduceRegions.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -272,8 +433,11 @@ class RequestConfig(BaseModel):
 
 
 def _centroids_6931(cells: gpd.GeoDataFrame) -> np.ndarray:
-    """Cell centroids in EPSG:6931 metres, ``(n, 2)``: lon/lat centroid of each cell, then
-    projected (centroids of cells cut at 180 degrees come from the larger part's ring)."""
+    """Return cell centroids in EPSG:6931 metres, ``(n, 2)``.
+
+    The lon/lat centroid of each cell, then projected (centroids of cells cut at 180 degrees
+    come from the larger part's ring).
+    """
     pts = shapely.centroid(shapely.get_geometry(cells.geometry.to_numpy(), 0))
     single = np.asarray([p if p is not None else shapely.Point() for p in pts])
     xy = shapely.get_coordinates(single)
@@ -283,8 +447,22 @@ def _centroids_6931(cells: gpd.GeoDataFrame) -> np.ndarray:
 
 
 def cluster_cells(cells: gpd.GeoDataFrame, config: BatchConfig = BatchConfig()) -> np.ndarray:
-    """Cluster label (0..k-1) of every cell of a ``grid_cells`` frame: see
-    :func:`cluster_points` (on the cells' EPSG:6931 centroids)."""
+    """Return the cluster label (0..k-1) of every cell of a ``grid_cells`` frame.
+
+    See :func:`cluster_points` (on the cells' EPSG:6931 centroids).
+
+    Parameters
+    ----------
+    cells : geopandas.GeoDataFrame
+        A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+    config : BatchConfig, optional
+        Cluster size and extent limits.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 labels, one per row of ``cells``.
+    """
     return cluster_points(_centroids_6931(cells), cells["cell_id"].to_numpy(), config)
 
 
@@ -295,14 +473,28 @@ MAX_K = 64
 def cluster_points(
     xy: np.ndarray, ids: np.ndarray, config: BatchConfig = BatchConfig()
 ) -> np.ndarray:
-    """Cluster label (0..k-1) of every point ``xy`` (EPSG:6931 metres): compact groups of at
-    most ``config.max_cells`` points spanning at most ``config.max_extent_km``.
+    """Return the cluster label (0..k-1) of every point ``xy`` (EPSG:6931 metres).
 
-    A group above either limit is split by KMeans (scikit-learn, fixed seed) into
-    ``ceil(n / max_cells)`` clusters (at most :data:`MAX_K` per call, at least 2), recursively
-    until every group fits; a split KMeans cannot make (all points in one cluster) cuts at the
-    median of the longer axis. Labels are ordered by each cluster's smallest id, so they do
-    not depend on KMeans' numbering.
+    Clusters are compact groups of at most ``config.max_cells`` points spanning at most
+    ``config.max_extent_km``. A group above either limit is split by KMeans (scikit-learn,
+    fixed seed) into ``ceil(n / max_cells)`` clusters (at most :data:`MAX_K` per call, at least
+    2), recursively until every group fits; a split KMeans cannot make (all points in one
+    cluster) cuts at the median of the longer axis.
+
+    Parameters
+    ----------
+    xy : numpy.ndarray
+        ``(n, 2)`` point coordinates in metres.
+    ids : numpy.ndarray
+        ``(n,)`` ids of the points (cell ids), for the order of the labels.
+    config : BatchConfig, optional
+        Cluster size and extent limits, KMeans seed.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 labels, ordered by each cluster's smallest id, so they do not depend on KMeans'
+        numbering.
     """
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
@@ -348,7 +540,18 @@ def _cluster_points(kmeans, xy: np.ndarray, ids: np.ndarray, config: BatchConfig
 
 
 def cluster_key(cell_ids: np.ndarray) -> str:
-    """Content hash of a cluster (its sorted cell ids): 20 hex digits."""
+    """Return the content hash of a cluster (its sorted cell ids).
+
+    Parameters
+    ----------
+    cell_ids : numpy.ndarray
+        The cluster's cell ids, in any order.
+
+    Returns
+    -------
+    str
+        20 hex digits of a SHA-256.
+    """
     ids = np.sort(np.asarray(cell_ids, dtype=np.uint64))
     return hashlib.sha256(ids.astype("<u8").tobytes()).hexdigest()[:20]
 
@@ -364,9 +567,41 @@ class ClusterCache:
         self.root = Path(root)
 
     def path(self, spec: GridSpec, year: int, cell_ids: np.ndarray) -> Path:
+        """Return the cache file of a cluster.
+
+        Parameters
+        ----------
+        spec : GridSpec
+            Grid and level of the cells.
+        year : int
+            Year of the embeddings.
+        cell_ids : numpy.ndarray
+            The cluster's cell ids.
+
+        Returns
+        -------
+        Path
+            ``{root}/{grid_level}/{year}/{hash of cell ids}.npz``.
+        """
         return self.root / spec.key / str(year) / f"{cluster_key(cell_ids)}.npz"
 
     def load(self, spec: GridSpec, year: int, cell_ids: np.ndarray) -> ClusterMeans | None:
+        """Return a cluster's cached answer.
+
+        Parameters
+        ----------
+        spec : GridSpec
+            Grid and level of the cells.
+        year : int
+            Year of the embeddings.
+        cell_ids : numpy.ndarray
+            The cluster's cell ids.
+
+        Returns
+        -------
+        ClusterMeans or None
+            The answer; None where there is no file or it holds other cells.
+        """
         path = self.path(spec, year, cell_ids)
         if not path.exists():
             return None
@@ -377,6 +612,17 @@ class ClusterCache:
         return found
 
     def save(self, spec: GridSpec, year: int, result: ClusterMeans) -> None:
+        """Write a cluster's answer atomically.
+
+        Parameters
+        ----------
+        spec : GridSpec
+            Grid and level of the cells.
+        year : int
+            Year of the embeddings.
+        result : ClusterMeans
+            The answer; its ``cell_ids`` name the file.
+        """
         path = self.path(spec, year, result.cell_ids)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(
@@ -388,15 +634,24 @@ class ClusterCache:
 
 
 class RequestFailed(RuntimeError):
-    """A cluster's request failed for good (retries spent, time bound reached or not
-    retryable)."""
+    """A cluster's request failed for good (retries spent, time bound reached, not retryable)."""
 
 
 def http_status(exc: BaseException) -> int | None:
-    """The HTTP status an Earth Engine / Google API error carries, if any.
+    """Return the HTTP status an Earth Engine / Google API error carries, if any.
 
     ``googleapiclient.errors.HttpError`` has ``resp.status`` (and ``status_code``); Earth
     Engine's ``EEException`` only has the message, which names the status or its reason.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The error.
+
+    Returns
+    -------
+    int or None
+        The status; None where the error names none.
     """
     for candidate in (
         getattr(exc, "status_code", None),
@@ -473,13 +728,41 @@ def fetch_clusters(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> EmbeddingResult:
-    """Per-cell means of ``years`` through per-cluster requests ``fetch(cluster_cells, year)``.
+    """Compute per-cell means of ``years`` through per-cluster requests.
 
     Clusters come from :func:`cluster_cells`; cached clusters are read, the others requested on
     a pool of ``requests.concurrency`` threads with :class:`RequestConfig`'s retries, and each
-    answer is cached as soon as it arrives. The first failure cancels the requests not yet
-    started and raises :class:`RequestFailed` once the running ones end (their answers are
-    cached too).
+    answer is cached as soon as it arrives.
+
+    Parameters
+    ----------
+    fetch : callable
+        ``fetch(cluster_cells, year)`` makes one request and returns its :class:`ClusterMeans`.
+    cells : geopandas.GeoDataFrame
+        A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+    spec : GridSpec
+        Grid and level of the cells.
+    years : sequence of int
+        The years to fetch.
+    cache : ClusterCache, optional
+        Where answers are read from and written to; None caches nothing.
+    batch : BatchConfig, optional
+        How cells are grouped into requests.
+    requests : RequestConfig, optional
+        Concurrency, retries and the time bound.
+    clock, sleep : callable, optional
+        Time source and sleep of the retries (tests pass fakes).
+
+    Returns
+    -------
+    EmbeddingResult
+        The L2 dataset and the request, attempt and cache counts.
+
+    Raises
+    ------
+    RequestFailed
+        On the first failure, once the running requests end (their answers are cached too);
+        the requests not yet started are cancelled.
     """
     labels = cluster_cells(cells, batch)
     n_clusters = int(labels.max()) + 1 if len(labels) else 0
@@ -637,8 +920,23 @@ class EarthEngineClient(EmbeddingClient):
         return self._ee
 
     def image(self, year: int, region: Any) -> Any:
-        """The year's mosaic over ``region`` with a ``valid_fraction`` band (the embedding
-        mask, 0 outside the images), so the region mean of that band is the valid share."""
+        """Return the year's mosaic over ``region`` with a ``valid_fraction`` band.
+
+        That band is the embedding mask, 0 outside the images, so its region mean is the valid
+        share.
+
+        Parameters
+        ----------
+        year : int
+            Year of the embeddings.
+        region : ee.Geometry
+            Where the images are selected.
+
+        Returns
+        -------
+        ee.Image
+            The 64 bands and ``valid_fraction``.
+        """
         ee = self.ee
         images = (
             ee.ImageCollection(COLLECTION)
@@ -650,7 +948,20 @@ class EarthEngineClient(EmbeddingClient):
         return mosaic.addBands(valid)
 
     def reduce_cluster(self, cells: gpd.GeoDataFrame, year: int) -> ClusterMeans:
-        """One request: the means of ``cells`` (one cluster) for ``year``."""
+        """Request the means of ``cells`` (one cluster) for ``year``.
+
+        Parameters
+        ----------
+        cells : geopandas.GeoDataFrame
+            The cluster's cells: cell_id, EPSG:4326 geometry.
+        year : int
+            Year of the embeddings.
+
+        Returns
+        -------
+        ClusterMeans
+            The answer, in the order of ``cells``.
+        """
         ee = self.ee
         features = [
             ee.Feature(ee.Geometry(shapely.geometry.mapping(g), None, False), {"cell_id": str(c)})
@@ -675,6 +986,22 @@ class EarthEngineClient(EmbeddingClient):
     def embeddings(
         self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
     ) -> EmbeddingResult:
+        """Return the L2 dataset of ``cells`` for ``years`` (:func:`fetch_clusters`).
+
+        Parameters
+        ----------
+        cells : geopandas.GeoDataFrame
+            A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+        spec : GridSpec
+            Grid and level of the cells.
+        years : sequence of int
+            The years to fetch.
+
+        Returns
+        -------
+        EmbeddingResult
+            The dataset and the request, attempt and cache counts.
+        """
         return fetch_clusters(
             self.reduce_cluster,
             cells,
@@ -688,7 +1015,7 @@ class EarthEngineClient(EmbeddingClient):
 
 
 def _parse_features(features: list[dict], expected: np.ndarray) -> ClusterMeans:
-    """reduceRegions' features to arrays; a band missing (no valid pixel) is NaN."""
+    """Turn reduceRegions' features into arrays; a band missing (no valid pixel) is NaN."""
     props = {int(f["properties"]["cell_id"]): f["properties"] for f in features}
     ids = np.asarray(expected, dtype=np.uint64)
     if set(props) != {int(c) for c in ids}:
@@ -750,6 +1077,29 @@ class CogClient(EmbeddingClient):
     def embeddings(
         self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
     ) -> EmbeddingResult:
+        """Return the L2 dataset of ``cells`` for ``years`` from the COGs.
+
+        With a cache, per (cluster, year) through :func:`fetch_clusters`; without, one pass.
+
+        Parameters
+        ----------
+        cells : geopandas.GeoDataFrame
+            A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+        spec : GridSpec
+            Grid and level of the cells.
+        years : sequence of int
+            The years to aggregate.
+
+        Returns
+        -------
+        EmbeddingResult
+            The dataset and, with a cache, the request and cache counts.
+
+        Raises
+        ------
+        MissingSourceFiles
+            If a year has no COG under ``root``.
+        """
         if self.cache is None:
             return EmbeddingResult(self._aggregate(cells, spec, years), FetchStats())
         for year in years:
@@ -766,7 +1116,22 @@ class CogClient(EmbeddingClient):
         )
 
     def reduce_cluster(self, cells: gpd.GeoDataFrame, spec: GridSpec, year: int) -> ClusterMeans:
-        """One local "request": the means of ``cells`` (one cluster) for ``year``."""
+        """Answer one local "request": the means of ``cells`` (one cluster) for ``year``.
+
+        Parameters
+        ----------
+        cells : geopandas.GeoDataFrame
+            The cluster's cells (cell_id, EPSG:4326 geometry).
+        spec : GridSpec
+            Grid and level of the cells.
+        year : int
+            The year.
+
+        Returns
+        -------
+        ClusterMeans
+            The answer, in the order of ``cells``.
+        """
         ds = self._aggregate(cells, spec, [year], crop=True)
         means = np.stack([ds[b].isel(year=0).to_numpy() for b in BANDS], axis=1)
         valid = ds["valid_fraction"].isel(year=0).to_numpy()
@@ -785,8 +1150,10 @@ class CogClient(EmbeddingClient):
         return paths
 
     def _cell_map(self, cells: gpd.GeoDataFrame, ids: np.ndarray, grid: Any) -> tuple:
-        """Rows of ``cells`` touching ``grid`` and their cell-to-pixel map (None: no cell),
-        built once per (cells, file grid)."""
+        """Return the rows of ``cells`` touching ``grid`` and their cell-to-pixel map.
+
+        Built once per (cells, file grid); the map is None where no cell touches the grid.
+        """
         from entropice_core.spatial.pixelmap import build_cell_pixel_map
 
         key = (cluster_key(ids), grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height)
@@ -804,9 +1171,11 @@ class CogClient(EmbeddingClient):
     def _aggregate(
         self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int], crop: bool = False
     ) -> xr.Dataset:
-        """Means of ``cells`` over every file of ``years``; ``crop`` reads only the window of
-        each file around the cells (in 256 px blocks, the files' tiling): one cluster's
-        request reads its part of the files, not all of them."""
+        """Aggregate ``cells`` over every file of ``years``.
+
+        ``crop`` reads only the window of each file around the cells (in 256 px blocks, the
+        files' tiling): one cluster's request reads its part of the files, not all of them.
+        """
         from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
         from entropice_core.spatial.pixelmap import RasterGrid
 
@@ -842,8 +1211,10 @@ class CogClient(EmbeddingClient):
 
 
 def _crop(data: xr.DataArray, bounds4326: np.ndarray, pad: int = 2) -> xr.DataArray | None:
-    """The window of ``data`` around a lon/lat box, ``pad`` pixels wider, snapped to pixels
-    (None where they do not meet). Exact coverage inside it is that of the whole raster."""
+    """Cut the window of ``data`` around a lon/lat box, ``pad`` pixels wider, snapped to pixels.
+
+    None where they do not meet. Exact coverage inside it is that of the whole raster.
+    """
     from rasterio.windows import Window
 
     tr = pyproj.Transformer.from_crs("EPSG:4326", data.rio.crs, always_xy=True)
@@ -865,8 +1236,20 @@ def _crop(data: xr.DataArray, bounds4326: np.ndarray, pad: int = 2) -> xr.DataAr
 
 
 def files_fingerprint(paths: Sequence[Path]) -> str:
-    """Short hash of files' names, sizes and modification times (which version of a year's
-    files a cached answer came from)."""
+    """Hash files' names, sizes and modification times (12 hex digits).
+
+    It tells which version of a year's files a cached answer came from.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        The files.
+
+    Returns
+    -------
+    str
+        The fingerprint.
+    """
     h = hashlib.sha256()
     for path in sorted(paths):
         stat = path.stat()
@@ -875,8 +1258,10 @@ def files_fingerprint(paths: Sequence[Path]) -> str:
 
 
 class _VersionedCache(ClusterCache):
-    """A :class:`ClusterCache` whose year folders carry a version tag of the source files
-    (``{root}/{grid_level}/{year}-{tag}/...``)."""
+    """A :class:`ClusterCache` whose year folders carry a version tag of the source files.
+
+    Paths are ``{root}/{grid_level}/{year}-{tag}/{hash}.npz``.
+    """
 
     def __init__(self, cache: ClusterCache, tag: Callable[[int], str]) -> None:
         super().__init__(cache.root)
@@ -888,7 +1273,7 @@ class _VersionedCache(ClusterCache):
 
 
 def _cells_touching(bounds4326: np.ndarray, grid: Any) -> np.ndarray:
-    """Positions of the cells whose lon/lat box meets the raster's footprint."""
+    """Return the positions of the cells whose lon/lat box meets the raster's footprint."""
     left, bottom, right, top = grid.bounds
     tr = pyproj.Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
     ring = shapely.segmentize(shapely.box(left, bottom, right, top), (right - left) / 64)
@@ -899,5 +1284,16 @@ def _cells_touching(bounds4326: np.ndarray, grid: Any) -> np.ndarray:
 
 
 def years_available(root: str | Path) -> list[int]:
-    """Years with a folder under a COG root."""
+    """Return the years with a folder under a COG root.
+
+    Parameters
+    ----------
+    root : str or Path
+        Root of the COG tree.
+
+    Returns
+    -------
+    list of int
+        The years, sorted.
+    """
     return sorted(int(p.name) for p in Path(root).iterdir() if p.is_dir() and p.name.isdigit())

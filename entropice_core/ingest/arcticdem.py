@@ -56,33 +56,94 @@ BASE_URL = "https://pgc-opendata-dems.s3.us-west-2.amazonaws.com/arcticdem/mosai
 
 
 def tile_of(x: float, y: float) -> tuple[int, int]:
-    """``(row, col)`` of the 100 km mosaic tile holding the EPSG:3413 point ``(x, y)``."""
+    """Return the 100 km mosaic tile holding the EPSG:3413 point ``(x, y)``.
+
+    Parameters
+    ----------
+    x, y : float
+        EPSG:3413 coordinates in metres.
+
+    Returns
+    -------
+    tuple of int
+        ``(row, col)`` of the tile.
+    """
     row = int(np.floor((y - TILE_ORIGIN) / TILE_SIZE)) + 1
     col = int(np.floor((x - TILE_ORIGIN) / TILE_SIZE)) + 1
     return row, col
 
 
 def tile_bounds(row: int, col: int) -> tuple[float, float, float, float]:
-    """``(left, bottom, right, top)`` of tile ``row, col`` in EPSG:3413 metres."""
+    """Return the bounds of a mosaic tile.
+
+    Parameters
+    ----------
+    row, col : int
+        The tile.
+
+    Returns
+    -------
+    tuple of float
+        ``(left, bottom, right, top)`` in EPSG:3413 metres.
+    """
     left = TILE_ORIGIN + (col - 1) * TILE_SIZE
     bottom = TILE_ORIGIN + (row - 1) * TILE_SIZE
     return left, bottom, left + TILE_SIZE, bottom + TILE_SIZE
 
 
 def tile_path(root: Path, row: int, col: int) -> Path:
-    """Where the mosaic puts the 32 m DEM of a tile, relative to ``root``."""
+    """Return where the mosaic puts the 32 m DEM of a tile, relative to ``root``.
+
+    Parameters
+    ----------
+    root : Path
+        The tile folder.
+    row, col : int
+        The tile.
+
+    Returns
+    -------
+    Path
+        ``{root}/{row}_{col}/{row}_{col}_32m_v4.1_dem.tif``.
+    """
     name = f"{row}_{col}"
     return Path(root) / name / f"{name}_32m_{VERSION}_dem.tif"
 
 
 def tile_url(base_url: str, row: int, col: int) -> str:
-    """URL of the 32 m DEM of a tile under ``base_url`` (the bucket's folder layout)."""
+    """Return the URL of the 32 m DEM of a tile under ``base_url`` (the bucket's folder layout).
+
+    Parameters
+    ----------
+    base_url : str
+        The bucket or a mirror.
+    row, col : int
+        The tile.
+
+    Returns
+    -------
+    str
+        The GeoTIFF's URL.
+    """
     name = f"{row}_{col}"
     return f"{base_url.rstrip('/')}/{name}/{name}_32m_{VERSION}_dem.tif"
 
 
 def stac_item_url(base_url: str, row: int, col: int) -> str:
-    """URL of a tile's static STAC item, beside its files in the bucket."""
+    """Return the URL of a tile's static STAC item, beside its files in the bucket.
+
+    Parameters
+    ----------
+    base_url : str
+        The bucket or a mirror.
+    row, col : int
+        The tile.
+
+    Returns
+    -------
+    str
+        The item's URL (``{row}_{col}_32m_v4.1.json``).
+    """
     name = f"{row}_{col}"
     return f"{base_url.rstrip('/')}/{name}/{name}_32m_{VERSION}.json"
 
@@ -94,10 +155,25 @@ def _check_stac_item(path: Path) -> None:
 
 
 def read_tile_index(path: str | Path) -> set[tuple[int, int]]:
-    """Tiles listed in a PGC mosaic tile index (GeoParquet, zipped or not, or any vector file).
+    """Read the tiles listed in a PGC mosaic tile index.
 
     Rows name their tile in ``dem_id`` (``36_24_32m_v4.1``), ``tile`` or ``supertile``; only
     32 m rows are kept where a ``resolution`` column says so.
+
+    Parameters
+    ----------
+    path : str or Path
+        The index: GeoParquet, zipped or not, or any vector file.
+
+    Returns
+    -------
+    set of tuple of int
+        ``(row, col)`` of every tile listed.
+
+    Raises
+    ------
+    ValueError
+        If no column names the tiles.
     """
     from entropice_core.io.vector import read_vector
 
@@ -122,6 +198,16 @@ def check_tile(path: str | Path) -> None:
     """Raise ``ValueError`` unless ``path`` is a whole, readable 32 m ArcticDEM tile.
 
     Every block is decoded, so a truncated or corrupt file fails here, not in a later read.
+
+    Parameters
+    ----------
+    path : str or Path
+        The GeoTIFF.
+
+    Raises
+    ------
+    ValueError
+        If the file is unreadable or not a 3125 x 3125 tile of 32 m pixels in EPSG:3413.
     """
     import rasterio
 
@@ -160,6 +246,28 @@ def fetch_tiles(
     release does not have; a tile the server does not have (open ocean) is reported missing.
     With ``stac``, each tile's static STAC item (``{row}_{col}_32m_v4.1.json``) is fetched
     first, kept beside the tile, and its ``dem`` asset names the file to download.
+
+    Parameters
+    ----------
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+    folder : str or Path
+        Where the tiles go (:func:`tile_path` layout).
+    base_url : str, optional
+        The PGC bucket or a mirror.
+    index : set of tuple of int, optional
+        Tiles the release has; None tries every tile of the box.
+    config : DownloadConfig, optional
+        Retries and timeouts of the downloads.
+    show_progress : bool, optional
+        Show a progress bar.
+    stac : bool, optional
+        Find each tile's file through its STAC item.
+
+    Returns
+    -------
+    FetchedTiles
+        Tiles on disk, tiles the server lacks, new downloads.
     """
     wanted = [t for t in tiles_for(bbox) if index is None or t in index]
     present, missing, downloaded = [], [], []
@@ -199,13 +307,28 @@ class ArcticDEMClient(SourceClient):
 
     @abstractmethod
     def fetch(self, bbox: tuple[float, float, float, float], folder: str | Path) -> FetchedTiles:
-        """Tiles of ``bbox`` under ``folder``: present, missing (the release lacks them or,
-        offline, they are not there) and newly downloaded."""
+        """Bring the tiles of ``bbox`` under ``folder``.
+
+        Parameters
+        ----------
+        bbox : tuple of float
+            ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+        folder : str or Path
+            The tile folder.
+
+        Returns
+        -------
+        FetchedTiles
+            Present, missing (the release lacks them or, offline, they are not there) and
+            newly downloaded tiles.
+        """
 
 
 class PgcArcticDEMClient(ArcticDEMClient):
-    """Downloads missing tiles over HTTPS from the PGC bucket (or a mirror at ``base_url``);
-    see :func:`fetch_tiles`. The bucket is public: no credentials."""
+    """Downloads missing tiles over HTTPS from the PGC bucket (or a mirror at ``base_url``).
+
+    See :func:`fetch_tiles`. The bucket is public: no credentials.
+    """
 
     name = "pgc"
     offline = False
@@ -227,6 +350,20 @@ class PgcArcticDEMClient(ArcticDEMClient):
         self.stac, self.show_progress = stac, show_progress
 
     def fetch(self, bbox, folder) -> FetchedTiles:
+        """Download the tiles of ``bbox`` missing under ``folder`` (:func:`fetch_tiles`).
+
+        Parameters
+        ----------
+        bbox : tuple of float
+            ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+        folder : str or Path
+            The tile folder.
+
+        Returns
+        -------
+        FetchedTiles
+            Tiles on disk, tiles the server lacks, new downloads.
+        """
         return fetch_tiles(
             bbox, folder, self.base_url, self.index, self.config, self.show_progress, self.stac
         )
@@ -247,6 +384,25 @@ class OfflineArcticDEMClient(ArcticDEMClient):
         self._how = how
 
     def fetch(self, bbox, folder) -> FetchedTiles:
+        """Find the tiles of ``bbox`` already under ``folder``.
+
+        Parameters
+        ----------
+        bbox : tuple of float
+            ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+        folder : str or Path
+            The tile folder.
+
+        Returns
+        -------
+        FetchedTiles
+            The tiles present and the absent ones (as missing); nothing downloaded.
+
+        Raises
+        ------
+        MissingSourceFiles
+            If no tile of the box is there.
+        """
         paths = [tile_path(Path(folder), row, col) for row, col in tiles_for(bbox)]
         present = [p for p in paths if p.exists()]
         if not present:
@@ -255,7 +411,18 @@ class OfflineArcticDEMClient(ArcticDEMClient):
 
 
 def project_lonlat_box(bbox: tuple[float, float, float, float]) -> shapely.Polygon:
-    """A lon/lat box as a polygon in EPSG:3413, densified so its curved edges stay curved."""
+    """Project a lon/lat box to EPSG:3413, densified so its curved edges stay curved.
+
+    Parameters
+    ----------
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    shapely.Polygon
+        The box in EPSG:3413 metres.
+    """
     import shapely
     from pyproj import Transformer
 
@@ -265,7 +432,18 @@ def project_lonlat_box(bbox: tuple[float, float, float, float]) -> shapely.Polyg
 
 
 def tiles_for(bbox: tuple[float, float, float, float]) -> list[tuple[int, int]]:
-    """Tiles whose square intersects the lon/lat box ``bbox``."""
+    """Return the tiles whose square intersects the lon/lat box ``bbox``.
+
+    Parameters
+    ----------
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(row, col)`` of the tiles.
+    """
     import shapely
 
     area = project_lonlat_box(bbox)
@@ -281,16 +459,42 @@ def tiles_for(bbox: tuple[float, float, float, float]) -> list[tuple[int, int]]:
 
 
 def tile_rowcol(path: Path) -> tuple[int, int]:
-    """``(row, col)`` of a tile from its file name."""
+    """Return the tile of a file from its name.
+
+    Parameters
+    ----------
+    path : Path
+        A tile file (``{row}_{col}_...``).
+
+    Returns
+    -------
+    tuple of int
+        ``(row, col)``.
+    """
     row, col = path.name.split("_")[:2]
     return int(row), int(col)
 
 
 def open_mosaic(paths: list[Path]) -> xr.DataArray:
-    """The tiles as one lazy (Dask) elevation mosaic in EPSG:3413; nodata and gaps are NaN.
+    """Open the tiles as one lazy (Dask) elevation mosaic in EPSG:3413.
 
-    Nothing is read until computed, so the mosaic of any number of tiles costs no memory;
-    missing tiles inside the covered rectangle are all-NaN chunks.
+    Nothing is read until computed, so the mosaic of any number of tiles costs no memory.
+
+    Parameters
+    ----------
+    paths : list of Path
+        32 m ArcticDEM tiles (:func:`tile_path` names).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``elevation`` in metres on ``(y, x)``, north first; nodata and gaps are NaN, and
+        missing tiles inside the covered rectangle are all-NaN chunks.
+
+    Raises
+    ------
+    ValueError
+        If no tile is given or a tile is not in EPSG:3413 at 32 m.
     """
     import dask.array as da
     import rioxarray
@@ -329,10 +533,27 @@ def open_mosaic(paths: list[Path]) -> xr.DataArray:
 def find_tiles(
     folder: str | Path, bbox: tuple[float, float, float, float]
 ) -> tuple[list[Path], list[Path]]:
-    """The 32 m DEM tiles under ``folder`` that cover the lon/lat ``bbox``: (present, missing).
+    """Find the 32 m DEM tiles under ``folder`` that cover the lon/lat ``bbox``.
 
     Missing tiles are returned rather than refused because the release has no tiles over open
-    ocean; callers report them. No tile at all is an error naming the expected path.
+    ocean; callers report them.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The tile folder.
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    tuple of list of Path
+        ``(present, missing)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no tile is there, naming the expected path.
     """
     folder = Path(folder)
     paths = [tile_path(folder, row, col) for row, col in tiles_for(bbox)]
@@ -348,11 +569,25 @@ def find_tiles(
 def terrain_rasters(
     tiles: list[Path], water: gpd.GeoDataFrame | None, config: TerrainConfig | None = None
 ) -> xr.Dataset:
-    """Elevation and every terrain derivative over the mosaic of ``tiles``, lazily.
+    """Compute elevation and every terrain derivative over the mosaic of ``tiles``, lazily.
 
-    Water pixels (``water`` polygons, see ``spatial.watermask``) are masked like nodata
-    before the derivatives are computed, so no window reaches into a lake or the sea.
-    ``config`` defaults to ``TerrainConfig()``.
+    Water pixels are masked like nodata before the derivatives are computed, so no window
+    reaches into a lake or the sea.
+
+    Parameters
+    ----------
+    tiles : list of Path
+        32 m ArcticDEM tiles.
+    water : geopandas.GeoDataFrame or None
+        Water polygons (see ``spatial.watermask``); None masks nothing.
+    config : TerrainConfig, optional
+        Derivatives and chunking; defaults to ``TerrainConfig()``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``elevation`` and the derivatives of ``config``, in EPSG:3413; the tile names in
+        ``attrs["tiles"]``.
     """
     from entropice_core.spatial.watermask import water_raster
     from entropice_core.terrain.derivatives import TerrainConfig, terrain_derivatives

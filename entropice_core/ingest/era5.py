@@ -1118,7 +1118,18 @@ def read_daily(path: str | Path) -> xr.Dataset:
 
 
 def daily_summary(daily: xr.Dataset) -> pd.DataFrame:
-    """Monthly domain means of 2 m temperature (degC) and sums of precipitation (mm)."""
+    """Summarise daily aggregates: monthly domain means of 2 m temperature, precipitation sums.
+
+    Parameters
+    ----------
+    daily : xarray.Dataset
+        Daily aggregates with ``t2m_mean`` (degC) and ``precipitation`` (mm).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``t2m_degC`` and ``precipitation_mm``, indexed by ``month``.
+    """
     domain = daily[["t2m_mean", "precipitation"]].mean(("latitude", "longitude"))
     monthly = domain["t2m_mean"].resample(time="MS").mean().to_pandas().to_frame("t2m_degC")
     monthly["precipitation_mm"] = domain["precipitation"].resample(time="MS").sum().to_pandas()

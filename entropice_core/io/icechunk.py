@@ -15,6 +15,8 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from icechunk.xarray import to_icechunk
 
+from entropice_core.io.zarr import require_l2
+
 BRANCH = "main"
 # Icechunk warns on every local repository that local storage is unsafe for concurrent commits;
 # commits are serialised by the callers (see commit_dataset), so only errors are shown.
@@ -55,11 +57,7 @@ def commit_dataset(
     ValueError
         If ``dataset`` has no ``cell_ids`` coordinate with a ``grid_name`` attr.
     """
-    if "cell_ids" not in dataset.coords or "grid_name" not in dataset["cell_ids"].attrs:
-        raise ValueError(
-            f"refusing to commit to {repo_path}/{group}: an L2 dataset needs a cell_ids "
-            "coordinate with xdggs attrs (grid_name, level, ...)"
-        )
+    require_l2(dataset, f"commit to {repo_path}/{group}")
     return _commit(dataset, repo_path, group, message)
 
 

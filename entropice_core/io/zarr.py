@@ -76,16 +76,47 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
         If ``dataset`` has no ``cell_ids`` coordinate with a ``grid_name`` attr.
     """
     path = Path(path)
-    if "cell_ids" not in dataset.coords or "grid_name" not in dataset["cell_ids"].attrs:
-        raise ValueError(
-            f"refusing to write {path}: an L2 dataset needs a cell_ids coordinate with xdggs "
-            "attrs (grid_name, level, ...); build it with GridSpec.xdggs_attrs"
-        )
+    require_l2(dataset, f"write {path}")
     return write_store(dataset, path)
 
 
+def require_l2(dataset: xr.Dataset, action: str) -> None:
+    """Refuse a dataset that is not L2: without xdggs cell ids nothing downstream can join it.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Dataset about to be stored.
+    action : str
+        What was about to happen, for the message (e.g. ``"write data/x.zarr"``).
+
+    Raises
+    ------
+    ValueError
+        If ``dataset`` has no ``cell_ids`` coordinate with a ``grid_name`` attr.
+    """
+    if "cell_ids" not in dataset.coords or "grid_name" not in dataset["cell_ids"].attrs:
+        raise ValueError(
+            f"refusing to {action}: an L2 dataset needs a cell_ids coordinate with xdggs "
+            "attrs (grid_name, level, ...); build it with GridSpec.xdggs_attrs"
+        )
+
+
 def write_store(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Write any dataset (e.g. a raster of indices) as a Zarr v3 store at ``path`` atomically."""
+    """Write any dataset (e.g. a raster of indices) as a Zarr v3 store at ``path`` atomically.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        The dataset; no L2 checks.
+    path : str or Path
+        Store directory; replaced if it exists.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     with atomic_store(path) as tmp:
         dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)

@@ -122,7 +122,25 @@ class SplitSpec(BaseModel):
     seed: int = 0
 
     def level_for(self, spec: GridSpec) -> int:
-        """The block level for cells of ``spec``."""
+        """Return the block level for cells of ``spec``.
+
+        Parameters
+        ----------
+        spec : GridSpec
+            Grid and level of the cells.
+
+        Returns
+        -------
+        int
+            ``block_level`` if set, else the coarser level whose mean cell area is nearest
+            ``block_area_km2``.
+
+        Raises
+        ------
+        ValueError
+            If ``block_level`` is not coarser than the cells, or the cells have no coarser
+            level.
+        """
         from entropice_core.spatial.grids import mean_cell_area_km2
 
         if self.block_level is not None:
@@ -153,7 +171,25 @@ class Target(BaseModel):
     n_bins: int = Field(default=3, ge=1, le=20, description="Classes among cells with RTS.")
 
     def encode(self, data: TrainingData) -> tuple[np.ndarray, list[str]]:
-        """Class codes 0..n-1 for every cell of ``data`` and the class names."""
+        """Return class codes 0..n-1 for every cell of ``data`` and the class names.
+
+        Parameters
+        ----------
+        data : TrainingData
+            The built dataset; for count and density, its training cells place the bins.
+
+        Returns
+        -------
+        codes : numpy.ndarray
+            int64 class code of every cell.
+        names : list of str
+            The class names, in code order.
+
+        Raises
+        ------
+        ValueError
+            If no training cell has RTS (count and density tasks).
+        """
         labels = data.dataset
         if self.task == "binary":
             return (labels["rts_count"].to_numpy() > 0).astype(np.int64), list(BINARY_CLASSES)
@@ -192,11 +228,35 @@ class DatasetEnsemble(BaseModel):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> DatasetEnsemble:
-        """Read a dataset config (see configs/dataset.toml)."""
+        """Read a dataset config (see configs/dataset.toml).
+
+        Parameters
+        ----------
+        path : str or Path
+            The TOML file.
+
+        Returns
+        -------
+        DatasetEnsemble
+            The validated config.
+        """
         return cls.model_validate(_read_toml(path))
 
     def open(self, data_dir: str | Path, grid_level: str) -> TrainingData:
-        """Read the labels and every source of ``grid_level`` under ``data_dir`` and build."""
+        """Read the labels and every source of ``grid_level`` under ``data_dir`` and build.
+
+        Parameters
+        ----------
+        data_dir : str or Path
+            Root of the storage layout.
+        grid_level : str
+            Grid_level key, e.g. ``h3_5``.
+
+        Returns
+        -------
+        TrainingData
+            The built dataset (:meth:`build`), with each input's path and snapshot recorded.
+        """
         layout = Layout(Path(data_dir))
         labels, labels_version = open_l2(
             layout.dataset_path(self.labels.asset, grid_level, self.labels.path), grid_level
@@ -209,7 +269,13 @@ class DatasetEnsemble(BaseModel):
         return self.build(labels, sources, versions)
 
     def assets(self) -> list[str]:
-        """The asset names this ensemble reads: the labels first, then every source."""
+        """Return the asset names this ensemble reads.
+
+        Returns
+        -------
+        list of str
+            The labels first, then every source.
+        """
         return [self.labels.asset, *(source.asset for source in self.sources)]
 
     def build(
@@ -220,9 +286,29 @@ class DatasetEnsemble(BaseModel):
     ) -> TrainingData:
         """Join ``sources`` (by asset name) onto the cells of ``labels`` and split them.
 
-        ``versions`` adds what identifies each input beyond its content hash (e.g. an Icechunk
-        snapshot id); every input's sha256 fingerprint, and any ``*snapshot_id`` attribute it
-        carries, are recorded in any case.
+        Every input's sha256 fingerprint, and any ``*snapshot_id`` attribute it carries, are
+        recorded in the ``data_versions`` attribute.
+
+        Parameters
+        ----------
+        labels : xarray.Dataset
+            The label dataset; its cells are the dataset's cells.
+        sources : mapping of str to xarray.Dataset
+            Every source of the config, by asset name, on the labels' grid level.
+        versions : mapping, optional
+            What identifies each input beyond its content hash (e.g. an Icechunk snapshot id),
+            by asset name.
+
+        Returns
+        -------
+        TrainingData
+            Features, raw targets and the spatial split.
+
+        Raises
+        ------
+        ValueError
+            If an input is missing, on another grid level, or the result would be empty or
+            have clashing feature names.
         """
         import pandas as pd
         import xarray as xr
@@ -333,26 +419,52 @@ class TrainingData:
 
     @property
     def spec(self) -> GridSpec:
+        """The grid and level of the cells."""
         return _grid_of(self.dataset, "training dataset")
 
     @property
     def feature_names(self) -> list[str]:
+        """The feature columns, in order."""
         return [str(f) for f in self.dataset["feature"].to_numpy()]
 
     @property
     def cell_ids(self) -> np.ndarray:
+        """The cell ids (uint64)."""
         return self.dataset["cell_ids"].to_numpy().astype(np.uint64)
 
     @property
     def data_versions(self) -> dict[str, dict[str, str]]:
+        """Per input asset: sha256, path and snapshot ids (see :meth:`DatasetEnsemble.build`)."""
         return json.loads(self.dataset.attrs["data_versions"])
 
     def mask(self, *roles: str) -> np.ndarray:
-        """Cells whose role is any of ``roles`` (``train``, ``test``, ``buffer``, ``excluded``)."""
+        """Select the cells whose role is any of ``roles``.
+
+        Parameters
+        ----------
+        *roles : str
+            ``train``, ``test``, ``buffer`` or ``excluded``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Boolean mask over the cells.
+        """
         return np.isin(self._role, [ROLES[r] for r in roles])
 
     def X(self, *roles: str) -> pd.DataFrame:
-        """Features of the cells with ``roles`` (all cells if none), indexed by cell_id."""
+        """Return the features of the cells with ``roles``, indexed by cell_id.
+
+        Parameters
+        ----------
+        *roles : str
+            Roles as in :meth:`mask`; none selects all cells.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per feature.
+        """
         import pandas as pd
 
         keep = self.mask(*roles) if roles else np.ones(self._role.size, dtype=bool)
@@ -361,15 +473,37 @@ class TrainingData:
         return pd.DataFrame(values, index=index, columns=self.feature_names)
 
     def xy(self, target: Target, *roles: str) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-        """Features, class codes and class names of the cells with ``roles``."""
+        """Return the features, class codes and class names of the cells with ``roles``.
+
+        Parameters
+        ----------
+        target : Target
+            The learning task that encodes the classes.
+        *roles : str
+            Roles as in :meth:`mask`.
+
+        Returns
+        -------
+        X : pandas.DataFrame
+            Features (:meth:`X`).
+        y : numpy.ndarray
+            Class codes.
+        names : list of str
+            Class names, in code order.
+        """
         codes, names = target.encode(self)
         return self.X(*roles), codes[self.mask(*roles)], names
 
     def cv_splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(train, validation) positions within ``X("train")`` for each spatial fold.
+        """Return (train, validation) positions within ``X("train")`` for each spatial fold.
 
         Validation is one fold's blocks; training is the other folds minus the cells within
         ``buffer_cells`` of a validation cell.
+
+        Returns
+        -------
+        list of tuple of numpy.ndarray
+            One ``(fit, validate)`` pair per fold.
         """
         train = self.mask("train")
         fold = self.dataset["fold"].to_numpy()[train]
@@ -382,11 +516,23 @@ class TrainingData:
         return splits
 
     def groups(self) -> np.ndarray:
-        """Block id of each training cell (for group-aware tools of your own)."""
+        """Return the block id of each training cell (for group-aware tools of your own).
+
+        Returns
+        -------
+        numpy.ndarray
+            Block ids in the order of ``X("train")``.
+        """
         return self.dataset["block"].to_numpy()[self.mask("train")]
 
     def summary(self) -> dict[str, int]:
-        """Cells per role, features and folds, for logs and metadata."""
+        """Count cells per role, features, blocks and folds, for logs and metadata.
+
+        Returns
+        -------
+        dict of str to int
+            The counts and the block level.
+        """
         counts = {f"{name}_cells": int(self.mask(name).sum()) for name in ROLES}
         return {
             "cells": int(self._role.size),
@@ -401,10 +547,29 @@ class TrainingData:
 def as_device_array(
     values: np.ndarray | pd.DataFrame, device: Device = "cpu", backend: ArrayBackend | None = None
 ) -> Any:
-    """Features as an array of ``backend`` on ``device`` (see ``config.resolve_backend``).
+    """Put features into an array of ``backend`` on ``device`` (see ``config.resolve_backend``).
 
-    ``cpu`` gives numpy (or a CPU torch tensor with ``backend='torch'``), ``cuda`` a cupy
-    array (or a CUDA torch tensor). GPU libraries are imported only here (the ``gpu`` extra).
+    GPU libraries are imported only here (the ``gpu`` extra).
+
+    Parameters
+    ----------
+    values : numpy.ndarray or pandas.DataFrame
+        The features.
+    device : {"cpu", "cuda"}, optional
+        Where the array lives.
+    backend : {"numpy", "cupy", "torch"}, optional
+        The array library; None picks the device's default.
+
+    Returns
+    -------
+    numpy.ndarray, cupy.ndarray or torch.Tensor
+        ``cpu`` gives numpy (or a CPU torch tensor with ``backend='torch'``), ``cuda`` a cupy
+        array (or a CUDA torch tensor).
+
+    Raises
+    ------
+    ImportError
+        If cupy or torch is not installed.
     """
     import pandas as pd
 
@@ -427,10 +592,20 @@ def as_device_array(
 
 
 def fingerprint(dataset: xr.Dataset) -> str:
-    """sha256 of a dataset's content (names, dims, dtypes, values, coordinates), not its layout.
+    """Hash a dataset's content (names, dims, dtypes, values, coordinates), not its layout.
 
     The same data in Zarr, Icechunk or memory gives the same hash, so a model names the exact
     data it was trained on whatever the storage.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        The dataset; its values are read.
+
+    Returns
+    -------
+    str
+        The sha256 hex digest.
     """
     digest = hashlib.sha256()
     for name in sorted(map(str, dataset.variables)):
@@ -446,7 +621,22 @@ def fingerprint(dataset: xr.Dataset) -> str:
 
 
 def open_l2(path: Path, grid_level: str) -> tuple[xr.Dataset, dict[str, str]]:
-    """Open an L2 dataset of one grid level (Zarr or Icechunk) lazily, with its version."""
+    """Open an L2 dataset of one grid level (Zarr or Icechunk) lazily, with its version.
+
+    Parameters
+    ----------
+    path : Path
+        The store; ``{grid_level}`` in it is filled in.
+    grid_level : str
+        Grid_level key, e.g. ``h3_5``.
+
+    Returns
+    -------
+    dataset : xarray.Dataset
+        The dataset.
+    version : dict of str to str
+        ``path``, and ``icechunk_snapshot_id`` (the branch's snapshot) for Icechunk.
+    """
     from entropice_core.io.icechunk import branch_snapshot, read_dataset_version
     from entropice_core.io.zarr import read_dataset
 

@@ -69,7 +69,25 @@ Backend = Literal[ArrayBackend, "array_api_strict"]
 
 
 def array_backend(name: str) -> ModuleType:
-    """The array-API namespace for ``name``; GPU libraries are imported only here."""
+    """Return the array-API namespace for ``name``; GPU libraries are imported only here.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`BACKENDS`: ``numpy``, ``torch``, ``cupy`` or ``array_api_strict``.
+
+    Returns
+    -------
+    ModuleType
+        The array-API compatible namespace.
+
+    Raises
+    ------
+    ValueError
+        If the backend is unknown.
+    ImportError
+        If its package is not installed (the message names the extra).
+    """
     if name not in BACKENDS:
         raise ValueError(f"backend={name!r} is unknown; use one of {sorted(BACKENDS)}")
     try:
@@ -83,7 +101,18 @@ def array_backend(name: str) -> ModuleType:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Copy an array of any supported backend to host memory."""
+    """Copy an array of any supported backend to host memory.
+
+    Parameters
+    ----------
+    x : array
+        A numpy, cupy, torch or other DLPack array.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``x`` itself if it is already numpy.
+    """
     if array_api_compat.is_numpy_array(x):
         return x
     if array_api_compat.is_cupy_array(x):
@@ -139,11 +168,14 @@ class _State:
 
 @dataclass(frozen=True)
 class _Boxes:
-    """The samples' boxes (T,), -1 for none yet, and per-box sums over them: (K, D + M + 2)
-    columns of weighted sums of X, class weights, total weight n and sample count; ``moved``
-    counts the samples that changed box in the sweep that made them. The sums are updated in
-    place by the moves; ``churn`` (K,) is the weight that went in or out of each box since its
-    sums were last computed afresh, which bounds their rounding (see _refresh)."""
+    """The samples' boxes (T,), -1 for none yet, and per-box sums over them.
+
+    The sums are (K, D + M + 2) columns of weighted sums of X, class weights, total weight n
+    and sample count; ``moved`` counts the samples that changed box in the sweep that made
+    them. The sums are updated in place by the moves; ``churn`` (K,) is the weight that went
+    in or out of each box since its sums were last computed afresh, which bounds their
+    rounding (see _refresh).
+    """
 
     box: Any
     sums: Any
@@ -214,7 +246,7 @@ def _chunks(n: int, size: int) -> list[slice]:
 
 
 def _segment_sums(xp: ModuleType, values: Any, labels: Any, K: int) -> Any:
-    """Sums (K, C) of the rows of ``values`` (n, C) by label 0..K-1; other labels are ignored.
+    """Sum the rows of ``values`` (n, C) by label 0..K-1 into (K, C); other labels are ignored.
 
     A stable sort and a prefix sum: memory-bound and free of scatter-adds, unlike a one-hot
     matrix product whose cost grows with K (and whose (K, n) @ (n, C) shape is slow in OpenBLAS).
@@ -234,10 +266,12 @@ def _segment_sums(xp: ModuleType, values: Any, labels: Any, K: int) -> Any:
 
 @dataclass(frozen=True)
 class _Bounds:
-    """What the last sweep proved about each sample, valid under ``state``: ``upper`` >= its
-    cost for its own box, ``lower`` <= its cost for every other box (full costs: data term
-    plus label term), and [``low``, ``high``] holds their box-independent part
-    (1/D) sum_d W_d x_d^2, which the cost matrix product leaves out."""
+    """What the last sweep proved about each sample, valid under ``state``.
+
+    ``upper`` >= its cost for its own box, ``lower`` <= its cost for every other box (full
+    costs: data term plus label term), and [``low``, ``high``] holds their box-independent part
+    (1/D) sum_d W_d x_d^2, which the cost matrix product leaves out.
+    """
 
     upper: Any
     lower: Any
@@ -247,7 +281,7 @@ class _Bounds:
 
 
 def _label_costs(xp: ModuleType, Lam: Any, eps_C: float) -> Any:
-    """The label term of the cost (M, K): -(eps_C / M) ln Lambda >= 0, Lambda floored."""
+    """Return the label term of the cost (M, K): -(eps_C / M) ln Lambda >= 0, Lambda floored."""
     return -xp.log(xp.clip(Lam, min=LAMBDA_FLOOR)) * (eps_C / Lam.shape[0])
 
 
@@ -259,10 +293,11 @@ RATIO_LIMIT = 2.0**32
 
 @dataclass(frozen=True)
 class _Reweighting:
-    """How a data term q = (1/D) sum_d W_d (x_d - c_d)^2 of a training sample can change when W
-    becomes W': split the features into tracked ones, whose ratio r_d = W'_d / W_d lies in
-    [s, g] (s <= 1 <= g), and free ones, whose terms are bounded by the extents of the data
-    (``reach``: (x_d - c_d)^2 <= reach_d for c any box mean). Then
+    """How a training sample's data term can change when W becomes W'.
+
+    For q = (1/D) sum_d W_d (x_d - c_d)^2, split the features into tracked ones, whose ratio
+    r_d = W'_d / W_d lies in [s, g] (s <= 1 <= g), and free ones, whose terms are bounded by the
+    extents of the data (``reach``: (x_d - c_d)^2 <= reach_d for c any box mean). Then
 
         s * max(q - A, 0) <= q' <= g q + A'    with A = (1/D) sum_free W_d reach_d,
                                                     A' = (1/D) sum_free W'_d reach_d,
@@ -271,7 +306,8 @@ class _Reweighting:
     quantity is finite: a feature whose weight appears from zero, or whose ratio leaves
     [1/RATIO_LIMIT, RATIO_LIMIT], is free. Which other features are free is chosen to keep the
     bounds tight: the split is the one, among freeing the features of smallest term first, that
-    minimises (g - s) * typical + A + A' (``typical`` a typical cost)."""
+    minimises (g - s) * typical + A + A' (``typical`` a typical cost).
+    """
 
     shrink: Any  # s
     grow: Any  # g
@@ -315,12 +351,13 @@ def _settled(
     bounds: _Bounds,
     eps_C: float,
 ) -> tuple[Any, _Bounds]:
-    """Which samples provably keep their box under ``state`` (bool, (T,)), and the bounds
-    carried over to ``state``.
+    """Find the samples that provably keep their box under ``state``.
 
-    Since ``bounds.state``, W changed (a data term q becomes at least s max(q - A, 0) and at most
-    g q + A', see _Reweighting) and the boxes that gained or lost samples changed centre (by a
-    distance e_k in the new metric) and label costs l. A sample's cost of its own box,
+    The result is a mask (bool, (T,)) and the bounds carried over to ``state``.
+
+    Since ``bounds.state``, W changed (a data term q becomes at least s max(q - A, 0) and at
+    most g q + A', see _Reweighting) and the boxes that gained or lost samples changed centre
+    (by a distance e_k in the new metric) and label costs l. A sample's cost of its own box,
     c = q + l, then becomes at most g c + A' if the box is unchanged, and at most
     (sqrt(g (c - l) + A') + e)^2 + l' if it changed (triangle inequality). Its cost c of
     another box becomes at least s max(c - A, 0) if unchanged, and at least
@@ -382,8 +419,11 @@ def _settled(
 
 @dataclass(frozen=True)
 class _Moves:
-    """How the model changed between two sweeps, for :func:`_settled`: the reweighting, each
-    centre's move in the new metric and the label costs (M, K) after and before."""
+    """How the model changed between two sweeps, for :func:`_settled`.
+
+    The reweighting, each centre's move in the new metric and the label costs (M, K) after and
+    before.
+    """
 
     change: _Reweighting
     shift: Any
@@ -391,8 +431,11 @@ class _Moves:
     old_label: Any
 
     def lower(self, xp: ModuleType, lower: Any, y: Any, changed: Any) -> Any:
-        """Lower bounds on the costs of other boxes, from the previous ones (``lower``, finite,
-        of samples of classes ``y``) when the boxes in the mask ``changed`` moved."""
+        """Bound from below the costs of other boxes when the boxes in the mask ``changed`` moved.
+
+        The bounds follow from the previous ones (``lower``, finite, of samples of classes
+        ``y``).
+        """
         s = self.change.shrink
         scaled = s * xp.clip(lower - self.change.lose, min=0.0)  # >= s max(q - A, 0) + s l
         if not bool(xp.any(changed)):
@@ -517,10 +560,12 @@ STALE_BELOW = 1e-6
 
 
 def _refresh(xp: ModuleType, data: _Data, boxes: _Boxes) -> _Boxes:
-    """Recompute the sums of the boxes whose in-place sums may have lost their accuracy (a
-    light sample left behind by heavy ones; with sample weights near zero the weight n would
-    otherwise come out 0 or negative), from their samples by a one-hot product, in which other
-    boxes' samples add exact zeros. Rare, and then over few samples."""
+    """Recompute the sums of the boxes whose in-place sums may have lost their accuracy.
+
+    That is a light sample left behind by heavy ones; with sample weights near zero the weight
+    n would otherwise come out 0 or negative. The sums come from their samples by a one-hot
+    product, in which other boxes' samples add exact zeros. Rare, and then over few samples.
+    """
     stale = (boxes.size > 0) & (boxes.n <= STALE_BELOW * boxes.churn)
     if not bool(xp.any(stale)):
         return boxes
@@ -592,10 +637,12 @@ def _iteration(
 
 
 def _loss_slack(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> float:
-    """How much one iteration from ``state`` can raise the loss by rounding alone: the boxes
-    minimise costs from a rounded product (a sample may take a box dearer by twice the
-    rounding bound, in float32 noticeably), and the loss is computed from sums that cancel,
-    which matters when it is close to zero (boxes of one sample, W on one feature)."""
+    """Bound how much one iteration from ``state`` can raise the loss by rounding alone.
+
+    The boxes minimise costs from a rounded product (a sample may take a box dearer by twice
+    the rounding bound, in float32 noticeably), and the loss is computed from sums that cancel,
+    which matters when it is close to zero (boxes of one sample, W on one feature).
+    """
     D = data.n_features
     moment2 = data.sumsq + data.total * data.mean**2
     row = xp.sum(state.W * moment2) / (data.total * D)  # weighted mean of (1/D) sum_d W_d x_d^2
@@ -625,10 +672,13 @@ def _descend(xp: ModuleType, data: _Data, state: _State, params: ESPAParams) -> 
 
 
 def _moments(xp: ModuleType, X: Any, w: Any, chunk: int) -> tuple[Any, Any, Any, Any]:
-    """Weighted mean (D,) and centred sums of squares (D,) of X, in float64, chunk by chunk, and
-    per feature bounds on (x_d - c_d)^2 for c_d between the smallest and largest x_d (any box
-    mean) and on x_d^2 over the samples. The bounds carry a margin of 1e-6 of the largest
-    magnitude: box means come from sums updated in place, which round."""
+    """Compute the weighted mean (D,) and centred sums of squares (D,) of X, and bounds.
+
+    In float64, chunk by chunk. The bounds are per feature, on (x_d - c_d)^2 for c_d between
+    the smallest and largest x_d (any box mean) and on x_d^2 over the samples. They carry a
+    margin of 1e-6 of the largest magnitude: box means come from sums updated in place, which
+    round.
+    """
     parts = _chunks(X.shape[0], chunk)
     total = xp.sum(w)
     mean = sum(w[rows] @ xp.astype(X[rows, :], xp.float64, copy=False) for rows in parts) / total
@@ -741,7 +791,22 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         return params.chunk_size or max(1, AUTO_CHUNK_ELEMENTS // max(K, D))
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> ESPAClassifier:
-        """Fit boxes, feature weights and class probabilities to (X, y)."""
+        """Fit boxes, feature weights and class probabilities to (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training features (standardise them: the loss assumes comparable scales).
+        y : array-like of shape (n_samples,)
+            Class labels.
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-sample weights (times ``class_weight``); zero-weight samples are left out.
+
+        Returns
+        -------
+        ESPAClassifier
+            The fitted estimator.
+        """
         params = self._params()
         warm = self.warm_start and hasattr(self, "_train_state")
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=not warm)
@@ -860,7 +925,18 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         return self.W_
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """P(class | x), columns in ``classes_`` order (hard or soft read-out)."""
+        """Return P(class | x), columns in ``classes_`` order (hard or soft read-out).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples, n_classes)
+            Class probabilities.
+        """
         check_is_fitted(self)
         params = self._params()
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
@@ -879,7 +955,18 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
         return to_numpy(xp.concat(parts, axis=0))
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class (the first one on ties)."""
+        """Predict the most probable class (the first one on ties).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples,)
+            Class labels from ``classes_``.
+        """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 

@@ -362,7 +362,14 @@ class TrainedExperiment:
         return self.config.search.refit
 
     def headline_scores(self) -> dict[str, float]:
-        """The headline metrics flat: ``cv_*``, ``test_*`` and ``majority_cv_*`` scores."""
+        """Return the headline metrics flat, for logs and metadata.
+
+        Returns
+        -------
+        dict of str to float
+            ``cv_*``, ``test_*`` and ``majority_cv_*`` scores of each headline metric the
+            scores hold.
+        """
         return {
             f"{prefix}_{metric}": float(self.scores.loc[metric, column])
             for metric in HEADLINE_METRICS

@@ -64,13 +64,43 @@ _COG_PROFILE = {
 
 
 def cog_path(root: Path, year: int, zone: int) -> Path:
-    """Where the sample writes the file of one year and zone."""
+    """Return where the sample writes the file of one year and zone.
+
+    Parameters
+    ----------
+    root : Path
+        Root of the COG tree (``sources/alphaearth``).
+    year : int
+        Year of the embeddings.
+    zone : int
+        UTM zone number (northern hemisphere).
+
+    Returns
+    -------
+    Path
+        ``{root}/{year}/{zone}N/sample_{year}_{zone}N.tiff``.
+    """
     return zone_dir(root, year, zone) / f"sample_{year}_{zone:02d}N.tiff"
 
 
 def zone_grid(bbox: tuple[float, float, float, float], zone: int) -> tuple[Affine, int, int, str]:
-    """Transform, width, height and CRS of the sample file of ``zone``: the UTM box around the
-    part of ``bbox`` inside the zone, snapped to whole pixels."""
+    """Return the pixel grid of the sample file of ``zone``.
+
+    The grid is the UTM box around the part of ``bbox`` inside the zone, snapped to whole
+    pixels.
+
+    Parameters
+    ----------
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` of the sample region in degrees.
+    zone : int
+        UTM zone number (northern hemisphere).
+
+    Returns
+    -------
+    tuple
+        Transform, width, height and CRS.
+    """
     west, east = zone_bounds(zone)
     lo, hi = max(bbox[0], west), min(bbox[2], east)
     lon = np.concatenate([np.linspace(lo, hi, 50), np.full(50, hi), np.linspace(hi, lo, 50),
@@ -116,8 +146,22 @@ def _features(world: LatentWorld, transform: Affine, width: int, height: int, cr
 def render_zone(
     world: LatentWorld, zone: int, years: tuple[int, ...] = YEARS
 ) -> Iterator[tuple[int, np.ndarray, Affine, str]]:
-    """Year, quantised embeddings ``(64, h, w)`` int8, transform and CRS of one zone, one year
-    at a time."""
+    """Render the embeddings of one zone, one year at a time.
+
+    Parameters
+    ----------
+    world : LatentWorld
+        The sample region's latent fields.
+    zone : int
+        UTM zone number (northern hemisphere).
+    years : tuple of int, optional
+        The years to render.
+
+    Yields
+    ------
+    tuple
+        Year, quantised embeddings ``(64, h, w)`` int8, transform and CRS.
+    """
     transform, width, height, crs = zone_grid(world.bbox, zone)
     feats, lon, lat, sea = _features(world, transform, width, height, crs)
     west, east = zone_bounds(zone)
@@ -146,7 +190,24 @@ def render_zone(
 
 
 def write_cog(path: Path, data: np.ndarray, transform: Affine, crs: str) -> Path:
-    """Write one ``(64, h, w)`` int8 file as a COG with bands named A00..A63."""
+    """Write one ``(64, h, w)`` int8 file as a COG with bands named A00..A63.
+
+    Parameters
+    ----------
+    path : Path
+        The file, written atomically.
+    data : numpy.ndarray
+        ``(64, h, w)`` int8 quantised embeddings.
+    transform : affine.Affine
+        Pixel-to-CRS transform.
+    crs : str
+        The UTM CRS.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     profile = {
         **_COG_PROFILE,
         "width": data.shape[2],
@@ -161,12 +222,38 @@ def write_cog(path: Path, data: np.ndarray, transform: Affine, crs: str) -> Path
 
 
 def sample_cog_paths(root: Path, bbox: tuple[float, float, float, float]) -> tuple[Path, ...]:
-    """Every file the sample writes under ``root``."""
+    """Return every file the sample writes under ``root``.
+
+    Parameters
+    ----------
+    root : Path
+        Root of the COG tree (``sources/alphaearth``).
+    bbox : tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` of the sample region in degrees.
+
+    Returns
+    -------
+    tuple of Path
+        One file per year and UTM zone.
+    """
     return tuple(cog_path(root, year, zone) for year in YEARS for zone in utm_zones_for(bbox))
 
 
 def write_embeddings(world: LatentWorld, root: Path) -> tuple[Path, ...]:
-    """Write every year and zone of the sample box under ``root`` (``sources/alphaearth``)."""
+    """Write every year and zone of the sample box under ``root`` (``sources/alphaearth``).
+
+    Parameters
+    ----------
+    world : LatentWorld
+        The sample region's latent fields.
+    root : Path
+        Root of the COG tree.
+
+    Returns
+    -------
+    tuple of Path
+        The files written.
+    """
     written = []
     for zone in utm_zones_for(world.bbox):
         for year, data, transform, crs in render_zone(world, zone):

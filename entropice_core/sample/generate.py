@@ -115,12 +115,12 @@ def _is_complete(files: SampleRegionFiles) -> bool:
 def generate_sample_region(
     data_dir: Path, seed: int = 42, progress: Progress | None = None, force: bool = False
 ) -> SampleRegionFiles:
-    """Write the sample region's ArcticDEM, ERA5, DARTS and AlphaEarth files under
-    ``<data_dir>/sources``.
+    """Write the sample region's ArcticDEM, ERA5, DARTS and AlphaEarth files.
 
-    Every file is written atomically; the manifest ``sources/sample-region.json`` is written
-    last and removed first, so it only exists while a complete set for its seed does. A second
-    call with the same seed returns at once unless ``force`` is set.
+    They go under ``<data_dir>/sources``. Every file is written atomically; the manifest
+    ``sources/sample-region.json`` is written last and removed first, so it only exists while a
+    complete set for its seed does. A second call with the same seed returns at once unless
+    ``force`` is set.
 
     Parameters
     ----------

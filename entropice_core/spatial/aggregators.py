@@ -75,14 +75,28 @@ class Partial:
 
 @dataclass(frozen=True)
 class CellMoments(Partial):
-    """Final moments ``(bands, cells)`` of every cell (no member segments) with the cells' total
-    weights and quantiles: the input of every statistic."""
+    """Final moments ``(bands, cells)`` of every cell: the input of every statistic.
+
+    No member segments; with the cells' total weights and quantiles.
+    """
 
     total_weight: np.ndarray
     quantiles: dict[float, np.ndarray] = field(default_factory=dict)
     requested: tuple[float, ...] = ()
 
     def quantile(self, q: float) -> np.ndarray:
+        """Return the quantile at level ``q`` of every cell.
+
+        Parameters
+        ----------
+        q : float
+            A level computed for the statistics asked for (see ``AggregationConfig.levels``).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(bands, cells)`` values.
+        """
         return self.quantiles[q]
 
 
@@ -92,8 +106,11 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Statistic:
-    """One output variable: ``compute`` maps moments to values; ``levels`` names the quantiles
-    it needs from the requested ones; ``dim`` is an extra output dimension (``quantile``)."""
+    """One output variable of the aggregation.
+
+    ``compute`` maps moments to values; ``levels`` names the quantiles it needs from the
+    requested ones; ``dim`` is an extra output dimension (``quantile``).
+    """
 
     compute: Callable[[CellMoments], np.ndarray]
     levels: Callable[[Sequence[float]], tuple[float, ...]] = lambda qs: ()
@@ -150,6 +167,7 @@ class AggregationConfig(BaseModel):
 
     @property
     def levels(self) -> tuple[float, ...]:
+        """The quantile levels the statistics need (``median`` adds 0.5), each once, in order."""
         found = [q for s in self.statistics for q in STATISTICS[s].levels(self.quantiles)]
         return tuple(dict.fromkeys(found))
 
@@ -157,13 +175,29 @@ class AggregationConfig(BaseModel):
 def block_partial(
     cmap: CellPixelMap, block: int, values: np.ndarray, members: bool = True
 ) -> Partial:
-    """Partial moments of one mapping block from its ``(bands, pixels)`` values (NaN = nodata).
+    """Compute the partial moments of one mapping block from its pixel values.
 
     This is the per-tile task of parallel runs; merge results with :func:`merge_partials`.
     Interior pixels (coverage 1) are reduced over the interior heads of the block's cell
     segments, edge pixels over their coverage entries (which also give the edge pixels' min and
-    max); the two partials are merged in that fixed order. With ``members`` the whole segments
-    (interior and edge pixels with their centre in the cell) are kept for the quantiles.
+    max); the two partials are merged in that fixed order.
+
+    Parameters
+    ----------
+    cmap : CellPixelMap
+        The cell-to-pixel map of the raster grid.
+    block : int
+        The mapping block.
+    values : numpy.ndarray
+        ``(bands, pixels)`` values of the block's rows, NaN where nodata.
+    members : bool, optional
+        Keep the whole segments (interior and edge pixels with their centre in the cell) for
+        the quantiles.
+
+    Returns
+    -------
+    Partial
+        The block's moments per cell (and member segments with ``members``).
     """
     s0, s1 = cmap.block_segment[block], cmap.block_segment[block + 1]
     cells, bounds = cmap.segment_cell[s0:s1], cmap.segment_start[s0 : s1 + 1]
@@ -215,11 +249,21 @@ def _empty_partial(nb: int, dtype: np.dtype) -> Partial:
 
 
 def merge_partials(a: Partial, b: Partial) -> Partial:
-    """Exact, deterministic merge of two partials (``a`` from earlier blocks than ``b``).
+    """Merge two partials exactly and deterministically.
 
     Weights and sums add; sums of squared deviations combine with Chan et al.'s pairwise rule
     ``M2 = M2a + M2b + (mean_b - mean_a)^2 Wa Wb / (Wa + Wb)``, which stays accurate where the
     textbook ``sum(w x^2) - W mean^2`` cancels catastrophically.
+
+    Parameters
+    ----------
+    a, b : Partial
+        Partials, ``a`` from earlier blocks than ``b``.
+
+    Returns
+    -------
+    Partial
+        The moments of the union of their cells; member segments of ``a`` then ``b``.
     """
     cells = np.union1d(a.cells, b.cells)
     ia, ib = np.searchsorted(cells, a.cells), np.searchsorted(cells, b.cells)
@@ -252,9 +296,23 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
 
 
 def member_quantiles(part: Partial, levels: Sequence[float], n_cells: int) -> np.ndarray:
-    """Quantiles ``(levels, bands, cells)`` of the member segments of ``part``.
+    """Compute the quantiles of the member segments of ``part``.
 
     Segments of the same cell are first gathered into one (only where a cell has several).
+
+    Parameters
+    ----------
+    part : Partial
+        Partial with member segments.
+    levels : sequence of float
+        Quantile levels in [0, 1].
+    n_cells : int
+        Number of cells of the map.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(levels, bands, n_cells)``; NaN for cells without members.
     """
     out = np.full((len(levels), part.member_value.shape[0], n_cells), np.nan)
     cells, lengths, values = part.member_cell, part.member_length, part.member_value
@@ -280,10 +338,24 @@ ROW_SORT_MAX = 2048
 def segment_quantiles(
     values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, levels: Sequence[float]
 ) -> np.ndarray:
-    """Quantiles ``(levels, bands, segments)`` of value segments (numpy's linear rule).
+    """Compute the quantiles of value segments (numpy's linear rule).
 
     NaNs (nodata) sort to the end of a segment, so the valid values are its first ``n``
-    sorted ones. Long segments of ``values`` are sorted in place.
+    sorted ones.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(bands, n)`` flat values; long segments are sorted in place.
+    starts, lengths : numpy.ndarray
+        Start and length of each segment in ``values``.
+    levels : sequence of float
+        Quantile levels in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(levels, bands, segments)``; NaN for segments without a valid value.
     """
     out = np.full((len(levels), values.shape[0], len(starts)), np.nan)
     size = np.left_shift(1, np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64))
@@ -307,20 +379,23 @@ def segment_quantiles(
 
 
 def _take_rows(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The value at ``positions[i]`` of each sorted row ``i``."""
+    """Return the value at ``positions[i]`` of each sorted row ``i``."""
     return rows[np.arange(len(rows)), positions]
 
 
 def _take_from(x: np.ndarray, starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The value at ``starts[i] + positions[i]`` of the flat, segment-sorted values."""
+    """Return the value at ``starts[i] + positions[i]`` of the flat, segment-sorted values."""
     return x[starts + positions]
 
 
 def _pick(
     get: Callable[[np.ndarray], np.ndarray], n: np.ndarray, levels: Sequence[float]
 ) -> np.ndarray:
-    """Linear-rule quantiles ``(levels, segments)`` from sorted segments with ``n`` values
-    (NaN where ``n`` is 0); ``get`` reads the values at positions within the segments."""
+    """Compute linear-rule quantiles ``(levels, segments)`` from sorted segments.
+
+    The segments have ``n`` values each (NaN where ``n`` is 0); ``get`` reads the values at
+    positions within the segments.
+    """
     out = np.full((len(levels), len(n)), np.nan)
     present = n > 0
     for i, q in enumerate(levels):
@@ -335,7 +410,7 @@ def _pick(
 
 
 def _as_float(data: xr.DataArray) -> xr.DataArray:
-    """Raster values as floats with nodata as NaN."""
+    """Return raster values as floats with nodata as NaN."""
     nodata = data.rio.nodata if data.rio.nodata is not None else data.rio.encoded_nodata
     if not np.issubdtype(data.dtype, np.floating):
         data = data.astype(np.float64)
@@ -353,11 +428,27 @@ def _rows(data: xr.DataArray, extra: Sequence[Hashable], start: int, stop: int) 
 def aggregate_partial(
     data: xr.DataArray, cmap: CellPixelMap, config: AggregationConfig
 ) -> tuple[Partial, np.ndarray]:
-    """All blocks merged in order with bounded memory; returns moments and the quantiles.
+    """Reduce all blocks, merged in order, with bounded memory.
 
     Reads ``config.max_pixels`` pixels (times bands) at a time. A cell whose members all lie in
     one block gets its quantiles from that block's segment; the values of cells spanning blocks
     are kept until their last block is read.
+
+    Parameters
+    ----------
+    data : xarray.DataArray
+        Float raster (nodata as NaN) with ``y``/``x`` dims; other dims are flattened to bands.
+    cmap : CellPixelMap
+        The cell-to-pixel map of the raster grid.
+    config : AggregationConfig
+        Quantile levels and the read size.
+
+    Returns
+    -------
+    moments : Partial
+        The merged moments of every cell with pixels.
+    quantiles : numpy.ndarray
+        ``(levels, bands, cells)`` quantiles.
     """
     extra = [d for d in data.dims if d not in (data.rio.y_dim, data.rio.x_dim)]
     nb = int(np.prod([data.sizes[d] for d in extra]))
@@ -412,7 +503,7 @@ def _without_members(part: Partial) -> Partial:
 def aggregate_partial_dask(
     data: xr.DataArray, cmap: CellPixelMap, config: AggregationConfig
 ) -> tuple[Partial, np.ndarray]:
-    """Same result as :func:`aggregate_partial`, one dask task per mapping block.
+    """Reduce all blocks as :func:`aggregate_partial` does, one dask task per mapping block.
 
     Tasks run on the current dask scheduler: the ``distributed`` client of the Dagster
     ``DaskResource`` when a run has one (workers read their own rows of a lazily opened raster;
@@ -421,6 +512,23 @@ def aggregate_partial_dask(
     the cells whose pixel centres all lie in its block and passes on only the values of cells
     that span blocks; the merge runs in block order in one final task, so results are
     bit-identical to the sequential path.
+
+    Parameters
+    ----------
+    data : xarray.DataArray
+        Float raster (nodata as NaN), lazy or in memory, with ``y``/``x`` dims; other dims are
+        flattened to bands.
+    cmap : CellPixelMap
+        The cell-to-pixel map of the raster grid.
+    config : AggregationConfig
+        Quantile levels.
+
+    Returns
+    -------
+    moments : Partial
+        The merged moments of every cell with pixels.
+    quantiles : numpy.ndarray
+        ``(levels, bands, cells)`` quantiles.
     """
     y, x = data.rio.y_dim, data.rio.x_dim
     extra = [d for d in data.dims if d not in (y, x)]
@@ -447,7 +555,7 @@ def _block_task(
     rows: np.ndarray,
     levels: tuple[float, ...],
 ) -> tuple[Partial, np.ndarray, np.ndarray]:
-    """One block of :func:`aggregate_partial_dask`: see :func:`_finish_alone`."""
+    """Reduce one block of :func:`aggregate_partial_dask`: see :func:`_finish_alone`."""
     part = block_partial(cmap, block, rows.reshape(rows.shape[0], -1), members=bool(levels))
     return _finish_alone(part, spans, block, levels)
 
@@ -455,9 +563,12 @@ def _block_task(
 def _finish_alone(
     part: Partial, spans: tuple[np.ndarray, np.ndarray], block: int, levels: Sequence[float]
 ) -> tuple[Partial, np.ndarray, np.ndarray]:
-    """The quantiles ``(levels, bands, cells)`` of the cells whose pixel centres all lie in
-    ``block`` (``spans``: each cell's first and last block), those cells, and ``part`` keeping
-    only the member values of the cells that span blocks."""
+    """Finish the quantiles of the cells whose pixel centres all lie in ``block``.
+
+    Returns ``part`` keeping only the member values of the cells that span blocks, the cells
+    finished, and their quantiles ``(levels, bands, cells)``; ``spans`` holds each cell's first
+    and last block.
+    """
     cells, lengths = part.member_cell, part.member_length
     starts = np.cumsum(lengths) - lengths
     first_block, last_block = spans
@@ -475,7 +586,7 @@ def _finish_alone(
 def _merge_blocks(
     parts: list[tuple[Partial, np.ndarray, np.ndarray]], levels: tuple[float, ...], n_cells: int
 ) -> tuple[Partial, np.ndarray]:
-    """Partials merged in block order and the quantiles of every cell."""
+    """Merge the partials in block order and gather the quantiles of every cell."""
     acc = reduce(merge_partials, [part for part, _, _ in parts])
     quantiles = member_quantiles(acc, levels, n_cells)
     for _, cells, finished in parts:
@@ -484,7 +595,7 @@ def _merge_blocks(
 
 
 def _member_blocks(cmap: CellPixelMap) -> tuple[np.ndarray, np.ndarray]:
-    """First and last block holding a pixel-centre member of each cell (-1 for none)."""
+    """Return the first and last block holding a pixel-centre member of each cell (-1 for none)."""
     block = np.repeat(np.arange(cmap.n_blocks), np.diff(cmap.block_segment))
     first = np.full(len(cmap.cell_ids), cmap.n_blocks, dtype=np.int64)
     last = np.full(len(cmap.cell_ids), -1, dtype=np.int64)
@@ -502,24 +613,34 @@ def aggregate_raster(
     cell_map: CellPixelMap | None = None,
     parallel: bool = False,
 ) -> xr.Dataset:
-    """Zonal statistics of ``raster`` over ``cells`` as an L2 dataset on ``cell_ids``.
+    """Compute zonal statistics of ``raster`` over ``cells`` as an L2 dataset on ``cell_ids``.
 
     Parameters
     ----------
-    raster
-        DataArray or Dataset with a CRS (rioxarray) and ``y``/``x`` dims; other dims (time,
-        band) are carried through. Nodata is NaN or the raster's (encoded) nodata value.
-    cells
+    raster : xarray.DataArray or xarray.Dataset
+        Raster with a CRS (rioxarray) and ``y``/``x`` dims; other dims (time, band) are carried
+        through. Nodata is NaN or the raster's (encoded) nodata value.
+    cells : geopandas.GeoDataFrame
         The cells of a grid level (``grid_cells``: cell_id, EPSG:4326 geometry).
-    cell_map
+    spec : GridSpec
+        Grid and level of the cells.
+    config : AggregationConfig, optional
+        The statistics, quantile levels and read size.
+    cell_map : CellPixelMap, optional
         A mapping built earlier for the same raster grid and cells; built here if missing.
-    parallel
+    parallel : bool, optional
         Run one dask task per block instead of the bounded-memory sequential loop.
 
     Returns
     -------
-    Dataset with one variable per statistic (``<var>_<statistic>`` for Dataset input), dims
-    ``(cell_ids[, quantile], *extra)``; ``cell_ids`` carries ``spec.xdggs_attrs``.
+    xarray.Dataset
+        One variable per statistic (``<var>_<statistic>`` for Dataset input), dims
+        ``(cell_ids[, quantile], *extra)``; ``cell_ids`` carries ``spec.xdggs_attrs``.
+
+    Raises
+    ------
+    ValueError
+        If ``cell_map`` was built for another raster grid or another set of cells.
     """
     grid = RasterGrid.from_xarray(raster)
     if cell_map is None:
