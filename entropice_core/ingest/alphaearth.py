@@ -1219,7 +1219,7 @@ def _crop(data: xr.DataArray, bounds4326: np.ndarray, pad: int = 2) -> xr.DataAr
 
     tr = pyproj.Transformer.from_crs("EPSG:4326", data.rio.crs, always_xy=True)
     minlon, minlat, maxlon, maxlat = (float(v) for v in bounds4326)
-    left, bottom, right, top = tr.transform_bounds(minlon, minlat, maxlon, maxlat, densify_pts=21)
+    left, bottom, right, top = tr.transform_bounds(minlon, minlat, maxlon, maxlat, densify_pts=101)
     inverse = ~data.rio.transform()
     cols, rows = zip(inverse @ (left, top), inverse @ (right, bottom), strict=True)
     c0, c1 = (
