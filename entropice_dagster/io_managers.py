@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,9 @@ EXPERIMENT_IO_MANAGER_KEY = "experiment_io_manager"
 MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
 #: Optional asset metadata: the raster variable the Zarr IO manager previews after writing.
 PREVIEW_METADATA_KEY = "entropice/preview"
+#: Optional asset metadata: the raster also gets pixel-sample overviews at these strides
+#: (``entropice_core.terrain.overviews``), committed with it and loaded beside it.
+OVERVIEWS_METADATA_KEY = "entropice/overview_strides"
 
 
 def _partitions_def(context: dg.OutputContext) -> dg.PartitionsDefinition | None:
@@ -138,7 +142,10 @@ class ZarrIOManager(_DataDirIOManager):
     Icechunk repository (``*.icechunk``), each materialisation is one commit (to the
     partition's group, or the root group of an unpartitioned raster) and its snapshot id goes
     into the metadata. Loading is lazy (Dask-backed); from Icechunk, at the branch head, with
-    the snapshot id read in ``attrs["icechunk_snapshot_id"]`` so downstream can record it.
+    the snapshot id read in ``attrs["icechunk_snapshot_id"]`` so downstream can record it. A
+    unpartitioned raster loads as a DataTree: the raster at the root and, where it was written
+    with overviews (asset metadata ``OVERVIEWS_METADATA_KEY``), the overviews in the child
+    ``overviews``, both of one snapshot.
     """
 
     def handle_output(self, context: dg.OutputContext, obj: xr.Dataset) -> None:
@@ -178,8 +185,12 @@ class ZarrIOManager(_DataDirIOManager):
             group = context.partition_key
             snapshot = commit_dataset(obj, path, group, f"{asset} {group}")
         else:
+            from entropice_core.terrain import overviews
+
             group = None
-            snapshot = commit_raster(obj, path, asset)
+            strides = tuple((context.definition_metadata or {}).get(OVERVIEWS_METADATA_KEY, ()))
+            derived = {overviews.GROUP: partial(overviews.overview_pyramid, strides=strides)}
+            snapshot = commit_raster(obj, path, asset, derived if strides else None)
         extra: dict[str, Any] = {"icechunk_snapshot_id": snapshot, "icechunk_group": group or "/"}
         variable = (context.definition_metadata or {}).get(PREVIEW_METADATA_KEY)
         if variable:
@@ -191,7 +202,9 @@ class ZarrIOManager(_DataDirIOManager):
 
         return read_dataset(path)
 
-    def _load(self, asset: str, partition: str | None, dimensions: dict[str, str]) -> xr.Dataset:
+    def _load(
+        self, asset: str, partition: str | None, dimensions: dict[str, str]
+    ) -> xr.Dataset | xr.DataTree:
         path = self._path(asset, partition, dimensions)
         if path.suffix != ".icechunk":
             return self._read(path)
@@ -202,7 +215,17 @@ class ZarrIOManager(_DataDirIOManager):
         snapshot = branch_snapshot(path)
         dataset = read_dataset_version(path, partition, snapshot)
         dataset.attrs["icechunk_snapshot_id"] = snapshot
-        return dataset
+        if partition is not None:
+            return dataset
+        import xarray as xr
+
+        from entropice_core.terrain.overviews import GROUP
+
+        try:
+            pyramid = {GROUP: read_dataset_version(path, GROUP, snapshot)}
+        except FileNotFoundError:  # written without overviews
+            pyramid = {}
+        return xr.DataTree.from_dict({"/": dataset, **pyramid})
 
 
 def _raster_preview(path: Path, variable: str, snapshot: str) -> dg.MetadataValue:

@@ -14,6 +14,7 @@ import xarray as xr
 
 from entropice_core.config import GridSpec
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+from entropice_core.terrain.overviews import pixel_sample, sample_stride, stored_sample
 
 #: Per-cell statistics of every terrain variable (mean, spread, extremes and quartiles).
 TERRAIN_STATISTICS = AggregationConfig(
@@ -33,7 +34,10 @@ MIN_PIXELS_PER_CELL = 2500
 
 
 def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
-    """Return the largest stride that leaves a cell of median area ``min_pixels`` pixels.
+    """Return the largest sample stride that leaves a median cell ``min_pixels`` pixels.
+
+    Strides come from ``terrain.overviews.SAMPLE_STRIDES`` (1, 2, 3, 4, 6, 8, ...), the
+    strides the stored overviews hold.
 
     Parameters
     ----------
@@ -52,7 +56,7 @@ def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int)
     if min_pixels <= 0 or cells.empty:
         return 1
     area = float(cells.geometry.to_crs("EPSG:6931").area.median())
-    return max(1, int(np.sqrt(area / (min_pixels * dx * dy))))
+    return sample_stride(int(np.sqrt(area / (min_pixels * dx * dy))))
 
 
 def terrain_features(
@@ -62,14 +66,17 @@ def terrain_features(
     statistics: AggregationConfig = TERRAIN_STATISTICS,
     min_pixels_per_cell: int = MIN_PIXELS_PER_CELL,
     parallel: bool = False,
+    overviews: xr.Dataset | None = None,
 ) -> xr.Dataset:
     """Compute per-cell statistics of elevation and each derivative on one grid level.
 
     Statistics are taken over a regular sample of the pixels: every ``stride``-th pixel in
-    each direction (the centre of each ``stride x stride`` block), with the stride chosen so
-    that a cell of median size keeps at least ``min_pixels_per_cell`` pixels (0: every
-    pixel, exact). The derivatives themselves are always computed at full resolution. All
-    variables are read together as bands of one raster, so the cell-pixel map is built once.
+    each direction (the centre of each ``stride x stride`` block), with the stride (from
+    ``terrain.overviews.SAMPLE_STRIDES``) chosen so that a cell of median size keeps at
+    least ``min_pixels_per_cell`` pixels (0: every pixel, exact). The sample is read from
+    ``overviews`` where they hold the stride (the same pixels, a fraction of the reading).
+    The derivatives themselves are always computed at full resolution. All variables are
+    read together as bands of one raster, so the cell-pixel map is built once.
 
     Parameters
     ----------
@@ -85,6 +92,8 @@ def terrain_features(
         Sample size per cell of median area, see :func:`pixel_stride`.
     parallel : bool, optional
         Run the blocks as dask tasks on the current scheduler (see aggregate_raster).
+    overviews : xarray.Dataset, optional
+        The stored pixel samples of ``rasters`` (``terrain.overviews.overview_pyramid``).
 
     Returns
     -------
@@ -97,9 +106,8 @@ def terrain_features(
     crs = rasters.rio.crs
     dx, dy = (abs(v) for v in rasters.rio.resolution())
     stride = pixel_stride(cells, dx, dy, min_pixels_per_cell)
-    if stride > 1:
-        sample = slice(stride // 2, None, stride)
-        rasters = rasters.isel({rasters.rio.y_dim: sample, rasters.rio.x_dim: sample})
+    stored = stored_sample(overviews, stride) if overviews is not None else None
+    rasters = stored if stored is not None else pixel_sample(rasters, stride)
     names = [v for v in rasters.data_vars if v not in NOT_AGGREGATED]
     stack = rasters[names].to_dataarray("variable").drop_vars("spatial_ref", errors="ignore")
     stack = stack.rio.write_crs(crs).rio.write_nodata(np.nan, encoded=False)

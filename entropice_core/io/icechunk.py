@@ -8,8 +8,10 @@ Each grid level lives in its own group of one repository.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import dask
 import icechunk
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
@@ -61,10 +63,18 @@ def commit_dataset(
     return _commit(dataset, repo_path, group, message)
 
 
-def commit_raster(dataset: xr.Dataset, repo_path: str | Path, message: str) -> str:
+def commit_raster(
+    dataset: xr.Dataset,
+    repo_path: str | Path,
+    message: str,
+    derived: Mapping[str, Callable[[xr.Dataset], xr.Dataset]] | None = None,
+) -> str:
     """Commit a raster dataset as the root group of an Icechunk repository, replacing it.
 
-    Dask-backed variables are computed and written chunk by chunk.
+    Dask-backed variables are computed and written chunk by chunk. Each ``derived`` group
+    (e.g. overviews) is computed from the raster as written, in one pass over its chunks,
+    and lands in the same commit, so a snapshot never pairs a raster with another
+    version's derived groups.
 
     Parameters
     ----------
@@ -74,6 +84,8 @@ def commit_raster(dataset: xr.Dataset, repo_path: str | Path, message: str) -> s
         Local repository, created if missing.
     message : str
         Commit message.
+    derived : mapping of str to callable, optional
+        Group name to a function building that group's dataset from the written raster.
 
     Returns
     -------
@@ -87,7 +99,14 @@ def commit_raster(dataset: xr.Dataset, repo_path: str | Path, message: str) -> s
     """
     if dataset.rio.crs is None:
         raise ValueError(f"refusing to commit to {repo_path}: the raster has no CRS")
-    return _commit(dataset, repo_path, None, message)
+    session = _repository(repo_path).writable_session(BRANCH)
+    to_icechunk(dataset, session, mode="w")
+    # read back from the uncommitted session: writable sessions do not pickle, so on threads
+    with dask.config.set(scheduler="threads"):
+        written = xr.open_zarr(session.store, consolidated=False, zarr_format=3)
+        for group, build in (derived or {}).items():
+            to_icechunk(build(written), session, group=group, mode="w")
+    return session.commit(message, rebase_with=icechunk.ConflictDetector())
 
 
 def _commit(dataset: xr.Dataset, repo_path: str | Path, group: str | None, message: str) -> str:

@@ -54,16 +54,20 @@ TRUSTED_MODULES = ("sklearn.", "xgboost.", "numpy.", "scipy.", "entropice_core.m
 
 @dataclass(frozen=True)
 class ModelKind:
-    """How one model family is built and what it can do."""
+    """How one model family is built and what it can do.
 
-    build: Callable[[Device, int, int], BaseEstimator]
+    Models are built single-threaded: the parallelism is the search's (``n_jobs`` candidate
+    fits at once), which keeps one process per core instead of threads fighting over them.
+    """
+
+    build: Callable[[Device, int], BaseEstimator]
     scaled: bool
     takes_missing: bool
     takes_sample_weight: bool
     takes_device_arrays: bool = False
 
 
-def _espa(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+def _espa(device: Device, seed: int) -> BaseEstimator:
     from entropice_core.ml.espa import ESPAClassifier
 
     model = ESPAClassifier(random_state=seed)
@@ -72,7 +76,7 @@ def _espa(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
     return model
 
 
-def _xgboost(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+def _xgboost(device: Device, seed: int) -> BaseEstimator:
     try:
         from xgboost import XGBClassifier
     except ImportError as err:
@@ -80,7 +84,7 @@ def _xgboost(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
             "model 'xgboost' needs the xgboost module: install the `cpu` extra (xgboost-cpu: "
             "`uv sync --extra cpu`, pip install 'entropice[cpu]') or the `gpu` extra"
         ) from err
-    return XGBClassifier(device=device, tree_method="hist", random_state=seed, n_jobs=n_jobs)
+    return XGBClassifier(device=device, tree_method="hist", random_state=seed, n_jobs=1)
 
 
 def _cuml(module: str, name: str) -> Any:
@@ -93,20 +97,20 @@ def _cuml(module: str, name: str) -> Any:
         ) from err
 
 
-def _rf(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+def _rf(device: Device, seed: int) -> BaseEstimator:
     if device == "cuda":
         return _cuml("ensemble", "RandomForestClassifier")(random_state=seed)
     from sklearn.ensemble import RandomForestClassifier
 
-    return RandomForestClassifier(random_state=seed, n_jobs=n_jobs)
+    return RandomForestClassifier(random_state=seed, n_jobs=1)
 
 
-def _knn(device: Device, seed: int, n_jobs: int) -> BaseEstimator:
+def _knn(device: Device, seed: int) -> BaseEstimator:
     if device == "cuda":
         return _cuml("neighbors", "KNeighborsClassifier")()
     from sklearn.neighbors import KNeighborsClassifier
 
-    return KNeighborsClassifier(n_jobs=n_jobs)
+    return KNeighborsClassifier(n_jobs=1)
 
 
 MODELS: dict[str, ModelKind] = {
@@ -219,7 +223,11 @@ class ExperimentConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters.")
     search: SearchSpec = SearchSpec()
     seed: int = 0
-    n_jobs: int = Field(default=1, description="Parallel CV fits (-1: all cores).")
+    n_jobs: int = Field(
+        default=-1,
+        description="Parallel CV fits and permutation-importance repeats (-1: all cores; "
+        "1: in this process only).",
+    )
     dataset: DatasetEnsemble
 
     @model_validator(mode="after")
@@ -288,7 +296,7 @@ class ExperimentConfig(BaseModel):
         from sklearn.preprocessing import StandardScaler
 
         kind = MODELS[self.model]
-        model = kind.build(self.device, self.seed, self.n_jobs)
+        model = kind.build(self.device, self.seed)
         valid = model.get_params()
         unknown = sorted(p for p in {*self.params, *self.search.distributions} if p not in valid)
         if unknown:
@@ -487,7 +495,9 @@ def train_experiment(
     scores.index.name = "metric"
 
     report(f"{config.name}: feature importance")
-    importance = _importance(model, X_test, y_test, metrics[config.search.refit], config.seed)
+    importance = _importance(
+        model, X_test, y_test, metrics[config.search.refit], config.seed, config.n_jobs
+    )
     stamp = {
         "experiment": config.name,
         "grid_level": data.spec.key,
@@ -518,7 +528,7 @@ def train_experiment(
 
 
 def _importance(
-    model: Pipeline, X: pd.DataFrame, y: np.ndarray, scorer: Any, seed: int
+    model: Pipeline, X: pd.DataFrame, y: np.ndarray, scorer: Any, seed: int, n_jobs: int
 ) -> pd.DataFrame:
     """Native importance (if the model has one) and permutation importance on ``X``."""
     import pandas as pd
@@ -527,7 +537,7 @@ def _importance(
     estimator = model[-1]
     native = getattr(estimator, "feature_importances_", None)
     permuted = permutation_importance(
-        model, X, y, scoring=scorer, n_repeats=5, random_state=seed, n_jobs=1
+        model, X, y, scoring=scorer, n_repeats=5, random_state=seed, n_jobs=n_jobs
     )
     table = pd.DataFrame(
         {

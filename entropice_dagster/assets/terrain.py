@@ -4,9 +4,11 @@ import dagster as dg
 from pydantic import Field
 
 from entropice_core.config import ArrayBackend
+from entropice_core.terrain.overviews import STRIDES as OVERVIEW_STRIDES
 from entropice_dagster.checks import check_specs, checked_output, elevation_plausible
 from entropice_dagster.io_managers import (
     MANIFEST_IO_MANAGER_KEY,
+    OVERVIEWS_METADATA_KEY,
     PREVIEW_METADATA_KEY,
     ZARR_IO_MANAGER_KEY,
 )
@@ -74,7 +76,11 @@ class TerrainDerivativesConfig(dg.Config):
     code_version="2",
     io_manager_key=ZARR_IO_MANAGER_KEY,
     pool="dask",
-    metadata={**stored_at("terrain_derivatives"), PREVIEW_METADATA_KEY: "slope"},
+    metadata={
+        **stored_at("terrain_derivatives"),
+        PREVIEW_METADATA_KEY: "slope",
+        OVERVIEWS_METADATA_KEY: list(OVERVIEW_STRIDES),
+    },
 )
 def terrain_derivatives(config: TerrainDerivativesConfig, watermask, arcticdem_tiles):
     """Slope, aspect, curvatures, TPI, TRI, roughness and VRM rasters of the DEM mosaic.
@@ -134,12 +140,19 @@ def terrain_features(
     """
     from entropice_core.config import GridSpec
     from entropice_core.features import terrain
+    from entropice_core.terrain.overviews import GROUP
 
     spec = GridSpec.from_key(context.partition_key)
     options = config.model_dump(exclude_none=True)
+    overviews = terrain_derivatives.children.get(GROUP)
     with dask.client.as_current():
         features = terrain.terrain_features(
-            terrain_derivatives, grid_cells, spec, parallel=True, **options
+            terrain_derivatives.to_dataset(),
+            grid_cells,
+            spec,
+            parallel=True,
+            overviews=overviews.to_dataset(inherit=False) if overviews is not None else None,
+            **options,
         )
     # travels with the data, so a model trained on it names the derivatives' exact version
     features.attrs["derivatives_snapshot_id"] = terrain_derivatives.attrs["icechunk_snapshot_id"]
