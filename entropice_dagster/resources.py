@@ -528,7 +528,8 @@ class EarthEngineResource(dg.ConfigurableResource):
         """The client ``client`` names (Earth Engine credentials are checked here)."""
         batch = alphaearth.BatchConfig(max_cells=self.max_cells, max_extent_km=self.max_extent_km)
         requests = alphaearth.RequestConfig(
-            concurrency=self.concurrency or (2 if self.client == "offline" else 16),
+            concurrency=self.concurrency
+            or (2 if self.client == "offline" else _REQUESTS.concurrency),
             max_attempts=self.max_attempts,
             total_timeout_s=self.total_timeout_s,
         )
