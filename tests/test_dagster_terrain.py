@@ -17,7 +17,9 @@ from entropice_core.ingest.arcticdem import NODATA, tile_path
 from entropice_core.io.icechunk import read_dataset_version
 from entropice_core.io.zarr import read_dataset
 from entropice_core.spatial.pixelmap import CELL_SEGMENT_DEG
+from entropice_core.terrain.overviews import GROUP, stored_sample
 from entropice_dagster.assets import all_assets
+from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY
 
 #: The tile whose cells are recomputed independently, and a level with many cells inside it.
 TILE = (41, 16)
@@ -50,24 +52,41 @@ def test_terrain_assets_materialise_with_passing_check(sample_graph, key):
     assert list(features["quantile"].to_numpy()) == [0.25, 0.75]
 
 
+#: A box inside tile 41_16 of the sample region: the snapshot test computes one tile.
+ONE_TILE_AOI = "-136.4,67.5,-135.9,67.75"
+
+
 @pytest.mark.slow
 def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(
-    sample_graph, make_resources
+    region, make_resources, tmp_path
 ):
-    """Materialised again (the same data): a new commit; the end-to-end run's stays readable
-    and the features keep naming it."""
-    data_dir = sample_graph.data_dir
-    first = sample_graph.metadata("terrain_derivatives")["icechunk_snapshot_id"]
-    again = dg.materialize(
-        all_assets, selection=["terrain_derivatives"], resources=make_resources(data_dir)
+    """Materialised twice (the same data, one tile): two commits, the first stays readable,
+    and the input downstream assets get is the head's rasters with their own overviews."""
+    data_dir, _, _ = region
+    (tmp_path / "sources").symlink_to(data_dir / "sources")
+    resources = make_resources(tmp_path, aoi=ONE_TILE_AOI)
+    first = dg.materialize(
+        all_assets,
+        selection=["watermask", "arcticdem_tiles", "terrain_derivatives"],
+        resources=resources,
     )
-    (event,) = again.asset_materializations_for_node("terrain_derivatives")
-    second = event.metadata["icechunk_snapshot_id"].value
-    assert second != first
-    repo = data_dir.joinpath(*REPO)
-    old, new = read_dataset_version(repo, None, first), read_dataset_version(repo, None, second)
+    again = dg.materialize(all_assets, selection=["terrain_derivatives"], resources=resources)
+    snapshots = [
+        result.asset_materializations_for_node("terrain_derivatives")[0]
+        .metadata["icechunk_snapshot_id"]
+        .value
+        for result in (first, again)
+    ]
+    assert snapshots[0] != snapshots[1]
+    repo = tmp_path.joinpath(*REPO)
+    old, new = (read_dataset_version(repo, None, snapshot) for snapshot in snapshots)
     window = {"y": slice(1500, 1600), "x": slice(1500, 1600)}
     xr.testing.assert_equal(old["slope"][window].load(), new["slope"][window].load())
+    loaded = resources[ZARR_IO_MANAGER_KEY]._load("terrain_derivatives", None, {})
+    assert loaded.attrs["icechunk_snapshot_id"] == snapshots[1]
+    stored = stored_sample(loaded[GROUP].to_dataset(inherit=False), 4)
+    expected = new["slope"].to_numpy()[2::4, 2::4]
+    np.testing.assert_array_equal(stored["slope"].to_numpy(), expected)
 
 
 @pytest.mark.slow

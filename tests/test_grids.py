@@ -242,6 +242,7 @@ def test_output_schema(sample_water):
 @example(lon=0, lat=88, width=1, key="h3_3")
 @example(lon=179.5, lat=60, width=1, key="healpix_6")
 @example(lon=10.5, lat=70, width=1, key="h3_3")
+@example(lon=0, lat=50, width=1, key="healpix_6")  # a centre on the 0 meridian
 def test_any_arctic_box_gives_valid_cells_with_grid_areas(lon, lat, width, key):
     east = lon + width if lon + width <= 180 else lon + width - 360
     aoi = AreaOfInterest.from_bbox((lon, lat, east, min(90, lat + 2)))

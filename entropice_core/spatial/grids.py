@@ -139,9 +139,14 @@ def _healpix_cells_in(part: shapely.Polygon, level: int) -> np.ndarray:
     for lo, hi in boxes:
         if hi <= lo:
             continue
-        bbox = (max(0.0, lo - 1e-6), miny, min(last, hi + 1e-6), maxy)
-        ids, _, _ = healpix.zone_coverage(bbox, level, ellipsoid=HEALPIX_ELLIPSOID, flat=True)
-        candidates.append(np.asarray(ids, dtype=np.uint64))
+        east_edge = min(last, hi + 1e-6)
+        # a zone starting exactly at 0 misses cells (0.4.1: 0..1E, 50..52N at level 6 gives
+        # 2 of 4): start a hair east and cover the meridian with a zone that wraps across it
+        zones = [(lo - 1e-6, east_edge)] if lo > 1e-6 else [(1e-6, east_edge), (360 - 1e-6, 1e-6)]
+        for west_edge, east_edge in zones:
+            bbox = (west_edge, miny, east_edge, maxy)
+            ids, _, _ = healpix.zone_coverage(bbox, level, ellipsoid=HEALPIX_ELLIPSOID, flat=True)
+            candidates.append(np.asarray(ids, dtype=np.uint64))
     ids = np.unique(np.concatenate(candidates))
     lon, lat = healpix.healpix_to_lonlat(ids, level, ellipsoid=HEALPIX_ELLIPSOID)
     lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
