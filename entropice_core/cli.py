@@ -10,13 +10,21 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from entropice_core import __version__
@@ -28,10 +36,14 @@ from entropice_core.config import (
     Settings,
     WatermaskConfig,
 )
+from entropice_core.io.assets import read_manifest, store_dataset, write_manifest
 from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
 from entropice_core.layout import Layout
 from entropice_core.spatial.grids import grid_cells
 from entropice_core.spatial.watermask import water_polygons
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 console = Console(stderr=True)
 app = App(
@@ -54,11 +66,54 @@ DataDirOption = Annotated[
     Path | None,
     Parameter(help="Root of the storage hierarchy (default: $ENTROPICE_DATA_DIR or ./data)."),
 ]
+GridLevelOption = Annotated[
+    str | None, Parameter(help="Grid and level as one key, e.g. h3_5 or healpix_8.")
+]
+GridOption = Annotated[str | None, Parameter(help="Grid system: h3 or healpix.")]
+LevelOption = Annotated[
+    int | None, Parameter(help="Grid level (H3 resolution 0-15, HEALPix order 0-29).")
+]
+AllLevelsOption = Annotated[
+    bool,
+    Parameter(
+        help=f"Every grid level ({' '.join(DEFAULT_GRID_LEVELS)}) instead of one.", negative=()
+    ),
+]
+YearsOption = Annotated[
+    list[int] | None,
+    Parameter(
+        help="Arctic years (Y runs 1 Oct Y-1 to 30 Sep Y): --year 2022 2023, or --year 2022 "
+        "--year 2023.",
+        consume_multiple=True,
+        negative=(),
+    ),
+]
+
+#: The command that writes each asset's file, for "does not exist" messages.
+WRITERS = {
+    "watermask": "entropice watermask",
+    "grid_cells": "entropice grids --grid-level {key}",
+    "darts_polygons": "entropice labels --grid-level <level>",
+    "rts_labels": "entropice labels --grid-level {key}",
+    "era5_hourly": "entropice era5 download --year {key}",
+    "era5_daily": "entropice era5 daily --year {key}",
+    "era5_yearly": "entropice era5 yearly",
+    "climate_features": "entropice era5 features --grid-level {key}",
+    "arcticdem_tiles": "entropice terrain tiles",
+    "terrain_derivatives": "entropice terrain derivatives",
+    "terrain_features": "entropice terrain features --grid-level {key}",
+    "alphaearth_features": "entropice alphaearth --grid-level {key}",
+    "training_dataset": "entropice dataset --grid-level {key}",
+}
 
 
-def _progress() -> Progress:
+def _progress(*, steps: bool = False) -> Progress:
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if steps:  # one step per grid level or year: a bar and "done/total"
+        columns += [BarColumn(), MofNCompleteColumn()]
+    # in a log file (not a terminal) the "wrote" lines say what happened: no final bar
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        *columns, TimeElapsedColumn(), console=console, transient=not console.is_terminal
     )
 
 
@@ -68,6 +123,64 @@ def _resolve_grid(grid_level: str | None, grid: str | None, level: int | None) -
     if grid is None or level is None:
         raise ValueError("give --grid-level h3_5, or both --grid and --level")
     return GridSpec.from_key(f"{grid}_{level}")
+
+
+def _resolve_levels(
+    grid_level: str | None, grid: str | None, level: int | None, all_levels: bool
+) -> list[GridSpec]:
+    """Return the levels of a per-level command: one, or every default one (--all-levels)."""
+    given = grid_level is not None or grid is not None or level is not None
+    if all_levels:
+        if given:
+            raise ValueError("give either one grid level (--grid-level h3_5) or --all-levels")
+        return [GridSpec.from_key(key) for key in DEFAULT_GRID_LEVELS]
+    if not given:
+        raise ValueError("give --grid-level h3_5 (or --grid and --level), or --all-levels")
+    return [_resolve_grid(grid_level, grid, level)]
+
+
+def _upstream(layout: Layout, asset: str, key: str | None = None) -> Path:
+    """Return an input asset's file; absent, fail naming it and the command that writes it."""
+    path = layout.asset_path(asset, key)
+    if not path.exists():
+        command = WRITERS[asset].format(key=key)
+        raise FileNotFoundError(f"{path} does not exist: run `{command}` first")
+    return path
+
+
+def _each(progress: Progress, what: str, keys: Sequence[str], work: Callable[[str], str]) -> None:
+    """Run ``work`` per grid level (or year) under one bar; a failure names its key."""
+    task = progress.add_task(what, total=len(keys))
+    for key in keys:
+        progress.update(task, description=f"{what} {key}")
+        try:
+            done = work(key)
+        except Exception:
+            if len(keys) > 1:  # with one key, the command line names it
+                console.print(f"[red]failed at {key}[/]")
+            raise
+        console.print(f"[green]wrote[/] {done}")
+        progress.advance(task)
+
+
+def _client_kind(client: str | None, aoi: str, real: str) -> str:
+    """Choose the source client: as given, else as the resources do (offline for sample)."""
+    AreaOfInterest.parse(aoi)  # a bad area fails here, before any work
+    if client is not None:
+        return client
+    return "offline" if AreaOfInterest.check_spec(aoi) == "sample" else real
+
+
+def _offline_how(real: str) -> str:
+    return (
+        f"run `entropice sample` for the sample region, give --client {real} to download "
+        "them, or copy them from a mirror in the same layout"
+    )
+
+
+def _describe(dataset: xr.Dataset) -> str:
+    sizes = " x ".join(f"{n:,} {d}" for d, n in dataset.sizes.items())
+    return f"{sizes}, {len(dataset.data_vars)} variables"
 
 
 def _watermask_config(water_file: Path | None) -> WatermaskConfig:
@@ -118,13 +231,9 @@ def watermask(
 @app.command
 def grids(
     *,
-    grid_level: Annotated[
-        str | None, Parameter(help="Grid and level as one key, e.g. h3_5 or healpix_8.")
-    ] = None,
-    grid: Annotated[str | None, Parameter(help="Grid system: h3 or healpix.")] = None,
-    level: Annotated[
-        int | None, Parameter(help="Grid level (H3 resolution 0-15, HEALPix order 0-29).")
-    ] = None,
+    grid_level: GridLevelOption = None,
+    grid: GridOption = None,
+    level: LevelOption = None,
     aoi: AoiOption = "sample",
     min_land_fraction: Annotated[
         float, Parameter(help="Drop cells whose land fraction is at or below this.")
@@ -353,11 +462,9 @@ def predict(
 @app.command
 def alphaearth(
     *,
-    grid_level: Annotated[
-        str | None, Parameter(help="Grid and level as one key, e.g. h3_5 or healpix_8.")
-    ] = None,
-    grid: Annotated[str | None, Parameter(help="Grid system: h3 or healpix.")] = None,
-    level: Annotated[int | None, Parameter(help="Grid level (with --grid).")] = None,
+    grid_level: GridLevelOption = None,
+    grid: GridOption = None,
+    level: LevelOption = None,
     year: Annotated[
         list[int] | None,
         Parameter(
@@ -414,12 +521,7 @@ def alphaearth(
 
     spec = _resolve_grid(grid_level, grid, level)
     layout = _layout(data_dir)
-    cells_path = layout.grid_cells(spec.key)
-    if not cells_path.exists():
-        raise FileNotFoundError(
-            f"{cells_path} does not exist: build the cells first with "
-            f"`entropice grids --grid-level {spec.key}`"
-        )
+    cells_path = _upstream(layout, "grid_cells", spec.key)
     cogs = cog_dir or layout.source("alphaearth")
     cache = ae.ClusterCache(cache_dir or layout.source("alphaearth") / "requests" / source)
     client: ae.EmbeddingClient
@@ -457,16 +559,604 @@ def alphaearth(
     )
 
 
-def main() -> None:
-    """Run the app (the entry point), turning known errors into one readable line."""
+@app.command
+def levels() -> None:
+    """Print the default grid levels, one per line (the run-all scripts loop over them)."""
+    print("\n".join(DEFAULT_GRID_LEVELS))
+
+
+@app.command
+def sample(
+    *,
+    seed: Annotated[int, Parameter(help="Seed of the latent world (the demo's is 42).")] = 42,
+    force: Annotated[
+        bool, Parameter(help="Rewrite even when a complete set for the seed exists.")
+    ] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Write the embedded sample region's source files under DATA_DIR/sources.
+
+    ArcticDEM tiles, ERA5 hourly files, DARTS footprints and AlphaEarth COGs in the real
+    sources' formats and layouts, for the stage commands to run on offline
+    (`entropice demo` writes them too).
+
+    Example: entropice sample --data-dir data
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the latent world.
+    force : bool
+        Rewrite even when complete.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.sample import generate_sample_region
+
+    root = _layout(data_dir).root
+    with _progress() as progress:
+        task = progress.add_task("sample region", total=None)
+        files = generate_sample_region(
+            root, seed, lambda line: progress.update(task, description=line), force=force
+        )
+    console.print(f"[green]wrote[/] {files.manifest.parent} ({len(files.paths)} files)")
+
+
+@app.command
+def labels(
+    *,
+    grid_level: GridLevelOption = None,
+    grid: GridOption = None,
+    level: LevelOption = None,
+    all_levels: AllLevelsOption = False,
+    aoi: AoiOption = "sample",
+    client: Annotated[
+        Literal["offline", "arcticdata"] | None,
+        Parameter(
+            help="Where the DARTS release comes from: 'offline' (the files in "
+            "DATA_DIR/sources/darts) or 'arcticdata' (download missing ones from the NSF "
+            "Arctic Data Center). Default: offline for --aoi sample, else arcticdata."
+        ),
+    ] = None,
+    pattern: Annotated[
+        str,
+        Parameter(
+            help="Release files to read: `*level2.*` (annual product) or `*level1.*` "
+            "(per-image footprints, dissolved per year)."
+        ),
+    ] = "*level2.*",
+    refresh: Annotated[
+        bool,
+        Parameter(
+            help="Re-read the release into DATA_DIR/darts/footprints.parquet even when it "
+            "exists (it is read once and reused by every level).",
+            negative=(),
+        ),
+    ] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Count RTS per cell and year from the DARTS footprints (the Dagster rts_labels).
+
+    Writes the cleaned footprints once (darts/footprints.parquet, the darts_polygons asset),
+    then per grid level the RTS count, area, density and coverage per cell and year
+    (darts/labels_{grid_level}.zarr and .parquet). Needs the level's cells
+    (`entropice grids`).
+
+    Example: entropice labels --grid-level h3_5
+
+    Parameters
+    ----------
+    grid_level, grid, level : optional
+        One grid level.
+    all_levels : bool
+        Every default grid level.
+    aoi : str
+        Area of interest; chooses the default client.
+    client : str, optional
+        DARTS client.
+    pattern : str
+        Glob of the release files.
+    refresh : bool
+        Re-read the release.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.ingest import darts
+
+    specs = _resolve_levels(grid_level, grid, level, all_levels)
+    kind = _client_kind(client, aoi, "arcticdata")
+    layout = _layout(data_dir)
+    cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
+    target = layout.asset_path("darts_polygons")
+    source: darts.DartsClient = (
+        darts.OfflineDartsClient(_offline_how("arcticdata"))
+        if kind == "offline"
+        else darts.ArcticDataCenterDartsClient()
+    )
+    with _progress(steps=True) as progress:
+        if refresh or not target.exists():
+            task = progress.add_task("DARTS footprints", total=None)
+            footprints = darts.read_darts(source.files(layout.source("darts"), pattern))
+            write_geoparquet(footprints, target)
+            progress.remove_task(task)
+            console.print(f"[green]wrote[/] {target}: {len(footprints):,} footprints")
+        else:
+            footprints = read_geoparquet(target)
+
+        def one(key: str) -> str:
+            spec = GridSpec.from_key(key)
+            result = darts.rts_labels(footprints, read_geoparquet(cells[key]), spec)
+            stored = store_dataset(result, layout, "rts_labels", key)
+            slumps = int(result["rts_count_all_years"].sum())
+            return f"{stored.path} and {stored.table_path}: {_describe(result)}, {slumps} slumps"
+
+        _each(progress, "RTS labels", [spec.key for spec in specs], one)
+
+
+era5_app = App(
+    name="era5",
+    help="ERA5 climate (docs/climate.md): hourly files, daily aggregates and yearly indices "
+    "per Arctic year, then per-cell features per grid level. Run download, daily, yearly, "
+    "features in that order.",
+)
+app.command(era5_app)
+
+
+def _era5_years(year: list[int] | None, found: list[int], step: str, before: str) -> list[int]:
+    """Return the years given, else every year the previous step has written."""
+    if year:
+        return sorted(set(year))
+    if not found:
+        raise FileNotFoundError(f"no Arctic year to {step}: run `{before}` first, or give --year")
+    return found
+
+
+def _stems(folder: Path, suffix: str) -> list[int]:
+    return sorted(int(p.stem) for p in folder.glob(f"*{suffix}") if p.stem.isdigit())
+
+
+@era5_app.command(name="download")
+def era5_download(
+    *,
+    year: YearsOption = None,
+    aoi: AoiOption = "sample",
+    client: Annotated[
+        Literal["offline", "cds"] | None,
+        Parameter(
+            help="'offline': check the files in DATA_DIR/sources/era5; 'cds': download what is "
+            "absent from the Copernicus CDS (credentials: CDSAPI_URL/CDSAPI_KEY or "
+            "~/.cdsapirc). Default: offline for --aoi sample, else cds."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Bring the hourly ERA5 files of Arctic years (the Dagster era5_hourly).
+
+    One netCDF file per month and step type under sources/era5/{year}/{month}/ (complete
+    files are kept), and the year's manifest era5/hourly/{year}.json. Default years: the
+    sample region's for --aoi sample; give --year otherwise.
+
+    Example: entropice era5 download --year 2022 2023
+
+    Parameters
+    ----------
+    year : list of int, optional
+        Arctic years.
+    aoi : str
+        Area of interest (the requested box).
+    client : str, optional
+        ERA5 client.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.ingest import era5
+    from entropice_core.sample.era5 import ARCTIC_YEARS
+
+    area = AreaOfInterest.parse(aoi)
+    kind = _client_kind(client, aoi, "cds")
+    on_sample = AreaOfInterest.check_spec(aoi) == "sample"
+    sample_years = list(range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)) if on_sample else []
+    years = _era5_years(year, sample_years, "download", "entropice era5 download --year 2023")
+    layout = _layout(data_dir)
+    root = layout.source("era5")
+    source: era5.Era5Client = (
+        era5.OfflineEra5Client(_offline_how("cds"))
+        if kind == "offline"
+        else era5.CdsEra5Client(era5.CdsCredentials())
+    )
+    config = era5.Era5DownloadConfig(area=era5.cds_area(area.geometry.bounds))
+    with _progress(steps=True) as progress:
+
+        def one(key: str) -> str:
+            report = source.fetch_year(root, int(key), config, log=console.log)
+            target = write_manifest(
+                era5.hourly_manifest(root, int(key)), layout.asset_path("era5_hourly", key)
+            )
+            return (
+                f"{target}: {len(report.downloaded)} files downloaded, "
+                f"{len(report.skipped)} complete, {len(report.missing)} absent"
+            )
+
+        _each(progress, "ERA5 hourly", [str(y) for y in years], one)
+
+
+@era5_app.command(name="daily")
+def era5_daily(*, year: YearsOption = None, data_dir: DataDirOption = None) -> None:
+    """Aggregate Arctic years of hourly ERA5 to days (the Dagster era5_daily).
+
+    Daily mean/min/max temperature, precipitation, snowfall and snow water equivalent on the
+    ERA5 grid: era5/daily/{year}.zarr. Default years: every year downloaded
+    (era5/hourly/{year}.json).
+
+    Example: entropice era5 daily --year 2022 2023
+
+    Parameters
+    ----------
+    year : list of int, optional
+        Arctic years.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.ingest import era5
+
+    layout = _layout(data_dir)
+    root = layout.source("era5")
+    found = _stems(layout.asset_path("era5_hourly", "0").parent, ".json")
+    years = _era5_years(year, found, "aggregate", "entropice era5 download")
+    for y in years:
+        missing = era5.missing_hourly_files(root, y)
+        if missing:
+            raise FileNotFoundError(
+                f"{missing[0]} does not exist ({len(missing)} ERA5 files of Arctic year {y} "
+                f"are absent): run `entropice era5 download --year {y}` first"
+            )
+    with _progress(steps=True) as progress:
+
+        def one(key: str) -> str:
+            path = layout.era5_daily(key)
+            report = era5.write_daily(root, int(key), path, log=lambda _: None)
+            gap_days = report.gap_days(era5.read_daily(path))
+            if gap_days:
+                console.print(f"[yellow]{len(gap_days)} days with missing hours (NaN)[/]")
+            return f"{path}: {report.missing_hours} hours missing"
+
+        _each(progress, "ERA5 daily", [str(y) for y in years], one)
+
+
+@era5_app.command(name="yearly")
+def era5_yearly(*, year: YearsOption = None, data_dir: DataDirOption = None) -> None:
+    """Compute the climate indices of Arctic years (the Dagster era5_yearly).
+
+    Degree days, thaw season, snow cover, yearly, seasonal and shoulder aggregates on the
+    ERA5 grid. Writes era5/yearly/{year}.zarr; the next year's daily store, where it
+    exists, completes the thaw season (aggregate every year first). Default years: every
+    daily store.
+
+    Example: entropice era5 yearly --year 2022
+
+    Parameters
+    ----------
+    year : list of int, optional
+        Arctic years.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.features import climate
+
+    layout = _layout(data_dir)
+    found = _stems(layout.era5_daily("0").parent, ".zarr")
+    years = _era5_years(year, found, "index", "entropice era5 daily")
+    daily = {y: _upstream(layout, "era5_daily", str(y)) for y in years}
+    with _progress(steps=True) as progress:
+
+        def one(key: str) -> str:
+            y = int(key)
+            indices = climate.yearly_from_stores(daily[y], layout.era5_daily(y + 1), y)
+            stored = store_dataset(indices, layout, "era5_yearly", key)
+            complete = indices.attrs["thaw_season_complete"]
+            return f"{stored.path}: thaw season {'complete' if complete else 'incomplete'}"
+
+        _each(progress, "ERA5 indices", [str(y) for y in years], one)
+
+
+@era5_app.command(name="features")
+def era5_features(
+    *,
+    grid_level: GridLevelOption = None,
+    grid: GridOption = None,
+    level: LevelOption = None,
+    all_levels: AllLevelsOption = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Average the climate indices over each cell (the Dagster climate_features).
+
+    Area-weighted means of every year's indices per cell: era5/features_{grid_level}.zarr.
+    Uses every Arctic year whose indices exist (`entropice era5 yearly`).
+
+    Example: entropice era5 features --grid-level h3_5
+
+    Parameters
+    ----------
+    grid_level, grid, level : optional
+        One grid level.
+    all_levels : bool
+        Every default grid level.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.features import climate
+
+    specs = _resolve_levels(grid_level, grid, level, all_levels)
+    layout = _layout(data_dir)
+    cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
+    stores = layout.era5_yearly_stores()
+    if not stores:
+        folder = layout.era5_yearly("0").parent
+        raise FileNotFoundError(f"{folder} holds no store: run `entropice era5 yearly` first")
+    with _progress(steps=True) as progress:
+        indices = climate.open_yearly(stores)
+
+        def one(key: str) -> str:
+            spec = GridSpec.from_key(key)
+            features = climate.climate_features(
+                indices, read_geoparquet(cells[key]), spec, parallel=True
+            )
+            stored = store_dataset(features, layout, "climate_features", key)
+            return f"{stored.path}: {_describe(features)}"
+
+        _each(progress, "climate features", [spec.key for spec in specs], one)
+
+
+terrain_app = App(
+    name="terrain",
+    help="Terrain from ArcticDEM (docs/terrain.md): the 32 m tiles, the derivative rasters "
+    "(Icechunk), then per-cell statistics per grid level. Run tiles, derivatives, features "
+    "in that order.",
+)
+app.command(terrain_app)
+
+
+@terrain_app.command(name="tiles")
+def terrain_tiles(
+    *,
+    aoi: AoiOption = "sample",
+    client: Annotated[
+        Literal["offline", "pgc"] | None,
+        Parameter(
+            help="'offline': the tiles in DATA_DIR/sources/arcticdem; 'pgc': download missing "
+            "tiles from the PGC bucket. Default: offline for --aoi sample, else pgc."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Find (or download) the ArcticDEM 32 m tiles of the area (the Dagster arcticdem_tiles).
+
+    Tiles stay under sources/arcticdem/{row}_{col}/; their manifest goes to
+    arcticdem/tiles.json.
+
+    Example: entropice terrain tiles --aoi sample
+
+    Parameters
+    ----------
+    aoi : str
+        Area of interest.
+    client : str, optional
+        ArcticDEM client.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.ingest import arcticdem
+
+    area = AreaOfInterest.parse(aoi)
+    kind = _client_kind(client, aoi, "pgc")
+    layout = _layout(data_dir)
+    source: arcticdem.ArcticDEMClient = (
+        arcticdem.OfflineArcticDEMClient(_offline_how("pgc"))
+        if kind == "offline"
+        else arcticdem.PgcArcticDEMClient()
+    )
+    with _progress() as progress:
+        progress.add_task(f"ArcticDEM tiles for {area.name}", total=None)
+        fetched = source.fetch(area.geometry.bounds, layout.source("arcticdem"))
+        target = write_manifest(fetched.manifest(), layout.asset_path("arcticdem_tiles"))
+    console.print(
+        f"[green]wrote[/] {target}: {len(fetched.present)} tiles "
+        f"({len(fetched.downloaded)} downloaded, {len(fetched.missing)} not in the release)"
+    )
+
+
+@terrain_app.command(name="derivatives")
+def terrain_derivatives(
+    *,
+    tpi_radii_m: Annotated[
+        list[float] | None,
+        Parameter(help="Radii (m) of the TPI disks (default 160 960).", consume_multiple=True),
+    ] = None,
+    vrm_windows: Annotated[
+        list[int] | None,
+        Parameter(help="Odd VRM window sizes in pixels (default 3 9).", consume_multiple=True),
+    ] = None,
+    backend: Annotated[
+        Literal["numpy", "cupy"], Parameter(help="Array backend: numpy (CPU) or cupy (CUDA).")
+    ] = "numpy",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Compute the terrain derivative rasters of the mosaic (the Dagster terrain_derivatives).
+
+    Slope, aspect, curvatures, TPI, TRI, roughness and VRM, water masked; one commit to the
+    Icechunk repository arcticdem/derivatives.icechunk, with the pixel-sample overviews the
+    per-cell statistics read. Needs the tiles' manifest (`entropice terrain tiles`) and the
+    water mask (`entropice watermask`).
+
+    Example: entropice terrain derivatives --tpi-radii-m 160 960
+
+    Parameters
+    ----------
+    tpi_radii_m : list of float, optional
+        TPI radii.
+    vrm_windows : list of int, optional
+        VRM windows.
+    backend : str
+        Array backend.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.ingest.arcticdem import terrain_rasters
+    from entropice_core.terrain.derivatives import TerrainConfig
+    from entropice_core.terrain.overviews import STRIDES
+
+    options = {"tpi_radii_m": tpi_radii_m, "vrm_windows": vrm_windows, "backend": backend}
+    config = TerrainConfig.model_validate({k: v for k, v in options.items() if v is not None})
+    layout = _layout(data_dir)
+    manifest = read_manifest(_upstream(layout, "arcticdem_tiles"))
+    water = _upstream(layout, "watermask")
+    absent = [tile for tile in manifest["tiles"] if not Path(tile).exists()]
+    if absent:
+        raise FileNotFoundError(f"{absent[0]} does not exist: run `entropice terrain tiles` again")
+    with _progress() as progress:
+        progress.add_task(f"terrain derivatives of {len(manifest['tiles'])} tiles", total=None)
+        rasters = terrain_rasters(manifest["tiles"], read_geoparquet(water), config)
+        stored = store_dataset(
+            rasters, layout, "terrain_derivatives", overview_strides=tuple(STRIDES)
+        )
+    console.print(f"[green]wrote[/] {stored.path}: snapshot {stored.snapshot_id}")
+
+
+@terrain_app.command(name="features")
+def terrain_features(
+    *,
+    grid_level: GridLevelOption = None,
+    grid: GridOption = None,
+    level: LevelOption = None,
+    all_levels: AllLevelsOption = False,
+    min_pixels_per_cell: Annotated[
+        int | None,
+        Parameter(
+            help="Sample every k-th pixel so that a median cell keeps at least this many "
+            "(default 2500); 0 uses every pixel (exact, slow on coarse levels)."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Summarise elevation and each derivative per cell (the Dagster terrain_features).
+
+    Writes arcticdem/features_{grid_level}.zarr. Reads the head of
+    arcticdem/derivatives.icechunk (`entropice terrain derivatives`) and records its
+    snapshot id in the dataset's attrs.
+
+    Example: entropice terrain features --grid-level h3_5
+
+    Parameters
+    ----------
+    grid_level, grid, level : optional
+        One grid level.
+    all_levels : bool
+        Every default grid level.
+    min_pixels_per_cell : int, optional
+        Pixel sample size of a median cell.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    import xarray as xr
+
+    from entropice_core.features import terrain
+    from entropice_core.io.assets import load_dataset
+
+    specs = _resolve_levels(grid_level, grid, level, all_levels)
+    if min_pixels_per_cell is not None and min_pixels_per_cell < 0:
+        raise ValueError(f"--min-pixels-per-cell must be 0 or more, got {min_pixels_per_cell}")
+    options = {} if min_pixels_per_cell is None else {"min_pixels_per_cell": min_pixels_per_cell}
+    layout = _layout(data_dir)
+    cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
+    _upstream(layout, "terrain_derivatives")
+    derivatives = load_dataset(layout, "terrain_derivatives")
+    assert isinstance(derivatives, xr.DataTree)  # an unpartitioned raster loads as a tree
+    with _progress(steps=True) as progress:
+
+        def one(key: str) -> str:
+            spec = GridSpec.from_key(key)
+            features = terrain.derivative_features(
+                derivatives, read_geoparquet(cells[key]), spec, parallel=True, **options
+            )
+            stored = store_dataset(features, layout, "terrain_features", key)
+            return f"{stored.path}: {_describe(features)}"
+
+        _each(progress, "terrain features", [spec.key for spec in specs], one)
+
+
+@app.command
+def dataset(
+    *,
+    grid_level: GridLevelOption = None,
+    grid: GridOption = None,
+    level: LevelOption = None,
+    all_levels: AllLevelsOption = False,
+    config: Annotated[
+        Path | None,
+        Parameter(
+            help="Dataset config (default: dataset.toml in $ENTROPICE_CONFIG_DIR or the "
+            "packaged configs, as Dagster uses)."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Join the features and labels of a grid level (the Dagster training_dataset).
+
+    The L2 datasets the config names joined onto the RTS labels, with the spatially blocked
+    split. Writes datasets/{grid_level}.zarr. Needs the labels and every source of the config for
+    the level (`entropice labels`, `entropice era5 features`, `entropice terrain features`,
+    `entropice alphaearth`).
+
+    Example: entropice dataset --grid-level h3_5
+
+    Parameters
+    ----------
+    grid_level, grid, level : optional
+        One grid level.
+    all_levels : bool
+        Every default grid level.
+    config : Path, optional
+        Dataset config.
+    data_dir : Path, optional
+        Root of the storage hierarchy.
+    """
+    from entropice_core.config import config_dir_from_env
+    from entropice_core.io.assets import load_dataset
+    from entropice_core.ml.dataset import DatasetEnsemble
+
+    specs = _resolve_levels(grid_level, grid, level, all_levels)
+    ensemble = DatasetEnsemble.from_toml(config or config_dir_from_env() / "dataset.toml")
+    layout = _layout(data_dir)
+    for spec in specs:
+        for asset in ensemble.assets():
+            _upstream(layout, asset, spec.key)
+    with _progress(steps=True) as progress:
+
+        def one(key: str) -> str:
+            inputs = {asset: load_dataset(layout, asset, key) for asset in ensemble.assets()}
+            data = ensemble.build_from(inputs)  # type: ignore[arg-type]  # L2: datasets
+            stored = store_dataset(data.dataset, layout, "training_dataset", key)
+            return f"{stored.path}: {data.summary()}"
+
+        _each(progress, "training dataset", [spec.key for spec in specs], one)
+
+
+def main(tokens: Sequence[str] | None = None) -> None:
+    """Run the app (the entry point), turning known errors into one readable line.
+
+    Parameters
+    ----------
+    tokens : sequence of str, optional
+        The arguments (default: the command line).
+    """
     try:
-        app()
+        app(tokens)
     except ValidationError as err:
         messages = (e["msg"].removeprefix("Value error, ") for e in err.errors())
-        console.print(f"[red]error:[/] {'; '.join(messages)}")
+        console.print(f"[red]error:[/] {'; '.join(messages)}", soft_wrap=True)
         raise SystemExit(2) from err
     except (ValueError, FileNotFoundError, ImportError) as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {err}", soft_wrap=True)
         raise SystemExit(2) from err
 
 

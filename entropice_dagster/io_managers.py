@@ -8,16 +8,14 @@ the ML stack) are imported when a value is written or read, not when the definit
 
 from __future__ import annotations
 
-import json
 from abc import abstractmethod
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
-from entropice_core.io.atomic import atomic_path
+from entropice_core.io.assets import read_manifest, write_manifest
 from entropice_core.layout import Layout
 
 if TYPE_CHECKING:
@@ -145,57 +143,41 @@ class ZarrIOManager(_DataDirIOManager):
     the snapshot id read in ``attrs["icechunk_snapshot_id"]`` so downstream can record it. A
     unpartitioned raster loads as a DataTree: the raster at the root and, where it was written
     with overviews (asset metadata ``OVERVIEWS_METADATA_KEY``), the overviews in the child
-    ``overviews``, both of one snapshot.
+    ``overviews``, both of one snapshot. Writing and loading are
+    ``entropice_core.io.assets.store_dataset`` / ``load_dataset``, which the CLI uses too.
     """
 
     def handle_output(self, context: dg.OutputContext, obj: xr.Dataset) -> None:
-        from entropice_core.io.zarr import dataset_table, write_dataset, write_store
+        from entropice_core.io.assets import store_dataset
 
-        path = self._output_path(context)
         asset = context.asset_key.to_user_string()
-        extra: dict[str, Any] = {}
-        if path.suffix == ".icechunk":
-            extra = self._commit(context, obj, path)
-        elif "cell_ids" in obj.coords:
-            write_dataset(obj, path)
-        else:
-            write_store(obj, path)
         partition = context.partition_key if context.has_asset_partitions else None
-        table_path = self.layout.table_path(asset, partition)
-        if table_path is not None:
-            with atomic_path(table_path) as tmp:
-                dataset_table(obj).to_parquet(tmp, index=False)
-            extra["table_path"] = dg.MetadataValue.path(str(table_path))
+        dimensions = _dimension_keys(_partitions_def(context), partition) if partition else {}
+        strides = (context.definition_metadata or {}).get(OVERVIEWS_METADATA_KEY, ())
+        stored = store_dataset(
+            obj, self.layout, asset, partition, overview_strides=tuple(strides), **dimensions
+        )
+        extra: dict[str, Any] = {}
+        if stored.snapshot_id is not None:
+            extra["icechunk_snapshot_id"] = stored.snapshot_id
+            extra["icechunk_group"] = stored.group or "/"
+            variable = (context.definition_metadata or {}).get(PREVIEW_METADATA_KEY)
+            if variable:
+                extra[f"{variable}_preview"] = _raster_preview(
+                    stored.path, variable, stored.snapshot_id
+                )
+        if stored.table_path is not None:
+            extra["table_path"] = dg.MetadataValue.path(str(stored.table_path))
         if "cell_ids" in obj.coords:
             extra["grid"] = dg.MetadataValue.json(dict(obj["cell_ids"].attrs))
         context.add_output_metadata(
             {
-                "path": dg.MetadataValue.path(str(path)),
+                "path": dg.MetadataValue.path(str(stored.path)),
                 "dims": dg.MetadataValue.json({str(k): int(v) for k, v in obj.sizes.items()}),
                 "variables": sorted(map(str, obj.data_vars)),
                 **extra,
             }
         )
-
-    def _commit(self, context: dg.OutputContext, obj: xr.Dataset, path: Path) -> dict[str, Any]:
-        from entropice_core.io.icechunk import commit_dataset, commit_raster
-
-        asset = context.asset_key.to_user_string()
-        if context.has_asset_partitions:
-            group = context.partition_key
-            snapshot = commit_dataset(obj, path, group, f"{asset} {group}")
-        else:
-            from entropice_core.terrain import overviews
-
-            group = None
-            strides = tuple((context.definition_metadata or {}).get(OVERVIEWS_METADATA_KEY, ()))
-            derived = {overviews.GROUP: partial(overviews.overview_pyramid, strides=strides)}
-            snapshot = commit_raster(obj, path, asset, derived if strides else None)
-        extra: dict[str, Any] = {"icechunk_snapshot_id": snapshot, "icechunk_group": group or "/"}
-        variable = (context.definition_metadata or {}).get(PREVIEW_METADATA_KEY)
-        if variable:
-            extra[f"{variable}_preview"] = _raster_preview(path, variable, snapshot)
-        return extra
 
     def _read(self, path: Path) -> xr.Dataset:
         from entropice_core.io.zarr import read_dataset
@@ -205,27 +187,9 @@ class ZarrIOManager(_DataDirIOManager):
     def _load(
         self, asset: str, partition: str | None, dimensions: dict[str, str]
     ) -> xr.Dataset | xr.DataTree:
-        path = self._path(asset, partition, dimensions)
-        if path.suffix != ".icechunk":
-            return self._read(path)
-        from entropice_core.io.icechunk import branch_snapshot, read_dataset_version
+        from entropice_core.io.assets import load_dataset
 
-        # One repository for all partitions; each partition is a group in it. The snapshot is
-        # looked up once, so the data and the recorded id are the same version.
-        snapshot = branch_snapshot(path)
-        dataset = read_dataset_version(path, partition, snapshot)
-        dataset.attrs["icechunk_snapshot_id"] = snapshot
-        if partition is not None:
-            return dataset
-        import xarray as xr
-
-        from entropice_core.terrain.overviews import GROUP
-
-        try:
-            pyramid = {GROUP: read_dataset_version(path, GROUP, snapshot)}
-        except FileNotFoundError:  # written without overviews
-            pyramid = {}
-        return xr.DataTree.from_dict({"/": dataset, **pyramid})
+        return load_dataset(self.layout, asset, partition, **dimensions)
 
 
 def _raster_preview(path: Path, variable: str, snapshot: str) -> dg.MetadataValue:
@@ -270,12 +234,8 @@ class ManifestIOManager(_DataDirIOManager):
     the layout and loaded back as that dict."""
 
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
-        path = self._output_path(context)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(obj, indent=1))
+        path = write_manifest(obj, self._output_path(context))
         context.add_output_metadata({"manifest": dg.MetadataValue.path(str(path))})
 
     def _read(self, path: Path) -> dict[str, Any]:
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: materialise the source asset first")
-        return json.loads(path.read_text())
+        return read_manifest(path)

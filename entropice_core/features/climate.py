@@ -82,7 +82,8 @@ def yearly_from_stores(
     daily_path : Path
         The year's era5_daily store.
     next_daily_path : Path or None
-        The next year's store, which completes the thaw season and SON; None where absent.
+        The next year's store, which completes the thaw season and SON; used where it
+        exists (None, or a path not yet written, leaves the season incomplete).
     year : int
         Arctic year.
     config : ClimateIndexConfig, optional
@@ -94,7 +95,8 @@ def yearly_from_stores(
         The indices, as :func:`yearly_from_daily` returns them.
     """
     daily = read_daily(daily_path)
-    next_daily = read_daily(next_daily_path) if next_daily_path is not None else None
+    following = next_daily_path if next_daily_path and Path(next_daily_path).exists() else None
+    next_daily = read_daily(following) if following is not None else None
     return yearly_from_daily(daily, next_daily, year, config)
 
 

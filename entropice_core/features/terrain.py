@@ -7,6 +7,8 @@ the terrain counterpart of ``entropice_core.features.climate``. See docs/terrain
 
 from __future__ import annotations
 
+from typing import Any
+
 import geopandas as gpd
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -14,7 +16,7 @@ import xarray as xr
 
 from entropice_core.config import GridSpec
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
-from entropice_core.terrain.overviews import pixel_sample, sample_stride, stored_sample
+from entropice_core.terrain.overviews import GROUP, pixel_sample, sample_stride, stored_sample
 
 #: Per-cell statistics of every terrain variable (mean, spread, extremes and quartiles).
 TERRAIN_STATISTICS = AggregationConfig(
@@ -123,6 +125,50 @@ def terrain_features(
                 variable.attrs["units"] = rasters[name].attrs.get("units", "")
             features[f"{name}_{stat}"] = variable
     features.attrs.update(source="ArcticDEM v4.1 32 m mosaic", pixel_stride=stride)
+    return features
+
+
+def derivative_features(
+    derivatives: xr.DataTree,
+    cells: gpd.GeoDataFrame,
+    spec: GridSpec,
+    parallel: bool = False,
+    **options: Any,
+) -> xr.Dataset:
+    """Compute :func:`terrain_features` from the stored derivatives, recording their version.
+
+    Parameters
+    ----------
+    derivatives : xarray.DataTree
+        The derivatives as ``io.assets.load_dataset`` reads them: the rasters at the root
+        (with ``attrs["icechunk_snapshot_id"]``) and, where stored, the overviews in the
+        child ``overviews``.
+    cells : geopandas.GeoDataFrame
+        The cells of the grid level.
+    spec : GridSpec
+        Grid and level of the cells.
+    parallel : bool, optional
+        Run the blocks as dask tasks on the current scheduler.
+    **options : Any
+        Further arguments of :func:`terrain_features` (``min_pixels_per_cell``, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        The features, with the derivatives' snapshot id in
+        ``attrs["derivatives_snapshot_id"]`` (so a model trained on them names the exact
+        version).
+    """
+    overviews = derivatives.children.get(GROUP)
+    features = terrain_features(
+        derivatives.to_dataset(),
+        cells,
+        spec,
+        parallel=parallel,
+        overviews=overviews.to_dataset(inherit=False) if overviews is not None else None,
+        **options,
+    )
+    features.attrs["derivatives_snapshot_id"] = derivatives.attrs["icechunk_snapshot_id"]
     return features
 
 

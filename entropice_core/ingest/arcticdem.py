@@ -230,6 +230,20 @@ class FetchedTiles:
     missing: list[tuple[int, int]]
     downloaded: list[Path]
 
+    def manifest(self) -> dict[str, list[str]]:
+        """Return the manifest of the tiles (the ``arcticdem_tiles`` value).
+
+        Returns
+        -------
+        dict
+            ``tiles``: the paths on disk; ``missing_tiles``: ``{row}_{col}`` of the tiles
+            the release lacks.
+        """
+        return {
+            "tiles": [str(p) for p in self.present],
+            "missing_tiles": [f"{r}_{c}" for r, c in self.missing],
+        }
+
 
 def fetch_tiles(
     bbox: tuple[float, float, float, float],

@@ -186,6 +186,43 @@ def arctic_year_files(root: str | Path, year: int) -> list[Path]:
     return [era5_path(root, y, m, s) for y, m in arctic_year_months(year) for s in STEP_TYPES]
 
 
+def hourly_manifest(root: str | Path, year: int) -> dict[str, Any]:
+    """Return the manifest of Arctic year ``year``'s hourly files (the ``era5_hourly`` value).
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of the hourly files (layout: :func:`era5_path`).
+    year : int
+        Arctic year.
+
+    Returns
+    -------
+    dict
+        ``arctic_year`` and ``files``, the month files on disk.
+    """
+    files = [p for p in arctic_year_files(root, year) if p.exists()]
+    return {"arctic_year": year, "files": [str(p) for p in files]}
+
+
+def missing_hourly_files(root: str | Path, year: int) -> list[Path]:
+    """List the month files of Arctic year ``year`` that are absent under ``root``.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of the hourly files (layout: :func:`era5_path`).
+    year : int
+        Arctic year.
+
+    Returns
+    -------
+    list of Path
+        The absent files; empty when the daily aggregates can be computed.
+    """
+    return [p for p in arctic_year_files(root, year) if not p.exists()]
+
+
 # --- CDS requests ---------------------------------------------------------------------------
 
 
@@ -1044,7 +1081,7 @@ def daily_months(root: str | Path, year: int) -> Iterator[tuple[xr.Dataset, dict
         If a month lies on another grid than the months before it.
     """
     root = Path(root)
-    missing = [p for p in arctic_year_files(root, year) if not p.exists()]
+    missing = missing_hourly_files(root, year)
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} ERA5 files of Arctic year {year} are missing (e.g. {missing[0]}); "

@@ -278,6 +278,30 @@ class DatasetEnsemble(BaseModel):
         """
         return [self.labels.asset, *(source.asset for source in self.sources)]
 
+    def build_from(self, inputs: Mapping[str, xr.Dataset]) -> TrainingData:
+        """Build from every input by asset name, the labels among them (see :meth:`build`).
+
+        Parameters
+        ----------
+        inputs : mapping of str to xarray.Dataset
+            The labels and every source, by asset name (:meth:`assets`).
+
+        Returns
+        -------
+        TrainingData
+            Features, raw targets and the spatial split.
+
+        Raises
+        ------
+        ValueError
+            If the labels are not among the inputs, or as :meth:`build`.
+        """
+        sources = dict(inputs)
+        if self.labels.asset not in sources:
+            raise ValueError(f"the labels {self.labels.asset!r} are not among the inputs")
+        labels = sources.pop(self.labels.asset)
+        return self.build(labels, sources)
+
     def build(
         self,
         labels: xr.Dataset,

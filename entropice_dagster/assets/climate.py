@@ -3,6 +3,8 @@
 Definitions and conventions are in docs/climate.md.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from entropice_core.layout import Layout
@@ -57,15 +59,15 @@ def era5_hourly(
         )
     if closing in report.missing:
         context.log.warning(f"{closing} (1 Oct {year} 00 UTC) is absent: 30 Sep {year} has a gap")
-    files = era5.arctic_year_files(root, year)
+    manifest = era5.hourly_manifest(root, year)
     metadata = {
         "downloaded": len(report.downloaded),
         "already_complete": len(report.skipped),
         "missing": [str(p) for p in report.missing],
-        "bytes": sum(f.stat().st_size for f in files),
+        "bytes": sum(Path(f).stat().st_size for f in manifest["files"]),
         "folder": dg.MetadataValue.path(str(root)),
     }
-    yield from checked_output({"arctic_year": year, "files": [str(f) for f in files]}, metadata)
+    yield from checked_output(manifest, metadata)
 
 
 @dg.asset(  # type: ignore[call-overload]  # dg.Nothing is typed as the None type
@@ -120,10 +122,7 @@ def era5_yearly(context: dg.AssetExecutionContext, data_dir: DataDirResource):
     from entropice_core.features import climate
 
     year, layout = int(context.partition_key), Layout(data_dir.root)
-    following = layout.era5_daily(year + 1)
-    indices = climate.yearly_from_stores(
-        layout.era5_daily(year), following if following.exists() else None, year
-    )
+    indices = climate.yearly_from_stores(layout.era5_daily(year), layout.era5_daily(year + 1), year)
     summary = climate.yearly_summary(indices)
     summary["domain_means"] = markdown_table(summary["domain_means"], 2)
     yield from checked_output(indices, summary)

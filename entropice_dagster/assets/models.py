@@ -38,8 +38,7 @@ with warnings.catch_warnings():  # beta since 1.x, the documented way for 2-D ->
 def training_dataset(context: dg.AssetExecutionContext, **inputs):
     """Features of every cell joined from the L2 datasets in configs/dataset.toml, the RTS
     targets, and the spatially blocked split: test blocks, a buffer, CV folds."""
-    labels = inputs.pop(ENSEMBLE.labels.asset)
-    data = ENSEMBLE.build(labels, inputs)
+    data = ENSEMBLE.build_from(inputs)
     summary = data.summary()
     context.log.info(f"{context.partition_key}: {summary}")
     metadata = {

@@ -41,10 +41,7 @@ def arcticdem_tiles(
     The value is the manifest of the tiles on disk (the files stay where the source is).
     """
     fetched = arcticdem_source.fetch(data_dir.root, area_of_interest.area())
-    manifest = {
-        "tiles": [str(p) for p in fetched.present],
-        "missing_tiles": [f"{r}_{c}" for r, c in fetched.missing],
-    }
+    manifest = fetched.manifest()
     metadata = {
         "folder": dg.MetadataValue.path(str(arcticdem_source.root(data_dir.root))),
         "tiles": len(fetched.present),
@@ -140,21 +137,12 @@ def terrain_features(
     """
     from entropice_core.config import GridSpec
     from entropice_core.features import terrain
-    from entropice_core.terrain.overviews import GROUP
 
     spec = GridSpec.from_key(context.partition_key)
     options = config.model_dump(exclude_none=True)
-    overviews = terrain_derivatives.children.get(GROUP)
     with dask.client.as_current():
-        features = terrain.terrain_features(
-            terrain_derivatives.to_dataset(),
-            grid_cells,
-            spec,
-            parallel=True,
-            overviews=overviews.to_dataset(inherit=False) if overviews is not None else None,
-            **options,
+        features = terrain.derivative_features(
+            terrain_derivatives, grid_cells, spec, parallel=True, **options
         )
-    # travels with the data, so a model trained on it names the derivatives' exact version
-    features.attrs["derivatives_snapshot_id"] = terrain_derivatives.attrs["icechunk_snapshot_id"]
     metadata = {**dask.metadata(), **terrain.feature_summary(features)}
     yield from checked_output(features, metadata, [elevation_plausible(features, grid_cells)])

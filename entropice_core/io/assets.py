@@ -1,0 +1,211 @@
+"""Asset values at their place in the storage layout: how they are written and read back.
+
+The one code path of the Dagster IO managers and the ``entropice`` CLI, so that a stage run
+either way leaves the same files: datasets as Zarr stores swapped in atomically (with the
+flat Parquet table the layout names for some), rasters and datasets in Icechunk repositories
+as one commit each (rasters with their pixel-sample overviews in the same commit), and source
+manifests as JSON replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entropice_core.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from entropice_core.layout import Layout
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    """Where :func:`store_dataset` wrote a dataset, and the Icechunk commit if it made one."""
+
+    path: Path
+    table_path: Path | None = None
+    snapshot_id: str | None = None
+    group: str | None = None
+
+
+def store_dataset(
+    dataset: xr.Dataset,
+    layout: Layout,
+    asset: str,
+    partition: str | None = None,
+    *,
+    overview_strides: tuple[int, ...] = (),
+    **dimensions: str,
+) -> StoredDataset:
+    """Write one partition of a dataset asset to its place in the layout.
+
+    Where the layout names an Icechunk repository (``*.icechunk``) the value is one commit:
+    to the partition's group, or, unpartitioned, as the root raster with its overviews
+    (``overview_strides``) in the same commit. Otherwise an L2 dataset (xdggs ``cell_ids``)
+    or a plain raster goes to a Zarr v3 store swapped in once complete. Where the layout
+    names a flat table for the asset, the dataset is also written there as Parquet.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        The asset's value.
+    layout : Layout
+        The storage layout of the data directory.
+    asset : str
+        Asset name (a key of ``layout.ASSET_PATHS``).
+    partition : str, optional
+        Partition key (``h3_5``, ``2023``); None for an unpartitioned asset.
+    overview_strides : tuple of int, optional
+        Unpartitioned Icechunk rasters: the strides of the pixel-sample overviews committed
+        with them (``terrain.overviews.STRIDES``); empty: none.
+    **dimensions : str
+        Partition keys by dimension, for assets with several.
+
+    Returns
+    -------
+    StoredDataset
+        The store, the table and, for Icechunk, the snapshot id and group.
+    """
+    from entropice_core.io.zarr import dataset_table, write_dataset, write_store
+
+    path = layout.asset_path(asset, partition, **dimensions)
+    snapshot, group = None, None
+    if path.suffix == ".icechunk":
+        snapshot, group = _commit(dataset, path, asset, partition, overview_strides)
+    elif "cell_ids" in dataset.coords:
+        write_dataset(dataset, path)
+    else:
+        write_store(dataset, path)
+    table_path = layout.table_path(asset, partition, **dimensions)
+    if table_path is not None:
+        with atomic_path(table_path) as tmp:
+            dataset_table(dataset).to_parquet(tmp, index=False)
+    return StoredDataset(path, table_path, snapshot, group)
+
+
+def _commit(
+    dataset: xr.Dataset,
+    path: Path,
+    asset: str,
+    partition: str | None,
+    strides: tuple[int, ...],
+) -> tuple[str, str | None]:
+    from entropice_core.io.icechunk import commit_dataset, commit_raster
+
+    if partition is not None:
+        return commit_dataset(dataset, path, partition, f"{asset} {partition}"), partition
+    from entropice_core.terrain import overviews
+
+    derived = {overviews.GROUP: partial(overviews.overview_pyramid, strides=strides)}
+    return commit_raster(dataset, path, asset, derived if strides else None), None
+
+
+def load_dataset(
+    layout: Layout, asset: str, partition: str | None = None, **dimensions: str
+) -> xr.Dataset | xr.DataTree:
+    """Open one partition of a dataset asset lazily, as :func:`store_dataset` wrote it.
+
+    From Icechunk the branch head is read, its snapshot id in ``attrs["icechunk_snapshot_id"]``
+    so that downstream can record the version; an unpartitioned raster comes as a DataTree
+    with the raster at the root and, where it was written with them, the overviews in the
+    child ``overviews``, both of one snapshot.
+
+    Parameters
+    ----------
+    layout : Layout
+        The storage layout of the data directory.
+    asset : str
+        Asset name.
+    partition : str, optional
+        Partition key; None for an unpartitioned asset.
+    **dimensions : str
+        Partition keys by dimension, for assets with several.
+
+    Returns
+    -------
+    xarray.Dataset or xarray.DataTree
+        The value (Dask-backed).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the store, repository or group does not exist.
+    """
+    from entropice_core.io.zarr import read_dataset
+
+    path = layout.asset_path(asset, partition, **dimensions)
+    if path.suffix != ".icechunk":
+        return read_dataset(path, asset)
+    return _load_icechunk(path, partition)
+
+
+def _load_icechunk(path: Path, partition: str | None) -> xr.Dataset | xr.DataTree:
+    import xarray as xr
+
+    from entropice_core.io.icechunk import branch_snapshot, read_dataset_version
+    from entropice_core.terrain.overviews import GROUP
+
+    # One repository for all partitions; each partition is a group in it. The snapshot is
+    # looked up once, so the data and the recorded id are the same version.
+    snapshot = branch_snapshot(path)
+    dataset = read_dataset_version(path, partition, snapshot)
+    dataset.attrs["icechunk_snapshot_id"] = snapshot
+    if partition is not None:
+        return dataset
+    try:
+        pyramid = {GROUP: read_dataset_version(path, GROUP, snapshot)}
+    except FileNotFoundError:  # written without overviews
+        pyramid = {}
+    return xr.DataTree.from_dict({"/": dataset, **pyramid})
+
+
+def write_manifest(manifest: dict[str, Any], path: str | Path) -> Path:
+    """Write a source manifest (the files a download client put under ``sources/``) as JSON.
+
+    Parameters
+    ----------
+    manifest : dict
+        JSON-serialisable manifest.
+    path : str or Path
+        The file, replaced atomically.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def read_manifest(path: str | Path, writer: str = "the source asset") -> dict[str, Any]:
+    """Read a manifest written by :func:`write_manifest`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    writer : str, optional
+        What writes it, for the error message.
+
+    Returns
+    -------
+    dict
+        The manifest.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: materialise {writer} first")
+    return json.loads(path.read_text())

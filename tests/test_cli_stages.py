@@ -1,0 +1,305 @@
+"""Every stage runs without Dagster (issue 22): the `entropice` stage commands write the same
+files as the Dagster assets, fail on bad input in one line (exit 2) before any work, and the
+run-all scripts stop at the first failing grid level and name it.
+
+The commands run in-process (``entropice_core.cli.main``); the comparison reuses the
+``sample_graph`` materialisation (h3_5) and runs the CLI into a second data directory whose
+``sources`` is a link to the sample region's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import xarray as xr
+
+from entropice_core.cli import main
+from entropice_core.io.geoparquet import write_geoparquet
+from entropice_core.layout import Layout
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+KEY = "h3_5"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``entropice ARGS`` in-process; return the exit code, stdout and stderr."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def ok(capsys: pytest.CaptureFixture[str], *args: str) -> None:
+    code, _, err = cli(capsys, *args)
+    assert code == 0, f"entropice {' '.join(args)} exited {code}: {err}"
+
+
+def open_store(path: Path) -> xr.Dataset:
+    return xr.open_zarr(path, consolidated=False, zarr_format=3).load()
+
+
+def relative_manifest(path: Path, root: Path) -> dict[str, object]:
+    """A manifest with its file paths relative to the data directory."""
+    manifest = json.loads(path.read_text())
+    for key, value in manifest.items():
+        if isinstance(value, list):
+            manifest[key] = [
+                str(Path(v).relative_to(root)) if str(v).startswith(str(root)) else v for v in value
+            ]
+    return manifest
+
+
+@pytest.mark.slow
+def test_stage_commands_write_what_the_assets_write(sample_graph, tmp_path, capsys):
+    """For h3_5: every stage command into a second data directory; each file equals the one
+    the Dagster materialisation wrote (terrain derivatives: the same repository, linked)."""
+    dagster, ours = Layout(sample_graph.data_dir), Layout(tmp_path / "data")
+    ours.root.mkdir()
+    ours.sources.symlink_to(dagster.sources)
+    years = [str(y) for y in sample_graph.years]
+    data = ("--data-dir", str(ours.root))
+
+    ok(capsys, "watermask", "sample", *data)
+    ok(capsys, "grids", "--grid-level", KEY, *data)
+    for asset, key in (("watermask", None), ("grid_cells", KEY)):
+        expected = gpd.read_parquet(dagster.asset_path(asset, key))
+        pd.testing.assert_frame_equal(gpd.read_parquet(ours.asset_path(asset, key)), expected)
+
+    ok(capsys, "labels", "--grid-level", KEY, *data)
+    footprints = gpd.read_parquet(ours.asset_path("darts_polygons"))
+    pd.testing.assert_frame_equal(
+        footprints, gpd.read_parquet(dagster.asset_path("darts_polygons"))
+    )
+    xr.testing.assert_identical(
+        open_store(ours.rts_labels(KEY)), open_store(dagster.rts_labels(KEY))
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(ours.table_path("rts_labels", KEY)),
+        pd.read_parquet(dagster.table_path("rts_labels", KEY)),
+    )
+
+    ok(capsys, "era5", "download", "--year", *years, *data)
+    ok(capsys, "era5", "daily", "--year", *years, *data)
+    ok(capsys, "era5", "yearly", *data)  # default: every daily store
+    for year in years:
+        hourly = dagster.asset_path("era5_hourly", year)
+        assert relative_manifest(ours.asset_path("era5_hourly", year), ours.root) == (
+            relative_manifest(hourly, dagster.root)
+        )
+        for asset in ("era5_daily", "era5_yearly"):
+            xr.testing.assert_identical(
+                open_store(ours.asset_path(asset, year)),
+                open_store(dagster.asset_path(asset, year)),
+            )
+    ok(capsys, "era5", "features", "--grid-level", KEY, *data)
+
+    ok(capsys, "terrain", "tiles", *data)
+    assert relative_manifest(ours.asset_path("arcticdem_tiles"), ours.root) == (
+        relative_manifest(dagster.asset_path("arcticdem_tiles"), dagster.root)
+    )
+    # the whole region's derivatives take minutes: the features read the Dagster commit
+    ours.terrain_derivatives.symlink_to(dagster.terrain_derivatives)
+    ok(capsys, "terrain", "features", "--grid-level", KEY, *data)
+
+    cache = tmp_path / "alphaearth-requests"  # not into the linked sources
+    ok(capsys, "alphaearth", "--grid-level", KEY, "--cache-dir", str(cache), *data)
+    ok(capsys, "dataset", "--grid-level", KEY, *data)
+
+    for asset in ("climate_features", "terrain_features", "alphaearth_features"):
+        xr.testing.assert_identical(
+            open_store(ours.asset_path(asset, KEY)), open_store(dagster.asset_path(asset, KEY))
+        )
+    xr.testing.assert_identical(
+        open_store(ours.training_dataset(KEY)), open_store(dagster.training_dataset(KEY))
+    )
+
+
+#: A box inside one tile of the sample region (as in test_dagster_terrain).
+ONE_TILE_AOI = "-136.4,67.5,-135.9,67.75"
+
+
+@pytest.mark.slow
+def test_terrain_derivatives_command_commits_what_the_asset_commits(
+    region, make_resources, tmp_path, capsys
+):
+    """One tile, through Dagster and through the CLI: equal rasters and equal overviews."""
+    import dagster as dg
+
+    from entropice_core.io.icechunk import read_dataset_version
+    from entropice_core.terrain.overviews import GROUP
+    from entropice_dagster.assets import all_assets
+
+    sources, _, _ = region
+    dagster, ours = Layout(tmp_path / "dagster"), Layout(tmp_path / "cli")
+    for layout in (dagster, ours):
+        layout.root.mkdir()
+        layout.sources.symlink_to(sources / "sources")
+    result = dg.materialize(
+        all_assets,
+        selection=["watermask", "arcticdem_tiles", "terrain_derivatives"],
+        resources=make_resources(dagster.root, aoi=ONE_TILE_AOI),
+    )
+    assert result.success
+    data = ("--data-dir", str(ours.root))
+    ok(capsys, "watermask", ONE_TILE_AOI, *data)
+    ok(capsys, "terrain", "tiles", "--aoi", ONE_TILE_AOI, "--client", "offline", *data)
+    ok(capsys, "terrain", "derivatives", *data)
+    for group in (None, GROUP):
+        xr.testing.assert_identical(
+            read_dataset_version(ours.terrain_derivatives, group).load(),
+            read_dataset_version(dagster.terrain_derivatives, group).load(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["labels", "--grid-level", "h3_16"], "h3 levels run 0-15"),
+        (["labels"], "give --grid-level h3_5 (or --grid and --level), or --all-levels"),
+        (["era5", "features", "--grid-level", "h3_5", "--all-levels"], "or --all-levels"),
+        (["labels", "--grid-level", "h3_5", "--aoi", "-130,69,-120,68"], "minlat < maxlat"),
+        (["terrain", "tiles", "--aoi", "Sample"], "sample"),
+        (
+            ["labels", "--grid-level", "h3_5"],
+            "grids/h3_5.parquet does not exist: run `entropice grids --grid-level h3_5` first",
+        ),
+        (
+            ["era5", "features", "--all-levels"],
+            "grids/h3_3.parquet does not exist: run `entropice grids --grid-level h3_3` first",
+        ),
+        (
+            ["terrain", "derivatives"],
+            "arcticdem/tiles.json does not exist: run `entropice terrain tiles` first",
+        ),
+        (["era5", "daily"], "no Arctic year to aggregate: run `entropice era5 download` first"),
+        (
+            ["era5", "daily", "--year", "2022"],
+            "are absent): run `entropice era5 download --year 2022` first",
+        ),
+        (
+            ["era5", "yearly", "--year", "2022"],
+            "era5/daily/2022.zarr does not exist: run `entropice era5 daily --year 2022` first",
+        ),
+        (
+            ["dataset", "--grid-level", "healpix_7"],
+            "darts/labels_healpix_7.zarr does not exist: run `entropice labels --grid-level "
+            "healpix_7` first",
+        ),
+        (["era5", "download", "--year", "2022"], "run `entropice sample` for the sample region"),
+        (["terrain", "tiles"], "run `entropice sample` for the sample region"),
+    ],
+)
+def test_bad_input_fails_in_one_line_before_any_work(tmp_path, capsys, args, message):
+    """Exit 2 and one line naming the value or file and the fix; nothing written."""
+    data_dir = tmp_path / "data"
+    code, _, err = cli(capsys, *args, "--data-dir", str(data_dir))
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert "Traceback" not in err
+    written = [p for p in data_dir.rglob("*") if p.is_file()] if data_dir.exists() else []
+    assert written == []
+
+
+def test_labels_without_the_darts_release_names_the_fix(tmp_path, capsys):
+    """Cells present, no DARTS files: the offline client's one line, exit 2."""
+    frame = gpd.GeoDataFrame({"cell_id": [1]}, geometry=[None], crs="EPSG:4326")
+    layout = Layout(tmp_path)
+    write_geoparquet(frame, layout.grid_cells("h3_4"))
+    code, _, err = cli(capsys, "labels", "--grid-level", "h3_4", "--data-dir", str(tmp_path))
+    assert code == 2
+    assert "DARTS release" in err and "entropice sample" in err
+    assert not layout.asset_path("darts_polygons").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["labels"],
+        ["era5", "download"],
+        ["era5", "daily"],
+        ["era5", "yearly"],
+        ["era5", "features"],
+        ["terrain", "tiles"],
+        ["terrain", "derivatives"],
+        ["terrain", "features"],
+        ["dataset"],
+        ["sample"],
+    ],
+)
+def test_help_gives_an_example_and_the_data_dir(capsys, command):
+    code, out, _ = cli(capsys, *command, "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert f"Example: entropice {' '.join(command)}" in text
+    assert "--data-dir" in text
+
+
+def _fake_entropice(tmp_path: Path, failing: str) -> Path:
+    """A stand-in for `entropice` that logs its arguments and fails on one grid level."""
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "entropice"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {log}\n'
+        f'if [[ " $* " == *" {failing} "* ]]; then echo "error: bad {failing}" >&2; exit 2; fi\n'
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("0*.sh")))
+def test_run_all_scripts_stop_at_the_first_failing_level_and_name_it(tmp_path, script):
+    fake = _fake_entropice(tmp_path, "h3_4")
+    env = os.environ | {"ENTROPICE": str(fake), "ENTROPICE_LEVELS": "h3_3 h3_4 h3_5"}
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / script)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"{script}: failed at grid level h3_4" in done.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert any("--grid-level h3_3" in c for c in calls)
+    assert "--grid-level h3_4" in calls[-1]
+    assert not any("h3_5" in c for c in calls)
+
+
+def test_a_script_with_the_real_command_names_the_level_and_the_fix(tmp_path):
+    """01darts.sh on an empty data directory: the first level has no cells."""
+    entropice = Path(sys.executable).with_name("entropice")
+    env = os.environ | {
+        "ENTROPICE": str(entropice),
+        "ENTROPICE_LEVELS": "h3_3 h3_4",
+        "ENTROPICE_DATA_DIR": str(tmp_path / "data"),
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "01darts.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    text = " ".join(done.stderr.split())
+    assert done.returncode == 1
+    assert "run `entropice grids --grid-level h3_3` first" in text
+    assert "01darts.sh: failed at grid level h3_3" in text
+    assert "h3_4" not in text
+
+
+def test_scripts_parse_and_are_executable():
+    for script in SCRIPTS.glob("*.sh"):
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+    for script in SCRIPTS.glob("0*.sh"):
+        assert os.access(script, os.X_OK), script
+    assert shutil.which("bash")
