@@ -148,19 +148,37 @@ def _upstream(layout: Layout, asset: str, key: str | None = None) -> Path:
     return path
 
 
-def _each(progress: Progress, what: str, keys: Sequence[str], work: Callable[[str], str]) -> None:
-    """Run ``work`` per grid level (or year) under one bar; a failure names its key."""
+def _each(
+    progress: Progress,
+    what: str,
+    keys: Sequence[str],
+    work: Callable[[str, Callable[[str], None]], str],
+) -> None:
+    """Run ``work(key, report)`` per grid level (or year) under one bar.
+
+    ``report`` shows a step of the key's work on the bar; what each key wrote is printed,
+    and a failure names its key.
+    """
     task = progress.add_task(what, total=len(keys))
     for key in keys:
         progress.update(task, description=f"{what} {key}")
+
+        def report(message: str, key: str = key) -> None:
+            progress.update(task, description=f"{what} {key}: {message}")
+
         try:
-            done = work(key)
+            done = work(key, report)
         except Exception:
             if len(keys) > 1:  # with one key, the command line names it
                 console.print(f"[red]failed at {key}[/]")
             raise
         console.print(f"[green]wrote[/] {done}")
         progress.advance(task)
+
+
+def _one_out(out: Path | None, specs: Sequence[GridSpec]) -> None:
+    if out is not None and len(specs) > 1:
+        raise ValueError(f"--out {out} names one output: give one grid level with it")
 
 
 def _client_kind(client: str | None, aoi: str, real: str) -> str:
@@ -234,6 +252,7 @@ def grids(
     grid_level: GridLevelOption = None,
     grid: GridOption = None,
     level: LevelOption = None,
+    all_levels: AllLevelsOption = False,
     aoi: AoiOption = "sample",
     min_land_fraction: Annotated[
         float, Parameter(help="Drop cells whose land fraction is at or below this.")
@@ -262,6 +281,8 @@ def grids(
         Grid system: h3 or healpix.
     level : int, optional
         Grid level.
+    all_levels : bool
+        Every default grid level (the water polygons are built once).
     aoi : str
         Area of interest spec (see ``AreaOfInterest.parse``).
     min_land_fraction : float
@@ -273,26 +294,28 @@ def grids(
     out : Path, optional
         Output GeoParquet instead of the layout's place.
     """
-    spec = _resolve_grid(grid_level, grid, level)
+    specs = _resolve_levels(grid_level, grid, level, all_levels)
+    _one_out(out, specs)
     area = AreaOfInterest.parse(aoi)
-    target = out or _layout(data_dir).grid_cells(spec.key)
-    start = time.perf_counter()
-    with _progress() as progress:
+    layout = _layout(data_dir)
+    config = GridCellsConfig(min_land_fraction=min_land_fraction)
+    with _progress(steps=True) as progress:
         task = progress.add_task(f"water polygons for {area.name}", total=None)
         water = water_polygons(area, _watermask_config(water_file))
-        cells = grid_cells(
-            spec,
-            area,
-            water,
-            GridCellsConfig(min_land_fraction=min_land_fraction),
-            progress=lambda message: progress.update(task, description=message),
-        )
-        progress.update(task, description=f"writing {target}")
-        write_geoparquet(cells, target)
-    console.print(
-        f"[green]wrote[/] {target}: {len(cells):,} {spec.key} cells, "
-        f"{cells.land_area_km2.sum():,.0f} km2 of land, {time.perf_counter() - start:.1f} s"
-    )
+        progress.remove_task(task)
+
+        def one(key: str, report: Callable[[str], None]) -> str:
+            start, spec = time.perf_counter(), GridSpec.from_key(key)
+            target = out or layout.grid_cells(key)
+            cells = grid_cells(spec, area, water, config, progress=report)
+            report(f"writing {target}")
+            write_geoparquet(cells, target)
+            return (
+                f"{target}: {len(cells):,} {key} cells, {cells.land_area_km2.sum():,.0f} km2 of "
+                f"land, {time.perf_counter() - start:.1f} s"
+            )
+
+        _each(progress, "grid cells", [spec.key for spec in specs], one)
 
 
 @app.command
@@ -465,6 +488,7 @@ def alphaearth(
     grid_level: GridLevelOption = None,
     grid: GridOption = None,
     level: LevelOption = None,
+    all_levels: AllLevelsOption = False,
     year: Annotated[
         list[int] | None,
         Parameter(
@@ -519,9 +543,10 @@ def alphaearth(
     from entropice_core.ingest import alphaearth as ae
     from entropice_core.io.zarr import write_dataset
 
-    spec = _resolve_grid(grid_level, grid, level)
+    specs = _resolve_levels(grid_level, grid, level, all_levels)
+    _one_out(out, specs)
     layout = _layout(data_dir)
-    cells_path = _upstream(layout, "grid_cells", spec.key)
+    cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     cogs = cog_dir or layout.source("alphaearth")
     cache = ae.ClusterCache(cache_dir or layout.source("alphaearth") / "requests" / source)
     client: ae.EmbeddingClient
@@ -547,16 +572,20 @@ def alphaearth(
         except ae.CredentialsMissing as err:
             raise ValueError(str(err)) from None
         years = year or list(range(ae.FIRST_YEAR, ae.LAST_YEAR + 1))
-    target = out or layout.asset_path("alphaearth_features", spec.key)
-    with _progress() as progress:
-        progress.add_task(f"AlphaEarth {spec.key} {', '.join(map(str, years))}", total=None)
-        result = alphaearth_features(client, read_geoparquet(cells_path), spec, years)
-        write_dataset(result.dataset, target)
-    info = feature_summary(result)
-    console.print(
-        f"[green]wrote[/] {target}: {info['cells']:,} cells x {len(info['years'])} years, "
-        f"{info['requests']} requests, {info['requests_from_cache']} from cache"
-    )
+    with _progress(steps=True) as progress:
+
+        def one(key: str, report: Callable[[str], None]) -> str:
+            target = out or layout.asset_path("alphaearth_features", key)
+            spec = GridSpec.from_key(key)
+            result = alphaearth_features(client, read_geoparquet(cells[key]), spec, years)
+            write_dataset(result.dataset, target)
+            info = feature_summary(result)
+            return (
+                f"{target}: {info['cells']:,} cells x {len(info['years'])} years, "
+                f"{info['requests']} requests, {info['requests_from_cache']} from cache"
+            )
+
+        _each(progress, f"AlphaEarth {', '.join(map(str, years))}", [s.key for s in specs], one)
 
 
 @app.command
@@ -683,7 +712,7 @@ def labels(
         else:
             footprints = read_geoparquet(target)
 
-        def one(key: str) -> str:
+        def one(key: str, report: Callable[[str], None]) -> str:
             spec = GridSpec.from_key(key)
             result = darts.rts_labels(footprints, read_geoparquet(cells[key]), spec)
             stored = store_dataset(result, layout, "rts_labels", key)
@@ -767,7 +796,7 @@ def era5_download(
     config = era5.Era5DownloadConfig(area=era5.cds_area(area.geometry.bounds))
     with _progress(steps=True) as progress:
 
-        def one(key: str) -> str:
+        def one(key: str, report: Callable[[str], None]) -> str:
             report = source.fetch_year(root, int(key), config, log=console.log)
             target = write_manifest(
                 era5.hourly_manifest(root, int(key)), layout.asset_path("era5_hourly", key)
@@ -812,9 +841,9 @@ def era5_daily(*, year: YearsOption = None, data_dir: DataDirOption = None) -> N
             )
     with _progress(steps=True) as progress:
 
-        def one(key: str) -> str:
+        def one(key: str, report: Callable[[str], None]) -> str:
             path = layout.era5_daily(key)
-            report = era5.write_daily(root, int(key), path, log=lambda _: None)
+            report = era5.write_daily(root, int(key), path, log=report)
             gap_days = report.gap_days(era5.read_daily(path))
             if gap_days:
                 console.print(f"[yellow]{len(gap_days)} days with missing hours (NaN)[/]")
@@ -849,7 +878,7 @@ def era5_yearly(*, year: YearsOption = None, data_dir: DataDirOption = None) -> 
     daily = {y: _upstream(layout, "era5_daily", str(y)) for y in years}
     with _progress(steps=True) as progress:
 
-        def one(key: str) -> str:
+        def one(key: str, report: Callable[[str], None]) -> str:
             y = int(key)
             indices = climate.yearly_from_stores(daily[y], layout.era5_daily(y + 1), y)
             stored = store_dataset(indices, layout, "era5_yearly", key)
@@ -896,7 +925,7 @@ def era5_features(
     with _progress(steps=True) as progress:
         indices = climate.open_yearly(stores)
 
-        def one(key: str) -> str:
+        def one(key: str, report: Callable[[str], None]) -> str:
             spec = GridSpec.from_key(key)
             features = climate.climate_features(
                 indices, read_geoparquet(cells[key]), spec, parallel=True
@@ -1073,7 +1102,7 @@ def terrain_features(
     assert isinstance(derivatives, xr.DataTree)  # an unpartitioned raster loads as a tree
     with _progress(steps=True) as progress:
 
-        def one(key: str) -> str:
+        def one(key: str, report: Callable[[str], None]) -> str:
             spec = GridSpec.from_key(key)
             features = terrain.derivative_features(
                 derivatives, read_geoparquet(cells[key]), spec, parallel=True, **options
@@ -1132,7 +1161,7 @@ def dataset(
             _upstream(layout, asset, spec.key)
     with _progress(steps=True) as progress:
 
-        def one(key: str) -> str:
+        def one(key: str, report: Callable[[str], None]) -> str:
             inputs = {asset: load_dataset(layout, asset, key) for asset in ensemble.assets()}
             data = ensemble.build_from(inputs)  # type: ignore[arg-type]  # L2: datasets
             stored = store_dataset(data.dataset, layout, "training_dataset", key)

@@ -171,6 +171,8 @@ def test_terrain_derivatives_command_commits_what_the_asset_commits(
         (["era5", "features", "--grid-level", "h3_5", "--all-levels"], "or --all-levels"),
         (["labels", "--grid-level", "h3_5", "--aoi", "-130,69,-120,68"], "minlat < maxlat"),
         (["terrain", "tiles", "--aoi", "Sample"], "sample"),
+        (["grids", "--all-levels", "--out", "x.parquet"], "names one output"),
+        (["alphaearth", "--all-levels", "--out", "x.zarr"], "names one output"),
         (
             ["labels", "--grid-level", "h3_5"],
             "grids/h3_5.parquet does not exist: run `entropice grids --grid-level h3_5` first",
@@ -303,3 +305,19 @@ def test_scripts_parse_and_are_executable():
     for script in SCRIPTS.glob("0*.sh"):
         assert os.access(script, os.X_OK), script
     assert shutil.which("bash")
+
+
+def test_scripts_default_to_every_grid_level_of_the_cli():
+    from entropice_core.config import DEFAULT_GRID_LEVELS
+
+    env = {k: v for k, v in os.environ.items() if k != "ENTROPICE_LEVELS"}
+    env["ENTROPICE"] = str(Path(sys.executable).with_name("entropice"))
+    done = subprocess.run(
+        ["bash", "-c", f'source {SCRIPTS / "_common.sh"}; echo "$ENTROPICE_LEVELS"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == list(DEFAULT_GRID_LEVELS)
