@@ -134,7 +134,8 @@ ONE_TILE_AOI = "-136.4,67.5,-135.9,67.75"
 def test_terrain_derivatives_command_commits_what_the_asset_commits(
     region, make_resources, tmp_path, capsys
 ):
-    """One tile, through Dagster and through the CLI: equal rasters and equal overviews."""
+    """One tile and two neighbourhoods (fewer derivatives: cheaper), through Dagster's run
+    config and through the CLI's options: equal rasters and equal overviews."""
     import dagster as dg
 
     from entropice_core.io.icechunk import read_dataset_version
@@ -146,21 +147,27 @@ def test_terrain_derivatives_command_commits_what_the_asset_commits(
     for layout in (dagster, ours):
         layout.root.mkdir()
         layout.sources.symlink_to(sources / "sources")
+    neighbourhoods = {"tpi_radii_m": [160.0], "vrm_windows": [3]}
     result = dg.materialize(
         all_assets,
         selection=["watermask", "arcticdem_tiles", "terrain_derivatives"],
         resources=make_resources(dagster.root, aoi=ONE_TILE_AOI),
+        run_config={"ops": {"terrain_derivatives": {"config": neighbourhoods}}},
     )
     assert result.success
+    # the water mask command is compared in the test above; here its file is shared
+    ours.watermask.parent.mkdir()
+    shutil.copy(dagster.watermask, ours.watermask)
     data = ("--data-dir", str(ours.root))
-    ok(capsys, "watermask", ONE_TILE_AOI, *data)
     ok(capsys, "terrain", "tiles", "--aoi", ONE_TILE_AOI, "--client", "offline", *data)
-    ok(capsys, "terrain", "derivatives", *data)
+    options = ("--tpi-radii-m", "160", "--vrm-windows", "3")
+    ok(capsys, "terrain", "derivatives", *options, *data)
     for group in (None, GROUP):
         xr.testing.assert_identical(
             read_dataset_version(ours.terrain_derivatives, group).load(),
             read_dataset_version(dagster.terrain_derivatives, group).load(),
         )
+    assert "tpi_960m" not in read_dataset_version(ours.terrain_derivatives, None)
 
 
 @pytest.mark.parametrize(
