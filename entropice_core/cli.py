@@ -797,13 +797,13 @@ def era5_download(
     with _progress(steps=True) as progress:
 
         def one(key: str, report: Callable[[str], None]) -> str:
-            report = source.fetch_year(root, int(key), config, log=console.log)
+            fetched = source.fetch_year(root, int(key), config, log=console.log)
             target = write_manifest(
                 era5.hourly_manifest(root, int(key)), layout.asset_path("era5_hourly", key)
             )
             return (
-                f"{target}: {len(report.downloaded)} files downloaded, "
-                f"{len(report.skipped)} complete, {len(report.missing)} absent"
+                f"{target}: {len(fetched.downloaded)} files downloaded, "
+                f"{len(fetched.skipped)} complete, {len(fetched.missing)} absent"
             )
 
         _each(progress, "ERA5 hourly", [str(y) for y in years], one)
@@ -843,11 +843,11 @@ def era5_daily(*, year: YearsOption = None, data_dir: DataDirOption = None) -> N
 
         def one(key: str, report: Callable[[str], None]) -> str:
             path = layout.era5_daily(key)
-            report = era5.write_daily(root, int(key), path, log=report)
-            gap_days = report.gap_days(era5.read_daily(path))
+            gaps = era5.write_daily(root, int(key), path, log=report)
+            gap_days = gaps.gap_days(era5.read_daily(path))
             if gap_days:
                 console.print(f"[yellow]{len(gap_days)} days with missing hours (NaN)[/]")
-            return f"{path}: {report.missing_hours} hours missing"
+            return f"{path}: {gaps.missing_hours} hours missing"
 
         _each(progress, "ERA5 daily", [str(y) for y in years], one)
 
