@@ -91,7 +91,7 @@ YearsOption = Annotated[
 
 #: The command that writes each asset's file, for "does not exist" messages.
 WRITERS = {
-    "watermask": "entropice watermask",
+    "watermask": "entropice watermask <aoi>",
     "grid_cells": "entropice grids --grid-level {key}",
     "darts_polygons": "entropice labels --grid-level <level>",
     "rts_labels": "entropice labels --grid-level {key}",
@@ -555,7 +555,7 @@ def alphaearth(
         years = year or (ae.years_available(cogs) if cogs.is_dir() else [])
         if not years:
             raise FileNotFoundError(
-                f"no AlphaEarth year folders under {cogs}: run `entropice demo` (the sample "
+                f"no AlphaEarth year folders under {cogs}: run `entropice sample` (the sample "
                 "region) or mirror gs://alphaearth_foundations/{year}/ there, or give --cog-dir"
             )
     else:
