@@ -57,6 +57,8 @@ ENV_EE_SERVICE_ACCOUNT = "ENTROPICE_EE_SERVICE_ACCOUNT"
 ENV_EE_KEY_FILE = "ENTROPICE_EE_KEY_FILE"
 ENV_EE_KEY_DATA = "ENTROPICE_EE_KEY_DATA"
 ENV_EE_PROJECT = "ENTROPICE_EE_PROJECT"
+#: An OAuth access token for the AlphaEarth COGs on GCS (instead of the service-account key).
+ENV_GCS_TOKEN = "ENTROPICE_GCS_TOKEN"
 
 
 def config_dir_from_env() -> Path:

@@ -12,6 +12,8 @@ paths give the same per-cell means:
   int8, nodata -128, dequantised as ``(q / 127.5)**2 * sign(q)``, aggregated with the project's
   exact-coverage engine (:func:`entropice_core.spatial.aggregators.aggregate_raster`); the
   cell-to-pixel map of each file grid is built once and reused for every band and year.
+  :class:`CogClient` reads a local mirror; :class:`GcsCogClient` first downloads the files of
+  the cells' UTM zones into it (:func:`fetch_cogs`, GCS JSON API, requester pays).
 
 Both return the same L2 dataset (:func:`embedding_dataset`): dims ``(cell_ids, year)``, variables
 ``A00``..``A63`` (cell means as they are: a mean of unit vectors is shorter than 1) and
@@ -48,10 +50,12 @@ from entropice_core.config import (
     ENV_EE_KEY_FILE,
     ENV_EE_PROJECT,
     ENV_EE_SERVICE_ACCOUNT,
+    ENV_GCS_TOKEN,
     GridSpec,
 )
+from entropice_core.ingest.gcs import DEFAULT_ENDPOINT, GcsBucket, service_account_token
 from entropice_core.io.atomic import atomic_path
-from entropice_core.io.download import MissingSourceFiles, SourceClient
+from entropice_core.io.download import DownloadConfig, MissingSourceFiles, SourceClient
 
 if TYPE_CHECKING:  # imported where used: the Dagster definitions load without them
     import geopandas as gpd
@@ -82,6 +86,9 @@ ENV_SERVICE_ACCOUNT = ENV_EE_SERVICE_ACCOUNT
 ENV_KEY_FILE = ENV_EE_KEY_FILE
 ENV_KEY_DATA = ENV_EE_KEY_DATA
 ENV_PROJECT = ENV_EE_PROJECT
+ENV_TOKEN = ENV_GCS_TOKEN
+#: The requester-pays bucket of the int8 COGs.
+GCS_BUCKET = "alphaearth_foundations"
 
 
 # --------------------------------------------------------------------------- read
@@ -1307,3 +1314,272 @@ def years_available(root: str | Path) -> list[int]:
         The years, sorted.
     """
     return sorted(int(p.name) for p in Path(root).iterdir() if p.is_dir() and p.name.isdigit())
+
+
+# --------------------------------------------------------------------------- GCS mirror
+
+
+def zones_of_cells(bounds4326: np.ndarray) -> list[tuple[int, bool]]:
+    """Return the UTM zones and hemispheres the cells' lon/lat boxes touch.
+
+    A box whose west edge is east of its east edge (across the antimeridian) touches every
+    zone.
+
+    Parameters
+    ----------
+    bounds4326 : numpy.ndarray
+        ``(n, 4)`` boxes ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    list of tuple
+        Sorted ``(zone, north)`` pairs.
+    """
+    b = np.asarray(bounds4326, dtype=float).reshape(-1, 4)
+    first = utm_zone(b[:, 0])
+    last = np.where(b[:, 2] > b[:, 0], utm_zone(np.nextafter(b[:, 2], -np.inf)), first)
+    wrap = b[:, 2] < b[:, 0]  # across the antimeridian
+    first, last = np.where(wrap, 1, first), np.where(wrap, 60, last)
+    found: set[tuple[int, bool]] = set()
+    rows = np.column_stack([first, last, b[:, 3] >= 0, b[:, 1] < 0]).astype(np.int64)
+    for f, e, north, south in np.unique(rows, axis=0):
+        for zone in range(int(f), int(e) + 1):
+            if north:
+                found.add((zone, True))
+            if south:
+                found.add((zone, False))
+    return sorted(found)
+
+
+def check_cog(path: str | Path) -> None:
+    """Raise ``ValueError`` unless ``path`` opens as a 64-band int8 embedding GeoTIFF.
+
+    Only the header is read (a real file holds gigabytes); the download's size check against
+    the listing guards against truncation.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+
+    Raises
+    ------
+    ValueError
+        If it is unreadable or not 64 int8 bands with a CRS.
+    """
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if src.count != len(BANDS) or src.dtypes[0] != "int8" or src.crs is None:
+                raise ValueError(f"{src.count} {src.dtypes[0]} bands, CRS {src.crs}")
+    except rasterio.errors.RasterioError as err:
+        raise ValueError(f"{path} is not a readable GeoTIFF ({err})") from err
+
+
+@dataclass(frozen=True)
+class FetchedCogs:
+    """Outcome of :func:`fetch_cogs`: the files of the cells' zones on disk, the new ones."""
+
+    present: list[Path]
+    downloaded: list[Path]
+    bytes_downloaded: int = 0
+
+
+def fetch_cogs(
+    bucket: GcsBucket,
+    bounds4326: np.ndarray,
+    years: Sequence[int],
+    root: str | Path,
+    prefix: str = "",
+    show_progress: bool = False,
+) -> FetchedCogs:
+    """Mirror the COGs of ``years`` in the UTM zones the cells touch from GCS under ``root``.
+
+    Lists ``{prefix}{year}/{zone}{N|S}/`` per year and zone (:func:`zones_of_cells`) and
+    downloads every ``.tif``/``.tiff`` there that is not already under ``root`` with the listed
+    size, to ``{root}/{year}/{zone}{N|S}/{file}`` (the layout :class:`CogClient` reads). The
+    listing gives no footprint, so every file of a needed zone and hemisphere is fetched
+    (files of a zone away from the cells cost download, not aggregation: ``CogClient`` skips
+    them).
+
+    Parameters
+    ----------
+    bucket : GcsBucket
+        The bucket, with billing project and token.
+    bounds4326 : numpy.ndarray
+        ``(n, 4)`` lon/lat boxes of the cells.
+    years : sequence of int
+        The years.
+    root : str or Path
+        The local mirror.
+    prefix : str, optional
+        Folder of the year folders inside the bucket (``""``: the bucket's root).
+    show_progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    FetchedCogs
+        Files present (downloaded or there before) and files downloaded now.
+    """
+    from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    root = Path(root)
+    zones = zones_of_cells(bounds4326)
+    present: list[Path] = []
+    downloaded: list[Path] = []
+    size = 0
+    columns = (TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, disable=not show_progress, transient=True) as progress:
+        for year in years:
+            for zone, north in zones:
+                folder = zone_dir(root, year, zone, north)
+                listed = f"{prefix}{folder.relative_to(root).as_posix()}/"
+                for obj in bucket.list(listed):
+                    name = obj.name[len(listed) :]
+                    if (
+                        "/" in name
+                        or name.startswith(".")
+                        or Path(name).suffix
+                        not in (
+                            ".tif",
+                            ".tiff",
+                        )
+                    ):
+                        continue  # subfolders, hidden names and other files
+                    target = folder / name
+                    if not (target.exists() and target.stat().st_size == obj.size):
+                        bucket.download(obj, target, check_cog, progress)
+                        downloaded.append(target)
+                        size += obj.size
+                    present.append(target)
+    log.info(
+        "AlphaEarth COGs: %d file(s) of %d zone(s) present under %s, %d downloaded (%.1f MB)",
+        len(present),
+        len(zones),
+        root,
+        len(downloaded),
+        size / 1e6,
+    )
+    return FetchedCogs(present, downloaded, size)
+
+
+class GcsCogClient(EmbeddingClient):
+    """:class:`CogClient` on a local mirror that first downloads the files it lacks from GCS.
+
+    Per call, :func:`fetch_cogs` brings the files of the requested years in the cells' UTM
+    zones from the requester-pays bucket (billed to ``project``) into ``root``; the means then
+    come from :class:`CogClient` (same clusters and cache). Files already mirrored are not
+    downloaded again.
+
+    Parameters
+    ----------
+    root : str or Path
+        The local mirror.
+    project : str
+        Google Cloud project billed for the requests and the egress (requester pays).
+    token : str, optional
+        An OAuth access token (e.g. ``gcloud auth print-access-token``); or
+    key_file, key_data : optional
+        A service account's JSON key (path or text), turned into tokens with google-auth.
+    endpoint : str, optional
+        The GCS endpoint (tests use a loopback server).
+    bucket, prefix : str, optional
+        Bucket and folder of the year folders in it.
+    download : DownloadConfig, optional
+        Retries and timeouts of the listing and downloads.
+    **cog_kwargs
+        ``parallel``, ``cache``, ``batch``, ``requests`` of :class:`CogClient`.
+
+    Raises
+    ------
+    CredentialsMissing
+        One line naming the variables to set when the project or every credential is missing.
+    """
+
+    name: ClassVar[str] = "alphaearth-gcs"
+    offline: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        root: str | Path,
+        project: str | None,
+        *,
+        token: str | None = None,
+        key_file: str | Path | None = None,
+        key_data: str | None = None,
+        endpoint: str = DEFAULT_ENDPOINT,
+        bucket: str = GCS_BUCKET,
+        prefix: str = "",
+        download: DownloadConfig = DownloadConfig(),
+        show_progress: bool = False,
+        **cog_kwargs: Any,
+    ) -> None:
+        missing = [
+            name
+            for name, value in (
+                (ENV_PROJECT, project),
+                (
+                    f"{ENV_KEY_FILE} (or the key's JSON text in {ENV_KEY_DATA}, or an access "
+                    f"token in {ENV_TOKEN})",
+                    token or key_file or key_data,
+                ),
+            )
+            if not value
+        ]
+        if missing:
+            raise CredentialsMissing(
+                "GCS credentials missing: set " + ", ".join(missing)
+                + f" (gs://{bucket} is requester pays: the project is billed; see "
+                "docs/alphaearth.md)"
+            )  # fmt: skip
+        auth: str | Callable[[], str] = (
+            token if token else service_account_token(key_file=key_file, key_data=key_data)
+        )
+        self.bucket = GcsBucket(
+            bucket, user_project=str(project), token=auth, endpoint=endpoint, config=download
+        )
+        self.prefix = prefix
+        self.show_progress = show_progress
+        self.cogs = CogClient(root, **cog_kwargs)
+        self.last_fetch: FetchedCogs | None = None
+
+    @property
+    def root(self) -> Path:
+        """The local mirror."""
+        return self.cogs.root
+
+    @property
+    def cache(self) -> ClusterCache | None:
+        """The cluster cache of the COG client."""
+        return self.cogs.cache
+
+    def embeddings(
+        self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
+    ) -> EmbeddingResult:
+        """Mirror the files ``cells`` and ``years`` need, then aggregate them.
+
+        Parameters
+        ----------
+        cells : geopandas.GeoDataFrame
+            A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+        spec : GridSpec
+            Grid and level of the cells.
+        years : sequence of int
+            The years.
+
+        Returns
+        -------
+        EmbeddingResult
+            As :meth:`CogClient.embeddings`.
+        """
+        self.last_fetch = fetch_cogs(
+            self.bucket,
+            cells.geometry.bounds.to_numpy(),
+            years,
+            self.root,
+            self.prefix,
+            self.show_progress,
+        )
+        return self.cogs.embeddings(cells, spec, years)
