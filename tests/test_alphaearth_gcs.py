@@ -164,7 +164,7 @@ def test_gcs_mirror_resumes_skips_what_is_there_and_equals_the_source(
 def test_requests_without_billing_project_or_token_are_refused(bucket_root, tmp_path) -> None:
     with serve(FakeGcs(bucket_root)) as (_, url):
         no_project = GcsBucket(ae.GCS_BUCKET, token=TOKEN, endpoint=url, config=FAST)
-        with pytest.raises(ConnectionError, match="HTTP 400.*billing project") as info:
+        with pytest.raises(ConnectionError, match=r"HTTP 400.*billing project") as info:
             no_project.list("2019/8N/")
         wrong = GcsBucket(
             ae.GCS_BUCKET, user_project=PROJECT, token="other", endpoint=url, config=FAST
@@ -178,9 +178,7 @@ def test_requests_without_billing_project_or_token_are_refused(bucket_root, tmp_
     assert TOKEN not in str(info.value) and "other" not in str(download_error.value)
 
 
-def test_missing_project_or_credentials_are_one_line_naming_the_variables(
-    tmp_path, no_env
-) -> None:
+def test_missing_project_or_credentials_are_one_line_naming_the_variables(tmp_path, no_env) -> None:
     for project, token in ((None, None), (PROJECT, None), (None, TOKEN)):
         with pytest.raises(ae.CredentialsMissing) as info:
             ae.GcsCogClient(tmp_path, project, token=token)
@@ -207,3 +205,71 @@ def test_zones_of_cells() -> None:
         (31, True),
     ]
     assert len(ae.zones_of_cells(np.array([[179.0, 70.0, -179.0, 71.0]]))) == 60
+
+
+def test_dagster_gcs_client_mirrors_then_aggregates_and_hides_the_token(
+    monkeypatch, bucket_root: Path, cells, tmp_path: Path, no_env
+) -> None:
+    """``EarthEngineResource(client="gcs")`` with the token and project from the environment
+    (as ``project_resources`` sets them), materialised against the fake GCS."""
+    import dagster as dg
+
+    from entropice_dagster.assets.alphaearth import alphaearth_features
+    from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY, ZarrIOManager
+    from entropice_dagster.partitions import grid_partitions
+    from entropice_dagster.resources import (
+        DataDirResource,
+        EarthEngineResource,
+        project_resources,
+    )
+
+    monkeypatch.setenv(ae.ENV_TOKEN, TOKEN)
+    monkeypatch.setenv(ae.ENV_PROJECT, PROJECT)
+    arctic = project_resources(tmp_path, "arctic")["earth_engine"]
+    assert isinstance(arctic.access_token, dg.EnvVar) and TOKEN not in repr(arctic)
+
+    @dg.asset(name="grid_cells", partitions_def=grid_partitions)
+    def stub_cells():
+        return cells
+
+    instance = dg.DagsterInstance.ephemeral()
+    with serve(FakeGcs(bucket_root)) as (server, url):
+        resource = EarthEngineResource(
+            client="gcs",
+            project=dg.EnvVar(ae.ENV_PROJECT),
+            access_token=dg.EnvVar(ae.ENV_TOKEN),
+            gcs_endpoint=url,
+            max_cells=40,
+            max_extent_km=150,
+        )
+        result = dg.materialize(
+            [stub_cells, alphaearth_features],
+            partition_key="h3_5",
+            instance=instance,
+            resources={
+                "earth_engine": resource,
+                "data_dir": DataDirResource(path=str(tmp_path)),
+                ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(tmp_path)),
+            },
+            run_config={"ops": {"alphaearth_features": {"config": {"years": [2021]}}}},
+        )
+    assert result.success
+    assert len(server.media) == 2  # 2021 in zones 8 and 9
+    mirror = tmp_path / "sources" / "alphaearth" / "2021"
+    assert sorted(p.parent.name for p in mirror.glob("*/*.tiff")) == ["8N", "9N"]
+    (materialization,) = result.asset_materializations_for_node("alphaearth_features")
+    assert materialization.metadata["requests"].value > 0
+    texts = [str(record) for record in instance.all_logs(result.run_id)]
+    texts.append(json.dumps({k: str(v) for k, v in materialization.metadata.items()}))
+    texts.append(json.dumps(instance.get_run_by_id(result.run_id).run_config, default=str))
+    assert not any(TOKEN in text for text in texts)
+
+
+def test_dagster_gcs_client_without_credentials_is_one_line(tmp_path, no_env) -> None:
+    from entropice_dagster.resources import project_resources
+
+    resource = project_resources(tmp_path, "arctic")["earth_engine"]
+    with pytest.raises(ae.CredentialsMissing) as info:
+        resource.model_copy(update={"client": "gcs"}).embedding_client(tmp_path)
+    text = str(info.value)
+    assert "\n" not in text and all(name in text for name in ENV)
