@@ -47,16 +47,17 @@ class Server:
                     return
                 header = self.headers.get("Range")
                 server.ranges.append(header)
-                start = 0
+                start, end = 0, len(data) - 1
                 if header and server.honour_range:
-                    start = int(header.removeprefix("bytes=").split("-")[0])
+                    first, last = header.removeprefix("bytes=").split("-")
+                    start, end = int(first), min(end, int(last)) if last else end
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Content-Length", str(end + 1 - start))
                 self.end_headers()
-                body = data[start:]
+                body = data[start : end + 1]
                 drop = server.drop_after is not None and server.drops == 0
                 if drop and server.droppable(self):
                     server.drops += 1

@@ -14,8 +14,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from loopback import Server, serve
+from rasterio.transform import from_origin
 
 from entropice_core.config import AreaOfInterest, GridSpec
 from entropice_core.ingest import alphaearth as ae
@@ -50,7 +52,8 @@ class FakeGcs(Server):
         self.bucket, self.page_size = bucket, page_size
         self.objects = {p.relative_to(root).as_posix(): p.read_bytes() for p in _files(root)}
         self.listings: list[dict[str, list[str]]] = []
-        self.media: list[str] = []
+        self.media: list[str] = []  # download requests (whole file or the rest of it)
+        self.header_reads: list[str] = []  # bounded range requests
 
     def resolve(self, handler: BaseHTTPRequestHandler) -> bytes | int:
         url = urlsplit(handler.path)
@@ -74,12 +77,14 @@ class FakeGcs(Server):
             return json.dumps(answer).encode()
         if url.path.startswith(base + "/") and query.get("alt") == ["media"]:
             name = unquote(url.path[len(base) + 1 :])
-            self.media.append(name)
+            bounded = not handler.headers.get("Range", "-").endswith("-")
+            (self.header_reads if bounded else self.media).append(name)
             return self.objects.get(name, 404)
         return 404
 
     def droppable(self, handler: BaseHTTPRequestHandler) -> bool:
-        return "alt=media" in handler.path
+        """The first request of a download (not a header read, not a resumed request)."""
+        return "alt=media" in handler.path and handler.headers.get("Range") is None
 
 
 def _files(root: Path) -> list[Path]:
@@ -101,6 +106,12 @@ def bucket_root(region, tmp_path_factory) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(path)
     (root / "2019" / "8N" / "README.txt").write_text("not a COG")
+    far = root / "2019" / "8N" / "far_north.tiff"  # in zone 8, near 79 N: away from the cells
+    with rasterio.open(
+        far, "w", driver="COG", width=64, height=64, count=64, dtype="int8", nodata=-128,
+        crs="EPSG:32608", transform=from_origin(500_000, 8_800_000, 800, 800),
+    ) as out:  # fmt: skip
+        out.write(np.full((64, 64, 64), 5, dtype=np.int8))
     (root / "2019" / "8N" / "old").mkdir()
     (root / "2019" / "8N" / "old" / "x.tiff").write_bytes(b"not here")
     return root
@@ -141,12 +152,15 @@ def test_gcs_mirror_resumes_skips_what_is_there_and_equals_the_source(
         p.relative_to(bucket_root).as_posix()
         for y in YEARS
         for z in (8, 9)
-        for p in (bucket_root / str(y) / f"{z}N").glob("*.tiff")
+        for p in (bucket_root / str(y) / f"{z}N").glob("sample_*.tiff")
     }
     assert len(wanted) == 4
     mirrored = {p.relative_to(mirror).as_posix() for p in _files(mirror)}
     assert mirrored == wanted  # zones 8 and 9 only; no README, no subfolder, no part file
     assert {p.relative_to(mirror).as_posix() for p in first.downloaded} == wanted
+    assert first.skipped == ["2019/8N/far_north.tiff"]  # its header says it is far away
+    assert "2019/8N/far_north.tiff" not in server.media
+    assert "2019/8N/far_north.tiff" in server.header_reads
     for name in wanted:
         assert sha256(mirror / name) == sha256(bucket_root / name)
     # a zone with two objects more than the page size came in two pages
@@ -273,3 +287,28 @@ def test_dagster_gcs_client_without_credentials_is_one_line(tmp_path, no_env) ->
         resource.model_copy(update={"client": "gcs"}).embedding_client(tmp_path)
     text = str(info.value)
     assert "\n" not in text and all(name in text for name in ENV)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"driver": "COG"}, {"driver": "GTiff"}, {"driver": "GTiff", "BIGTIFF": "YES"}],
+    ids=["cog", "gtiff-ifd-at-end", "bigtiff"],
+)
+def test_geotiff_footprint_from_header_reads_only(options, tmp_path: Path) -> None:
+    path = tmp_path / "f.tif"
+    with rasterio.open(
+        path, "w", width=50, height=70, count=64, dtype="int8", nodata=-128,
+        crs="EPSG:32609", transform=from_origin(400_000, 7_600_000, 10, 10), **options,
+    ) as out:  # fmt: skip
+        out.write(np.zeros((64, 70, 50), dtype=np.int8))
+    blob = path.read_bytes()
+    reads: list[int] = []
+
+    def read(offset: int, length: int) -> bytes:
+        reads.append(length)
+        return blob[offset : offset + length]
+
+    with rasterio.open(path) as src:
+        assert ae.geotiff_footprint(read) == ("EPSG:32609", tuple(src.bounds))
+    assert sum(reads) < 4096  # the header, not the pixels
+    assert ae.geotiff_footprint(lambda o, n: b"not a tiff at all"[o : o + n]) is None

@@ -36,6 +36,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -1377,6 +1378,104 @@ def check_cog(path: str | Path) -> None:
         raise ValueError(f"{path} is not a readable GeoTIFF ({err})") from err
 
 
+#: TIFF tags read for a footprint: width, height, pixel scale, tie point, transformation,
+#: GeoKey directory.
+_GEO_TAGS = frozenset({256, 257, 33550, 33922, 34264, 34735})
+#: TIFF field types: struct format of one value.
+_TIFF_TYPES = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i", 11: "f", 12: "d", 16: "Q", 17: "q"}
+
+
+def geotiff_footprint(
+    read: Callable[[int, int], bytes],
+) -> tuple[str, tuple[float, float, float, float]] | None:
+    """Return the CRS and bounds of a GeoTIFF from its header, read piece by piece.
+
+    Only the first IFD's size and georeferencing tags are read (a few kB, wherever the IFD
+    lies), so a remote file's footprint costs a few small range requests, not the file.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(offset, length) -> bytes`` of the file.
+
+    Returns
+    -------
+    tuple or None
+        ``("EPSG:<code>", (left, bottom, right, top))``; None where the header cannot say
+        (not a TIFF, no EPSG code, no georeferencing).
+    """
+    import struct
+
+    head = read(0, 16)
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 16:
+        return None
+    magic = struct.unpack(order + "H", head[2:4])[0]
+    if magic not in (42, 43):
+        return None
+    big = magic == 43
+    ifd = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+    word, entry = ("Q", 20) if big else ("I", 12)
+    (n,) = struct.unpack(order + ("Q" if big else "H"), read(ifd, 8 if big else 2))
+    entries = read(ifd + (8 if big else 2), n * entry)
+    tags: dict[int, tuple] = {}
+    for i in range(min(n, len(entries) // entry)):
+        e = entries[i * entry : (i + 1) * entry]
+        tag, kind = struct.unpack(order + "HH", e[:4])
+        if tag not in _GEO_TAGS or kind not in _TIFF_TYPES:
+            continue
+        wsize = 8 if big else 4
+        (count,) = struct.unpack(order + word, e[4 : 4 + wsize])
+        fmt = f"{order}{count}{_TIFF_TYPES[kind]}"
+        size = struct.calcsize(fmt)
+        if size <= wsize:
+            raw = e[4 + wsize : 4 + wsize + size]
+        else:
+            (offset,) = struct.unpack(order + word, e[4 + wsize : 4 + 2 * wsize])
+            raw = read(offset, size)
+        if len(raw) == size:
+            tags[tag] = struct.unpack(fmt, raw)
+    if not {256, 257, 34735} <= tags.keys():
+        return None
+    keys = tags[34735]
+    epsg = next(
+        (keys[k + 3] for k in range(4, 4 + 4 * keys[3], 4) if keys[k] == 3072 and keys[k + 1] == 0),
+        None,
+    )
+    if epsg is None:
+        return None
+    width, height = tags[256][0], tags[257][0]
+    if 34264 in tags:
+        m = tags[34264]
+        a, b, c, d, e_, f = m[0], m[1], m[3], m[4], m[5], m[7]
+    elif {33550, 33922} <= tags.keys():
+        sx, sy = tags[33550][:2]
+        i, j, _, x, y, _ = tags[33922][:6]
+        a, b, c, d, e_, f = sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy
+    else:
+        return None
+    xs = [a * u + b * v + c for u, v in ((0, 0), (width, 0), (0, height), (width, height))]
+    ys = [d * u + e_ * v + f for u, v in ((0, 0), (width, 0), (0, height), (width, height))]
+    return f"EPSG:{epsg}", (min(xs), min(ys), max(xs), max(ys))
+
+
+def _touches_cells(
+    footprint: tuple[str, tuple[float, float, float, float]] | None, bounds4326: np.ndarray
+) -> bool:
+    """Whether a file's footprint meets a cell's box (True where the footprint is unknown)."""
+    if footprint is None:
+        return True
+    crs, bounds = footprint
+    grid = _Footprint(pyproj.CRS.from_user_input(crs), bounds)
+    return bool(len(_cells_touching(bounds4326, grid)))
+
+
+@dataclass(frozen=True)
+class _Footprint:
+    crs: Any
+    bounds: tuple[float, float, float, float]
+
+
 @dataclass(frozen=True)
 class FetchedCogs:
     """Outcome of :func:`fetch_cogs`: the files of the cells' zones on disk, the new ones."""
@@ -1384,6 +1483,7 @@ class FetchedCogs:
     present: list[Path]
     downloaded: list[Path]
     bytes_downloaded: int = 0
+    skipped: list[str] = field(default_factory=list)
 
 
 def fetch_cogs(
@@ -1393,15 +1493,16 @@ def fetch_cogs(
     root: str | Path,
     prefix: str = "",
     show_progress: bool = False,
+    footprints: bool = True,
 ) -> FetchedCogs:
     """Mirror the COGs of ``years`` in the UTM zones the cells touch from GCS under ``root``.
 
     Lists ``{prefix}{year}/{zone}{N|S}/`` per year and zone (:func:`zones_of_cells`) and
     downloads every ``.tif``/``.tiff`` there that is not already under ``root`` with the listed
     size, to ``{root}/{year}/{zone}{N|S}/{file}`` (the layout :class:`CogClient` reads). The
-    listing gives no footprint, so every file of a needed zone and hemisphere is fetched
-    (files of a zone away from the cells cost download, not aggregation: ``CogClient`` skips
-    them).
+    listing gives no footprint: with ``footprints``, each missing file's GeoTIFF header is read
+    with a few small range requests (:func:`geotiff_footprint`) and files no cell's box meets
+    are skipped; a file whose header says nothing is downloaded.
 
     Parameters
     ----------
@@ -1417,11 +1518,13 @@ def fetch_cogs(
         Folder of the year folders inside the bucket (``""``: the bucket's root).
     show_progress : bool, optional
         Show a progress bar.
+    footprints : bool, optional
+        Skip files whose header footprint meets no cell.
 
     Returns
     -------
     FetchedCogs
-        Files present (downloaded or there before) and files downloaded now.
+        Files present (downloaded or there before), files downloaded now, objects skipped.
     """
     from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -1429,6 +1532,7 @@ def fetch_cogs(
     zones = zones_of_cells(bounds4326)
     present: list[Path] = []
     downloaded: list[Path] = []
+    skipped: list[str] = []
     size = 0
     columns = (TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, disable=not show_progress, transient=True) as progress:
@@ -1450,19 +1554,26 @@ def fetch_cogs(
                         continue  # subfolders, hidden names and other files
                     target = folder / name
                     if not (target.exists() and target.stat().st_size == obj.size):
+                        if footprints:
+                            reader = partial(bucket.read_range, obj.name)
+                            if not _touches_cells(geotiff_footprint(reader), bounds4326):
+                                skipped.append(obj.name)
+                                continue
                         bucket.download(obj, target, check_cog, progress)
                         downloaded.append(target)
                         size += obj.size
                     present.append(target)
     log.info(
-        "AlphaEarth COGs: %d file(s) of %d zone(s) present under %s, %d downloaded (%.1f MB)",
+        "AlphaEarth COGs: %d file(s) of %d zone(s) present under %s, %d downloaded (%.1f MB), "
+        "%d away from the cells skipped",
         len(present),
         len(zones),
         root,
         len(downloaded),
         size / 1e6,
+        len(skipped),
     )
-    return FetchedCogs(present, downloaded, size)
+    return FetchedCogs(present, downloaded, size, skipped)
 
 
 class GcsCogClient(EmbeddingClient):

@@ -216,6 +216,36 @@ class GcsBucket:
             if not page:
                 return found
 
+    def read_range(self, name: str, start: int, length: int) -> bytes:
+        """Return ``length`` bytes of an object from ``start`` (one HTTP Range request).
+
+        Parameters
+        ----------
+        name : str
+            The object's name.
+        start, length : int
+            Byte offset and count.
+
+        Returns
+        -------
+        bytes
+            The bytes (fewer at the end of the object).
+
+        Raises
+        ------
+        ConnectionError
+            If the request fails.
+        """
+        headers = self._headers() | {"Range": f"bytes={start}-{start + length - 1}"}
+        request = urllib.request.Request(self.object_url(name), headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
+                if response.status != 206 and start:  # the server ignored Range
+                    response.read(start)
+                return response.read(length)
+        except TRANSIENT as err:
+            raise ConnectionError(f"range request to gs://{self.bucket}/{name} failed") from err
+
     def download(
         self,
         obj: GcsObject,
