@@ -632,10 +632,11 @@ class EarthEngineCredentials(BaseModel):
     key_file: str | None = Field(default=None, description=ENV_EE_KEY_FILE)
     key_data: SecretStr | None = Field(default=None, description=ENV_EE_KEY_DATA)
     project: str | None = Field(default=None, description=ENV_EE_PROJECT)
+    gcs_token: SecretStr | None = Field(default=None, description=ENV_GCS_TOKEN)
 
     @classmethod
     def from_env(cls) -> EarthEngineCredentials:
-        """Read ``ENTROPICE_EE_*`` (empty counts as unset).
+        """Read ``ENTROPICE_EE_*`` and ``ENTROPICE_GCS_TOKEN`` (empty counts as unset).
 
         Returns
         -------
@@ -646,10 +647,11 @@ class EarthEngineCredentials(BaseModel):
         def get(name: str) -> str | None:
             return os.environ.get(name) or None
 
-        key_data = get(ENV_EE_KEY_DATA)
+        key_data, token = get(ENV_EE_KEY_DATA), get(ENV_GCS_TOKEN)
         return cls(
             service_account=get(ENV_EE_SERVICE_ACCOUNT),
             key_file=get(ENV_EE_KEY_FILE),
             key_data=SecretStr(key_data) if key_data else None,
             project=get(ENV_EE_PROJECT),
+            gcs_token=SecretStr(token) if token else None,
         )

@@ -1459,6 +1459,19 @@ def geotiff_footprint(
     return f"EPSG:{epsg}", (min(xs), min(ys), max(xs), max(ys))
 
 
+def _remote_footprint(
+    bucket: GcsBucket, name: str
+) -> tuple[str, tuple[float, float, float, float]] | None:
+    """Return a remote GeoTIFF's footprint from its header; None where it cannot be read."""
+    import struct
+
+    try:
+        return geotiff_footprint(partial(bucket.read_range, name))
+    except (ConnectionError, struct.error, ValueError, IndexError) as err:
+        log.debug("no footprint for %s (%s): downloading it", name, type(err).__name__)
+        return None
+
+
 def _touches_cells(
     footprint: tuple[str, tuple[float, float, float, float]] | None, bounds4326: np.ndarray
 ) -> bool:
@@ -1555,8 +1568,8 @@ def fetch_cogs(
                     target = folder / name
                     if not (target.exists() and target.stat().st_size == obj.size):
                         if footprints:
-                            reader = partial(bucket.read_range, obj.name)
-                            if not _touches_cells(geotiff_footprint(reader), bounds4326):
+                            footprint = _remote_footprint(bucket, obj.name)
+                            if not _touches_cells(footprint, bounds4326):
                                 skipped.append(obj.name)
                                 continue
                         bucket.download(obj, target, check_cog, progress)

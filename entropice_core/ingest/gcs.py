@@ -240,8 +240,8 @@ class GcsBucket:
         request = urllib.request.Request(self.object_url(name), headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-                if response.status != 206 and start:  # the server ignored Range
-                    response.read(start)
+                if response.status != 206 and start:  # not reading a whole file to skip
+                    raise ConnectionError(f"gs://{self.bucket}/{name}: Range ignored")
                 return response.read(length)
         except TRANSIENT as err:
             raise ConnectionError(f"range request to gs://{self.bucket}/{name} failed") from err
