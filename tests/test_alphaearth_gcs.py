@@ -312,3 +312,17 @@ def test_geotiff_footprint_from_header_reads_only(options, tmp_path: Path) -> No
         assert ae.geotiff_footprint(read) == ("EPSG:32609", tuple(src.bounds))
     assert sum(reads) < 4096  # the header, not the pixels
     assert ae.geotiff_footprint(lambda o, n: b"not a tiff at all"[o : o + n]) is None
+
+
+def test_a_file_whose_header_cannot_be_read_is_downloaded(
+    bucket_root: Path, cells, tmp_path
+) -> None:
+    """A server ignoring Range gives no footprint: every COG of the zones comes down."""
+    with serve(FakeGcs(bucket_root)) as (server, url):
+        server.honour_range = False
+        bucket = GcsBucket(ae.GCS_BUCKET, user_project=PROJECT, token=TOKEN, endpoint=url)
+        fetched = ae.fetch_cogs(bucket, cells.geometry.bounds.to_numpy(), [2019], tmp_path)
+    names = {p.relative_to(tmp_path).as_posix() for p in fetched.downloaded}
+    assert "2019/8N/far_north.tiff" in names and len(names) == 3 and fetched.skipped == []
+    far = tmp_path / "2019" / "8N" / "far_north.tiff"
+    assert sha256(far) == sha256(bucket_root / "2019" / "8N" / "far_north.tiff")
