@@ -500,12 +500,14 @@ def alphaearth(
         ),
     ] = None,
     source: Annotated[
-        Literal["cogs", "earthengine"],
+        Literal["cogs", "earthengine", "gcs"],
         Parameter(
             help="'cogs': the int8 COGs under --cog-dir (the sample region, or a local mirror "
             "of gs://alphaearth_foundations); 'earthengine': reduceRegions with the service "
             "account in ENTROPICE_EE_SERVICE_ACCOUNT, ENTROPICE_EE_KEY_FILE (or "
-            "ENTROPICE_EE_KEY_DATA) and ENTROPICE_EE_PROJECT."
+            "ENTROPICE_EE_KEY_DATA) and ENTROPICE_EE_PROJECT; 'gcs': download the missing COGs "
+            "of the cells' zones from the requester-pays bucket into --cog-dir (billed to "
+            "ENTROPICE_EE_PROJECT; token from the key or ENTROPICE_GCS_TOKEN), then as 'cogs'."
         ),
     ] = "cogs",
     cog_dir: Annotated[
@@ -558,6 +560,20 @@ def alphaearth(
                 f"no AlphaEarth year folders under {cogs}: run `entropice sample` (the sample "
                 "region) or mirror gs://alphaearth_foundations/{year}/ there, or give --cog-dir"
             )
+    elif source == "gcs":
+        env = EarthEngineCredentials.from_env()
+        try:
+            client = ae.GcsCogClient(
+                cogs,
+                env.project,
+                token=env.gcs_token.get_secret_value() if env.gcs_token else None,
+                key_file=env.key_file,
+                key_data=env.key_data.get_secret_value() if env.key_data else None,
+                cache=cache,
+            )
+        except ae.CredentialsMissing as err:
+            raise ValueError(str(err)) from None
+        years = year or list(range(ae.FIRST_YEAR, ae.LAST_YEAR + 1))
     else:
         env = EarthEngineCredentials.from_env()
         key_data = env.key_data.get_secret_value() if env.key_data else None

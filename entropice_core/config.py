@@ -57,6 +57,8 @@ ENV_EE_SERVICE_ACCOUNT = "ENTROPICE_EE_SERVICE_ACCOUNT"
 ENV_EE_KEY_FILE = "ENTROPICE_EE_KEY_FILE"
 ENV_EE_KEY_DATA = "ENTROPICE_EE_KEY_DATA"
 ENV_EE_PROJECT = "ENTROPICE_EE_PROJECT"
+#: An OAuth access token for the AlphaEarth COGs on GCS (instead of the service-account key).
+ENV_GCS_TOKEN = "ENTROPICE_GCS_TOKEN"
 
 
 def config_dir_from_env() -> Path:
@@ -630,10 +632,11 @@ class EarthEngineCredentials(BaseModel):
     key_file: str | None = Field(default=None, description=ENV_EE_KEY_FILE)
     key_data: SecretStr | None = Field(default=None, description=ENV_EE_KEY_DATA)
     project: str | None = Field(default=None, description=ENV_EE_PROJECT)
+    gcs_token: SecretStr | None = Field(default=None, description=ENV_GCS_TOKEN)
 
     @classmethod
     def from_env(cls) -> EarthEngineCredentials:
-        """Read ``ENTROPICE_EE_*`` (empty counts as unset).
+        """Read ``ENTROPICE_EE_*`` and ``ENTROPICE_GCS_TOKEN`` (empty counts as unset).
 
         Returns
         -------
@@ -644,10 +647,11 @@ class EarthEngineCredentials(BaseModel):
         def get(name: str) -> str | None:
             return os.environ.get(name) or None
 
-        key_data = get(ENV_EE_KEY_DATA)
+        key_data, token = get(ENV_EE_KEY_DATA), get(ENV_GCS_TOKEN)
         return cls(
             service_account=get(ENV_EE_SERVICE_ACCOUNT),
             key_file=get(ENV_EE_KEY_FILE),
             key_data=SecretStr(key_data) if key_data else None,
             project=get(ENV_EE_PROJECT),
+            gcs_token=SecretStr(token) if token else None,
         )

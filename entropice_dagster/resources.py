@@ -24,6 +24,7 @@ from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConf
 from entropice_core.ingest import alphaearth, arcticdem, darts, era5
 from entropice_core.ingest.arcticdem import FetchedTiles, find_tiles, read_tile_index
 from entropice_core.ingest.era5 import DownloadReport, Era5DownloadConfig
+from entropice_core.ingest.gcs import DEFAULT_ENDPOINT
 from entropice_core.io.download import DownloadConfig
 from entropice_core.layout import Layout
 from entropice_dagster.io_managers import (
@@ -434,8 +435,10 @@ _REQUESTS = alphaearth.RequestConfig()
 
 class EarthEngineResource(dg.ConfigurableResource):
     """AlphaEarth satellite embeddings: from Earth Engine (client 'earthengine', a service
-    account) or from the int8 COGs in `folder` (client 'offline': the sample region, or a local
-    mirror of gs://alphaearth_foundations in its layout).
+    account), from the int8 COGs in `folder` (client 'offline': the sample region, or a local
+    mirror of gs://alphaearth_foundations in its layout), or from those COGs after downloading
+    the missing files of the cells' UTM zones into `folder` (client 'gcs': requester pays,
+    billed to `project`; token from the service-account key or `access_token`).
 
     Both clients answer one request per (cluster of cells, year) and keep each answer in the
     cluster cache (`cache_folder`), so a re-run after a failure fetches only the missing
@@ -445,15 +448,17 @@ class EarthEngineResource(dg.ConfigurableResource):
     line naming the variables to set.
     """
 
-    client: Literal["offline", "earthengine"] = Field(
+    client: Literal["offline", "earthengine", "gcs"] = Field(
         default="offline",
         description="'offline': the COGs in `folder` only, never contacting Google; "
-        "'earthengine': reduceRegions on Earth Engine with the service account.",
+        "'earthengine': reduceRegions on Earth Engine with the service account; 'gcs': "
+        "download the missing COGs of the cells' UTM zones from gs://alphaearth_foundations "
+        "(requester pays, billed to `project`) into `folder`, then as 'offline'.",
     )
     folder: str = Field(
         default="",
-        description="COGs in the GCS layout {year}/{zone}N/*.tiff for client 'offline' "
-        "(default DATA_DIR/sources/alphaearth).",
+        description="COGs in the GCS layout {year}/{zone}N/*.tiff for clients 'offline' and "
+        "'gcs' (default DATA_DIR/sources/alphaearth).",
     )
     cache_folder: str = Field(
         default="",
@@ -479,8 +484,20 @@ class EarthEngineResource(dg.ConfigurableResource):
     )
     project: str = Field(
         default="",
-        description="Google Cloud project registered for Earth Engine: set it with "
+        description="Google Cloud project registered for Earth Engine, and the project billed "
+        f"for the requester-pays bucket (client 'gcs'): set it with "
         f"dg.EnvVar('{alphaearth.ENV_PROJECT}').",
+    )
+    access_token: str = Field(
+        default="",
+        repr=False,
+        description="OAuth access token for client 'gcs' instead of the service-account key "
+        f"(e.g. gcloud auth print-access-token): set it with dg.EnvVar('{alphaearth.ENV_TOKEN}'), "
+        "never as a literal.",
+    )
+    gcs_endpoint: str = Field(
+        default=DEFAULT_ENDPOINT,
+        description="Root URL of the GCS JSON API for client 'gcs' (tests use a loopback server).",
     )
     high_volume: bool = Field(
         default=True,
@@ -529,7 +546,7 @@ class EarthEngineResource(dg.ConfigurableResource):
         batch = alphaearth.BatchConfig(max_cells=self.max_cells, max_extent_km=self.max_extent_km)
         requests = alphaearth.RequestConfig(
             concurrency=self.concurrency
-            or (2 if self.client == "offline" else _REQUESTS.concurrency),
+            or (_REQUESTS.concurrency if self.client == "earthengine" else 2),
             max_attempts=self.max_attempts,
             total_timeout_s=self.total_timeout_s,
         )
@@ -537,6 +554,18 @@ class EarthEngineResource(dg.ConfigurableResource):
         if self.client == "offline":
             return alphaearth.CogClient(
                 self.root(data_dir), cache=cache, batch=batch, requests=requests
+            )
+        if self.client == "gcs":
+            return alphaearth.GcsCogClient(
+                self.root(data_dir),
+                self.project or None,
+                token=self.access_token or None,
+                key_file=self.key_file or None,
+                key_data=self.key_data or None,
+                endpoint=self.gcs_endpoint,
+                cache=cache,
+                batch=batch,
+                requests=requests,
             )
         return alphaearth.EarthEngineClient(
             self.service_account or None,
@@ -578,6 +607,7 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
             key_file=_from_env(alphaearth.ENV_KEY_FILE),
             key_data=_from_env(alphaearth.ENV_KEY_DATA),
             project=_from_env(alphaearth.ENV_PROJECT),
+            access_token=_from_env(alphaearth.ENV_TOKEN),
         )
     )
     return {

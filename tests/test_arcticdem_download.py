@@ -2,15 +2,12 @@
 
 import hashlib
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import geopandas as gpd
 import pytest
 import shapely
+from loopback import serve
 
 from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.ingest.arcticdem import (
@@ -25,66 +22,6 @@ from entropice_core.ingest.arcticdem import (
 from entropice_core.io.download import DownloadConfig, NotOnServer, download
 
 FAST = DownloadConfig(retries=3, backoff_s=0.0, timeout_s=10)
-
-
-class Server:
-    """Serves files from ``root`` with Range support; can drop connections or ignore Range."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.drop_after: int | None = None  # bytes sent before the first response is cut
-        self.drops = 0
-        self.ranges: list[str | None] = []
-        self.honour_range = True
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = server.root / self.path.lstrip("/")
-                if not path.is_file():
-                    self.send_error(404)
-                    return
-                data = path.read_bytes()
-                header = self.headers.get("Range")
-                server.ranges.append(header)
-                start = 0
-                if header and server.honour_range:
-                    start = int(header.removeprefix("bytes=").split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                body = data[start:]
-                if server.drop_after is not None and server.drops == 0:
-                    server.drops += 1
-                    self.wfile.write(body[: server.drop_after])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(2)  # the peer sees a short read
-                    return
-                self.wfile.write(body)
-
-        return Handler
-
-
-@contextmanager
-def serve(root: Path) -> Iterator[tuple[Server, str]]:
-    state = Server(root)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), state.handler())
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def sha256(path: Path) -> str:

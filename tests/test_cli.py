@@ -132,16 +132,26 @@ def test_alphaearth_writes_the_store_and_reuses_the_cache(tmp_path):
     assert " 0 requests" in " ".join(again.stderr.split())
 
 
-def test_alphaearth_from_earth_engine_without_credentials_names_the_variables(tmp_path):
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        (
+            "earthengine",
+            ("ENTROPICE_EE_SERVICE_ACCOUNT", "ENTROPICE_EE_KEY_FILE", "ENTROPICE_EE_PROJECT"),
+        ),
+        ("gcs", ("ENTROPICE_EE_PROJECT", "ENTROPICE_EE_KEY_FILE", "ENTROPICE_GCS_TOKEN")),
+    ],
+)
+def test_alphaearth_from_google_without_credentials_names_the_variables(tmp_path, source, names):
     from entropice_core.io.geoparquet import write_geoparquet
     from entropice_core.layout import Layout
 
     frame = gpd.GeoDataFrame({"cell_id": [1]}, geometry=[None], crs="EPSG:4326")
     write_geoparquet(frame, Layout(tmp_path / "data").grid_cells("h3_4"))
-    result = run("alphaearth", "--grid-level", "h3_4", "--source", "earthengine", tmp_path=tmp_path)
+    result = run("alphaearth", "--grid-level", "h3_4", "--source", source, tmp_path=tmp_path)
     assert result.returncode == 2
     text = " ".join(result.stderr.split())
-    for name in ("ENTROPICE_EE_SERVICE_ACCOUNT", "ENTROPICE_EE_KEY_FILE", "ENTROPICE_EE_PROJECT"):
+    for name in names:
         assert name in text
     assert "Traceback" not in result.stderr
 

@@ -12,6 +12,8 @@ paths give the same per-cell means:
   int8, nodata -128, dequantised as ``(q / 127.5)**2 * sign(q)``, aggregated with the project's
   exact-coverage engine (:func:`entropice_core.spatial.aggregators.aggregate_raster`); the
   cell-to-pixel map of each file grid is built once and reused for every band and year.
+  :class:`CogClient` reads a local mirror; :class:`GcsCogClient` first downloads the files of
+  the cells' UTM zones into it (:func:`fetch_cogs`, GCS JSON API, requester pays).
 
 Both return the same L2 dataset (:func:`embedding_dataset`): dims ``(cell_ids, year)``, variables
 ``A00``..``A63`` (cell means as they are: a mean of unit vectors is shorter than 1) and
@@ -34,6 +36,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -48,10 +51,12 @@ from entropice_core.config import (
     ENV_EE_KEY_FILE,
     ENV_EE_PROJECT,
     ENV_EE_SERVICE_ACCOUNT,
+    ENV_GCS_TOKEN,
     GridSpec,
 )
+from entropice_core.ingest.gcs import DEFAULT_ENDPOINT, GcsBucket, service_account_token
 from entropice_core.io.atomic import atomic_path
-from entropice_core.io.download import MissingSourceFiles, SourceClient
+from entropice_core.io.download import DownloadConfig, MissingSourceFiles, SourceClient
 
 if TYPE_CHECKING:  # imported where used: the Dagster definitions load without them
     import geopandas as gpd
@@ -82,6 +87,9 @@ ENV_SERVICE_ACCOUNT = ENV_EE_SERVICE_ACCOUNT
 ENV_KEY_FILE = ENV_EE_KEY_FILE
 ENV_KEY_DATA = ENV_EE_KEY_DATA
 ENV_PROJECT = ENV_EE_PROJECT
+ENV_TOKEN = ENV_GCS_TOKEN
+#: The requester-pays bucket of the int8 COGs.
+GCS_BUCKET = "alphaearth_foundations"
 
 
 # --------------------------------------------------------------------------- read
@@ -1307,3 +1315,395 @@ def years_available(root: str | Path) -> list[int]:
         The years, sorted.
     """
     return sorted(int(p.name) for p in Path(root).iterdir() if p.is_dir() and p.name.isdigit())
+
+
+# --------------------------------------------------------------------------- GCS mirror
+
+
+def zones_of_cells(bounds4326: np.ndarray) -> list[tuple[int, bool]]:
+    """Return the UTM zones and hemispheres the cells' lon/lat boxes touch.
+
+    A box whose west edge is east of its east edge (across the antimeridian) touches every
+    zone.
+
+    Parameters
+    ----------
+    bounds4326 : numpy.ndarray
+        ``(n, 4)`` boxes ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Returns
+    -------
+    list of tuple
+        Sorted ``(zone, north)`` pairs.
+    """
+    b = np.asarray(bounds4326, dtype=float).reshape(-1, 4)
+    first = utm_zone(b[:, 0])
+    last = np.where(b[:, 2] > b[:, 0], utm_zone(np.nextafter(b[:, 2], -np.inf)), first)
+    wrap = b[:, 2] < b[:, 0]  # across the antimeridian
+    first, last = np.where(wrap, 1, first), np.where(wrap, 60, last)
+    found: set[tuple[int, bool]] = set()
+    rows = np.column_stack([first, last, b[:, 3] >= 0, b[:, 1] < 0]).astype(np.int64)
+    for f, e, north, south in np.unique(rows, axis=0):
+        for zone in range(int(f), int(e) + 1):
+            if north:
+                found.add((zone, True))
+            if south:
+                found.add((zone, False))
+    return sorted(found)
+
+
+def check_cog(path: str | Path) -> None:
+    """Raise ``ValueError`` unless ``path`` opens as a 64-band int8 embedding GeoTIFF.
+
+    Only the header is read (a real file holds gigabytes); the download's size check against
+    the listing guards against truncation.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+
+    Raises
+    ------
+    ValueError
+        If it is unreadable or not 64 int8 bands with a CRS.
+    """
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if src.count != len(BANDS) or src.dtypes[0] != "int8" or src.crs is None:
+                raise ValueError(f"{src.count} {src.dtypes[0]} bands, CRS {src.crs}")
+    except rasterio.errors.RasterioError as err:
+        raise ValueError(f"{path} is not a readable GeoTIFF ({err})") from err
+
+
+#: TIFF tags read for a footprint: width, height, pixel scale, tie point, transformation,
+#: GeoKey directory.
+_GEO_TAGS = frozenset({256, 257, 33550, 33922, 34264, 34735})
+#: TIFF field types: struct format of one value.
+_TIFF_TYPES = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i", 11: "f", 12: "d", 16: "Q", 17: "q"}
+
+
+def geotiff_footprint(
+    read: Callable[[int, int], bytes],
+) -> tuple[str, tuple[float, float, float, float]] | None:
+    """Return the CRS and bounds of a GeoTIFF from its header, read piece by piece.
+
+    Only the first IFD's size and georeferencing tags are read (a few kB, wherever the IFD
+    lies), so a remote file's footprint costs a few small range requests, not the file.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(offset, length) -> bytes`` of the file.
+
+    Returns
+    -------
+    tuple or None
+        ``("EPSG:<code>", (left, bottom, right, top))``; None where the header cannot say
+        (not a TIFF, no EPSG code, no georeferencing).
+    """
+    import struct
+
+    head = read(0, 16)
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 16:
+        return None
+    magic = struct.unpack(order + "H", head[2:4])[0]
+    if magic not in (42, 43):
+        return None
+    big = magic == 43
+    ifd = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+    word, entry = ("Q", 20) if big else ("I", 12)
+    (n,) = struct.unpack(order + ("Q" if big else "H"), read(ifd, 8 if big else 2))
+    entries = read(ifd + (8 if big else 2), n * entry)
+    tags: dict[int, tuple] = {}
+    for i in range(min(n, len(entries) // entry)):
+        e = entries[i * entry : (i + 1) * entry]
+        tag, kind = struct.unpack(order + "HH", e[:4])
+        if tag not in _GEO_TAGS or kind not in _TIFF_TYPES:
+            continue
+        wsize = 8 if big else 4
+        (count,) = struct.unpack(order + word, e[4 : 4 + wsize])
+        fmt = f"{order}{count}{_TIFF_TYPES[kind]}"
+        size = struct.calcsize(fmt)
+        if size <= wsize:
+            raw = e[4 + wsize : 4 + wsize + size]
+        else:
+            (offset,) = struct.unpack(order + word, e[4 + wsize : 4 + 2 * wsize])
+            raw = read(offset, size)
+        if len(raw) == size:
+            tags[tag] = struct.unpack(fmt, raw)
+    if not {256, 257, 34735} <= tags.keys():
+        return None
+    keys = tags[34735]
+    epsg = next(
+        (keys[k + 3] for k in range(4, 4 + 4 * keys[3], 4) if keys[k] == 3072 and keys[k + 1] == 0),
+        None,
+    )
+    if epsg is None:
+        return None
+    width, height = tags[256][0], tags[257][0]
+    if 34264 in tags:
+        m = tags[34264]
+        a, b, c, d, e_, f = m[0], m[1], m[3], m[4], m[5], m[7]
+    elif {33550, 33922} <= tags.keys():
+        sx, sy = tags[33550][:2]
+        i, j, _, x, y, _ = tags[33922][:6]
+        a, b, c, d, e_, f = sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy
+    else:
+        return None
+    xs = [a * u + b * v + c for u, v in ((0, 0), (width, 0), (0, height), (width, height))]
+    ys = [d * u + e_ * v + f for u, v in ((0, 0), (width, 0), (0, height), (width, height))]
+    return f"EPSG:{epsg}", (min(xs), min(ys), max(xs), max(ys))
+
+
+def _remote_footprint(
+    bucket: GcsBucket, name: str
+) -> tuple[str, tuple[float, float, float, float]] | None:
+    """Return a remote GeoTIFF's footprint from its header; None where it cannot be read."""
+    import struct
+
+    try:
+        return geotiff_footprint(partial(bucket.read_range, name))
+    except (ConnectionError, struct.error, ValueError, IndexError) as err:
+        log.debug("no footprint for %s (%s): downloading it", name, type(err).__name__)
+        return None
+
+
+def _touches_cells(
+    footprint: tuple[str, tuple[float, float, float, float]] | None, bounds4326: np.ndarray
+) -> bool:
+    """Whether a file's footprint meets a cell's box (True where the footprint is unknown)."""
+    if footprint is None:
+        return True
+    crs, bounds = footprint
+    grid = _Footprint(pyproj.CRS.from_user_input(crs), bounds)
+    return bool(len(_cells_touching(bounds4326, grid)))
+
+
+@dataclass(frozen=True)
+class _Footprint:
+    crs: Any
+    bounds: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FetchedCogs:
+    """Outcome of :func:`fetch_cogs`: the files of the cells' zones on disk, the new ones."""
+
+    present: list[Path]
+    downloaded: list[Path]
+    bytes_downloaded: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def fetch_cogs(
+    bucket: GcsBucket,
+    bounds4326: np.ndarray,
+    years: Sequence[int],
+    root: str | Path,
+    prefix: str = "",
+    show_progress: bool = False,
+    footprints: bool = True,
+) -> FetchedCogs:
+    """Mirror the COGs of ``years`` in the UTM zones the cells touch from GCS under ``root``.
+
+    Lists ``{prefix}{year}/{zone}{N|S}/`` per year and zone (:func:`zones_of_cells`) and
+    downloads every ``.tif``/``.tiff`` there that is not already under ``root`` with the listed
+    size, to ``{root}/{year}/{zone}{N|S}/{file}`` (the layout :class:`CogClient` reads). The
+    listing gives no footprint: with ``footprints``, each missing file's GeoTIFF header is read
+    with a few small range requests (:func:`geotiff_footprint`) and files no cell's box meets
+    are skipped; a file whose header says nothing is downloaded.
+
+    Parameters
+    ----------
+    bucket : GcsBucket
+        The bucket, with billing project and token.
+    bounds4326 : numpy.ndarray
+        ``(n, 4)`` lon/lat boxes of the cells.
+    years : sequence of int
+        The years.
+    root : str or Path
+        The local mirror.
+    prefix : str, optional
+        Folder of the year folders inside the bucket (``""``: the bucket's root).
+    show_progress : bool, optional
+        Show a progress bar.
+    footprints : bool, optional
+        Skip files whose header footprint meets no cell.
+
+    Returns
+    -------
+    FetchedCogs
+        Files present (downloaded or there before), files downloaded now, objects skipped.
+    """
+    from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    root = Path(root)
+    zones = zones_of_cells(bounds4326)
+    present: list[Path] = []
+    downloaded: list[Path] = []
+    skipped: list[str] = []
+    size = 0
+    columns = (TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, disable=not show_progress, transient=True) as progress:
+        for year in years:
+            for zone, north in zones:
+                folder = zone_dir(root, year, zone, north)
+                listed = f"{prefix}{folder.relative_to(root).as_posix()}/"
+                for obj in bucket.list(listed):
+                    name = obj.name[len(listed) :]
+                    if (
+                        "/" in name
+                        or name.startswith(".")
+                        or Path(name).suffix
+                        not in (
+                            ".tif",
+                            ".tiff",
+                        )
+                    ):
+                        continue  # subfolders, hidden names and other files
+                    target = folder / name
+                    if not (target.exists() and target.stat().st_size == obj.size):
+                        if footprints:
+                            footprint = _remote_footprint(bucket, obj.name)
+                            if not _touches_cells(footprint, bounds4326):
+                                skipped.append(obj.name)
+                                continue
+                        bucket.download(obj, target, check_cog, progress)
+                        downloaded.append(target)
+                        size += obj.size
+                    present.append(target)
+    log.info(
+        "AlphaEarth COGs: %d file(s) of %d zone(s) present under %s, %d downloaded (%.1f MB), "
+        "%d away from the cells skipped",
+        len(present),
+        len(zones),
+        root,
+        len(downloaded),
+        size / 1e6,
+        len(skipped),
+    )
+    return FetchedCogs(present, downloaded, size, skipped)
+
+
+class GcsCogClient(EmbeddingClient):
+    """:class:`CogClient` on a local mirror that first downloads the files it lacks from GCS.
+
+    Per call, :func:`fetch_cogs` brings the files of the requested years in the cells' UTM
+    zones from the requester-pays bucket (billed to ``project``) into ``root``; the means then
+    come from :class:`CogClient` (same clusters and cache). Files already mirrored are not
+    downloaded again.
+
+    Parameters
+    ----------
+    root : str or Path
+        The local mirror.
+    project : str
+        Google Cloud project billed for the requests and the egress (requester pays).
+    token : str, optional
+        An OAuth access token (e.g. ``gcloud auth print-access-token``); or
+    key_file, key_data : optional
+        A service account's JSON key (path or text), turned into tokens with google-auth.
+    endpoint : str, optional
+        The GCS endpoint (tests use a loopback server).
+    bucket, prefix : str, optional
+        Bucket and folder of the year folders in it.
+    download : DownloadConfig, optional
+        Retries and timeouts of the listing and downloads.
+    **cog_kwargs
+        ``parallel``, ``cache``, ``batch``, ``requests`` of :class:`CogClient`.
+
+    Raises
+    ------
+    CredentialsMissing
+        One line naming the variables to set when the project or every credential is missing.
+    """
+
+    name: ClassVar[str] = "alphaearth-gcs"
+    offline: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        root: str | Path,
+        project: str | None,
+        *,
+        token: str | None = None,
+        key_file: str | Path | None = None,
+        key_data: str | None = None,
+        endpoint: str = DEFAULT_ENDPOINT,
+        bucket: str = GCS_BUCKET,
+        prefix: str = "",
+        download: DownloadConfig = DownloadConfig(),
+        show_progress: bool = False,
+        **cog_kwargs: Any,
+    ) -> None:
+        missing = [
+            name
+            for name, value in (
+                (ENV_PROJECT, project),
+                (
+                    f"{ENV_KEY_FILE} (or the key's JSON text in {ENV_KEY_DATA}, or an access "
+                    f"token in {ENV_TOKEN})",
+                    token or key_file or key_data,
+                ),
+            )
+            if not value
+        ]
+        if missing:
+            raise CredentialsMissing(
+                "GCS credentials missing: set " + ", ".join(missing)
+                + f" (gs://{bucket} is requester pays: the project is billed; see "
+                "docs/alphaearth.md)"
+            )  # fmt: skip
+        auth: str | Callable[[], str] = (
+            token if token else service_account_token(key_file=key_file, key_data=key_data)
+        )
+        self.bucket = GcsBucket(
+            bucket, user_project=str(project), token=auth, endpoint=endpoint, config=download
+        )
+        self.prefix = prefix
+        self.show_progress = show_progress
+        self.cogs = CogClient(root, **cog_kwargs)
+        self.last_fetch: FetchedCogs | None = None
+
+    @property
+    def root(self) -> Path:
+        """The local mirror."""
+        return self.cogs.root
+
+    @property
+    def cache(self) -> ClusterCache | None:
+        """The cluster cache of the COG client."""
+        return self.cogs.cache
+
+    def embeddings(
+        self, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
+    ) -> EmbeddingResult:
+        """Mirror the files ``cells`` and ``years`` need, then aggregate them.
+
+        Parameters
+        ----------
+        cells : geopandas.GeoDataFrame
+            A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
+        spec : GridSpec
+            Grid and level of the cells.
+        years : sequence of int
+            The years.
+
+        Returns
+        -------
+        EmbeddingResult
+            As :meth:`CogClient.embeddings`.
+        """
+        self.last_fetch = fetch_cogs(
+            self.bucket,
+            cells.geometry.bounds.to_numpy(),
+            years,
+            self.root,
+            self.prefix,
+            self.show_progress,
+        )
+        return self.cogs.embeddings(cells, spec, years)

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -88,10 +88,12 @@ def _fetch_once(
     config: DownloadConfig,
     progress: Progress | None,
     task: TaskID | None,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """One request, appending to ``part`` from its current size; returns the file's size."""
     offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    sent = dict(headers or {}) | ({"Range": f"bytes={offset}-"} if offset else {})
+    request = urllib.request.Request(url, headers=sent)
     try:
         response = urllib.request.urlopen(request, timeout=config.timeout_s)
     except urllib.error.HTTPError as err:
@@ -126,6 +128,7 @@ def download(
     config: DownloadConfig = DownloadConfig(),
     check: Callable[[Path], None] | None = None,
     progress: Progress | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Path:
     """Download ``url`` to ``target`` with retries and resume.
 
@@ -145,6 +148,8 @@ def download(
         deleted, not resumed).
     progress : rich.progress.Progress, optional
         Progress display to add a task for this file to.
+    headers : mapping of str to str, optional
+        Extra request headers (e.g. ``Authorization``); never part of an error message.
 
     Returns
     -------
@@ -167,7 +172,7 @@ def download(
     task = progress.add_task(target.name, total=None) if progress is not None else None
     for attempt in range(config.retries + 1):
         try:
-            size = _fetch_once(url, part, config, progress, task)
+            size = _fetch_once(url, part, config, progress, task, headers)
             break
         except TRANSIENT as err:
             if isinstance(err, urllib.error.HTTPError) and err.code < 500 and err.code != 429:
