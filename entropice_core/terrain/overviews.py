@@ -83,8 +83,7 @@ def overview_pyramid(rasters: xr.Dataset, strides: tuple[int, ...] = STRIDES) ->
     variables = {}
     for stride in strides:
         dims = {y: f"y_s{stride}", x: f"x_s{stride}"}
-        sample = pixel_sample(rasters.rio.write_crs(crs), stride)
-        sample = sample.drop_vars("spatial_ref", errors="ignore").rename(dims)
+        sample = pixel_sample(rasters, stride).rename(dims)
         sample = sample.chunk(dict.fromkeys(dims.values(), CHUNK))
         for name, values in sample.data_vars.items():
             variables[f"{name}_s{stride}"] = values
