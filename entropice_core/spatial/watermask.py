@@ -17,7 +17,9 @@ rasterisation touches only the polygons of a few tiles.
 
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
+import math
+import zipfile
 from pathlib import Path
 
 import dask.array as da
@@ -99,19 +101,40 @@ def _tile_name(west: float, south: float) -> str:
     return f"{north_south}{abs(south):05.2f}{east_west}{abs(west):06.2f}"
 
 
-def load_global_land_mask() -> np.ndarray:
-    """Load the global-land-mask ocean grid from the package's data file.
+def load_global_land_mask(south: float = -90.0) -> np.ndarray:
+    """Load the rows of the global-land-mask ocean grid from 90 N down to ``south``.
 
-    About 0.9 GB in memory and 3 s, so it is loaded only when needed.
+    The whole grid is 0.9 GB and takes seconds to decompress; the rows are stored from the
+    North Pole down, so an Arctic area streams only its top rows (a fifth north of 50 N) out
+    of the package's data file, without importing the package (whose import loads the whole
+    grid once more).
+
+    Parameters
+    ----------
+    south : float, default -90
+        Southernmost latitude needed, in degrees.
 
     Returns
     -------
     numpy.ndarray
         Boolean 30 arc-second grid (True = ocean), rows from 90 N, columns from 180 W.
     """
-    data = resources.files("global_land_mask") / "globe_combined_mask_compressed.npz"
-    with resources.as_file(data) as path, np.load(path) as archive:
-        return archive["mask"]
+    spec = importlib.util.find_spec("global_land_mask")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("global-land-mask is not installed: pip install global-land-mask")
+    path = Path(spec.submodule_search_locations[0]) / "globe_combined_mask_compressed.npz"
+    with zipfile.ZipFile(path) as archive, archive.open("mask.npy") as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        (rows, columns), fortran_order, dtype = read_header(stream)
+        assert not fortran_order and dtype == np.bool_  # the package's layout
+        wanted = min(rows, math.ceil((90.0 - south) / _GLOBE_RES_DEG))
+        data = stream.read(wanted * columns)
+    return np.frombuffer(data, dtype=np.bool_).reshape(wanted, columns)
 
 
 def _ocean_polygons_from_mask(
@@ -182,7 +205,7 @@ def water_polygons(
     """
     tiles = _tiles(aoi, config.tile_deg)
     if config.source == "global-land-mask":
-        ocean = load_global_land_mask()
+        ocean = load_global_land_mask(south=min(south for _, south, _, _ in tiles))
         water = [_ocean_polygons_from_mask(ocean, tile) for tile in tiles]
         source = "global-land-mask 1.0 (GLOBE ocean mask, 30 arc-second)"
     else:
