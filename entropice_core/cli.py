@@ -43,6 +43,7 @@ from entropice_core.spatial.grids import grid_cells
 from entropice_core.spatial.watermask import water_polygons
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import xarray as xr
 
 console = Console(stderr=True)
@@ -59,6 +60,15 @@ AoiOption = Annotated[
         help="Area of interest: 'sample' (the embedded sample region), 'arctic' (north of "
         "50 N), 'north-of:LAT', a box 'minlon,minlat,maxlon,maxlat' in degrees (minlon > maxlon "
         "crosses 180), or a vector file (.parquet, .gpkg, .geojson) with a CRS.",
+        allow_leading_hyphen=True,
+    ),
+]
+AreaOption = Annotated[
+    str | None,
+    Parameter(
+        help="Only the part of the upstream data inside this area of interest (the forms "
+        "of `entropice grids --aoi`): cells that intersect it, grid points or tiles that "
+        "cover it. Default: everything the upstream files hold, as the Dagster asset.",
         allow_leading_hyphen=True,
     ),
 ]
@@ -174,6 +184,25 @@ def _each(
             raise
         console.print(f"[green]wrote[/] {done}")
         progress.advance(task)
+
+
+def _area(aoi: str | None) -> AreaOfInterest | None:
+    """Parse ``--aoi`` before any work (a bad area fails here); None: no restriction."""
+    return None if aoi is None else AreaOfInterest.parse(aoi)
+
+
+def _cells_in(cells: gpd.GeoDataFrame, area: AreaOfInterest | None, key: str) -> gpd.GeoDataFrame:
+    """Keep the cells of a grid level that intersect ``area`` (all of them for None)."""
+    if area is None:
+        return cells
+    inside = cells[cells.to_crs(4326).intersects(area.geometry)]
+    if inside.empty:
+        raise ValueError(
+            f"no {key} cell intersects --aoi {area.name!r}: the grid level covers "
+            f"{', '.join(f'{v:.2f}' for v in cells.to_crs(4326).total_bounds)} (lon/lat); "
+            "give an area inside it, or build the cells for that area with `entropice grids`"
+        )
+    return inside
 
 
 def _one_out(out: Path | None, specs: Sequence[GridSpec]) -> None:
@@ -489,6 +518,7 @@ def alphaearth(
     grid: GridOption = None,
     level: LevelOption = None,
     all_levels: AllLevelsOption = False,
+    aoi: AreaOption = None,
     year: Annotated[
         list[int] | None,
         Parameter(
@@ -547,6 +577,7 @@ def alphaearth(
 
     specs = _resolve_levels(grid_level, grid, level, all_levels)
     _one_out(out, specs)
+    area = _area(aoi)
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     cogs = cog_dir or layout.source("alphaearth")
@@ -593,7 +624,8 @@ def alphaearth(
         def one(key: str, report: Callable[[str], None]) -> str:
             target = out or layout.asset_path("alphaearth_features", key)
             spec = GridSpec.from_key(key)
-            result = alphaearth_features(client, read_geoparquet(cells[key]), spec, years)
+            frame = _cells_in(read_geoparquet(cells[key]), area, key)
+            result = alphaearth_features(client, frame, spec, years)
             write_dataset(result.dataset, target)
             info = feature_summary(result)
             return (
@@ -826,7 +858,9 @@ def era5_download(
 
 
 @era5_app.command(name="daily")
-def era5_daily(*, year: YearsOption = None, data_dir: DataDirOption = None) -> None:
+def era5_daily(
+    *, year: YearsOption = None, aoi: AreaOption = None, data_dir: DataDirOption = None
+) -> None:
     """Aggregate Arctic years of hourly ERA5 to days (the Dagster era5_daily).
 
     Daily mean/min/max temperature, precipitation, snowfall and snow water equivalent on the
@@ -839,11 +873,14 @@ def era5_daily(*, year: YearsOption = None, data_dir: DataDirOption = None) -> N
     ----------
     year : list of int, optional
         Arctic years.
+    aoi : str, optional
+        Keep only the grid points of this area.
     data_dir : Path, optional
         Root of the storage hierarchy.
     """
     from entropice_core.ingest import era5
 
+    area = _area(aoi)
     layout = _layout(data_dir)
     root = layout.source("era5")
     found = _stems(layout.asset_path("era5_hourly", "0").parent, ".json")
@@ -859,7 +896,8 @@ def era5_daily(*, year: YearsOption = None, data_dir: DataDirOption = None) -> N
 
         def one(key: str, report: Callable[[str], None]) -> str:
             path = layout.era5_daily(key)
-            gaps = era5.write_daily(root, int(key), path, log=report)
+            boxes = None if area is None else [part.bounds for part in area.parts]
+            gaps = era5.write_daily(root, int(key), path, log=report, boxes=boxes)
             gap_days = gaps.gap_days(era5.read_daily(path))
             if gap_days:
                 console.print(f"[yellow]{len(gap_days)} days with missing hours (NaN)[/]")
@@ -869,7 +907,9 @@ def era5_daily(*, year: YearsOption = None, data_dir: DataDirOption = None) -> N
 
 
 @era5_app.command(name="yearly")
-def era5_yearly(*, year: YearsOption = None, data_dir: DataDirOption = None) -> None:
+def era5_yearly(
+    *, year: YearsOption = None, aoi: AreaOption = None, data_dir: DataDirOption = None
+) -> None:
     """Compute the climate indices of Arctic years (the Dagster era5_yearly).
 
     Degree days, thaw season, snow cover, yearly, seasonal and shoulder aggregates on the
@@ -883,11 +923,15 @@ def era5_yearly(*, year: YearsOption = None, data_dir: DataDirOption = None) -> 
     ----------
     year : list of int, optional
         Arctic years.
+    aoi : str, optional
+        Only the grid points of this area.
     data_dir : Path, optional
         Root of the storage hierarchy.
     """
     from entropice_core.features import climate
 
+    area = _area(aoi)
+    boxes = None if area is None else [part.bounds for part in area.parts]
     layout = _layout(data_dir)
     found = _stems(layout.era5_daily("0").parent, ".zarr")
     years = _era5_years(year, found, "index", "entropice era5 daily")
@@ -896,7 +940,8 @@ def era5_yearly(*, year: YearsOption = None, data_dir: DataDirOption = None) -> 
 
         def one(key: str, report: Callable[[str], None]) -> str:
             y = int(key)
-            indices = climate.yearly_from_stores(daily[y], layout.era5_daily(y + 1), y)
+            following = layout.era5_daily(y + 1)
+            indices = climate.yearly_from_stores(daily[y], following, y, boxes=boxes)
             stored = store_dataset(indices, layout, "era5_yearly", key)
             complete = indices.attrs["thaw_season_complete"]
             return f"{stored.path}: thaw season {'complete' if complete else 'incomplete'}"
@@ -911,6 +956,7 @@ def era5_features(
     grid: GridOption = None,
     level: LevelOption = None,
     all_levels: AllLevelsOption = False,
+    aoi: AreaOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Average the climate indices over each cell (the Dagster climate_features).
@@ -926,12 +972,15 @@ def era5_features(
         One grid level.
     all_levels : bool
         Every default grid level.
+    aoi : str, optional
+        Only the cells that intersect this area.
     data_dir : Path, optional
         Root of the storage hierarchy.
     """
     from entropice_core.features import climate
 
     specs = _resolve_levels(grid_level, grid, level, all_levels)
+    area = _area(aoi)
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     stores = layout.era5_yearly_stores()
@@ -943,9 +992,8 @@ def era5_features(
 
         def one(key: str, report: Callable[[str], None]) -> str:
             spec = GridSpec.from_key(key)
-            features = climate.climate_features(
-                indices, read_geoparquet(cells[key]), spec, parallel=True
-            )
+            frame = _cells_in(read_geoparquet(cells[key]), area, key)
+            features = climate.climate_features(indices, frame, spec, parallel=True)
             stored = store_dataset(features, layout, "climate_features", key)
             return f"{stored.path}: {_describe(features)}"
 
@@ -1024,6 +1072,7 @@ def terrain_derivatives(
     backend: Annotated[
         Literal["numpy", "cupy"], Parameter(help="Array backend: numpy (CPU) or cupy (CUDA).")
     ] = "numpy",
+    aoi: AreaOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Compute the terrain derivative rasters of the mosaic (the Dagster terrain_derivatives).
@@ -1043,24 +1092,36 @@ def terrain_derivatives(
         VRM windows.
     backend : str
         Array backend.
+    aoi : str, optional
+        Only the tiles that cover this area.
     data_dir : Path, optional
         Root of the storage hierarchy.
     """
-    from entropice_core.ingest.arcticdem import terrain_rasters
+    from entropice_core.ingest.arcticdem import terrain_rasters, tile_rowcol, tiles_for
     from entropice_core.terrain.derivatives import TerrainConfig
     from entropice_core.terrain.overviews import STRIDES
 
     options = {"tpi_radii_m": tpi_radii_m, "vrm_windows": vrm_windows, "backend": backend}
     config = TerrainConfig.model_validate({k: v for k, v in options.items() if v is not None})
+    area = _area(aoi)
     layout = _layout(data_dir)
     manifest = read_manifest(_upstream(layout, "arcticdem_tiles"))
     water = _upstream(layout, "watermask")
-    absent = [tile for tile in manifest["tiles"] if not Path(tile).exists()]
+    tiles = list(manifest["tiles"])
+    if area is not None:
+        covering = {rowcol for part in area.parts for rowcol in tiles_for(part.bounds)}
+        tiles = [tile for tile in tiles if tile_rowcol(Path(tile)) in covering]
+        if not tiles:
+            raise ValueError(
+                f"no tile of {layout.asset_path('arcticdem_tiles')} covers --aoi {area.name!r}:"
+                " run `entropice terrain tiles --aoi ...` for that area first"
+            )
+    absent = [tile for tile in tiles if not Path(tile).exists()]
     if absent:
         raise FileNotFoundError(f"{absent[0]} does not exist: run `entropice terrain tiles` again")
     with _progress() as progress:
-        progress.add_task(f"terrain derivatives of {len(manifest['tiles'])} tiles", total=None)
-        rasters = terrain_rasters(manifest["tiles"], read_geoparquet(water), config)
+        progress.add_task(f"terrain derivatives of {len(tiles)} tiles", total=None)
+        rasters = terrain_rasters(tiles, read_geoparquet(water), config)
         stored = store_dataset(
             rasters, layout, "terrain_derivatives", overview_strides=tuple(STRIDES)
         )
@@ -1081,6 +1142,7 @@ def terrain_features(
             "(default 2500); 0 uses every pixel (exact, slow on coarse levels)."
         ),
     ] = None,
+    aoi: AreaOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Summarise elevation and each derivative per cell (the Dagster terrain_features).
@@ -1099,6 +1161,8 @@ def terrain_features(
         Every default grid level.
     min_pixels_per_cell : int, optional
         Pixel sample size of a median cell.
+    aoi : str, optional
+        Only the cells that intersect this area.
     data_dir : Path, optional
         Root of the storage hierarchy.
     """
@@ -1111,6 +1175,7 @@ def terrain_features(
     if min_pixels_per_cell is not None and min_pixels_per_cell < 0:
         raise ValueError(f"--min-pixels-per-cell must be 0 or more, got {min_pixels_per_cell}")
     options = {} if min_pixels_per_cell is None else {"min_pixels_per_cell": min_pixels_per_cell}
+    area = _area(aoi)
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     _upstream(layout, "terrain_derivatives")
@@ -1120,8 +1185,9 @@ def terrain_features(
 
         def one(key: str, report: Callable[[str], None]) -> str:
             spec = GridSpec.from_key(key)
+            frame = _cells_in(read_geoparquet(cells[key]), area, key)
             features = terrain.derivative_features(
-                derivatives, read_geoparquet(cells[key]), spec, parallel=True, **options
+                derivatives, frame, spec, parallel=True, **options
             )
             stored = store_dataset(features, layout, "terrain_features", key)
             return f"{stored.path}: {_describe(features)}"
@@ -1143,6 +1209,7 @@ def dataset(
             "packaged configs, as Dagster uses)."
         ),
     ] = None,
+    aoi: AreaOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Join the features and labels of a grid level (the Dagster training_dataset).
@@ -1162,23 +1229,35 @@ def dataset(
         Every default grid level.
     config : Path, optional
         Dataset config.
+    aoi : str, optional
+        Only the cells that intersect this area (the spatial split is drawn among them).
     data_dir : Path, optional
         Root of the storage hierarchy.
     """
+    import numpy as np
+
     from entropice_core.config import config_dir_from_env
     from entropice_core.io.assets import load_dataset
     from entropice_core.ml.dataset import DatasetEnsemble
 
     specs = _resolve_levels(grid_level, grid, level, all_levels)
     ensemble = DatasetEnsemble.from_toml(config or config_dir_from_env() / "dataset.toml")
+    area = _area(aoi)
     layout = _layout(data_dir)
     for spec in specs:
-        for asset in ensemble.assets():
+        for asset in ensemble.assets() + (["grid_cells"] if area is not None else []):
             _upstream(layout, asset, spec.key)
     with _progress(steps=True) as progress:
 
         def one(key: str, report: Callable[[str], None]) -> str:
             inputs = {asset: load_dataset(layout, asset, key) for asset in ensemble.assets()}
+            if area is not None:
+                frame = read_geoparquet(layout.asset_path("grid_cells", key))
+                ids = _cells_in(frame, area, key)["cell_id"].to_numpy()
+                inputs = {
+                    asset: values.isel(cell_ids=np.isin(values["cell_ids"].to_numpy(), ids))
+                    for asset, values in inputs.items()
+                }
             data = ensemble.build_from(inputs)  # type: ignore[arg-type]  # L2: datasets
             stored = store_dataset(data.dataset, layout, "training_dataset", key)
             return f"{stored.path}: {data.summary()}"

@@ -19,6 +19,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import pytest
+import shapely
 import xarray as xr
 
 from entropice_core.cli import main
@@ -124,6 +125,55 @@ def test_stage_commands_write_what_the_assets_write(sample_graph, tmp_path, caps
     xr.testing.assert_identical(
         open_store(ours.training_dataset(KEY)), open_store(dagster.training_dataset(KEY))
     )
+    check_area_restriction(ours, capsys, cache)
+
+
+def check_area_restriction(ours: Layout, capsys, cache: Path) -> None:
+    """``--aoi`` on the commands below the grid: each keeps the cells, grid points or rows of
+    the area, and what it keeps equals the unrestricted output."""
+    data = ("--data-dir", str(ours.root))
+    cells = gpd.read_parquet(ours.asset_path("grid_cells", KEY))
+    west_half = cells.loc[cells.intersects(shapely.box(-138.5, 66.5, -135.0, 69.2)), "cell_id"]
+    whole = open_store(ours.training_dataset(KEY))
+    ok(capsys, "dataset", "--grid-level", KEY, "--aoi", "-138.5,66.5,-135,69.2", *data)
+    part = open_store(ours.training_dataset(KEY))
+    kept = sorted(set(whole["cell_ids"].to_numpy()) & set(west_half))
+    assert sorted(part["cell_ids"].to_numpy()) == kept and 0 < len(kept) < whole.sizes["cell_ids"]
+    xr.testing.assert_equal(part["features"], whole["features"].sel(cell_ids=kept))
+
+    box = ("--aoi", "-135.5,67.6,-134.5,68.1")
+    inside = set(cells.loc[cells.intersects(shapely.box(-135.5, 67.6, -134.5, 68.1)), "cell_id"])
+    for asset, command in (
+        ("climate_features", ("era5", "features")),
+        ("terrain_features", ("terrain", "features")),
+        ("alphaearth_features", ("alphaearth", "--cache-dir", str(cache))),
+    ):
+        whole = open_store(ours.asset_path(asset, KEY))
+        ok(capsys, *command, "--grid-level", KEY, *box, *data)
+        part = open_store(ours.asset_path(asset, KEY))
+        assert set(part["cell_ids"].to_numpy()) == inside, asset
+        xr.testing.assert_equal(part, whole.sel(cell_ids=part["cell_ids"]))
+
+    # ERA5: the 0.25 degree points of the box widened outward, as a CDS request returns them
+    year = ours.asset_path("era5_daily", "0").parent
+    first = sorted(p.stem for p in year.glob("*.zarr"))[0]
+    whole_daily = open_store(ours.asset_path("era5_daily", first))
+    whole_yearly = open_store(ours.asset_path("era5_yearly", first))
+    ok(capsys, "era5", "daily", "--year", first, *box, *data)
+    ok(capsys, "era5", "yearly", "--year", first, *box, *data)
+    lat, lon = [67.5, 67.75, 68.0, 68.25], [-135.5, -135.25, -135.0, -134.75, -134.5]
+    for asset, whole in (("era5_daily", whole_daily), ("era5_yearly", whole_yearly)):
+        part = open_store(ours.asset_path(asset, first))
+        assert sorted(part["latitude"].to_numpy()) == lat, asset
+        assert sorted(part["longitude"].to_numpy()) == lon, asset
+        xr.testing.assert_equal(
+            part, whole.sel(latitude=part["latitude"], longitude=part["longitude"])
+        )
+
+    code, _, err = cli(
+        capsys, "terrain", "features", "--grid-level", KEY, "--aoi", "10,60,11,61", *data
+    )
+    assert code == 2 and "no h3_5 cell intersects --aoi" in " ".join(err.split())
 
 
 #: A box inside one tile of the sample region (as in test_dagster_terrain).
@@ -161,13 +211,15 @@ def test_terrain_derivatives_command_commits_what_the_asset_commits(
     data = ("--data-dir", str(ours.root))
     ok(capsys, "terrain", "tiles", "--aoi", ONE_TILE_AOI, "--client", "offline", *data)
     options = ("--tpi-radii-m", "160", "--vrm-windows", "3")
-    ok(capsys, "terrain", "derivatives", *options, *data)
+    ok(capsys, "terrain", "derivatives", *options, "--aoi", ONE_TILE_AOI, *data)
     for group in (None, GROUP):
         xr.testing.assert_identical(
             read_dataset_version(ours.terrain_derivatives, group).load(),
             read_dataset_version(dagster.terrain_derivatives, group).load(),
         )
     assert "tpi_960m" not in read_dataset_version(ours.terrain_derivatives, None)
+    code, _, err = cli(capsys, "terrain", "derivatives", "--aoi", "10,60,11,61", *data)
+    assert code == 2 and "covers --aoi" in " ".join(err.split())
 
 
 @pytest.mark.parametrize(

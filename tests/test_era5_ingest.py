@@ -117,10 +117,10 @@ def test_download_writes_every_file_and_resumes(sample_era5: Path, tmp_path: Pat
 
 def test_split_months_are_joined_into_the_month_file(sample_era5: Path, tmp_path: Path) -> None:
     client = FakeCds(sample_era5)
-    era5.download_arctic_year(client, tmp_path, YEAR, _config(max_fields=480), log=lambda _: None)
-    # parts of at most 10 days: 7 months of 31 days in 4 parts, 5 shorter ones in 3, per step
-    # type, plus the closing hour
-    assert len(client.calls) == 2 * (7 * 4 + 5 * 3) + 1
+    era5.download_arctic_year(client, tmp_path, YEAR, _config(max_fields=768), log=lambda _: None)
+    # parts of at most 16 days (2 variables x 24 hours x 16 days = 768 fields): every month in
+    # 2 parts, per step type, plus the closing hour
+    assert len(client.calls) == 2 * 12 * 2 + 1
     path = era5.era5_path(tmp_path, 2019, 1, "accum")
     joined, original = xr.load_dataset(path), xr.load_dataset(sample_era5 / "2019/01" / path.name)
     xr.testing.assert_allclose(joined.drop_vars("expver"), original.drop_vars("expver"))
@@ -220,3 +220,27 @@ def test_truncated_file_names_itself_and_keeps_the_previous_store(
     xr.testing.assert_identical(era5.read_daily(store).load(), before)
     assert not era5.month_is_complete(broken, 2019, 3, "instant")  # a resume fetches it again
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_crop_keeps_the_points_of_a_box_across_180_on_both_sides() -> None:
+    from entropice_core.config import AreaOfInterest
+
+    lat, lon = np.arange(70.0, 55.0, -0.25), np.arange(-180.0, 180.0, 0.25)
+    grid = xr.Dataset(
+        {"t2m": (("latitude", "longitude"), np.zeros((lat.size, lon.size)))},
+        coords={"latitude": lat, "longitude": lon},
+    )
+    area = AreaOfInterest.parse("179.6,60.1,-179.4,60.4")
+    cropped = era5.crop_to_area(grid, [part.bounds for part in area.parts])
+    # widened outward to 0.25 degree steps: 60.0..60.5, and 179.5..180 | -180..-179.25
+    assert cropped["latitude"].to_numpy().tolist() == [60.5, 60.25, 60.0]
+    assert cropped["longitude"].to_numpy().tolist() == [
+        -180.0,
+        -179.75,
+        -179.5,
+        -179.25,
+        179.5,
+        179.75,
+    ]
+    with pytest.raises(ValueError, match="no ERA5 grid point"):
+        era5.crop_to_area(grid, [(10.0, 80.0, 11.0, 81.0)])

@@ -79,11 +79,11 @@ def test_predictions_cover_every_cell_and_match_the_model(models, sample_graph) 
 @pytest.mark.slow
 def test_cli_train_and_predict(models, tmp_path) -> None:
     data_dir, _ = models
-    out = tmp_path / "knn"
+    out = tmp_path / "xgboost"
     env = {"ENTROPICE_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
     train = subprocess.run(
         [
-            *(str(ENTROPICE), "train", "--config", "configs/knn-binary.toml"),
+            *(str(ENTROPICE), "train", "--config", "configs/xgboost-binary.toml"),
             *("--grid-level", KEY, "--n-iter", "2", "--out", str(out)),
         ],
         capture_output=True,
@@ -96,7 +96,7 @@ def test_cli_train_and_predict(models, tmp_path) -> None:
     assert train.returncode == 0, train.stderr
     assert "beats the majority baseline" in train.stderr and "roc_auc" in train.stdout
     stamp = json.loads((out / "model.json").read_text())
-    assert stamp["grid_level"] == KEY and len(stamp["best_params"]) == 3
+    assert stamp["grid_level"] == KEY and len(stamp["best_params"]) == 5  # the searched ones
     bad = subprocess.run(
         [str(ENTROPICE), "train", "--config", "configs/dataset.toml", "--grid-level", KEY],
         capture_output=True,

@@ -20,7 +20,7 @@ import xarray as xr
 
 from entropice_core.climate.indices import ClimateIndexConfig, yearly_indices
 from entropice_core.config import GridSpec
-from entropice_core.ingest.era5 import GRID_STEP, read_daily
+from entropice_core.ingest.era5 import GRID_STEP, crop_to_area, read_daily
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
 from entropice_core.spatial.pixelmap import RasterGrid, build_cell_pixel_map
 
@@ -74,6 +74,7 @@ def yearly_from_stores(
     next_daily_path: Path | None,
     year: int,
     config: ClimateIndexConfig = ClimateIndexConfig(),
+    boxes: Sequence[tuple[float, float, float, float]] | None = None,
 ) -> xr.Dataset:
     """Compute the indices of Arctic year ``year`` from era5_daily stores.
 
@@ -88,6 +89,8 @@ def yearly_from_stores(
         Arctic year.
     config : ClimateIndexConfig, optional
         Snow threshold and shoulder length.
+    boxes : sequence of tuple of float, optional
+        Only the grid points of these lon/lat boxes (``era5.crop_to_area``); default: all.
 
     Returns
     -------
@@ -97,6 +100,9 @@ def yearly_from_stores(
     daily = read_daily(daily_path)
     following = next_daily_path if next_daily_path and Path(next_daily_path).exists() else None
     next_daily = read_daily(following) if following is not None else None
+    if boxes is not None:
+        daily = crop_to_area(daily, boxes)
+        next_daily = crop_to_area(next_daily, boxes) if next_daily is not None else None
     return yearly_from_daily(daily, next_daily, year, config)
 
 

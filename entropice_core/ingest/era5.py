@@ -316,6 +316,48 @@ def cds_area(bounds: tuple[float, float, float, float]) -> tuple[float, float, f
     return (north * GRID_STEP, west * GRID_STEP, south * GRID_STEP, east * GRID_STEP)
 
 
+def crop_to_area(
+    dataset: xr.Dataset, boxes: Sequence[tuple[float, float, float, float]]
+) -> xr.Dataset:
+    """Keep the grid points that a CDS request for ``boxes`` would return.
+
+    Each box is widened to whole 0.25 degree steps (:func:`cds_area`); rows and columns of
+    any box are kept, so the two halves of a box split at 180 degrees select their columns on
+    both sides.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        ERA5 data on ``latitude``/``longitude`` (-180..180).
+    boxes : sequence of tuple of float
+        ``(min lon, min lat, max lon, max lat)`` in degrees, e.g. an area's parts' bounds.
+
+    Returns
+    -------
+    xarray.Dataset
+        The points inside the boxes.
+
+    Raises
+    ------
+    ValueError
+        If no grid point of ``dataset`` lies in the boxes.
+    """
+    lat, lon = dataset["latitude"].to_numpy(), dataset["longitude"].to_numpy()
+    rows, columns = np.zeros(lat.shape, bool), np.zeros(lon.shape, bool)
+    tolerance = GRID_STEP / 100
+    for box in boxes:
+        north, west, south, east = cds_area(box)
+        rows |= (lat >= south - tolerance) & (lat <= north + tolerance)
+        columns |= (lon >= west - tolerance) & (lon <= east + tolerance)
+    if not rows.any() or not columns.any():
+        raise ValueError(
+            f"no ERA5 grid point in {[tuple(round(v, 2) for v in b) for b in boxes]}: the "
+            f"data covers {lon.min():g}..{lon.max():g} E, {lat.min():g}..{lat.max():g} N; "
+            "download the area first (entropice era5 download --aoi ...)"
+        )
+    return dataset.isel(latitude=rows, longitude=columns)
+
+
 def grid_points(area: tuple[float, float, float, float]) -> int:
     """Count the 0.25 degree points the CDS returns for ``area`` (both edges included).
 
@@ -1095,7 +1137,11 @@ def daily_months(root: str | Path, year: int) -> Iterator[tuple[xr.Dataset, dict
 
 
 def write_daily(
-    root: str | Path, year: int, path: str | Path, log: Callable[[str], None] = print
+    root: str | Path,
+    year: int,
+    path: str | Path,
+    log: Callable[[str], None] = print,
+    boxes: Sequence[tuple[float, float, float, float]] | None = None,
 ) -> DailyReport:
     """Write the daily aggregates of Arctic year ``year`` as one Zarr store, atomically.
 
@@ -1112,6 +1158,9 @@ def write_daily(
         Zarr store to replace (see :func:`~entropice_core.io.zarr.atomic_store`).
     log : callable
         Receives one line per month with its gap counts.
+    boxes : sequence of tuple of float, optional
+        Keep only the grid points of these lon/lat boxes (:func:`crop_to_area`); default:
+        every point of the hourly files.
 
     Returns
     -------
@@ -1123,6 +1172,8 @@ def write_daily(
     report = DailyReport()
     with atomic_store(path) as tmp:
         for i, (daily, gaps) in enumerate(daily_months(root, year)):
+            if boxes is not None:
+                daily = crop_to_area(daily, boxes)
             stamp = str(daily["time"].to_numpy()[0])[:7]
             report.gaps[stamp] = gaps
             log(f"era5 daily {stamp}: {gaps}")

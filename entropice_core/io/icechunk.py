@@ -24,9 +24,7 @@ BRANCH = "main"
 #: Codec of the raster chunks: LZ4 after byte shuffling compresses float32 terrain nearly as
 #: well as Zarr's default Zstd (ratio 1.72 against 1.81 on the sample DEM's derivatives) and
 #: encodes 4x, decodes 2x faster; every grid level reads the rasters back.
-RASTER_COMPRESSORS = (
-    zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-)
+RASTER_COMPRESSORS = (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 # Icechunk warns on every local repository that local storage is unsafe for concurrent commits;
 # commits are serialised by the callers (see commit_dataset), so only errors are shown.
 icechunk.set_logs_filter("error")
