@@ -191,6 +191,12 @@ def _area(aoi: str | None) -> AreaOfInterest | None:
     return None if aoi is None else AreaOfInterest.parse(aoi)
 
 
+def _boxes(aoi: str | None) -> list[tuple[float, float, float, float]] | None:
+    """Parse ``--aoi`` into lon/lat boxes (two across 180 degrees); None: no restriction."""
+    area = _area(aoi)
+    return None if area is None else [part.bounds for part in area.parts]
+
+
 def _cells_in(cells: gpd.GeoDataFrame, area: AreaOfInterest | None, key: str) -> gpd.GeoDataFrame:
     """Keep the cells of a grid level that intersect ``area`` (all of them for None)."""
     if area is None:
@@ -880,7 +886,7 @@ def era5_daily(
     """
     from entropice_core.ingest import era5
 
-    area = _area(aoi)
+    boxes = _boxes(aoi)
     layout = _layout(data_dir)
     root = layout.source("era5")
     found = _stems(layout.asset_path("era5_hourly", "0").parent, ".json")
@@ -896,7 +902,6 @@ def era5_daily(
 
         def one(key: str, report: Callable[[str], None]) -> str:
             path = layout.era5_daily(key)
-            boxes = None if area is None else [part.bounds for part in area.parts]
             gaps = era5.write_daily(root, int(key), path, log=report, boxes=boxes)
             gap_days = gaps.gap_days(era5.read_daily(path))
             if gap_days:
@@ -930,8 +935,7 @@ def era5_yearly(
     """
     from entropice_core.features import climate
 
-    area = _area(aoi)
-    boxes = None if area is None else [part.bounds for part in area.parts]
+    boxes = _boxes(aoi)
     layout = _layout(data_dir)
     found = _stems(layout.era5_daily("0").parent, ".zarr")
     years = _era5_years(year, found, "index", "entropice era5 daily")
