@@ -437,16 +437,13 @@ def train(
     """
     from entropice_core.ml.training import ExperimentConfig, save_experiment, train_experiment
 
-    experiment = ExperimentConfig.from_toml(config)
-    if n_iter is not None:
-        search = experiment.search.model_copy(update={"n_iter": n_iter})
-        experiment = experiment.model_copy(update={"search": search})
+    experiment = ExperimentConfig.from_toml(config).with_budget(n_iter)
     layout = _layout(data_dir)
     key = GridSpec.from_key(grid_level).key
     target = out or layout.experiment(key, experiment.name)
     with _progress() as progress:
         task = progress.add_task(f"{grid_level}: reading the datasets", total=None)
-        data = experiment.dataset.open(layout.root, key)
+        data = experiment.ensemble.open(layout.root, key)
         result = train_experiment(
             data, experiment, lambda message: progress.update(task, description=message)
         )
@@ -498,7 +495,7 @@ def predict(
     cells = read_geoparquet(layout.grid_cells(key))
     with _progress() as progress:
         task = progress.add_task(f"{experiment} on {key}", total=None)
-        data = resolved.dataset.open(layout.root, key)
+        data = resolved.ensemble.open(layout.root, key)
         frame = predict_cells(
             model,
             data.dataset,
@@ -507,6 +504,7 @@ def predict(
             stamp["feature_names"],
             batch_size=batch_size,
             device=stamp.get("predict_device", "cpu"),
+            time=stamp.get("time", "static"),
             progress=lambda done, total: progress.update(
                 task, description=f"{experiment} on {key}: {done:,}/{total:,} cells"
             ),

@@ -307,6 +307,25 @@ class Layout:
         """
         return self.asset_path("predictions", grid_level=grid_level, experiment=experiment)
 
+    def experiment_folders(self) -> list[tuple[str, str, Path]]:
+        """List the experiment folders present: ``(grid_level, experiment, folder)``.
+
+        Returns
+        -------
+        list of tuple of (str, str, Path)
+            Every ``training-results/{grid_level}/{experiment}/`` directory, sorted.
+        """
+        root = self.root / ASSET_PATHS["trained_model"].split("{", 1)[0]
+        if not root.is_dir():
+            return []
+        return [
+            (level.name, folder.name, folder)
+            for level in sorted(root.iterdir())
+            if level.is_dir()
+            for folder in sorted(level.iterdir())
+            if folder.is_dir()
+        ]
+
     @property
     def experiment_summary(self) -> Path:
         """The summary table of the trained experiments (``training-results/summary.parquet``)."""

@@ -12,6 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    import pandas as pd
 
 #: Above this many cells a map draws points instead of polygons (Arctic-wide levels: ~10^6).
 MAP_MAX_POLYGONS = 50_000
@@ -107,4 +108,39 @@ def raster_png(values: np.ndarray, title: str) -> bytes:
     figure.colorbar(image, ax=ax)
     ax.set_title(title)
     ax.set_axis_off()
+    return _png(figure)
+
+
+def leaderboard_png(summary: pd.DataFrame, metric: str = "f1_macro") -> bytes:
+    """Draw the experiments' CV ``metric`` (mean and fold std) per grid level as bars.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        The experiment summary (``entropice_core.ml.summary``), with ``cv_<metric>``,
+        ``cv_<metric>_std`` and ``baseline_cv_<metric>`` columns.
+    metric : str, optional
+        The metric drawn.
+
+    Returns
+    -------
+    bytes
+        The PNG: one panel per grid level, bars sorted best first, the majority baseline as a
+        red tick.
+    """
+    from matplotlib.figure import Figure
+
+    levels = sorted(summary["grid_level"].unique())
+    tallest = max(int((summary["grid_level"] == level).sum()) for level in levels)
+    figure = Figure(figsize=(5.5 * len(levels), 1.2 + 0.28 * tallest), dpi=80, layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(levels), sharex=True))
+    for ax, level in zip(axes, levels, strict=True):
+        rows = summary[summary["grid_level"] == level].sort_values(f"cv_{metric}")
+        y = np.arange(len(rows))
+        ax.barh(y, rows[f"cv_{metric}"], xerr=rows[f"cv_{metric}_std"], color="tab:blue")
+        ax.plot(rows[f"baseline_cv_{metric}"], y, "|", color="tab:red", markersize=12)
+        ax.set_yticks(y, rows["experiment"])
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(f"CV {metric} (mean ± std over folds; red: majority baseline)")
+        ax.set_title(level)
     return _png(figure)

@@ -9,19 +9,19 @@ instance in ``$DAGSTER_HOME``, so the history, metadata, check results and maps 
 import os
 import sys
 import time
-from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from entropice_core.config import Settings
-from entropice_core.layout import ASSET_PATHS
+from entropice_core.layout import ASSET_PATHS, Layout
 from entropice_core.sample import generate_sample_region
 from entropice_core.sample.era5 import ARCTIC_YEARS
 from entropice_dagster.assets import all_assets
@@ -29,22 +29,40 @@ from entropice_dagster.assets.alphaearth import alphaearth_features
 from entropice_dagster.assets.climate import climate_features, era5_daily, era5_hourly, era5_yearly
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_polygons, rts_labels
-from entropice_dagster.assets.models import predictions, trained_model, training_dataset
-from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
-from entropice_dagster.partitions import (
-    arctic_year_partitions,
-    experiment_partitions,
-    grid_partitions,
+from entropice_dagster.assets.models import (
+    experiment_summary,
+    predictions,
+    trained_model,
+    training_dataset,
 )
+from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
+from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
 from entropice_dagster.resources import project_resources
 
 UI_URL = "http://127.0.0.1:3000"
 # Step logs stay in the instance (and the UI); the terminal shows the progress bar and, on
 # failure, the root cause.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-#: Grid levels that get models: one per grid type where the sample region has enough cells
-#: with and without RTS and enough spatial blocks (~70 blocks of h3_4, ~47 of healpix_7).
-MODEL_LEVELS = ("h3_6", "healpix_9")
+#: Experiments trained per grid level: one level per grid type where the sample region has
+#: enough cells with and without RTS and enough spatial blocks (~70 blocks of h3_4, ~47 of
+#: healpix_7). At h3_6 the four models on every source, a source ablation, the count task and
+#: yearly mode; every other experiment is a partition to materialise from the UI.
+DEMO_EXPERIMENTS = {
+    "h3_6": (
+        "espa-binary",
+        "xgboost-binary",
+        "rf-binary",
+        "knn-binary",
+        "xgboost-binary-terrain",
+        "xgboost-binary-climate",
+        "xgboost-binary-alphaearth",
+        "xgboost-count",
+        "xgboost-binary-all-yearly",
+    ),
+    "healpix_9": ("espa-binary", "xgboost-binary"),
+}
+#: The demo's search budget (the experiment files' is larger): a few minutes for the whole graph.
+DEMO_BUDGET = {"n_iter": 4, "importance_repeats": 2}
 
 
 def _instance() -> dg.DagsterInstance:
@@ -107,15 +125,17 @@ def _summary(rows: list[tuple[Any, ...]], aoi: str) -> Table:
     return table
 
 
-def _model_table(rows: list[tuple[str, str, Mapping[str, Any]]]) -> Table:
-    table = Table(title="Spatial CV scores per grid level and model (binary task: any RTS)")
-    columns = ("grid level", "experiment", "CV F1 macro", "CV ROC AUC", "CV accuracy")
-    for column in (*columns, "majority F1", "test F1 macro"):
-        table.add_column(column, justify="right")
-    for key, experiment, meta in rows:
-        values = [meta[name].value for name in ("cv_f1_macro", "cv_roc_auc", "cv_accuracy")]
-        extra = [meta[name].value for name in ("majority_cv_f1_macro", "test_f1_macro")]
-        table.add_row(key, experiment, *(f"{v:.3f}" for v in (*values, *extra)))
+def _leaderboard(summary: Any) -> Table:
+    """The experiment_summary table: CV and test scores per grid level and experiment."""
+    table = Table(title="Leaderboard (experiment_summary): spatial CV and test blocks, best first")
+    columns = ("grid level", "experiment", "CV F1 macro", "± std", "test F1", "majority F1")
+    for column in (*columns, "ROC AUC", "search s"):
+        table.add_column(column, justify="left" if column == "experiment" else "right")
+    for row in summary.itertuples():
+        values = (row.cv_f1_macro, row.cv_f1_macro_std, row.test_f1_macro)
+        values += (row.baseline_cv_f1_macro, row.cv_roc_auc)
+        cells = [f"{v:.3f}" if v == v else "-" for v in values]  # NaN: no ROC AUC (3+ classes)
+        table.add_row(row.grid_level, row.experiment, *cells, f"{row.search_seconds:.1f}")
     return table
 
 
@@ -134,18 +154,15 @@ def _steps(years: list[str]) -> list[tuple[str, list[dg.AssetsDefinition], Any]]
     steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
     per_cell = [grid_cells, rts_labels, terrain_features, climate_features, alphaearth_features]
     steps += [
-        ("grid levels", per_cell + ([training_dataset] if key in MODEL_LEVELS else []), key)
+        ("grid levels", per_cell + ([training_dataset] if key in DEMO_EXPERIMENTS else []), key)
         for key in grid_partitions.get_partition_keys()
     ]
     steps += [
-        (
-            "models",
-            [trained_model, predictions],
-            dg.MultiPartitionKey({"grid_level": k, "experiment": e}),
-        )
-        for k in MODEL_LEVELS
-        for e in experiment_partitions.get_partition_keys()
+        ("models", [trained_model, predictions], _model_key(key, experiment))
+        for key, experiments in DEMO_EXPERIMENTS.items()
+        for experiment in experiments
     ]
+    steps.append(("models", [experiment_summary], None))
     return steps
 
 
@@ -188,7 +205,7 @@ def main() -> int:
     known = set(instance.get_dynamic_partitions(name))
     instance.add_dynamic_partitions(name, sorted(set(years) - known))
     steps = _steps(years)
-    rows, model_rows = [], []
+    rows = []
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("materialising", total=len(steps))
@@ -197,13 +214,14 @@ def main() -> int:
             name = " ".join(filter(None, (names, key)))
             progress.update(task, description=name)
             run_started = time.perf_counter()
+            budget = {"ops": {"trained_model": {"config": DEMO_BUDGET}}}
             result = dg.materialize(
                 all_assets,
                 selection=selection,
                 partition_key=key,
                 instance=instance,
                 resources=resources,
-                run_config=QUIET,
+                run_config=QUIET | (budget if trained_model in selection else {}),
                 raise_on_error=False,
             )
             durations.append((stage, str(key or "-"), time.perf_counter() - run_started))
@@ -212,11 +230,7 @@ def main() -> int:
                 console.print(f"[red]{name} failed (run {result.run_id}):[/red]")
                 console.print(_failure(result), markup=False)
                 return 1
-            if selection[0] is trained_model:
-                (model,) = result.asset_materializations_for_node("trained_model")
-                dims = key.keys_by_dimension
-                model_rows.append((dims["grid_level"], dims["experiment"], model.metadata))
-            elif selection[0] is grid_cells:
+            if selection[0] is grid_cells:
                 metadata = [
                     result.asset_materializations_for_node(asset.key.to_user_string())[0].metadata
                     for asset in (grid_cells, rts_labels, terrain_features, climate_features)
@@ -225,7 +239,8 @@ def main() -> int:
             progress.advance(task)
 
     console.print(_summary(rows, settings.aoi))
-    console.print(_model_table(model_rows))
+    summary = pd.read_parquet(Layout(settings.data_dir).experiment_summary)
+    console.print(_leaderboard(summary))
     console.print(_timings(durations))
     console.print(
         f"{len(steps)} runs in {time.perf_counter() - started:.0f} s. Outputs in "

@@ -20,6 +20,7 @@ from entropice_core.layout import Layout
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    import pandas as pd
     import xarray as xr
 
     from entropice_core.ml.training import TrainedExperiment
@@ -29,6 +30,7 @@ GEOPARQUET_IO_MANAGER_KEY = "geoparquet_io_manager"
 ZARR_IO_MANAGER_KEY = "zarr_io_manager"
 EXPERIMENT_IO_MANAGER_KEY = "experiment_io_manager"
 MANIFEST_IO_MANAGER_KEY = "manifest_io_manager"
+TABLE_IO_MANAGER_KEY = "table_io_manager"
 #: Optional asset metadata: the raster variable the Zarr IO manager previews after writing.
 PREVIEW_METADATA_KEY = "entropice/preview"
 #: Optional asset metadata: the raster also gets pixel-sample overviews at these strides
@@ -93,7 +95,7 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
         return next(iter(values.values())) if len(values) == 1 else values
 
 
-def _column_schema(frame: gpd.GeoDataFrame) -> dg.TableSchema:
+def _column_schema(frame: pd.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]
     )
@@ -252,3 +254,26 @@ class ManifestIOManager(_DataDirIOManager):
 
     def _read(self, path: Path) -> dict[str, Any]:
         return read_manifest(path)
+
+
+class TableIOManager(_DataDirIOManager):
+    """Plain tables (pandas, no geometry) as Parquet files, replaced atomically."""
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        from entropice_core.io.atomic import atomic_path
+
+        path = self._output_path(context)
+        with atomic_path(path) as tmp:
+            obj.to_parquet(tmp, index=False)
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": len(obj),
+                "dagster/column_schema": _column_schema(obj),
+            }
+        )
+
+    def _read(self, path: Path) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.read_parquet(path)

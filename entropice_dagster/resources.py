@@ -31,10 +31,12 @@ from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
     MANIFEST_IO_MANAGER_KEY,
+    TABLE_IO_MANAGER_KEY,
     ZARR_IO_MANAGER_KEY,
     ExperimentIOManager,
     GeoParquetIOManager,
     ManifestIOManager,
+    TableIOManager,
     ZarrIOManager,
 )
 
@@ -615,6 +617,7 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(data_dir)),
         EXPERIMENT_IO_MANAGER_KEY: ExperimentIOManager(data_dir=str(data_dir)),
         MANIFEST_IO_MANAGER_KEY: ManifestIOManager(data_dir=str(data_dir)),
+        TABLE_IO_MANAGER_KEY: TableIOManager(data_dir=str(data_dir)),
         "data_dir": DataDirResource(path=str(data_dir)),
         "area_of_interest": AreaOfInterestResource(aoi=aoi),
         "grid_settings": GridSettingsResource(),

@@ -94,7 +94,7 @@ def test_every_cell_is_carried_from_grid_to_predictions(sample_graph, key) -> No
     ]:
         assert set(read_dataset(root / path)["cell_ids"].to_numpy()) == ids, asset
     assert sample_graph.metadata("rts_labels", key)["cells"] == len(cells)
-    assert sample_graph.metadata("climate_features", key)["years"] == [2022, 2023]
+    assert sample_graph.metadata("climate_features", key)["years"] == [2021, 2022, 2023]
     terrain = sample_graph.metadata("terrain_features", key)
     derivatives = sample_graph.metadata("terrain_derivatives")
     assert terrain["derivatives_snapshot_id"] == derivatives["icechunk_snapshot_id"]

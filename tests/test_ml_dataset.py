@@ -22,6 +22,7 @@ from entropice_core.ml.dataset import (
     SplitSpec,
     Target,
     TrainingData,
+    VariantSpec,
     as_device_array,
     fingerprint,
 )
@@ -143,25 +144,120 @@ def test_split_is_stratified_by_any_rts(built) -> None:
     assert abs(y_train.mean() - y_test.mean()) < 0.1
 
 
-def test_columns_flatten_extra_dims_and_select_years() -> None:
+def test_columns_flatten_extra_dims_and_summarise_years() -> None:
     labels, features, ids = synthetic("healpix_9")
-    data = ensemble(years=[2020, 2021], missing="error").build(
+    data = ensemble(summary=["mean", "trend"], missing="error").build(
         labels, {"terrain_features": features}
     )
     X = data.X()
-    assert sorted(X.columns) == sorted(
-        ["a_mean", "b_std", "q_0.25", "q_0.75", "t_mean_2020", "t_mean_2021"]
-    )
+    assert X.columns.tolist() == [
+        "a_mean", "b_std", "q_0.25", "q_0.75", "t_mean", "t_mean_trend_per_decade"
+    ]  # fmt: skip
     np.testing.assert_allclose(X["q_0.75"], features["q"].to_numpy()[:, 1].astype(np.float32))
-    np.testing.assert_allclose(X["t_mean_2021"], features["t_mean"].to_numpy()[:, 2], rtol=1e-6)
-    mean = ensemble(years_reduce="mean", statistics=["mean"]).build(
-        labels, {"terrain_features": features}
-    )
-    assert mean.feature_names == ["a_mean", "t_mean"]
-    np.testing.assert_allclose(
-        mean.X()["t_mean"], features["t_mean"].to_numpy().mean(axis=1), rtol=1e-6
-    )
+    np.testing.assert_allclose(X["t_mean"], features["t_mean"].to_numpy().mean(axis=1), rtol=1e-6)
+    assert data.dataset["feature_source"].to_numpy().tolist() == ["terrain_features"] * 6
+    only_mean = ensemble(statistics=["mean"]).build(labels, {"terrain_features": features})
+    assert only_mean.feature_names == ["a_mean", "t_mean"]
     assert data.X().index.tolist() == ids.tolist()
+
+
+def tiny(count_2021: float = 2.0) -> tuple[xr.Dataset, xr.Dataset]:
+    """Labels of 2020-2021 and a climate-like source of 2019-2021 on the sample's h3_6 cells;
+    the first cell's values are written out so its rows can be computed by hand."""
+    labels, features, ids = synthetic("h3_6")
+    count = np.zeros((ids.size, 2))
+    count[0] = [1.0, count_2021]
+    labels = labels.assign_coords(year=[2020, 2021]).assign(
+        rts_count=(("cell_ids", "year"), count),
+        rts_density=(("cell_ids", "year"), count * 10.0),
+    )
+    labels["rts_count_all_years"][0] = 2
+    climate = features.drop_vars(["b_std", "q", "quantile"])
+    climate["t_mean"][0] = [1.0, 2.0, 4.0]  # 2019, 2020, 2021
+    return labels, climate
+
+
+def test_static_and_yearly_rows_equal_the_hand_computed_ones() -> None:
+    labels, climate = tiny()
+    source = SourceSpec(asset="climate_features", summary=["mean", "trend"], lags=[0, 1])
+    built = DatasetEnsemble(sources=[source]).build(labels, {"climate_features": climate})
+    first = int(built.cell_ids[0])
+    # static: over the label years 2020-2021 only: mean (2 + 4) / 2, slope 2 per year
+    static = built.X().loc[first]
+    assert static["t_mean"] == pytest.approx(3.0)
+    assert static["t_mean_trend_per_decade"] == pytest.approx(20.0)
+    assert static["a_mean"] == pytest.approx(float(climate["a_mean"][0]))
+    # yearly: one row per label year; the year itself and the one before
+    yearly = built.with_variant(VariantSpec(sources=["climate_features"], time="yearly"))
+    rows = yearly.X().loc[first]
+    assert rows.index.tolist() == [2020, 2021]
+    assert rows["t_mean"].tolist() == [2.0, 4.0]
+    assert rows["t_mean_lag1"].tolist() == [1.0, 2.0]
+    assert rows["a_mean"].tolist() == [pytest.approx(float(climate["a_mean"][0]))] * 2
+    row_of_first = yearly.index().get_loc((first, 2021))
+    assert yearly.target_values("count")[row_of_first] == 2.0
+    assert built.target_values("count")[0] == 2.0
+    # a lag reaching before the source's first year has no row
+    lag2 = DatasetEnsemble(sources=[source.model_copy(update={"lags": [0, 2]})])
+    two = lag2.build(labels, {"climate_features": climate})
+    years = two.with_variant(VariantSpec(sources=["climate_features"], time="yearly"))
+    labelled = years.X("train", "test", "buffer").index
+    assert labelled.get_level_values("year").unique().tolist() == [2021]
+
+
+def test_yearly_rows_of_a_cell_share_its_role_and_fold() -> None:
+    labels, climate = tiny()
+    ensemble = DatasetEnsemble(sources=[SourceSpec(asset="climate_features")])
+    data = ensemble.build(labels, {"climate_features": climate}).with_variant(
+        VariantSpec(sources=["climate_features"], time="yearly")
+    )
+    train = data.X("train").index.get_level_values("cell_id")
+    test = data.X("test").index.get_level_values("cell_id")
+    assert len(test) == 2 * data.summary()["test_cells"]
+    assert not set(train) & set(test)
+    blocks = data.dataset["block"].to_series()
+    assert not set(blocks[train]) & set(blocks[test])
+    for fit, validate in data.cv_splits():
+        assert not set(train[fit]) & set(train[validate])
+
+
+def test_bins_are_fitted_on_training_rows_only() -> None:
+    labels, features, _ = synthetic("h3_6")
+    data = ensemble().build(labels, {"terrain_features": features})
+    target = Target(task="count", n_bins=3)
+    edges = target.bin_edges(data)
+    test = data.mask("test") & (data.target_values("count") > 0)
+    changed = labels.copy(deep=True)
+    changed["rts_count_all_years"][np.flatnonzero(test)] *= 100
+    again = ensemble().build(changed, {"terrain_features": features})
+    assert np.array_equal(again.mask("test"), data.mask("test"))
+    assert target.bin_edges(again) == edges
+    train_values = data.target_values("count")[data.mask("train")]
+    q = np.quantile(train_values[train_values > 0], [1 / 3, 2 / 3], method="inverted_cdf")
+    assert edges == [e for e in np.unique(q).tolist() if e < train_values.max()]
+
+
+def test_unobserved_cells_and_years_are_absent_from_the_targets() -> None:
+    labels, climate = tiny()
+    ids = labels["cell_ids"].to_numpy()
+    never = np.arange(10, 20)
+    labels["rts_count_all_years"] = labels["rts_count_all_years"].astype(float)
+    labels["rts_count_all_years"][never] = np.nan
+    labels["rts_count"][never] = np.nan
+    labels["rts_count"][25:30, 1] = np.nan  # 2021 not imaged there
+    source = SourceSpec(asset="climate_features")
+    data = DatasetEnsemble(sources=[source]).build(labels, {"climate_features": climate})
+    assert data.mask("unlabelled")[never].all()
+    labelled = set(data.X("train", "test", "buffer").index)
+    assert not labelled & set(ids[never].tolist())
+    yearly = data.with_variant(VariantSpec(sources=["climate_features"], time="yearly"))
+    rows = set(yearly.X("train", "test", "buffer").index)
+    assert not {(int(c), 2021) for c in ids[25:30]} & rows
+    assert {(int(c), 2020) for c in ids[25:30]} <= rows | set(yearly.X("unlabelled").index)
+    for view in (data, yearly):
+        codes, _ = Target().encode(view)
+        assert (codes[view.mask("train", "test")] >= 0).all()
+        assert (codes[np.isnan(view.target_values("count"))] == -1).all()
 
 
 def test_missing_values_per_source_policy() -> None:

@@ -1,6 +1,6 @@
 """Models on the sample region, through Dagster and through the command line.
 
-The runs are those of the end-to-end run (``sample_graph``): every experiment at h3_5 (378
+The runs are those of the end-to-end run (``sample_graph``): the experiments at h3_5 (378
 cells, 66 % with RTS, 66 blocks of h3_4); `make demo` trains them on h3_6 and healpix_9,
 where the blocking baseline check must pass too."""
 
@@ -18,7 +18,6 @@ import pytest
 from entropice_core.io.zarr import read_dataset
 from entropice_core.ml.dataset import TrainingData
 from entropice_core.ml.training import load_model
-from entropice_dagster.partitions import experiment_partitions
 
 KEY = "h3_5"
 ENTROPICE = Path(sys.executable).with_name("entropice")
@@ -29,7 +28,7 @@ def models(sample_graph) -> tuple[Path, dict[str, dg.ExecuteInProcessResult]]:
     """The model runs of the end-to-end run at KEY, one per experiment."""
     results = {
         experiment: sample_graph.run("trained_model", f"{experiment}|{KEY}")
-        for experiment in experiment_partitions.get_partition_keys()
+        for experiment in sample_graph.experiments[KEY]
     }
     return sample_graph.data_dir, results
 

@@ -1,6 +1,7 @@
 """Experiments on synthetic data: configs, every model through one interface, model files,
 inference. The sample-region runs are in test_ml_sample_region.py."""
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -13,8 +14,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 from test_ml_dataset import synthetic
 
+from entropice_core.layout import Layout
 from entropice_core.ml.dataset import ROLES, DatasetEnsemble, SourceSpec, TrainingData
 from entropice_core.ml.inference import predict_cells
+from entropice_core.ml.summary import experiment_summary
 from entropice_core.ml.training import (
     MODEL_STAMP,
     ExperimentConfig,
@@ -26,6 +29,7 @@ from entropice_core.ml.training import (
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = ("espa", "xgboost", "rf", "knn")
+SINGLE_SOURCES = ("terrain", "climate", "alphaearth")
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +60,22 @@ def trained(data, tmp_path_factory) -> dict[str, tuple]:
 
 def test_the_example_configs_are_the_experiments() -> None:
     keys = experiment_keys(CONFIGS)
-    assert keys == sorted(f"{m}-binary" for m in MODELS)
+    every_task = {f"{m}-{t}" for m in MODELS for t in ("binary", "count", "density")}
+    ablations = {f"{m}-binary-{s}" for m in ("espa", "xgboost") for s in SINGLE_SOURCES}
+    assert every_task | ablations <= set(keys)
+    budgets = set()
     for key in keys:
         experiment = ExperimentConfig.from_toml(CONFIGS / f"{key}.toml")
         assert experiment.name == key
         experiment.estimator()  # every parameter exists on the estimator
+        budgets.add(experiment.search.n_iter)
+        variant = experiment.variant
+        if key in ablations:
+            assert variant.sources == [key.rsplit("-", 1)[1] + "_features"]
+    assert len(budgets) == 1  # the same search budget for every model: a fair comparison
+    count = ExperimentConfig.from_toml(CONFIGS / "espa-count.toml")
+    binary = ExperimentConfig.from_toml(CONFIGS / "espa-binary.toml")
+    assert count.target.task == "count" and count.search == binary.search  # `extends`
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -173,6 +188,16 @@ def _write(tmp_path: Path, text: str) -> Path:
         ),
         ('model = "xgboost"\n[target]\ntask = "count"', "must be named <model>-<task>"),
         ('model = "xgboost"\n[search]\nn_iter = 0', "greater than or equal to 1"),
+        (
+            'model = "xgboost"\n[search]\nn_iterr = 5',
+            r"xgboost-binary.toml: search.n_iterr: unknown key",
+        ),
+        (
+            'model = "xgboost"\ndataset = "dem"',
+            r"xgboost-binary.toml: unknown dataset variant 'dem'; the dataset config defines",
+        ),
+        ('model = "xgboost"\ndataset = "terrain"', "must be named .*: xgboost-binary-terrain"),
+        ('extends = "xgboost-binary.toml"\nmodel = "xgboost"', "loops back to itself"),
         ("model = [", "is not valid TOML"),
     ],
 )
@@ -208,3 +233,29 @@ def test_models_that_cannot_take_missing_values_say_so(data) -> None:
     with pytest.raises(ValueError, match="cannot take missing values"):
         train_experiment(TrainingData(kept), config("knn"))
     assert train_experiment(TrainingData(kept), config("xgboost")).beats_baseline()
+
+
+def test_summary_equals_the_individual_result_files(data, trained, tmp_path) -> None:
+    layout = Layout(tmp_path)
+    for model in ("espa", "knn"):
+        save_experiment(trained[model][0], layout.experiment("healpix_9", f"{model}-binary"))
+    save_experiment(trained["xgboost"][0], layout.experiment("healpix_9", "xgboost-binary"))
+    summary = experiment_summary(layout).set_index("experiment")
+    assert sorted(summary.index) == ["espa-binary", "knn-binary", "xgboost-binary"]
+    for name, row in summary.iterrows():
+        folder = tmp_path / "training-results" / "healpix_9" / name
+        scores = pd.read_parquet(folder / "scores.parquet").set_index("metric")
+        stamp = json.loads((folder / "model.json").read_text())
+        assert row["grid_level"] == "healpix_9" and row["model"] == stamp["model"]
+        assert (row["task"], row["dataset"], row["time"]) == ("binary", "all", "static")
+        for metric in ("accuracy", "f1_macro", "jaccard_macro", "recall_macro", "roc_auc"):
+            assert row[f"cv_{metric}"] == scores.loc[metric, "model_cv_mean"]
+            assert row[f"cv_{metric}_std"] == scores.loc[metric, "model_cv_std"]
+            assert row[f"test_{metric}"] == scores.loc[metric, "model_test"]
+            assert row[f"baseline_test_{metric}"] == scores.loc[metric, "baseline_test"]
+        assert json.loads(row["best_params"]) == stamp["best_params"]
+        assert row["search_seconds"] == stamp["search_seconds"]
+        versions = json.loads(row["data_versions"])
+        assert versions["rts_labels"] == f"sha256={stamp['data_versions']['rts_labels']['sha256']}"
+    # best first within a grid level and task
+    assert summary["cv_f1_macro"].is_monotonic_decreasing

@@ -3,7 +3,9 @@
 Features are read from the training dataset (lazy, Dask-backed when opened from Zarr) one batch
 of cells at a time, so memory stays at one batch of features plus the small per-cell outputs
 (class and probabilities). Cells whose features were dropped (role ``excluded``, see
-dataset.py) and grid cells the dataset lacks get no class and NaN probabilities.
+dataset.py) and grid cells the dataset lacks get no class and NaN probabilities; cells DARTS
+never observed (role ``unlabelled``) are predicted, which is what a map is for. A yearly model
+predicts each (cell, year) whose yearly features exist.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from entropice_core.config import Device
-from entropice_core.ml.dataset import ROLES, TrainingData, as_device_array
+from entropice_core.ml.dataset import ROLES, Time, TrainingData, VariantSpec, as_device_array
 
 #: Default cells per batch: 65,536 cells x 100 float32 features is 25 MiB.
 DEFAULT_BATCH_SIZE = 65_536
@@ -57,6 +59,7 @@ def predict_cells(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: Device = "cpu",
+    time: Time = "static",
     progress: Callable[[int, int], None] | None = None,
 ) -> gpd.GeoDataFrame:
     """Predict the class and class probabilities of every cell with ``model.predict_proba``.
@@ -79,13 +82,17 @@ def predict_cells(
         Where the model runs (``config.Device``): ``cpu``, or ``cuda`` to send each batch to
         the GPU as an array of the device's default backend, cupy (models that take device
         arrays: XGBoost with device = "cuda").
+    time : {"static", "yearly"}
+        The model's time mode (its stamp's ``time``): one prediction per cell, or one per cell
+        and label year from the yearly features.
     progress : callable, optional
         Called with (cells done, cells in total) after each batch.
 
     Returns
     -------
     geopandas.GeoDataFrame
-        One row per cell of ``cells`` (CRS of ``cells``) with cell_id, geometry, role,
+        One row per cell of ``cells`` (yearly: per cell and year, with a ``year`` column; CRS
+        of ``cells``) with cell_id, geometry, role,
         predicted_class (the class index, nullable), predicted_label and one
         ``proba_<class>`` column per class; cells without features get no class and NaN
         probabilities.
@@ -97,7 +104,7 @@ def predict_cells(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    data = TrainingData(dataset)
+    data = TrainingData(dataset, VariantSpec(time=time))
     absent = sorted(set(feature_names) - set(data.feature_names))
     if absent:
         raise ValueError(
@@ -105,35 +112,43 @@ def predict_cells(
             "model on this dataset, or rebuild the dataset with the model's config"
         )
     role = dataset["role"].to_numpy()
-    n = role.size
-    proba = np.full((n, len(classes)), np.nan, dtype=np.float32)
-    features = dataset["features"].sel(feature=list(feature_names))
+    usable = role != ROLES["excluded"]
+    if time == "yearly":
+        features = dataset["features_yearly"].sel(feature_yearly=list(feature_names))
+        usable = usable[:, None] & dataset["yearly_features_ok"].to_numpy()
+    else:
+        features = dataset["features"].sel(feature=list(feature_names))
+        usable = usable[:, None]
+    n, per_cell = usable.shape
+    proba = np.full((n, per_cell, len(classes)), np.nan, dtype=np.float32)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        usable = role[start:stop] != ROLES["excluded"]
-        if usable.any():
-            block = features.isel(cell_ids=slice(start, stop)).to_numpy()[usable]
+        ok = usable[start:stop]
+        if ok.any():
+            values = features.isel(cell_ids=slice(start, stop)).to_numpy()
+            block = values.reshape(stop - start, per_cell, -1)[ok]
             X = (
                 pd.DataFrame(block, columns=list(feature_names))
                 if device == "cpu"
                 else as_device_array(block, device)
             )
-            proba[start:stop][usable] = _to_numpy(model.predict_proba(X))
+            proba[start:stop][ok] = _to_numpy(model.predict_proba(X))
         if progress is not None:
             progress(stop, n)
+    proba = proba.reshape(n * per_cell, len(classes))
     known = ~np.isnan(proba[:, 0])
     best = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)
     predicted = pd.array(best, dtype="Int64")
     predicted[~known] = pd.NA
     labels = pd.array(np.asarray(classes, dtype=object)[best], dtype="string")
     labels[~known] = pd.NA
-    role_names = np.empty(max(ROLES.values()) - min(ROLES.values()) + 1, dtype=object)
-    for name, code in ROLES.items():
-        role_names[code - min(ROLES.values())] = name
+    role_names = {code: name for name, code in ROLES.items()}
+    years = {"year": np.tile(dataset["year"].to_numpy(), n)} if time == "yearly" else {}
     table = pd.DataFrame(
         {
-            "cell_id": data.cell_ids,
-            "role": pd.array(role_names[role.astype(np.int64) - min(ROLES.values())], dtype="str"),
+            "cell_id": np.repeat(data.cell_ids, per_cell),
+            **years,
+            "role": pd.array([role_names[r] for r in np.repeat(role, per_cell)], dtype="str"),
             "predicted_class": predicted,
             "predicted_label": labels,
             **{col: proba[:, i] for i, col in enumerate(probability_columns(classes))},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import tomllib
 import warnings
 from collections.abc import Callable
@@ -27,12 +28,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from entropice_core import __version__
 from entropice_core.config import Device, resolve_backend
 from entropice_core.io.atomic import atomic_path
-from entropice_core.ml.dataset import DatasetEnsemble, Target, TrainingData, fingerprint
+from entropice_core.ml.dataset import (
+    DatasetEnsemble,
+    Target,
+    TrainingData,
+    VariantSpec,
+    config_error,
+    fingerprint,
+)
 
 if TYPE_CHECKING:  # the ML stack is imported where it is used: the configs load without it
     import pandas as pd
@@ -206,15 +221,49 @@ def distribution(name: str, spec: Any) -> Any:
     return frozen
 
 
+def _read_experiment(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read an experiment's TOML with its ``extends`` chain merged in (this file wins)."""
+    if not path.exists():
+        raise FileNotFoundError(f"experiment config {path} does not exist")
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: `extends` loops back to itself")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    merged = _read_experiment(path.parent / base, (*seen, path.resolve()))
+    merged.pop("name", None)
+    return _merged(merged, raw)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge TOML tables: ``override`` wins, tables merge key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if nested else value
+    return out
+
+
 class ExperimentConfig(BaseModel):
-    """One experiment: ``<model>-<task>``, read from configs/<model>-<task>.toml."""
+    """One experiment: ``<model>-<task>[-<dataset>]``, read from configs/ of that name."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
-    name: str = Field(description="Experiment key <model>-<task>, e.g. espa-binary.")
+    name: str = Field(
+        description="Experiment key <model>-<task>[-<dataset>], e.g. espa-binary (dataset "
+        "'all') or xgboost-binary-terrain."
+    )
     model: ModelName
     device: Device = "cpu"
     target: Target = Target()
+    dataset: str = Field(
+        default="all",
+        description="Dataset variant (the ensemble's [variants]): which sources and time mode.",
+    )
     class_weight: Literal["balanced", "none"] = Field(
         default="balanced",
         description="'balanced' weights samples inversely to class frequency in fit "
@@ -222,31 +271,40 @@ class ExperimentConfig(BaseModel):
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters.")
     search: SearchSpec = SearchSpec()
+    importance_repeats: int = Field(
+        default=5, ge=1, description="Shuffles per feature in the permutation importance."
+    )
     seed: int = 0
     n_jobs: int = Field(
         default=-1,
         description="Parallel CV fits and permutation-importance repeats (-1: all cores; "
         "1: in this process only).",
     )
-    dataset: DatasetEnsemble
+    ensemble: DatasetEnsemble
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        if self.name != f"{self.model}-{self.target.task}":
+        self.ensemble.variant(self.dataset)  # an unknown variant fails here, named
+        expected = experiment_name(self.model, self.target.task, self.dataset)
+        if self.name != expected:
             raise ValueError(
-                f"experiment {self.name!r} must be named <model>-<task>: "
-                f"{self.model}-{self.target.task}"
+                f"experiment {self.name!r} must be named <model>-<task>[-<dataset>]: {expected}"
             )
         return self
 
+    @property
+    def variant(self) -> VariantSpec:
+        """The dataset variant the model sees."""
+        return self.ensemble.variant(self.dataset)
+
     @classmethod
     def from_toml(cls, path: str | Path) -> ExperimentConfig:
-        """Read an experiment file; its ``dataset`` key names the dataset config (relative).
+        """Read an experiment file; its ``ensemble`` key names the dataset config (relative).
 
         Parameters
         ----------
         path : str or Path
-            ``<model>-<task>.toml`` file; the name defaults to its stem.
+            ``<model>-<task>[-<dataset>].toml`` file; the name defaults to its stem.
 
         Returns
         -------
@@ -258,26 +316,43 @@ class ExperimentConfig(BaseModel):
         FileNotFoundError
             If ``path`` does not exist.
         ValueError
-            If the file is not valid TOML, names an unknown model, or fails validation.
+            If the file is not valid TOML, names an unknown model, key or dataset variant, or
+            fails validation (the file is named).
         """
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"experiment config {path} does not exist")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path} is not valid TOML: {err}") from err
+        raw = _read_experiment(path)
         model = raw.get("model")
         if model not in MODELS:
             raise ValueError(f"{path}: unknown model {model!r}; choose one of {', '.join(MODELS)}")
-        dataset = raw.get("dataset", "dataset.toml")
-        if isinstance(dataset, str):
-            raw["dataset"] = DatasetEnsemble.from_toml(path.parent / dataset)
+        ensemble = raw.get("ensemble", "dataset.toml")
+        if isinstance(ensemble, str):
+            raw["ensemble"] = DatasetEnsemble.from_toml(path.parent / ensemble)
         raw.setdefault("name", path.stem)
         try:
             return cls.model_validate(raw)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+        except ValidationError as err:
+            raise config_error(path, err) from err
+
+    def with_budget(
+        self, n_iter: int | None = None, importance_repeats: int | None = None
+    ) -> ExperimentConfig:
+        """Return the experiment with another search or importance budget (None: keep).
+
+        Parameters
+        ----------
+        n_iter : int, optional
+            Search candidates instead of ``search.n_iter``.
+        importance_repeats : int, optional
+            Shuffles per feature instead of ``importance_repeats``.
+
+        Returns
+        -------
+        ExperimentConfig
+            The changed copy.
+        """
+        search = self.search.model_copy(update={"n_iter": n_iter or self.search.n_iter})
+        repeats = importance_repeats or self.importance_repeats
+        return self.model_copy(update={"search": search, "importance_repeats": repeats})
 
     def estimator(self) -> Pipeline:
         """Build the untrained pipeline with the fixed parameters set.
@@ -434,6 +509,7 @@ def train_experiment(
 
     report = progress or (lambda message: None)
     kind = MODELS[config.model]
+    data = data.with_variant(config.variant)
     X, y, classes = data.xy(config.target, "train")
     X_test, y_test, _ = data.xy(config.target, "test")
     if len(X) == 0 or len(X_test) == 0:
@@ -474,7 +550,9 @@ def train_experiment(
             n_jobs=config.n_jobs,
             error_score="raise",
         )
+        started = time.perf_counter()
         search.fit(X, y, **fit_params)
+        search_seconds = time.perf_counter() - started
     model = search.best_estimator_
 
     report(f"{config.name}: scoring the test blocks and the majority baseline")
@@ -495,9 +573,7 @@ def train_experiment(
     scores.index.name = "metric"
 
     report(f"{config.name}: feature importance")
-    importance = _importance(
-        model, X_test, y_test, metrics[config.search.refit], config.seed, config.n_jobs
-    )
+    importance = _importance(model, X_test, y_test, metrics[config.search.refit], config)
     stamp = {
         "experiment": config.name,
         "grid_level": data.spec.key,
@@ -505,13 +581,21 @@ def train_experiment(
         "predict_device": config.device if kind.takes_device_arrays else "cpu",
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
+        "task": config.target.task,
+        "dataset": config.dataset,
+        "time": config.variant.time,
+        "sources": data.sources,
         "classes": classes,
+        "bin_edges": config.target.bin_edges(data),
         "feature_names": list(X.columns),
         "best_params": {
             k.removeprefix("model__"): _plain(v) for k, v in search.best_params_.items()
         },
-        "train_cells": len(X),
-        "test_cells": len(X_test),
+        "search_candidates": config.search.n_iter,
+        "search_seconds": round(search_seconds, 3),
+        "refit_seconds": round(float(search.refit_time_), 3),
+        "train_rows": len(X),
+        "test_rows": len(X_test),
         "data_versions": data.data_versions,
         "training_dataset_sha256": fingerprint(data.dataset),
     }
@@ -528,7 +612,7 @@ def train_experiment(
 
 
 def _importance(
-    model: Pipeline, X: pd.DataFrame, y: np.ndarray, scorer: Any, seed: int, n_jobs: int
+    model: Pipeline, X: pd.DataFrame, y: np.ndarray, scorer: Any, config: ExperimentConfig
 ) -> pd.DataFrame:
     """Native importance (if the model has one) and permutation importance on ``X``."""
     import pandas as pd
@@ -537,7 +621,13 @@ def _importance(
     estimator = model[-1]
     native = getattr(estimator, "feature_importances_", None)
     permuted = permutation_importance(
-        model, X, y, scoring=scorer, n_repeats=5, random_state=seed, n_jobs=n_jobs
+        model,
+        X,
+        y,
+        scoring=scorer,
+        n_repeats=config.importance_repeats,
+        random_state=config.seed,
+        n_jobs=config.n_jobs,
     )
     table = pd.DataFrame(
         {
@@ -701,8 +791,28 @@ def load_model(directory: str | Path) -> tuple[Pipeline, dict[str, Any]]:
     return model, stamp
 
 
+def experiment_name(model: str, task: str, dataset: str = "all") -> str:
+    """Return the key of an experiment: ``<model>-<task>``, plus ``-<dataset>`` unless ``all``.
+
+    Parameters
+    ----------
+    model : str
+        Model name (``espa``, ``xgboost``, ``rf``, ``knn``).
+    task : str
+        Task (``binary``, ``count``, ``density``).
+    dataset : str, optional
+        Dataset variant.
+
+    Returns
+    -------
+    str
+        The experiment key, also the config file's stem.
+    """
+    return f"{model}-{task}" + ("" if dataset == "all" else f"-{dataset}")
+
+
 def experiment_keys(config_dir: str | Path) -> list[str]:
-    """List the experiments of a config folder: every ``<model>-<task>.toml`` in it.
+    """List the experiments of a config folder: every ``<model>-<task>[-<dataset>].toml``.
 
     Parameters
     ----------
@@ -712,12 +822,12 @@ def experiment_keys(config_dir: str | Path) -> list[str]:
     Returns
     -------
     list of str
-        Experiment keys ``<model>-<task>`` with a known model and task, sorted.
+        Experiment keys with a known model and task, sorted.
     """
     tasks = get_args(Target.model_fields["task"].annotation)
     keys = []
     for path in sorted(Path(config_dir).glob("*.toml")):
-        model, _, task = path.stem.partition("-")
-        if model in MODELS and task in tasks:
+        model, _, rest = path.stem.partition("-")
+        if model in MODELS and rest.partition("-")[0] in tasks:
             keys.append(path.stem)
     return keys

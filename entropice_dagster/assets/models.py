@@ -7,15 +7,18 @@ import warnings
 import dagster as dg
 from pydantic import Field
 
+from entropice_core.layout import Layout
 from entropice_core.ml.dataset import DatasetEnsemble
 from entropice_dagster.checks import beats_majority_baseline, check_specs, checked_output
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
     GEOPARQUET_IO_MANAGER_KEY,
+    TABLE_IO_MANAGER_KEY,
     ZARR_IO_MANAGER_KEY,
 )
-from entropice_dagster.metadata import frame_summary, markdown_table, stored_at
+from entropice_dagster.metadata import frame_summary, markdown_table, png_markdown, stored_at
 from entropice_dagster.partitions import CONFIG_DIR, grid_partitions, model_partitions
+from entropice_dagster.resources import DataDirResource
 
 #: The DatasetEnsemble of every grid level: its sources are the inputs of training_dataset,
 #: so a new [[sources]] table in configs/dataset.toml is a new upstream asset.
@@ -51,6 +54,17 @@ def training_dataset(context: dg.AssetExecutionContext, **inputs):
     yield from checked_output(data.dataset, metadata)
 
 
+class TrainingConfig(dg.Config):
+    """A smaller (or larger) budget than the experiment file's, for one run (launchpad)."""
+
+    n_iter: int | None = Field(
+        default=None, ge=1, description="Search candidates instead of the config's search.n_iter."
+    )
+    importance_repeats: int | None = Field(
+        default=None, ge=1, description="Permutation-importance shuffles per feature instead."
+    )
+
+
 @dg.asset(
     group_name="models",
     kinds={"skops", "parquet"},
@@ -61,22 +75,25 @@ def training_dataset(context: dg.AssetExecutionContext, **inputs):
     metadata=stored_at("trained_model"),
     check_specs=check_specs("trained_model", beats_majority_baseline),
 )
-def trained_model(context: dg.AssetExecutionContext, training_dataset):
+def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, training_dataset):
     """The experiment's model tuned by randomised search over spatial CV folds and refitted on
     the training cells, with CV results, test scores, feature importance and provenance."""
     from entropice_core.ml.dataset import TrainingData
     from entropice_core.ml.training import ExperimentConfig, train_experiment
 
     keys = context.partition_key.keys_by_dimension
-    config = ExperimentConfig.from_toml(CONFIG_DIR / f"{keys['experiment']}.toml")
-    result = train_experiment(TrainingData(training_dataset), config, context.log.info)
+    experiment = ExperimentConfig.from_toml(CONFIG_DIR / f"{keys['experiment']}.toml")
+    experiment = experiment.with_budget(config.n_iter, config.importance_repeats)
+    result = train_experiment(TrainingData(training_dataset), experiment, context.log.info)
     metadata = {
         "scores": markdown_table(result.scores),
         "top_features": markdown_table(result.importance.head(10).set_index("feature")),
         "best_params": dg.MetadataValue.json(result.stamp["best_params"]),
         "classes": result.classes,
-        "train_cells": result.stamp["train_cells"],
-        "test_cells": result.stamp["test_cells"],
+        "dataset": result.stamp["dataset"],
+        "time": result.stamp["time"],
+        "train_rows": result.stamp["train_rows"],
+        "test_rows": result.stamp["test_rows"],
         "data_versions": dg.MetadataValue.json(result.stamp["data_versions"]),
         **result.headline_scores(),
     }
@@ -119,6 +136,7 @@ def predictions(config: PredictionConfig, trained_model, training_dataset, grid_
         stamp["classes"],
         stamp["feature_names"],
         device=stamp.get("predict_device", "cpu"),
+        time=stamp.get("time", "static"),
         **config.model_dump(exclude_none=True),
     )
     counts = frame["predicted_label"].value_counts(dropna=False)
@@ -129,3 +147,31 @@ def predictions(config: PredictionConfig, trained_model, training_dataset, grid_
         **frame_summary(frame),
     }
     yield from checked_output(frame, metadata)
+
+
+@dg.asset(
+    group_name="models",
+    kinds={"parquet"},
+    code_version="1",
+    deps=[dg.AssetDep(trained_model, partition_mapping=dg.AllPartitionMapping())],
+    io_manager_key=TABLE_IO_MANAGER_KEY,
+    metadata=stored_at("experiment_summary"),
+)
+def experiment_summary(data_dir: DataDirResource):
+    """The leaderboard: every trained (grid level, experiment) with its CV and test scores,
+    the majority baseline, search time, best parameters and the data versions it read."""
+    from entropice_core.ml.summary import best_per_level, experiment_summary
+    from entropice_core.plots import leaderboard_png
+
+    table = experiment_summary(Layout(data_dir.root))
+    if table.empty:
+        raise ValueError("no trained experiment under training-results/: materialise trained_model")
+    best = best_per_level(table)[
+        ["grid_level", "task", "experiment", "cv_f1_macro", "test_f1_macro"]
+    ]
+    metadata = {
+        "experiments": len(table),
+        "best_per_grid_level": markdown_table(best.set_index("grid_level"), 3),
+        "leaderboard": png_markdown(leaderboard_png(table), "CV F1 macro per experiment"),
+    }
+    yield from checked_output(table, metadata)
