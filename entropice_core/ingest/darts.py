@@ -881,6 +881,33 @@ def rts_labels(
     return dataset
 
 
+def observation_summary(labels: xr.Dataset) -> dict[str, object]:
+    """Summarise what the labels count as observed, for the asset metadata and the CLI.
+
+    Parameters
+    ----------
+    labels : xarray.Dataset
+        Labels from :func:`rts_labels`.
+
+    Returns
+    -------
+    dict
+        ``observation`` (with or without a coverage layer), ``min_observed_fraction``,
+        ``observed_area_km2`` (per year, of the cells), ``cells_never_observed`` and
+        ``cell_years_unobserved``.
+    """
+    observed = labels["observed_fraction"] >= labels.attrs["min_observed_fraction"]
+    return {
+        "observation": labels.attrs["observation"],
+        "min_observed_fraction": labels.attrs["min_observed_fraction"],
+        "observed_area_km2": {
+            year: round(area, 3) for year, area in labels.attrs["observed_area_km2"].items()
+        },
+        "cells_never_observed": int((labels["observed_years"] == 0).sum()),
+        "cell_years_unobserved": int((~observed).sum()),
+    }
+
+
 def footprint_area_in_cells_km2(
     footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, observed: xr.DataArray | None = None
 ) -> float:
