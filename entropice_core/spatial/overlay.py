@@ -192,7 +192,7 @@ def cell_areas_km2(cells: gpd.GeoSeries) -> np.ndarray:
 
 
 def covered_area_km2(
-    cover: shapely.Geometry, cells: gpd.GeoSeries, cell_areas: np.ndarray | None = None
+    cover: shapely.Geometry | None, cells: gpd.GeoSeries, cell_areas: np.ndarray | None = None
 ) -> np.ndarray:
     """Compute the exact area of each cell that one large polygon covers.
 
@@ -202,8 +202,9 @@ def covered_area_km2(
 
     Parameters
     ----------
-    cover : shapely.Geometry
-        A (multi)polygon in the CRS of ``cells`` (EPSG:4326), e.g. a year's imaged area.
+    cover : shapely.Geometry or None
+        A (multi)polygon in the CRS of ``cells`` (EPSG:4326), e.g. a year's imaged area;
+        None covers nothing.
     cells : geopandas.GeoSeries
         Cells in EPSG:4326, referred to by position.
     cell_areas : numpy.ndarray, optional
