@@ -36,6 +36,7 @@ from entropice_core.config import (
     Settings,
     WatermaskConfig,
 )
+from entropice_core.ingest.darts import MIN_OBSERVED_FRACTION
 from entropice_core.io.assets import read_manifest, store_dataset, write_manifest
 from entropice_core.io.geoparquet import read_geoparquet, write_geoparquet
 from entropice_core.layout import Layout
@@ -706,11 +707,18 @@ def labels(
             "(per-image footprints, dissolved per year)."
         ),
     ] = "*level2.*",
+    min_observed_fraction: Annotated[
+        float,
+        Parameter(
+            help="Share of a cell's area a year's DARTS coverage must cover for the cell-year "
+            "to count as observed; below it the cell-year's labels are NaN, not zero."
+        ),
+    ] = MIN_OBSERVED_FRACTION,
     refresh: Annotated[
         bool,
         Parameter(
-            help="Re-read the release into DATA_DIR/darts/footprints.parquet even when it "
-            "exists (it is read once and reused by every level).",
+            help="Re-read the release into DATA_DIR/darts/footprints.parquet and "
+            "coverage.parquet even when they exist (read once and reused by every level).",
             negative=(),
         ),
     ] = False,
@@ -718,8 +726,10 @@ def labels(
 ) -> None:
     """Count RTS per cell and year from the DARTS footprints (the Dagster rts_labels).
 
-    Writes the cleaned footprints once (darts/footprints.parquet, the darts_polygons asset),
-    then per grid level the RTS count, area, density and coverage per cell and year
+    Writes the cleaned footprints and the release's coverage layer once
+    (darts/footprints.parquet and darts/coverage.parquet, the darts_polygons and
+    darts_coverage assets), then per grid level the RTS count, area, density and coverage
+    per cell and year, NaN where the year's coverage misses the cell
     (darts/labels_{grid_level}.zarr and .parquet). Needs the level's cells
     (`entropice grids`).
 
@@ -737,6 +747,8 @@ def labels(
         DARTS client.
     pattern : str
         Glob of the release files.
+    min_observed_fraction : float
+        Share of a cell a year's coverage must cover for the cell-year to count.
     refresh : bool
         Re-read the release.
     data_dir : Path, optional
@@ -749,27 +761,38 @@ def labels(
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     target = layout.asset_path("darts_polygons")
+    coverage_target = layout.asset_path("darts_coverage")
     source: darts.DartsClient = (
         darts.OfflineDartsClient(_offline_how("arcticdata"))
         if kind == "offline"
         else darts.ArcticDataCenterDartsClient()
     )
     with _progress(steps=True) as progress:
-        if refresh or not target.exists():
+        if refresh or not target.exists() or not coverage_target.exists():
             task = progress.add_task("DARTS footprints", total=None)
             footprints = darts.read_darts(source.files(layout.source("darts"), pattern))
+            coverage = darts.read_coverage(source.coverage_files(layout.source("darts")))
             write_geoparquet(footprints, target)
+            write_geoparquet(coverage, coverage_target)
             progress.remove_task(task)
             console.print(f"[green]wrote[/] {target}: {len(footprints):,} footprints")
+            console.print(f"[green]wrote[/] {coverage_target}: {len(coverage)} years of coverage")
         else:
-            footprints = read_geoparquet(target)
+            footprints, coverage = read_geoparquet(target), read_geoparquet(coverage_target)
 
         def one(key: str, report: Callable[[str], None]) -> str:
             spec = GridSpec.from_key(key)
-            result = darts.rts_labels(footprints, read_geoparquet(cells[key]), spec)
+            cells_of_level = read_geoparquet(cells[key])
+            result = darts.rts_labels(
+                footprints, cells_of_level, spec, coverage, min_observed_fraction
+            )
             stored = store_dataset(result, layout, "rts_labels", key)
             slumps = int(result["rts_count_all_years"].sum())
-            return f"{stored.path} and {stored.table_path}: {_describe(result)}, {slumps} slumps"
+            unobserved = darts.observation_summary(result)["cell_years_unobserved"]
+            return (
+                f"{stored.path} and {stored.table_path}: {_describe(result)}, {slumps} slumps, "
+                f"{unobserved} cell-years not observed"
+            )
 
         _each(progress, "RTS labels", [spec.key for spec in specs], one)
 

@@ -17,6 +17,7 @@ ASSET_PATHS: dict[str, str] = {
     "watermask": "watermask/watermask.parquet",
     "grid_cells": "grids/{grid_level}.parquet",
     "darts_polygons": "darts/footprints.parquet",
+    "darts_coverage": "darts/coverage.parquet",
     "rts_labels": "darts/labels_{grid_level}.zarr",
     "era5_hourly": "era5/hourly/{year}.json",
     "era5_daily": "era5/daily/{year}.zarr",

@@ -80,8 +80,8 @@ def land_fraction_in_0_1(frame: Any) -> dg.AssetCheckResult:
 
 
 def rts_area_matches_footprints(labels: Any, expected_km2: float) -> dg.AssetCheckResult:
-    """Total RTS area over all cells equals the footprint area inside the cells (clipped
-    independently, ``expected_km2``) within AREA_TOLERANCE."""
+    """Total RTS area over all observed cell-years equals the footprint area inside the
+    observed cells (clipped independently, ``expected_km2``) within AREA_TOLERANCE."""
     labelled = float(labels["rts_area_km2"].sum())
     error = abs(labelled - expected_km2) / expected_km2 if expected_km2 else abs(labelled)
     return dg.AssetCheckResult(
@@ -193,8 +193,9 @@ Check = Callable[..., dg.AssetCheckResult]
 
 #: Descriptions that name the thresholds (a docstring cannot be formatted).
 DESCRIPTIONS: dict[Check, str] = {
-    rts_area_matches_footprints: "Total RTS area over all cells equals the footprint area "
-    f"inside the cells (clipped independently) within {AREA_TOLERANCE:.1%}.",
+    rts_area_matches_footprints: "Total RTS area over all observed cell-years equals the "
+    "footprint area inside the cells observed in each footprint's year (clipped "
+    f"independently) within {AREA_TOLERANCE:.1%}.",
     degree_days_plausible: "Every cell is present and cell means of thawing degree days lie "
     f"in {TDD_RANGE[0]:g}..{TDD_RANGE[1]:g} degC day.",
     elevation_plausible: "Every cell of the grid is present and cell means of elevation lie "

@@ -28,7 +28,7 @@ from entropice_dagster.assets import all_assets
 from entropice_dagster.assets.alphaearth import alphaearth_features
 from entropice_dagster.assets.climate import climate_features, era5_daily, era5_hourly, era5_yearly
 from entropice_dagster.assets.grids import grid_cells, watermask
-from entropice_dagster.assets.labels import darts_polygons, rts_labels
+from entropice_dagster.assets.labels import darts_coverage, darts_polygons, rts_labels
 from entropice_dagster.assets.models import (
     experiment_summary,
     predictions,
@@ -149,7 +149,11 @@ def _steps(years: list[str]) -> list[tuple[str, list[dg.AssetsDefinition], Any]]
     predictions.
     """
     steps: list[tuple[str, list[dg.AssetsDefinition], Any]] = [
-        ("sources", [watermask, darts_polygons, arcticdem_tiles, terrain_derivatives], None)
+        (
+            "sources",
+            [watermask, darts_polygons, darts_coverage, arcticdem_tiles, terrain_derivatives],
+            None,
+        )
     ]
     steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
     per_cell = [grid_cells, rts_labels, terrain_features, climate_features, alphaearth_features]

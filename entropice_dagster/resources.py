@@ -122,7 +122,8 @@ class DartsSourceResource(dg.ConfigurableResource):
     DARTS-schema files).
 
     ``client='offline'`` reads the folder only; ``'arcticdata'`` downloads the release files
-    matching ``pattern`` from the NSF Arctic Data Center (doi:10.18739/A22B8VD7C) into it first.
+    matching ``pattern`` (and the coverage layers matching ``coverage_pattern``) from the NSF
+    Arctic Data Center (doi:10.18739/A22B8VD7C) into it first.
     """
 
     client: Literal["offline", "arcticdata"] = Field(
@@ -137,6 +138,11 @@ class DartsSourceResource(dg.ConfigurableResource):
         default="*level2.*",
         description="Glob of the files to read: '*level2.*' for the annual product, "
         "'*level1.*' for per-image footprints (dissolved per year).",
+    )
+    coverage_pattern: str = Field(
+        default=darts.COVERAGE_PATTERN,
+        description="Glob of the release's coverage layers (area imaged per year); none found: "
+        "every cell counts as observed. Footprint files never include '*coverage*' names.",
     )
     base_url: str = Field(
         default=darts.ADC_URL,
@@ -162,6 +168,10 @@ class DartsSourceResource(dg.ConfigurableResource):
     def files(self, data_dir: Path) -> list[Path]:
         """The release files to read (downloaded first by the 'arcticdata' client)."""
         return self.darts_client().files(self.root(data_dir), self.pattern)
+
+    def coverage_files(self, data_dir: Path) -> list[Path]:
+        """The release's coverage layers (downloaded first by 'arcticdata'); maybe none."""
+        return self.darts_client().coverage_files(self.root(data_dir), self.coverage_pattern)
 
 
 def _offline_how(key: str, real: str, origin: str) -> str:

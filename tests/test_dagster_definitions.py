@@ -22,7 +22,8 @@ NINE = [
     *("healpix_6", "healpix_7", "healpix_8", "healpix_9", "healpix_10"),
 ]
 #: Assets that are not indexed by grid cells (sources, rasters); everything else is per-cell.
-NOT_PER_CELL = {"watermask", "darts_polygons", "arcticdem_tiles", "terrain_derivatives"}
+NOT_PER_CELL = {"watermask", "darts_polygons", "darts_coverage"}
+NOT_PER_CELL |= {"arcticdem_tiles", "terrain_derivatives"}
 NOT_PER_CELL |= {"era5_hourly", "era5_daily", "era5_yearly"}
 
 

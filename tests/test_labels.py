@@ -11,9 +11,12 @@ import xdggs
 
 from entropice_core.config import AreaOfInterest, GridSpec
 from entropice_core.ingest.darts import (
+    OfflineDartsClient,
     dissolve_per_year,
     find_darts_files,
     footprint_area_in_cells_km2,
+    observed_area_km2,
+    read_coverage,
     read_footprints,
     rts_labels,
 )
@@ -246,8 +249,194 @@ def test_total_area_check_agrees_with_the_labels(sample_cells, key):
 
 
 def test_find_darts_files_prefers_geoparquet_and_names_missing_folders(tmp_path):
-    for name in ("A_level2.parquet", "A_level2.gpkg", "B_level2.gpkg", "C_level1.gpkg"):
+    names = ("A_level2.parquet", "A_level2.gpkg", "B_level2.gpkg", "C_level1.gpkg")
+    for name in (*names, "A_coverage_level2.parquet", "A_coverage.gpkg"):
         (tmp_path / name).write_bytes(b"")
+    # the footprint pattern never picks up a coverage layer, whatever its name ends with
     assert [p.name for p in find_darts_files(tmp_path)] == ["A_level2.parquet", "B_level2.gpkg"]
+    assert [p.name for p in OfflineDartsClient().coverage_files(tmp_path)] == [
+        "A_coverage.gpkg",
+        "A_coverage_level2.parquet",
+    ]
     with pytest.raises(FileNotFoundError, match=r"doi:10\.18739/A22B8VD7C"):
         find_darts_files(tmp_path / "nope")
+
+
+# --- observation coverage ------------------------------------------------------------------
+
+
+def _frame(geoms, years, crs=4326) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"year": np.asarray(years, np.int16), "source": "t"}, geometry=list(geoms), crs=crs
+    )
+
+
+def _squares(n: int = 3) -> gpd.GeoDataFrame:
+    """``n`` cells of 1 x 0.5 degrees side by side at 67 N (about 2,400 km^2 each)."""
+    return gpd.GeoDataFrame(
+        {"cell_id": np.arange(1, n + 1, dtype=np.uint64), "land_area_km2": np.full(n, 1000.0)},
+        geometry=[shapely.box(-135 + i, 67, -134 + i, 67.5) for i in range(n)],
+        crs="EPSG:4326",
+    )
+
+
+def _laea_area(geoms) -> np.ndarray:
+    return gpd.GeoSeries(geoms, crs=4326).segmentize(0.01).to_crs(LAEA).area.to_numpy() / 1e6
+
+
+def test_observed_fraction_equals_the_geopandas_overlay_share():
+    cells = _squares(3)
+    # 2020: a tilted quadrilateral over parts of all three cells; 2021: a hole in a big box.
+    tilted = shapely.Polygon([(-134.8, 67.05), (-132.3, 67.2), (-132.5, 67.45), (-134.6, 67.4)])
+    holed = shapely.box(-136, 66, -131, 68).difference(shapely.box(-133.9, 67.1, -133.2, 67.6))
+    coverage = _frame([tilted, holed], [2020, 2021])
+    labels = rts_labels(_frame([], []), cells, GridSpec.from_key("h3_5"), coverage=coverage)
+    cell_area = _laea_area(cells.geometry)
+    for year, cover in ((2020, tilted), (2021, holed)):
+        # independent: geopandas overlay of the densified outlines, in the equal-area CRS
+        projected = gpd.GeoDataFrame(
+            geometry=gpd.GeoSeries([cover], crs=4326).segmentize(0.01).to_crs(LAEA)
+        )
+        cells_laea = cells.assign(geometry=cells.geometry.segmentize(0.01)).to_crs(LAEA)
+        pieces = gpd.overlay(cells_laea, projected, how="intersection")
+        share = (pieces.set_index("cell_id").area / 1e6).reindex(cells.cell_id, fill_value=0)
+        np.testing.assert_allclose(
+            labels.observed_fraction.sel(year=year), share.to_numpy() / cell_area, atol=1e-7
+        )
+    assert labels.observed_fraction.sel(year=2021).to_numpy()[[0, 2]].tolist() == [1.0, 1.0]
+    # the metadata's observed area: the cells' covered area per year
+    assert labels.attrs["observed_area_km2"]["2021"] == pytest.approx(
+        float((labels.observed_fraction.sel(year=2021) * cell_area).sum()), rel=1e-9
+    )
+
+
+def _small(lon: float, lat: float) -> shapely.Polygon:
+    return shapely.box(lon, lat, lon + 0.01, lat + 0.005)
+
+
+def test_unobserved_cell_years_are_nan_and_out_of_the_all_years_aggregates():
+    cells = _squares(3)  # A, B, C
+    in_a, in_a_later = _small(-134.7, 67.1), _small(-134.3, 67.3)
+    in_b, in_b_gap_year = _small(-133.8, 67.1), _small(-133.85, 67.4)
+    in_c = _small(-132.5, 67.2)
+    footprints = _frame(
+        [in_a, in_a_later, in_b, in_b_gap_year, in_c], [2019, 2020, 2019, 2020, 2019]
+    )
+    footprints["area_m2"] = footprints.to_crs(LAEA).area
+    # 2019 images A and B whole; 2020 images A and a 30 % strip of B (holding in_b_gap_year:
+    # DARTS maps what it images, but 30 % is too little to call B observed). C: never.
+    coverage = _frame(
+        [shapely.box(-135, 67, -133, 67.5), shapely.box(-135, 67, -133.7, 67.5)], [2019, 2020]
+    )
+    labels = rts_labels(footprints, cells, GridSpec.from_key("h3_5"), coverage=coverage)
+
+    np.testing.assert_allclose(labels.observed_fraction.sel(year=2019), [1, 1, 0], atol=1e-9)
+    np.testing.assert_allclose(labels.observed_fraction.sel(year=2020), [1, 0.3, 0], atol=1e-3)
+    assert labels.observed_years.to_numpy().tolist() == [2, 1, 0]
+    assert labels.observed_years.dtype.kind == "i"
+    for name in ("rts_count", "rts_area_km2", "rts_density", "rts_coverage"):
+        assert labels[name].dtype.kind == "f"
+        values = labels[name].to_numpy()
+        assert np.isnan(values[1, 1]) and np.isnan(values[2]).all(), name
+        assert np.isfinite(values[0]).all() and np.isfinite(values[1, 0]), name
+    assert labels.rts_count.to_numpy()[0].tolist() == [1, 1]
+    assert labels.rts_count.to_numpy()[1, 0] == 1
+    area = footprints.area_m2.to_numpy() / 1e6
+    # all years: A both footprints, B only the 2019 one, C (never observed) NaN
+    np.testing.assert_array_equal(labels.rts_count_all_years.to_numpy()[:2], [2, 1])
+    np.testing.assert_allclose(
+        labels.rts_area_km2_all_years.to_numpy()[:2], [area[0] + area[1], area[2]], rtol=1e-9
+    )
+    for name in ("rts_count_all_years", "rts_area_km2_all_years", "rts_density_all_years"):
+        assert np.isnan(labels[name].to_numpy()[2]), name
+    # the asset check's independent total counts the observed cell-years only
+    observed = labels.observed_fraction >= labels.attrs["min_observed_fraction"]
+    assert float(labels.rts_area_km2.sum()) == pytest.approx(
+        footprint_area_in_cells_km2(footprints, cells, observed), rel=1e-6
+    )
+    assert float(labels.rts_area_km2.sum()) == pytest.approx(area[:3].sum(), rel=1e-9)
+
+
+def test_the_threshold_decides_which_cell_years_count():
+    cells = _squares(1)
+    coverage = _frame([shapely.box(-135, 67, -134.6, 67.5)], [2020])  # 40 % of the cell
+    footprints = _frame([_small(-134.9, 67.2)], [2020])
+    spec = GridSpec.from_key("h3_5")
+    assert np.isnan(rts_labels(footprints, cells, spec, coverage).rts_count.item())
+    assert rts_labels(footprints, cells, spec, coverage, 0.3).rts_count.item() == 1
+    with pytest.raises(ValueError, match="min_observed_fraction"):
+        rts_labels(footprints, cells, spec, coverage, 0.0)
+
+
+def test_full_or_no_coverage_gives_the_labels_without_coverage(sample_cells):
+    cells = sample_cells["h3_5"]
+    spec = GridSpec.from_key("h3_5")
+    footprints = random_footprints(400, (-138, 66.7, -132, 69.0), seed=5)
+    plain = rts_labels(footprints, cells, spec)
+    assert float(plain.observed_fraction.min()) == 1.0
+    assert (plain.observed_years == plain.sizes["year"]).all()
+    assert plain.attrs["observation"].startswith("no coverage layer")
+    # counts as an independent point-in-cell join gives them (one per footprint)
+    points = footprints.assign(geometry=footprints.geometry.representative_point())
+    joined = gpd.sjoin(points, cells[["cell_id", "geometry"]], predicate="within")
+    expected = joined.groupby(["cell_id", "year"]).size()
+    ours = dataset_table(plain).set_index(["cell_id", "year"]).rts_count
+    np.testing.assert_array_equal(ours[ours > 0].sort_index(), expected.sort_index())
+    everywhere = _frame([shapely.box(-180, 50, 180, 90)] * 6, range(2018, 2024))
+    full = rts_labels(footprints, cells, spec, coverage=everywhere)
+    for name in plain.data_vars:
+        np.testing.assert_allclose(full[name], plain[name], rtol=1e-12, err_msg=str(name))
+    empty = rts_labels(footprints, cells, spec, coverage=everywhere.iloc[:0])
+    for name in plain.data_vars:
+        np.testing.assert_array_equal(empty[name], plain[name], err_msg=str(name))
+
+
+def test_coverage_must_cover_every_year_with_footprints():
+    cells = _squares(1)
+    footprints = _frame([_small(-134.9, 67.2), _small(-134.5, 67.2)], [2020, 2021])
+    coverage = _frame([cells.geometry.iloc[0]], [2020])
+    with pytest.raises(ValueError, match=r"no imaged area in \[2021\]"):
+        rts_labels(footprints, cells, GridSpec.from_key("h3_5"), coverage=coverage)
+
+
+def test_read_coverage_dissolves_each_year_and_repairs(tmp_path):
+    bowtie = shapely.Polygon([(-134, 67), (-133, 67.5), (-133, 67), (-134, 67.5)])
+    images = [shapely.box(-135, 67, -134, 68), shapely.box(-134.5, 67, -133.5, 68), bowtie]
+    path = tmp_path / "DARTS_coverage.gpkg"
+    gpd.GeoDataFrame(
+        {"date": ["2019-07-02", "2019-08-20", "2020-07-15"]}, geometry=images, crs=4326
+    ).to_file(path)
+    coverage = read_coverage([path])
+    assert coverage["year"].tolist() == [2019, 2020] and list(coverage.columns) == [
+        "year",
+        "geometry",
+    ]
+    assert coverage.attrs["repaired"] == 1 and coverage.crs.to_epsg() == 4326
+    assert coverage.geometry.iloc[0].equals(shapely.box(-135, 67, -133.5, 68))
+    areas = observed_area_km2(coverage)
+    assert areas[2019] == pytest.approx(_laea_area([shapely.box(-135, 67, -133.5, 68)])[0])
+    empty = read_coverage([])
+    assert empty.empty and list(empty.columns) == ["year", "geometry"]
+    assert observed_area_km2(empty) == {}
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (gpd.GeoDataFrame({"year": [2020]}, geometry=[shapely.box(0, 70, 1, 71)]), "has no CRS"),
+        (
+            gpd.GeoDataFrame({"kind": ["x"]}, geometry=[shapely.box(0, 70, 1, 71)], crs=4326),
+            "no 'year' column",
+        ),
+        (
+            gpd.GeoDataFrame({"year": [3000]}, geometry=[shapely.box(0, 70, 1, 71)], crs=4326),
+            "impossible year",
+        ),
+    ],
+)
+def test_bad_coverage_files_name_the_file_and_the_fix(tmp_path, frame, message):
+    path = tmp_path / "DARTS_coverage.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(ValueError, match=message) as err:
+        read_coverage([path])
+    assert "DARTS_coverage.parquet" in str(err.value)

@@ -12,6 +12,7 @@ def test_paths_follow_the_documented_layout(tmp_path: Path) -> None:
     # architecture.md, "Storage layout", spelled out independently
     assert layout.watermask == tmp_path / "watermask/watermask.parquet"
     assert layout.grid_cells("h3_5") == tmp_path / "grids/h3_5.parquet"
+    assert layout.asset_path("darts_coverage") == tmp_path / "darts/coverage.parquet"
     assert layout.rts_labels("healpix_8") == tmp_path / "darts/labels_healpix_8.zarr"
     assert layout.table_path("rts_labels", "h3_3") == tmp_path / "darts/labels_h3_3.parquet"
     assert layout.era5_daily(2020) == tmp_path / "era5/daily/2020.zarr"

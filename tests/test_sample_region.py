@@ -21,12 +21,13 @@ from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.io.atomic import atomic_path
 from entropice_core.sample import generate_sample_region
 from entropice_core.sample.arcticdem import detail_noise, render_tile
-from entropice_core.sample.darts import simulate_rts
+from entropice_core.sample.darts import coverage_layer, drop_unimaged, simulate_rts
 from entropice_core.sample.era5 import simulate_era5, thawing_degree_days
 from entropice_core.sample.world import LatentWorld, build_world
 
 SEED = 42
 DARTS_STEM = "DARTS_NitzeEtAl_v1-2_features_2018-2023_level2"
+COVERAGE_FILE = "DARTS_NitzeEtAl_v1-2_coverage_2018-2023.parquet"
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +111,7 @@ def test_era5_and_darts_reproduce_from_seed(region, world, footprints):
         np.testing.assert_array_equal(ds["sd"].to_numpy(), hourly.sd[july])
     years, tdd = thawing_degree_days(hourly)
     again = simulate_rts(world, years, tdd, hourly.latitude, hourly.longitude)
+    again = drop_unimaged(again, coverage_layer(SEED, SAMPLE_REGION_BBOX), SAMPLE_REGION_BBOX)
     np.testing.assert_array_equal(again["area_m2"].to_numpy(), footprints["area_m2"].to_numpy())
     assert shapely.equals_exact(again.geometry.values, footprints.geometry.values, 1e-9).all()
 
@@ -269,6 +271,30 @@ def test_darts_schema(region, footprints):
     assert from_gpkg.crs.to_epsg() == 4326
     assert from_gpkg["id"].tolist() == footprints["id"].tolist()
     np.testing.assert_allclose(from_gpkg["area_m2"], footprints["area_m2"])
+
+
+def test_darts_coverage_has_gaps_and_no_footprint_lies_in_one(region, footprints):
+    data_dir, _, _ = region
+    coverage = gpd.read_parquet(data_dir / "sources" / "darts" / COVERAGE_FILE)
+    assert coverage.crs.to_epsg() == 4326
+    assert sorted(coverage["year"]) == list(range(2018, 2024))
+    box = shapely.box(*SAMPLE_REGION_BBOX)
+    gaps = {int(r.year): box.difference(r.geometry) for r in coverage.itertuples()}
+    laea = "EPSG:6931"
+    gap_km2 = {
+        y: gpd.GeoSeries([g], crs=4326).to_crs(laea).area.iloc[0] / 1e6 for y, g in gaps.items()
+    }
+    # every year misses some hundreds of km^2 inside the box, and never the same place
+    assert all(400 < a < 8000 for a in gap_km2.values()), gap_km2
+    assert all(coverage.geometry.within(box.buffer(1e-9)))
+    assert len({g.wkb for g in gaps.values()}) == len(gaps)
+    # the independent reading: no footprint of a year touches that year's gaps
+    for year, gap in gaps.items():
+        of_year = footprints[footprints["year"] == year]
+        assert len(of_year) > 500
+        assert not of_year.intersects(gap).any(), year
+    # ... while the simulated slumps did fall in them: gaps removed footprints
+    assert any(footprints[footprints["year"] != y].intersects(g).any() for y, g in gaps.items())
 
 
 def test_darts_sizes_are_realistic(footprints):

@@ -225,8 +225,12 @@ def test_pgc_client_needs_a_url() -> None:
 
 
 def test_offline_darts_reads_the_folder(sources: Path, tmp_path: Path) -> None:
-    found = DartsSourceResource(folder=str(sources / "darts")).files(tmp_path)
+    resource = DartsSourceResource(folder=str(sources / "darts"))
+    found = resource.files(tmp_path)
     assert found and all(p.parent == sources / "darts" for p in found)
+    coverage = resource.coverage_files(tmp_path)
+    assert [p.name for p in coverage] == ["DARTS_NitzeEtAl_v1-2_coverage_2018-2023.parquet"]
+    assert not set(coverage) & set(found)
     with pytest.raises(MissingSourceFiles) as info:
         DartsSourceResource().files(tmp_path)  # DATA_DIR/sources/darts does not exist
     text = _one_line(info.value)
@@ -307,18 +311,25 @@ def test_arctic_data_center_client_downloads_the_matching_files(tmp_path: Path) 
     files = {
         "DARTS_v1_features_level2.gpkg": level2,
         "DARTS_v1_features_level1.gpkg": _gpkg(tmp_path, "src_level1.gpkg"),
+        "DARTS_v1_coverage_level2.gpkg": _gpkg(tmp_path, "src_coverage.gpkg"),
         "README_level2.txt": b"not data",
     }
     api = DataOne(files, darts.DARTS_PACKAGE)
     folder = tmp_path / "darts"
     with serve(api) as url:
         client = darts.ArcticDataCenterDartsClient(url, config=FAST)
-        found = client.files(folder)
+        found = client.files(folder)  # the coverage layer matches *level2.* but is left out
         assert [p.name for p in found] == ["DARTS_v1_features_level2.gpkg"]
         assert found[0].read_bytes() == level2
         assert len(darts.read_darts(found)) == 1
         client.files(folder)  # present files are kept, not fetched again
-    assert api.fetched == ["DARTS_v1_features_level2.gpkg"]
+        coverage = client.coverage_files(folder)
+        assert [p.name for p in coverage] == ["DARTS_v1_coverage_level2.gpkg"]
+        assert darts.read_coverage(coverage)["year"].tolist() == [2020]
+    assert api.fetched == ["DARTS_v1_features_level2.gpkg", "DARTS_v1_coverage_level2.gpkg"]
+    without = DataOne({"DARTS_v1_features_level2.gpkg": level2}, darts.DARTS_PACKAGE)
+    with serve(without) as url:
+        assert darts.ArcticDataCenterDartsClient(url, config=FAST).coverage_files(folder) == []
 
 
 def test_a_download_that_is_not_a_geopackage_is_refused(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ cell), ``rts_area_km2`` (exact overlay area), ``rts_density`` (count per 1000 km
 of any years that overlap (directly or through a chain of overlaps) are one slump, whose extent
 is the union of its footprints; a slump seen in 2019 that grew by 2023 is one slump with the
 2023 extent (plus any 2019 part it no longer covers).
+
+Observation coverage: a release's coverage layer (``*coverage*``: the area imaged per year)
+makes a cell-year that was not imaged missing (NaN), not zero. A cell-year is observed when
+the year's coverage covers at least ``min_observed_fraction`` of the cell's area.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ if TYPE_CHECKING:  # heavy libraries are imported where they are used
 FIRST_YEAR = 1985
 DATE_COLUMNS = ("date", "datetime", "image_date", "acquisition_date", "acquired")
 FOOTPRINT_COLUMNS = ["year", "area_m2", "source", "geometry"]
+COVERAGE_COLUMNS = ["year", "geometry"]
+#: File names of the coverage layers of a release (the area imaged per year); footprint
+#: listings leave them out.
+COVERAGE_PATTERN = "*coverage*"
+#: Share of a cell's area a year's coverage must cover for the cell-year to count as observed.
+MIN_OBSERVED_FRACTION = 0.5
 
 
 def _read_vector(path: Path) -> gpd.GeoDataFrame:
@@ -55,7 +65,7 @@ def _read_vector(path: Path) -> gpd.GeoDataFrame:
     )
 
 
-def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
+def _years_from_dates(frame: gpd.GeoDataFrame, path: Path, what: str = "footprint") -> pd.Series:
     import pandas as pd
 
     for column in DATE_COLUMNS:
@@ -69,7 +79,7 @@ def _years_from_dates(frame: gpd.GeoDataFrame, path: Path) -> pd.Series:
             return dates.dt.year
     raise ValueError(
         f"{path} has no 'year' column and no date column ({', '.join(DATE_COLUMNS)}); its columns "
-        f"are {list(frame.columns)}. Add a year column (the observation year of each footprint)"
+        f"are {list(frame.columns)}. Add a year column (the observation year of each {what})"
     )
 
 
@@ -155,6 +165,24 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
         years = _training_label_years(frame, path)
     else:
         years, per_image = _years_from_dates(frame, path), True
+    _check_years(years, frame, path, max_year)
+    polygonal, repaired = _clean_geometries(frame)
+    keep = ~shapely.is_empty(polygonal)
+    clean = gpd.GeoDataFrame(
+        {"year": years[keep].astype(np.int16).to_numpy(), "source": path.name},
+        geometry=polygonal[keep],
+        crs="EPSG:4326",
+    )
+    if per_image:
+        clean = dissolve_per_year(clean)
+    clean["area_m2"] = clean.to_crs(equal_area_crs(clean)).area.to_numpy()
+    clean.attrs.update(repaired=repaired, dropped=int((~keep).sum()), path=str(path))
+    return clean[FOOTPRINT_COLUMNS]
+
+
+def _check_years(
+    years: pd.Series, frame: gpd.GeoDataFrame, path: Path, max_year: int | None
+) -> None:
     max_year = max_year or dt.date.today().year
     bad = years.isna() | (years < FIRST_YEAR) | (years > max_year)
     if bad.any():
@@ -163,6 +191,15 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
             f"{frame.loc[bad].head(3).get('year', years[bad]).tolist()}); years must lie in "
             f"{FIRST_YEAR}-{max_year}"
         )
+
+
+def _clean_geometries(frame: gpd.GeoDataFrame) -> tuple[np.ndarray, int]:
+    """Make EPSG:4326 polygonal geometries and count the repaired ones.
+
+    Repaired, cut at 180 degrees, non-polygonal parts dropped (empty where nothing
+    polygonal is left).
+    """
+    import shapely
 
     geoms = frame.to_crs(4326).geometry.to_numpy().copy()
     invalid = ~shapely.is_valid(geoms) & ~shapely.is_empty(geoms) & ~shapely.is_missing(geoms)
@@ -178,17 +215,7 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
         else shapely.Polygon()
         for g in geoms[mixed]
     ]
-    keep = ~shapely.is_empty(polygonal)
-    clean = gpd.GeoDataFrame(
-        {"year": years[keep].astype(np.int16).to_numpy(), "source": path.name},
-        geometry=polygonal[keep],
-        crs="EPSG:4326",
-    )
-    if per_image:
-        clean = dissolve_per_year(clean)
-    clean["area_m2"] = clean.to_crs(equal_area_crs(clean)).area.to_numpy()
-    clean.attrs.update(repaired=int(invalid.sum()), dropped=int((~keep).sum()), path=str(path))
-    return clean[FOOTPRINT_COLUMNS]
+    return polygonal, int(invalid.sum())
 
 
 def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -224,7 +251,18 @@ def dissolve_per_year(footprints: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Path]:
+def _wanted(name: str, pattern: str, exclude: str | None) -> bool:
+    """Tell whether a release file matches ``pattern``, not ``exclude``, in a format read here."""
+    return (
+        fnmatch.fnmatch(name, pattern)
+        and not (exclude and fnmatch.fnmatch(name, exclude))
+        and Path(name).suffix in {".parquet", ".gpkg"}
+    )
+
+
+def find_darts_files(
+    folder: str | Path, pattern: str = "*level2.*", exclude: str | None = COVERAGE_PATTERN
+) -> list[Path]:
     """List the DARTS files in ``folder`` matching ``pattern``.
 
     Of a GeoParquet/GeoPackage pair with the same name the GeoParquet is taken (same content,
@@ -236,6 +274,9 @@ def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Pat
         Folder holding the release files.
     pattern : str
         Glob pattern of the file names; only ``.parquet`` and ``.gpkg`` files count.
+    exclude : str, optional
+        Glob pattern of names left out; by default the coverage layers
+        (:data:`COVERAGE_PATTERN`), so that a footprint pattern never picks them up.
 
     Returns
     -------
@@ -253,9 +294,7 @@ def find_darts_files(folder: str | Path, pattern: str = "*level2.*") -> list[Pat
             f"DARTS folder {folder} does not exist; download the release from the NSF Arctic "
             "Data Center (doi:10.18739/A22B8VD7C) into it, or run `make demo` for the sample"
         )
-    found = sorted(
-        p for p in folder.glob(pattern) if p.suffix in {".parquet", ".gpkg"} and p.is_file()
-    )
+    found = sorted(p for p in folder.glob(pattern) if _wanted(p.name, "*", exclude) and p.is_file())
     by_stem: dict[str, Path] = {}
     for path in found:
         if path.stem not in by_stem or path.suffix == ".parquet":
@@ -298,7 +337,25 @@ class DartsClient(SourceClient):
         Returns
         -------
         list of Path
-            The matching files (see :func:`find_darts_files`).
+            The matching files (see :func:`find_darts_files`), coverage layers left out.
+        """
+
+    @abstractmethod
+    def coverage_files(self, folder: str | Path, pattern: str = COVERAGE_PATTERN) -> list[Path]:
+        """Return the release's coverage layers (area imaged per year) in ``folder``.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the coverage file names.
+
+        Returns
+        -------
+        list of Path
+            The coverage files; empty where the release has none (every cell then counts as
+            observed).
         """
 
 
@@ -336,12 +393,39 @@ class OfflineDartsClient(DartsClient):
         """
         folder = Path(folder)
         if not folder.is_dir() or not any(
-            p.suffix in _MAGIC for p in folder.glob(pattern) if p.is_file()
+            _wanted(p.name, "*", COVERAGE_PATTERN) for p in folder.glob(pattern) if p.is_file()
         ):
             raise MissingSourceFiles(
                 f"DARTS release ({pattern!r})", folder, [folder / pattern], self._how
             )
         return find_darts_files(folder, pattern)
+
+    def coverage_files(self, folder: str | Path, pattern: str = COVERAGE_PATTERN) -> list[Path]:
+        """Return the coverage layers already in ``folder`` (none: an empty list).
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds the release files.
+        pattern : str
+            Glob pattern of the coverage file names.
+
+        Returns
+        -------
+        list of Path
+            The coverage files, possibly none.
+
+        Raises
+        ------
+        MissingSourceFiles
+            If ``folder`` does not exist (no release at all).
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise MissingSourceFiles("DARTS release", folder, [folder / pattern], self._how)
+        if not any(_wanted(p.name, "*", None) for p in folder.glob(pattern)):
+            return []
+        return find_darts_files(folder, pattern, exclude=None)
 
 
 def _check_darts_file(suffix: str) -> Callable[[Path], None]:
@@ -426,24 +510,44 @@ class ArcticDataCenterDartsClient(DartsClient):
         FileNotFoundError
             If the package lists no matching ``.gpkg`` or ``.parquet`` file.
         """
-        folder = Path(folder)
         listing = self.listing()
-        wanted = {
-            name: pid
-            for name, pid in listing.items()
-            if fnmatch.fnmatch(name, pattern) and Path(name).suffix in _MAGIC
-        }
-        if not wanted:
+        if not self._fetch(folder, listing, pattern, COVERAGE_PATTERN):
             raise FileNotFoundError(
                 f"the DARTS package {self.package} lists no .gpkg/.parquet file matching "
                 f"{pattern!r}; it lists {sorted(listing)[:10]}"
             )
+        return find_darts_files(folder, pattern)
+
+    def coverage_files(self, folder: str | Path, pattern: str = COVERAGE_PATTERN) -> list[Path]:
+        """Download the coverage layers ``folder`` lacks, then list them.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder that holds (or receives) the release files.
+        pattern : str
+            Glob pattern of the coverage file names.
+
+        Returns
+        -------
+        list of Path
+            The coverage files; empty where the package lists none.
+        """
+        if not self._fetch(folder, self.listing(), pattern, None):
+            return []
+        return find_darts_files(folder, pattern, exclude=None)
+
+    def _fetch(
+        self, folder: str | Path, listing: dict[str, str], pattern: str, exclude: str | None
+    ) -> int:
+        """Download the listed files matching ``pattern`` that ``folder`` lacks; count matches."""
+        wanted = {name: pid for name, pid in listing.items() if _wanted(name, pattern, exclude)}
         for name, pid in sorted(wanted.items()):
-            target = folder / name
+            target = Path(folder) / name
             if not target.exists():
                 url = f"{self.base_url}/object/{urllib.parse.quote(pid, safe='')}"
                 download(url, target, self.config, _check_darts_file(target.suffix))
-        return find_darts_files(folder, pattern)
+        return len(wanted)
 
 
 def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
@@ -477,6 +581,85 @@ def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
     return combined
 
 
+def read_coverage(paths: list[Path], max_year: int | None = None) -> gpd.GeoDataFrame:
+    """Read a release's coverage layers (the area imaged per year) into one polygon per year.
+
+    Coverage polygons (image footprints or their union) need a ``year`` column, or a date
+    column as level-1 footprints have. Invalid geometries are repaired and counted in
+    ``attrs["repaired"]``, non-polygonal ones dropped (``attrs["dropped"]``), polygons that
+    wrap around the map cut at 180 degrees, and each year's polygons dissolved into one.
+
+    Parameters
+    ----------
+    paths : list of Path
+        Coverage files (GeoParquet or GeoPackage); none gives an empty frame (no coverage
+        layer: every cell counts as observed).
+    max_year : int, optional
+        Latest plausible year; defaults to the current year.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Columns year (int16, sorted, one row per year) and geometry (EPSG:4326), with
+        ``attrs`` repaired, dropped and paths.
+
+    Raises
+    ------
+    ValueError
+        If a file has no CRS, is unreadable, has neither a year nor a date column, or a
+        feature has a missing or impossible year; the message names the file.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    years_parts, geom_parts, repaired, dropped = [], [], 0, 0
+    for path in map(Path, paths):
+        frame = _read_vector(path)
+        if "year" in frame.columns:
+            years = pd.to_numeric(frame["year"], errors="coerce")
+        else:
+            years = _years_from_dates(frame, path, "coverage polygon (the year it was imaged)")
+        _check_years(years, frame, path, max_year)
+        polygonal, fixed = _clean_geometries(frame)
+        keep = ~shapely.is_empty(polygonal)
+        years_parts.append(years[keep].to_numpy(np.int16))
+        geom_parts.append(polygonal[keep])
+        repaired, dropped = repaired + fixed, dropped + int((~keep).sum())
+    years = np.concatenate(years_parts) if paths else np.array([], np.int16)
+    geoms = np.concatenate(geom_parts) if paths else np.array([], object)
+    per_year = np.unique(years)
+    coverage = gpd.GeoDataFrame(
+        {"year": per_year.astype(np.int16)},
+        geometry=[shapely.union_all(geoms[years == year]) for year in per_year],
+        crs="EPSG:4326",
+    )
+    coverage.attrs.update(repaired=repaired, dropped=dropped, paths=[str(p) for p in paths])
+    return coverage[COVERAGE_COLUMNS]
+
+
+def observed_area_km2(coverage: gpd.GeoDataFrame) -> dict[int, float]:
+    """Measure each year's coverage on the WGS84 ellipsoid (equal-area projection).
+
+    Parameters
+    ----------
+    coverage : geopandas.GeoDataFrame
+        Coverage as :func:`read_coverage` returns it (one polygon per year).
+
+    Returns
+    -------
+    dict of int to float
+        Area in km^2 per year; empty for an empty coverage.
+    """
+    if coverage.empty:
+        return {}
+    from entropice_core.spatial.overlay import CELL_SEGMENT_DEG
+
+    # Densified first, so the projected outline is the lon/lat polygon the file holds.
+    areas = coverage.geometry.segmentize(CELL_SEGMENT_DEG).to_crs(equal_area_crs(coverage)).area
+    return {int(y): float(a) / 1e6 for y, a in zip(coverage["year"], areas, strict=True)}
+
+
 def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
     """Give one id per slump: footprints connected by overlap across any years share an id.
 
@@ -501,16 +684,64 @@ def slump_ids(footprints: gpd.GeoDataFrame) -> np.ndarray:
     return labels
 
 
-def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: GridSpec) -> xr.Dataset:
+def observed_fraction(
+    coverage: gpd.GeoDataFrame | None, cells: gpd.GeoDataFrame, years: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Share of each cell's area that each year's coverage covers.
+
+    The share of the cell's whole area, not of its land: the coverage is where images were
+    taken, and images cover land and water alike, so the share of the cell imaged is the
+    share of its land imaged unless an image edge runs along a coast.
+
+    Parameters
+    ----------
+    coverage : geopandas.GeoDataFrame or None
+        One polygon per year (:func:`read_coverage`); None or empty: every cell observed.
+    cells : geopandas.GeoDataFrame
+        Grid cells (EPSG:4326).
+    years : numpy.ndarray
+        The years of the labels; a year the coverage lacks is covered nowhere.
+
+    Returns
+    -------
+    fraction : numpy.ndarray
+        ``(cell, year)`` share in [0, 1]; all ones without coverage.
+    observed_km2 : numpy.ndarray
+        Area of the cells covered, per year (km^2).
+    """
+    from entropice_core.spatial.overlay import cell_areas_km2, covered_area_km2
+
+    cell_geoms = cells.geometry.reset_index(drop=True)
+    areas = cell_areas_km2(cell_geoms)
+    if coverage is None or coverage.empty:
+        return np.ones((len(cells), len(years))), np.full(len(years), areas.sum())
+    by_year = dict(zip(coverage["year"].astype(int), coverage.geometry, strict=True))
+    covered = np.column_stack(
+        [covered_area_km2(by_year.get(int(y)), cell_geoms, areas) for y in years]
+    )
+    return np.clip(covered / areas[:, None], 0.0, 1.0), covered.sum(axis=0)
+
+
+def rts_labels(
+    footprints: gpd.GeoDataFrame,
+    cells: gpd.GeoDataFrame,
+    spec: GridSpec,
+    coverage: gpd.GeoDataFrame | None = None,
+    min_observed_fraction: float = MIN_OBSERVED_FRACTION,
+) -> xr.Dataset:
     """Compute per-cell, per-year RTS metrics plus all-years aggregates as an xdggs L2 dataset.
 
     ``footprints`` are as :func:`read_footprints` returns them: their ``area_m2`` (recomputed
     in the equal-area CRS at ingest) is the area of each footprint that lies inside one cell;
     without that column it is computed here.
 
-    Every cell of ``cells`` is present (zero where no RTS was mapped), so the labels hold the
-    negatives that training needs. Note that a zero also means "not observed" where a DARTS
-    year does not cover the cell.
+    With a ``coverage`` (the release's imaged area per year, :func:`read_coverage`), a
+    cell-year is observed when the year's coverage covers at least ``min_observed_fraction``
+    of the cell's area (``observed_fraction``); an unobserved cell-year is NaN in the per-year
+    metrics, not zero, and its footprints (by the cell holding their representative point, as
+    for the count) stay out of the all-years aggregates, which are NaN for a cell observed in
+    no year. Without coverage every cell-year is observed. Observed cells without RTS are
+    zero: the negatives that training needs.
 
     Parameters
     ----------
@@ -520,24 +751,50 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
         Grid cells with cell_id, geometry and land_area_km2 columns.
     spec : GridSpec
         Grid of ``cells``; gives the xdggs attrs of ``cell_ids``.
+    coverage : geopandas.GeoDataFrame, optional
+        One polygon per year of imaged area; None or empty: no coverage layer.
+    min_observed_fraction : float, default MIN_OBSERVED_FRACTION
+        Share of a cell's area a year's coverage must cover for the cell-year to count.
 
     Returns
     -------
     xarray.Dataset
-        ``rts_count``, ``rts_area_km2``, ``rts_density`` and ``rts_coverage`` over
-        (cell_ids, year), their ``*_all_years`` aggregates over cell_ids, and
-        ``land_area_km2``.
+        ``rts_count``, ``rts_area_km2``, ``rts_density``, ``rts_coverage`` and
+        ``observed_fraction`` over (cell_ids, year), float; their ``*_all_years``
+        aggregates and ``observed_years`` over cell_ids; and ``land_area_km2``. attrs
+        ``observed_area_km2`` (area of the cells covered, per year) and
+        ``min_observed_fraction``.
+
+    Raises
+    ------
+    ValueError
+        If the coverage lacks a year that has footprints, or ``min_observed_fraction`` is
+        not in (0, 1].
     """
     import geopandas as gpd
     import pandas as pd
     import shapely
     import xarray as xr
 
-    years = np.sort(footprints["year"].unique()).astype(np.int16)
+    if not 0.0 < min_observed_fraction <= 1.0:
+        raise ValueError(f"min_observed_fraction must lie in (0, 1], got {min_observed_fraction}")
+    coverage = coverage if coverage is not None and not coverage.empty else None
+    years = np.unique(footprints["year"].to_numpy()).astype(np.int16)
+    if coverage is not None:
+        unimaged = np.setdiff1d(years, coverage["year"].to_numpy())
+        if len(unimaged):
+            raise ValueError(
+                f"the DARTS coverage has no imaged area in {unimaged.tolist()}, years that have "
+                "footprints; give a coverage layer with every year of the release, or none "
+                "(then every cell counts as observed)"
+            )
+        years = np.union1d(years, coverage["year"].to_numpy()).astype(np.int16)
     n_cells = len(cells)
     land = cells["land_area_km2"].to_numpy()
     cell_geoms = cells.geometry.reset_index(drop=True)
     geoms = footprints.geometry.reset_index(drop=True)
+    fraction, observed_km2 = observed_fraction(coverage, cells, years)
+    observed = fraction >= min_observed_fraction
 
     known = footprints["area_m2"].to_numpy() / 1e6 if "area_m2" in footprints else None
     overlay = overlay_cells(geoms, cell_geoms, areas_km2=known)
@@ -545,20 +802,26 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
     area = np.zeros((n_cells, len(years)))
     np.add.at(area, (overlay.cell, year_pos[overlay.polygon]), overlay.area_km2)
     inside = overlay.owner >= 0
-    count = np.zeros((n_cells, len(years)), dtype=np.int32)
+    count = np.zeros((n_cells, len(years)))
     np.add.at(count, (overlay.owner[inside], year_pos[inside]), 1)
+    area[~observed], count[~observed] = np.nan, np.nan
 
-    # All years: a slump of one footprint is that footprint; others are the union of theirs.
-    slump = slump_ids(footprints) if len(footprints) else np.array([], dtype=np.int64)
-    single = np.bincount(slump)[slump] == 1 if len(slump) else np.array([], dtype=bool)
+    # All years: the footprints of observed cell-years. A slump of one footprint is that
+    # footprint; others are the union of theirs.
+    kept = ~inside | observed[np.maximum(overlay.owner, 0), year_pos]
+    slump = np.full(len(footprints), -1)
+    if kept.any():
+        slump[kept] = slump_ids(footprints[kept])
+    single = kept & (np.bincount(slump[kept], minlength=1)[np.maximum(slump, 0)] == 1)
+    multi = kept & ~single
     area_all = np.bincount(
         overlay.cell[single[overlay.polygon]],
         weights=overlay.area_km2[single[overlay.polygon]],
         minlength=n_cells,
-    )
+    ).astype(np.float64)  # an empty bincount is integer
     owners_all = [overlay.owner[single]]
-    if (~single).any():
-        grouped = pd.Series(geoms[~single].to_numpy(), index=slump[~single]).groupby(level=0)
+    if multi.any():
+        grouped = pd.Series(geoms[multi].to_numpy(), index=slump[multi]).groupby(level=0)
         extents = gpd.GeoSeries(
             [shapely.union_all(group.to_numpy()) for _, group in grouped], crs=geoms.crs
         )
@@ -566,7 +829,10 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
         area_all += np.bincount(merged.cell, weights=merged.area_km2, minlength=n_cells)
         owners_all.append(merged.owner)
     owners = np.concatenate(owners_all)
-    count_all = np.bincount(owners[owners >= 0], minlength=n_cells).astype(np.int32)
+    count_all = np.bincount(owners[owners >= 0], minlength=n_cells).astype(np.float64)
+    observed_years = observed.sum(axis=1).astype(np.int32)
+    if coverage is not None:  # without coverage a cell is observed even with no year at all
+        area_all[observed_years == 0], count_all[observed_years == 0] = np.nan, np.nan
 
     per_1000 = 1000.0 / land
     dataset = xr.Dataset(
@@ -575,10 +841,12 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
             "rts_area_km2": (("cell_ids", "year"), area),
             "rts_density": (("cell_ids", "year"), count * per_1000[:, None]),
             "rts_coverage": (("cell_ids", "year"), area / land[:, None]),
+            "observed_fraction": (("cell_ids", "year"), fraction),
             "rts_count_all_years": ("cell_ids", count_all),
             "rts_area_km2_all_years": ("cell_ids", area_all),
             "rts_density_all_years": ("cell_ids", count_all * per_1000),
             "rts_coverage_all_years": ("cell_ids", area_all / land),
+            "observed_years": ("cell_ids", observed_years),
             "land_area_km2": ("cell_ids", land),
         },
         coords={
@@ -591,6 +859,8 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
         "rts_area_km2": "km2",
         "rts_density": "RTS per 1000 km2 of land",
         "rts_coverage": "1",
+        "observed_fraction": "1",
+        "observed_years": "1",
         "land_area_km2": "km2",
     }
     for name, variable in dataset.data_vars.items():
@@ -599,16 +869,54 @@ def rts_labels(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, spec: Grid
         source="DARTS RTS footprints",
         grid=spec.key,
         slump_matching="footprints overlapping across years form one slump",
+        observation=(
+            "DARTS coverage layer: a cell-year is observed when its coverage covers at least "
+            "min_observed_fraction of the cell's area; unobserved ones are NaN"
+            if coverage is not None
+            else "no coverage layer: every cell counts as observed"
+        ),
+        min_observed_fraction=float(min_observed_fraction),
+        observed_area_km2={str(y): float(a) for y, a in zip(years, observed_km2, strict=True)},
     )
     return dataset
 
 
-def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame) -> float:
+def observation_summary(labels: xr.Dataset) -> dict[str, object]:
+    """Summarise what the labels count as observed, for the asset metadata and the CLI.
+
+    Parameters
+    ----------
+    labels : xarray.Dataset
+        Labels from :func:`rts_labels`.
+
+    Returns
+    -------
+    dict
+        ``observation`` (with or without a coverage layer), ``min_observed_fraction``,
+        ``observed_area_km2`` (per year, of the cells), ``cells_never_observed`` and
+        ``cell_years_unobserved``.
+    """
+    observed = labels["observed_fraction"] >= labels.attrs["min_observed_fraction"]
+    return {
+        "observation": labels.attrs["observation"],
+        "min_observed_fraction": labels.attrs["min_observed_fraction"],
+        "observed_area_km2": {
+            year: round(area, 3) for year, area in labels.attrs["observed_area_km2"].items()
+        },
+        "cells_never_observed": int((labels["observed_years"] == 0).sum()),
+        "cell_years_unobserved": int((~observed).sum()),
+    }
+
+
+def footprint_area_in_cells_km2(
+    footprints: gpd.GeoDataFrame, cells: gpd.GeoDataFrame, observed: xr.DataArray | None = None
+) -> float:
     """Measure the total footprint area inside the cells, by another route than :func:`rts_labels`.
 
     The footprints (per year, so overlapping years add up as in the labels) are clipped to the
-    dissolved union of the cells they touch, then measured in the equal-area projection; the
-    asset check compares this with the sum of the per-cell labels.
+    dissolved union of the cells they touch (of the cells observed that year, where
+    ``observed`` is given), then measured in the equal-area projection; the asset check
+    compares this with the sum of the per-cell labels.
 
     Parameters
     ----------
@@ -616,19 +924,30 @@ def footprint_area_in_cells_km2(footprints: gpd.GeoDataFrame, cells: gpd.GeoData
         Footprints (EPSG:4326) of any years.
     cells : geopandas.GeoDataFrame
         Grid cells (EPSG:4326).
+    observed : xarray.DataArray, optional
+        Boolean ``(cell_ids, year)`` in the order of ``cells``: the observed cell-years
+        (``labels["observed_fraction"] >= min_observed_fraction``). None: every cell-year.
 
     Returns
     -------
     float
-        Footprint area inside the cells in km^2, each year's footprints counted separately.
+        Footprint area inside the (observed) cells in km^2, each year's footprints counted
+        separately.
     """
     import geopandas as gpd
     import shapely
 
     if footprints.empty:
         return 0.0
-    geoms = footprints.geometry.to_numpy()
-    touched = np.unique(shapely.STRtree(cells.geometry.to_numpy()).query(geoms)[1])
-    region = shapely.union_all(cells.geometry.to_numpy()[touched])
-    clipped = gpd.GeoSeries(shapely.intersection(geoms, region), crs=footprints.crs)
+    cell_geoms = cells.geometry.to_numpy()
+    tree = shapely.STRtree(cell_geoms)
+    pieces = []
+    for year, group in footprints.groupby("year"):
+        geoms = group.geometry.to_numpy()
+        touched = np.unique(tree.query(geoms)[1])
+        if observed is not None:
+            touched = touched[observed.sel(year=year).to_numpy()[touched]]
+        region = shapely.union_all(cell_geoms[touched])
+        pieces.append(shapely.intersection(geoms, region))
+    clipped = gpd.GeoSeries(np.concatenate(pieces), crs=footprints.crs)
     return float(clipped.segmentize(0.01).to_crs(equal_area_crs(cells)).area.sum() / 1e6)

@@ -2,7 +2,9 @@
 
 Written like the DARTS v1.2 level-2 release (one polygon per RTS and year, EPSG:4326, columns
 ``id``, ``year``, ``area_m2`` with the area computed in EPSG:6931) as GeoParquet and GeoPackage
-named ``DARTS_NitzeEtAl_v1-2_features_2018-2023_level2.{parquet,gpkg}``.
+named ``DARTS_NitzeEtAl_v1-2_features_2018-2023_level2.{parquet,gpkg}``, with the release's
+coverage layer beside it (``DARTS_NitzeEtAl_v1-2_coverage_2018-2023.parquet``: per year the
+area imaged, the sample box minus a few gaps; footprints in a year's gaps are not mapped).
 
 Slumps start where the latent world makes them likely (moderate-to-steep slopes, close to a
 stream, lake or coast, on ice-rich ground), more of them start in warm summers, they grow every
@@ -27,11 +29,16 @@ from entropice_core.sample.world import POLAR_CRS, LatentWorld
 #: Years of the footprints (DARTS v1.2 covers 2018-2023).
 YEARS = (2018, 2023)
 FILE_STEM = "DARTS_NitzeEtAl_v1-2_features_2018-2023_level2"
+COVERAGE_STEM = "DARTS_NitzeEtAl_v1-2_coverage_2018-2023"
 #: Equal-area CRS in which ``area_m2`` is computed (EASE-Grid 2.0 North).
 AREA_CRS = "EPSG:6931"
 #: Random streams of the slumps and of the training labels.
 DARTS_STREAM = 4
 TRAINING_STREAM = 5
+COVERAGE_STREAM = 6
+#: Unimaged rectangles per year in the coverage layer, and the range of their sides (km).
+GAPS_PER_YEAR = 2
+GAP_SIDE_KM = (20.0, 60.0)
 #: Region folder of the hand-drawn training labels, and the PlanetScope (Dove Classic) scene
 #: size in metres their image footprints get.
 TRAINING_REGION = "peel_plateau"
@@ -231,6 +238,78 @@ def simulate_rts(
     )
 
 
+def coverage_layer(
+    seed: int, bbox: tuple[float, float, float, float], years: tuple[int, int] = YEARS
+) -> gpd.GeoDataFrame:
+    """Draw the area imaged per year: the sample box minus a few unimaged rectangles.
+
+    Each year loses :data:`GAPS_PER_YEAR` lon/lat rectangles with sides of
+    :data:`GAP_SIDE_KM` at random places inside the box (cloud, no acquisition), different
+    every year.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the sample region (drawn on its own random stream).
+    bbox : tuple of float
+        The sample box (west, south, east, north), degrees.
+    years : tuple of int, optional
+        First and last year.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One row per year: ``year`` and the imaged area (EPSG:4326).
+    """
+    rng = np.random.default_rng([COVERAGE_STREAM, seed])
+    west, south, east, north = bbox
+    box = shapely.box(*bbox)
+    all_years = np.arange(years[0], years[1] + 1)
+    imaged = []
+    for _ in all_years:
+        gaps = []
+        for _ in range(GAPS_PER_YEAR):
+            height_km, width_km = rng.uniform(*GAP_SIDE_KM, 2)
+            dlat = height_km / 111.2
+            lat = rng.uniform(south, north - dlat)
+            dlon = width_km / (111.3 * np.cos(np.radians(lat + dlat / 2)))
+            lon = rng.uniform(west, east - dlon)
+            gaps.append(shapely.box(lon, lat, lon + dlon, lat + dlat))
+        imaged.append(box.difference(shapely.union_all(gaps)))
+    return gpd.GeoDataFrame({"year": all_years.astype(np.int64)}, geometry=imaged, crs="EPSG:4326")
+
+
+def drop_unimaged(
+    footprints: gpd.GeoDataFrame,
+    coverage: gpd.GeoDataFrame,
+    bbox: tuple[float, float, float, float],
+) -> gpd.GeoDataFrame:
+    """Drop the footprints touching a gap of their year's coverage (DARTS maps only imagery).
+
+    Parameters
+    ----------
+    footprints : geopandas.GeoDataFrame
+        Footprints from :func:`simulate_rts`.
+    coverage : geopandas.GeoDataFrame
+        The coverage from :func:`coverage_layer`.
+    bbox : tuple of float
+        The sample box the coverage was cut from: its gaps are the box minus the coverage.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The footprints outside every gap of their year, ``id`` renumbered 1..n.
+    """
+    box = shapely.box(*bbox)
+    gaps = pd.Series(
+        shapely.difference(box, coverage.geometry.to_numpy()), index=coverage["year"].to_numpy()
+    )
+    in_gap = shapely.intersects(footprints.geometry.to_numpy(), gaps[footprints["year"]].to_numpy())
+    kept = footprints[~in_gap].reset_index(drop=True)
+    kept["id"] = np.arange(1, len(kept) + 1, dtype=np.int64)
+    return kept
+
+
 def training_labels(
     footprints: gpd.GeoDataFrame, seed: int, years: tuple[int, ...] = (2019, 2021, 2023)
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -374,3 +453,40 @@ def write_footprints(frame: gpd.GeoDataFrame, root: Path) -> tuple[Path, Path]:
     with atomic_path(gpkg) as tmp:
         frame.to_file(tmp, driver="GPKG", layer=FILE_STEM, engine="pyogrio")
     return parquet, gpkg
+
+
+def coverage_path(root: Path) -> Path:
+    """Name the coverage layer of the release under ``root``.
+
+    Parameters
+    ----------
+    root : Path
+        Folder of the release.
+
+    Returns
+    -------
+    Path
+        ``<COVERAGE_STEM>.parquet`` under ``root``.
+    """
+    return Path(root) / f"{COVERAGE_STEM}.parquet"
+
+
+def write_coverage(frame: gpd.GeoDataFrame, root: Path) -> Path:
+    """Write the coverage layer as GeoParquet, atomically.
+
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        Coverage from :func:`coverage_layer`.
+    root : Path
+        Folder of the release.
+
+    Returns
+    -------
+    Path
+        The file written (see :func:`coverage_path`).
+    """
+    path = coverage_path(root)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False, compression="zstd")
+    return path

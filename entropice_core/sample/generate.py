@@ -19,7 +19,7 @@ from entropice_core.sample import alphaearth, arcticdem, darts, era5
 from entropice_core.sample.world import build_world
 
 #: Bumped whenever the generative model changes, so old sample files are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "sample-region.json"
 
 Progress = Callable[[str], None]
@@ -40,7 +40,8 @@ class SampleRegionFiles:
     era5 : tuple of Path
         ERA5-like monthly NetCDF files (one per month and step type).
     darts : tuple of Path
-        DARTS-like footprints (GeoParquet, GeoPackage), training labels and image footprints.
+        DARTS-like footprints (GeoParquet, GeoPackage), coverage layer, training labels and
+        image footprints.
     alphaearth : tuple of Path
         AlphaEarth-like embedding COGs (one per year and UTM zone).
     """
@@ -94,8 +95,11 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
             for year, month in _months(era5.ARCTIC_YEARS)
             for step in era5.STEP_TYPES
         ),
-        darts=darts.footprint_paths(layout.source("darts"))
-        + darts.training_paths(layout.source("darts") / "training-labels"),
+        darts=(
+            *darts.footprint_paths(layout.source("darts")),
+            darts.coverage_path(layout.source("darts")),
+            *darts.training_paths(layout.source("darts") / "training-labels"),
+        ),
         alphaearth=alphaearth.sample_cog_paths(layout.source("alphaearth"), SAMPLE_REGION_BBOX),
     )
 
@@ -170,10 +174,16 @@ def generate_sample_region(
 
     tdd_years, tdd = era5.thawing_degree_days(hourly)
     footprints = darts.simulate_rts(world, tdd_years, tdd, hourly.latitude, hourly.longitude)
+    coverage = darts.coverage_layer(seed, SAMPLE_REGION_BBOX)
+    footprints = darts.drop_unimaged(footprints, coverage, SAMPLE_REGION_BBOX)
     darts.write_footprints(footprints, layout.source("darts"))
+    darts.write_coverage(coverage, layout.source("darts"))
     labels, images = darts.training_labels(footprints, seed)
     darts.write_training_labels(labels, images, layout.source("darts") / "training-labels")
-    step(f"darts: {len(footprints)} footprints and {len(labels)} training labels written")
+    step(
+        f"darts: {len(footprints)} footprints, coverage with gaps and {len(labels)} training "
+        "labels written"
+    )
 
     cogs = alphaearth.write_embeddings(world, layout.source("alphaearth"))
     step(f"alphaearth: {len(cogs)} embedding COGs written")

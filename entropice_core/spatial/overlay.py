@@ -2,7 +2,9 @@
 
 Most footprints (median about 2,000 m^2) lie wholly inside one cell, so one spatial-index
 query (cells containing footprints) settles them, each taking its whole area to its cell;
-only the few that straddle a border are intersected with the cells they touch. Areas are
+only the few that straddle a border are intersected with the cells they touch. Large
+polygons (observation coverage) go the other way: cells wholly inside are covered whole,
+only the cells on the polygon's edge are intersected. Areas are
 measured in the Lambert azimuthal equal-area projection of the WGS84 ellipsoid (EPSG:6931
 north, EPSG:6932 south), i.e. true ellipsoidal areas.
 """
@@ -19,6 +21,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # heavy libraries are imported where they are used
     import geopandas as gpd
+    import shapely
 
 #: Cell edges are densified to this spacing (degrees) before projecting, so their shape in the
 #: equal-area projection stays the lon/lat polygon they are.
@@ -169,3 +172,65 @@ def _overlay_chunk(
     area = np.concatenate([whole, cut])
     keep = area > 0
     return CellOverlay(polygon[keep], cell[keep], area[keep], owner)
+
+
+def cell_areas_km2(cells: gpd.GeoSeries) -> np.ndarray:
+    """Measure cells on the WGS84 ellipsoid (edges densified, then the equal-area projection).
+
+    Parameters
+    ----------
+    cells : geopandas.GeoSeries
+        Cells (or any polygons) in EPSG:4326.
+
+    Returns
+    -------
+    numpy.ndarray
+        Area of each cell in km^2.
+    """
+    projected = cells.segmentize(CELL_SEGMENT_DEG).to_crs(equal_area_crs(cells))
+    return projected.area.to_numpy() / 1e6
+
+
+def covered_area_km2(
+    cover: shapely.Geometry | None, cells: gpd.GeoSeries, cell_areas: np.ndarray | None = None
+) -> np.ndarray:
+    """Compute the exact area of each cell that one large polygon covers.
+
+    A cell wholly inside ``cover`` is covered by its whole area; a cell on the edge of
+    ``cover`` is intersected with it in lon/lat (both outlines are lon/lat polygons) and the
+    piece measured as :func:`cell_areas_km2` measures cells.
+
+    Parameters
+    ----------
+    cover : shapely.Geometry or None
+        A (multi)polygon in the CRS of ``cells`` (EPSG:4326), e.g. a year's imaged area;
+        None covers nothing.
+    cells : geopandas.GeoSeries
+        Cells in EPSG:4326, referred to by position.
+    cell_areas : numpy.ndarray, optional
+        The cells' areas from :func:`cell_areas_km2`, where already known.
+
+    Returns
+    -------
+    numpy.ndarray
+        Covered area of each cell in km^2 (0 where ``cover`` misses it).
+    """
+    import geopandas as gpd
+    import shapely
+
+    geoms = cells.to_numpy()
+    covered = np.zeros(len(geoms))
+    if cover is None or shapely.is_empty(cover) or not len(geoms):
+        return covered
+    shapely.prepare(cover)
+    inside = shapely.contains_properly(cover, geoms)
+    edge = np.flatnonzero(~inside & shapely.intersects(cover, geoms))
+    if cell_areas is None:
+        cell_areas = np.zeros(len(geoms))
+        needed = np.flatnonzero(inside)
+        cell_areas[needed] = cell_areas_km2(cells.iloc[needed])
+    covered[inside] = cell_areas[inside]
+    if len(edge):
+        pieces = gpd.GeoSeries(shapely.intersection(geoms[edge], cover), crs=cells.crs)
+        covered[edge] = cell_areas_km2(pieces)
+    return covered

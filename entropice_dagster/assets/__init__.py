@@ -8,7 +8,7 @@ from entropice_dagster.assets.climate import (
     era5_yearly,
 )
 from entropice_dagster.assets.grids import grid_cells, watermask
-from entropice_dagster.assets.labels import darts_polygons, rts_labels
+from entropice_dagster.assets.labels import darts_coverage, darts_polygons, rts_labels
 from entropice_dagster.assets.models import (
     experiment_summary,
     predictions,
@@ -17,7 +17,7 @@ from entropice_dagster.assets.models import (
 )
 from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
 
-all_assets = [watermask, grid_cells, darts_polygons, rts_labels]
+all_assets = [watermask, grid_cells, darts_polygons, darts_coverage, rts_labels]
 all_assets += [arcticdem_tiles, terrain_derivatives, terrain_features]
 all_assets += [training_dataset, trained_model, predictions, experiment_summary]
 all_assets += [era5_hourly, era5_daily, era5_yearly, climate_features]

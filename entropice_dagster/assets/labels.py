@@ -1,7 +1,9 @@
 """Label stage: DARTS footprints as released, and RTS metrics per grid cell and year."""
 
 import dagster as dg
+from pydantic import Field
 
+from entropice_core.ingest.darts import MIN_OBSERVED_FRACTION
 from entropice_dagster.checks import check_specs, checked_output, rts_area_matches_footprints
 from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
 from entropice_dagster.metadata import frame_summary, stored_at
@@ -43,29 +45,87 @@ def darts_polygons(
 
 @dg.asset(
     group_name="labels",
-    kinds={"zarr", "parquet"},
+    kinds={"geoparquet"},
     code_version="1",
+    io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
+    metadata=stored_at("darts_coverage"),
+)
+def darts_coverage(
+    context: dg.AssetExecutionContext, darts_source: DartsSourceResource, data_dir: DataDirResource
+):
+    """Area DARTS imaged per year (the release's coverage layer), one polygon per year.
+
+    A cell-year outside it is not observed: its RTS labels are missing, not zero. A release
+    without a coverage layer gives an empty frame, and every cell counts as observed.
+    """
+    from entropice_core.ingest import darts
+
+    files = darts_source.coverage_files(data_dir.root)
+    context.log.info(f"reading {len(files)} DARTS coverage files: {[f.name for f in files]}")
+    coverage = darts.read_coverage(files)
+    metadata = {
+        "files": [str(f) for f in files],
+        "years": coverage["year"].astype(int).tolist(),
+        "observed_area_km2": {
+            str(y): round(a, 3) for y, a in darts.observed_area_km2(coverage).items()
+        },
+        "repaired_geometries": coverage.attrs["repaired"],
+        "dropped_features": coverage.attrs["dropped"],
+        "coverage": "DARTS coverage layer"
+        if files
+        else "no coverage layer: every cell counts as observed",
+    }
+    return dg.Output(coverage, metadata=metadata)
+
+
+class RtsLabelsConfig(dg.Config):
+    """When a cell-year counts as observed (maps onto ``rts_labels``' argument)."""
+
+    min_observed_fraction: float = Field(
+        default=MIN_OBSERVED_FRACTION,
+        gt=0,
+        le=1,
+        description="Share of a cell's area that a year's DARTS coverage must cover for the "
+        "cell-year to count as observed; below it the cell-year's labels are NaN, not zero.",
+    )
+
+
+@dg.asset(
+    group_name="labels",
+    kinds={"zarr", "parquet"},
+    code_version="2",
     partitions_def=grid_partitions,
     io_manager_key=ZARR_IO_MANAGER_KEY,
     metadata=stored_at("rts_labels"),
     check_specs=check_specs("rts_labels", rts_area_matches_footprints),
 )
-def rts_labels(context: dg.AssetExecutionContext, darts_polygons, grid_cells):
+def rts_labels(
+    context: dg.AssetExecutionContext,
+    config: RtsLabelsConfig,
+    darts_polygons,
+    darts_coverage,
+    grid_cells,
+):
     """RTS count, area, density (per 1000 km2 of land) and coverage per cell and year.
 
-    Plus all-years aggregates in which a slump seen in several years counts once. Every cell
-    is present, zero where no RTS was mapped: the negatives that training needs.
+    Plus all-years aggregates in which a slump seen in several years counts once. A cell-year
+    the DARTS coverage does not cover (observed_fraction below min_observed_fraction) is NaN,
+    not zero; observed cells without RTS are zero: the negatives that training needs.
     """
     from entropice_core.config import GridSpec
     from entropice_core.ingest import darts
 
-    labels = darts.rts_labels(darts_polygons, grid_cells, GridSpec.from_key(context.partition_key))
-    expected = darts.footprint_area_in_cells_km2(darts_polygons, grid_cells)
+    spec = GridSpec.from_key(context.partition_key)
+    threshold = config.min_observed_fraction
+    labels = darts.rts_labels(darts_polygons, grid_cells, spec, darts_coverage, threshold)
+    observed = labels["observed_fraction"] >= threshold
+    expected = darts.footprint_area_in_cells_km2(darts_polygons, grid_cells, observed)
     metadata = {
         "cells": labels.sizes["cell_ids"],
         "cells_with_rts": int((labels["rts_count_all_years"] > 0).sum()),
         "slumps": int(labels["rts_count_all_years"].sum()),
         "rts_area_km2": round(float(labels["rts_area_km2"].sum()), 4),
         "years": labels["year"].to_numpy().tolist(),
+        **darts.observation_summary(labels),
     }
     yield from checked_output(labels, metadata, [rts_area_matches_footprints(labels, expected)])
