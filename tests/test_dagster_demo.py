@@ -46,18 +46,26 @@ def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
 def test_demo_plans_one_run_per_partition_key_covering_every_asset() -> None:
     from entropice_core.config import DEFAULT_GRID_LEVELS
     from entropice_dagster.assets import all_assets
-    from entropice_dagster.demo import MODEL_LEVELS, _steps
+    from entropice_dagster.demo import DEMO_EXPERIMENTS, _steps
     from entropice_dagster.partitions import experiment_partitions
 
     years = ["2018", "2019", "2020"]
     steps = _steps(years)
     keys = [str(key) for _, _, key in steps]
+    # two unpartitioned runs: the sources first, the leaderboard of the trained models last
+    assert keys.count("None") == 2 and keys[0] == keys[-1] == "None"
+    assert [a.key.to_user_string() for a in steps[-1][1]] == ["experiment_summary"]
+    keys = keys[1:-1]
     assert len(keys) == len(set(keys)), "two runs for one partition key"
     covered = {asset.key.to_user_string() for _, selection, _ in steps for asset in selection}
     assert covered == {asset.key.to_user_string() for asset in all_assets}
     # a year's indices read the next year's daily store: newest year first
     era5 = [key for stage, _, key in steps if stage == "era5"]
     assert era5 == ["2020", "2019", "2018"]
-    experiments = experiment_partitions.get_partition_keys()
-    expected = 1 + len(years) + len(DEFAULT_GRID_LEVELS) + len(MODEL_LEVELS) * len(experiments)
+    trained = [e for experiments in DEMO_EXPERIMENTS.values() for e in experiments]
+    assert set(trained) <= set(experiment_partitions.get_partition_keys())
+    # every model, the count task, a single-source and a yearly variant reach the leaderboard
+    assert {e.split("-")[0] for e in trained} == {"espa", "xgboost", "rf", "knn"}
+    assert any("-count" in e for e in trained) and any("yearly" in e for e in trained)
+    expected = 2 + len(years) + len(DEFAULT_GRID_LEVELS) + len(trained)
     assert len(steps) == expected

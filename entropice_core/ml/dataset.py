@@ -487,7 +487,7 @@ class DatasetEnsemble(BaseModel):
                 raise ValueError(f"{self.labels.asset} has no variable {name!r} (has {present})")
         years = labels["year"].to_numpy().astype(np.int64) if yearly else None
         static, by_year, excluded, report = [], [], np.zeros(ids.size, dtype=bool), {}
-        year_ok = np.ones((ids.size, len(years) if yearly else 0), dtype=bool)
+        year_ok = np.ones((ids.size, 0 if years is None else years.size), dtype=np.bool_)
         for source in self.sources:
             if source.asset not in sources:
                 raise ValueError(
@@ -504,7 +504,7 @@ class DatasetEnsemble(BaseModel):
             static.append(columns.static)
             by_year.append(columns)
             excluded |= columns.dropped
-            year_ok &= columns.year_ok
+            year_ok = year_ok & columns.year_ok
             report[source.asset] = columns.info
         features = pd.concat(static, axis=1)
         yearly_names = [c for f in by_year for c in f.yearly_names]
@@ -746,8 +746,8 @@ class TrainingData:
 
         keep = self.mask(*roles) if roles else np.ones(self._cell.size, dtype=bool)
         dim = self._feature_dim
-        values = self.dataset["features_yearly" if self.yearly else "features"]
-        values = values.sel({dim: self.feature_names}).to_numpy()
+        stored = self.dataset["features_yearly" if self.yearly else "features"]
+        values = stored.sel({dim: self.feature_names}).to_numpy()
         values = values.reshape(-1, values.shape[-1])[keep]
         return pd.DataFrame(values, index=self.index(*roles), columns=self.feature_names)
 
@@ -1080,12 +1080,12 @@ def _source_columns(
     if not names:
         raise ValueError(f"{source.asset}: the variables/statistics chosen leave no variable")
     data = data[names]
-    for dim, values in source.select.items():
+    for dim, wanted in source.select.items():
         if dim not in data.dims:
             raise ValueError(
                 f"{source.asset} has no dim {dim!r} to select; dims: {list(data.dims)}"
             )
-        data = data.sel({dim: values})
+        data = data.sel({dim: wanted})
     present = np.isin(ids, data["cell_ids"].to_numpy().astype(np.uint64))
     data = data.reindex(cell_ids=ids).compute()
     source_years = data["year"].to_numpy().astype(np.int64) if "year" in data.dims else None
@@ -1119,10 +1119,10 @@ def _source_columns(
             if label_years is None:
                 continue
             for lag in source.lags:
-                wanted = label_years - lag
-                found = np.isin(wanted, source_years)
+                lagged_years = label_years - lag
+                found = np.isin(lagged_years, source_years)
                 lagged = np.full((ids.size, n_years), np.nan)
-                lagged[:, found] = values[:, np.searchsorted(source_years, wanted[found])]
+                lagged[:, found] = values[:, np.searchsorted(source_years, lagged_years[found])]
                 out_of_range[:, ~found] = True
                 yearly[column + (LAG_SUFFIX.format(lag=lag) if lag else "")] = lagged
     # a column without a value in any cell (a trend from one year, a season not yet complete)

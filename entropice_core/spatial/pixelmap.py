@@ -26,12 +26,14 @@ read at once. Only edge pixels are stored with their coverage; interior pixels a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import rasterio.errors
 import rasterio.features
 import shapely
 from affine import Affine
@@ -354,13 +356,15 @@ def build_cell_pixel_map(
     inside = shapely.orient_polygons(_polygonal(inside), exterior_cw=True)
     outside_area = _outside_area(geoms, pix, inside, grid)
 
-    label = rasterio.features.rasterize(
-        ((g, i + 1) for i, g in enumerate(inside) if not g.is_empty),
-        out_shape=(grid.height, grid.width),
-        transform=Affine.identity(),
-        fill=0,
-        dtype="int32",
-    ).ravel()
+    with warnings.catch_warnings():  # pixel coordinates: the identity transform is meant
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        label = rasterio.features.rasterize(
+            ((g, i + 1) for i, g in enumerate(inside) if not g.is_empty),
+            out_shape=(grid.height, grid.width),
+            transform=Affine.identity(),
+            fill=0,
+            dtype="int32",
+        ).ravel()
     profiles = [_planar_profile] + ([_area_profile(grid)] if grid.is_geographic else [])
     edge_pixel, edge_cell, edge_fracs = _edge_coverage(inside, grid.width, grid.height, profiles)
     # Sort key of each pixel: 2 * (cell + 1) for interior pixels, one more for edge pixels whose
