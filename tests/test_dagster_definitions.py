@@ -24,7 +24,7 @@ NINE = [
 #: Assets that are not indexed by grid cells (sources, rasters); everything else is per-cell.
 NOT_PER_CELL = {"watermask", "darts_polygons", "darts_coverage"}
 NOT_PER_CELL |= {"arcticdem_tiles", "terrain_derivatives"}
-NOT_PER_CELL |= {"era5_hourly", "era5_daily", "era5_yearly"}
+NOT_PER_CELL |= {"era5_hourly", "era5_daily", "era5_yearly", "experiment_summary"}
 
 
 def _assets() -> list[dg.AssetsDefinition]:

@@ -830,4 +830,4 @@ def experiment_keys(config_dir: str | Path) -> list[str]:
         model, _, rest = path.stem.partition("-")
         if model in MODELS and rest.partition("-")[0] in tasks:
             keys.append(path.stem)
-    return keys
+    return sorted(keys)

@@ -141,7 +141,9 @@ def predictions(config: PredictionConfig, trained_model, training_dataset, grid_
     )
     counts = frame["predicted_label"].value_counts(dropna=False)
     metadata = {
-        "cells": len(frame),
+        "cells": frame["cell_id"].nunique(),
+        "rows": len(frame),  # a yearly model: one per cell and year
+        "years": sorted(int(y) for y in frame["year"].dropna().unique()) if "year" in frame else [],
         "cells_without_prediction": int(frame["predicted_class"].isna().sum()),
         "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
         **frame_summary(frame),
