@@ -409,6 +409,10 @@ def train(
     n_iter: Annotated[
         int | None, Parameter(help="Search candidates (default: the config's search.n_iter).")
     ] = None,
+    importance_repeats: Annotated[
+        int | None,
+        Parameter(help="Permutation-importance shuffles per feature (default: the config's)."),
+    ] = None,
     data_dir: DataDirOption = None,
     out: Annotated[
         Path | None,
@@ -431,6 +435,8 @@ def train(
         Grid level to train on.
     n_iter : int, optional
         Search candidates instead of the config's ``search.n_iter``.
+    importance_repeats : int, optional
+        Permutation-importance shuffles per feature instead of the config's.
     data_dir : Path, optional
         Root of the storage hierarchy.
     out : Path, optional
@@ -438,7 +444,7 @@ def train(
     """
     from entropice_core.ml.training import ExperimentConfig, save_experiment, train_experiment
 
-    experiment = ExperimentConfig.from_toml(config).with_budget(n_iter)
+    experiment = ExperimentConfig.from_toml(config).with_budget(n_iter, importance_repeats)
     layout = _layout(data_dir)
     key = GridSpec.from_key(grid_level).key
     target = out or layout.experiment(key, experiment.name)

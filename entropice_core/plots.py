@@ -141,6 +141,6 @@ def leaderboard_png(summary: pd.DataFrame, metric: str = "f1_macro") -> bytes:
         ax.plot(rows[f"baseline_cv_{metric}"], y, "|", color="tab:red", markersize=12)
         ax.set_yticks(y, rows["experiment"])
         ax.set_xlim(0, 1)
-        ax.set_xlabel(f"CV {metric} (mean ± std over folds; red: majority baseline)")
+        ax.set_xlabel(f"CV {metric}, mean ± fold std (red: majority class)")
         ax.set_title(level)
     return _png(figure)

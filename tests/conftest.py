@@ -88,15 +88,14 @@ def region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleRegion
 #: of healpix_7; healpix_8 is too small: a CV fold holds one class). `make demo` covers all
 #: nine levels.
 GRAPH_LEVELS = ("h3_5", "healpix_9")
-#: Experiments trained at the H3 level: every model on every source, each other task, a
-#: single-source variant and yearly mode (the other configs differ only in those keys).
+#: Experiments trained at the H3 level: every model on every source, the count task (its bins),
+#: a single-source variant and yearly mode (the other configs differ only in those keys).
 H3_EXPERIMENTS = (
     "espa-binary",
     "xgboost-binary",
     "rf-binary",
     "knn-binary",
     "xgboost-count",
-    "espa-density",
     "xgboost-binary-terrain",
     "xgboost-binary-all-yearly",
 )

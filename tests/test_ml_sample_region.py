@@ -83,7 +83,8 @@ def test_cli_train_and_predict(models, tmp_path) -> None:
     train = subprocess.run(
         [
             *(str(ENTROPICE), "train", "--config", "configs/xgboost-binary.toml"),
-            *("--grid-level", KEY, "--n-iter", "2", "--out", str(out)),
+            *("--grid-level", KEY, "--n-iter", "2", "--importance-repeats", "1"),
+            *("--out", str(out)),
         ],
         capture_output=True,
         text=True,
