@@ -2,15 +2,19 @@
 
 Conventions (see docs/training.md)
 ----------------------------------
-- Every cell of the labels (``rts_labels``: every grid cell, zero where no RTS was mapped) is a
-  row. Feature sources are reindexed onto those cells; a cell a source lacks is missing there.
-- A feature source's variables are flattened to columns: a variable with only ``cell_ids`` keeps
-  its name; one with further dims (``year``, ``quantile``, ``season``, ...) gets one column per
-  combination of their values, named ``{variable}_{value}[_{value}...]`` in dim order
-  (``elevation_quantile_0.25``, ``thawing_degree_days_2020``).
-- Missing values are handled per source (``SourceSpec.missing``): ``drop`` excludes the cell,
-  ``fill`` writes ``fill_value``, ``keep`` leaves NaN for models that take it (XGBoost),
-  ``error`` refuses the data. Excluded cells stay in the dataset with role ``excluded``.
+- Every cell of the labels (``rts_labels``: every grid cell) is a cell of the dataset. Feature
+  sources are reindexed onto those cells; a cell a source lacks is missing there.
+- A source's variables are flattened to columns: a variable with only ``cell_ids`` keeps its
+  name; other dims besides ``year`` (``quantile``, ``season``, ...) give one column per value
+  combination, ``{variable}_{value}[_{value}...]`` (``elevation_quantile_0.25``).
+- Two time modes from the same sources: static (one row per cell; a variable along ``year`` is
+  summarised over the label years: mean, trend per decade) and yearly (one row per cell and
+  label year; the values of that year and of ``lags`` years before). A dataset variant picks
+  the sources and the mode; every variant shares the cells, split and folds.
+- Missing values are handled per source (``SourceSpec.missing``): ``drop`` excludes the cell
+  (cell-year in yearly mode), ``fill`` writes ``fill_value``, ``keep`` leaves NaN for models
+  that take it (XGBoost), ``error`` refuses the data. Excluded cells stay with role
+  ``excluded``; cells whose target was never observed (DARTS coverage) get ``unlabelled``.
 - Spatial blocks are the ancestors of the cells at a coarser ``block_level``. Whole blocks go to
   the test set or to one CV fold, stratified by "any RTS"; training cells within
   ``buffer_cells`` steps of a test cell become ``buffer`` (used nowhere), and within a CV split
