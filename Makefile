@@ -13,7 +13,7 @@ export ENTROPICE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PORT ?= 3000
 
-.PHONY: help demo test ui lint format bench clean
+.PHONY: help demo test ui dashboard lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,21 +35,29 @@ demo: .venv/.synced  ## build .venv, materialise the asset graph on the sample r
 	.venv/bin/entropice demo --data-dir $(ENTROPICE_DATA_DIR)
 
 test: .venv/.synced  ## build .venv with dev extras and run the tests (PYTEST_ARGS='-m "not slow"': the quick ones)
-	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
+	.venv/bin/ruff check entropice_core entropice_dagster entropice_dashboard tests benchmarks
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
 
 ui: .venv/.synced  ## open the Dagster UI on http://127.0.0.1:$(PORT)
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
+# The dashboard's port: PORT=... on the command line or in the environment, else 8501 (the
+# Dagster UI keeps 3000, so both can run side by side).
+dashboard: PORT := $(if $(filter file,$(origin PORT)),8501,$(PORT))
+dashboard: .venv/.synced  ## serve the dashboard (Streamlit) on http://127.0.0.1:$(PORT), PORT default 8501
+	@echo "Entropice dashboard on http://127.0.0.1:$(PORT) (data: $(ENTROPICE_DATA_DIR))"
+	.venv/bin/streamlit run entropice_dashboard/app.py --server.address 127.0.0.1 \
+		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
 lint: .venv/.synced  ## ruff check, ruff format check and the type checker (mypy), as CI runs them
-	.venv/bin/ruff check entropice_core entropice_dagster tests benchmarks
-	.venv/bin/ruff format --check entropice_core entropice_dagster tests benchmarks
+	.venv/bin/ruff check entropice_core entropice_dagster entropice_dashboard tests benchmarks
+	.venv/bin/ruff format --check entropice_core entropice_dagster entropice_dashboard tests benchmarks
 	.venv/bin/mypy
 
 format: .venv/.synced  ## ruff format and fix
-	.venv/bin/ruff format entropice_core entropice_dagster tests benchmarks
-	.venv/bin/ruff check --fix entropice_core entropice_dagster tests benchmarks
+	.venv/bin/ruff format entropice_core entropice_dagster entropice_dashboard tests benchmarks
+	.venv/bin/ruff check --fix entropice_core entropice_dagster entropice_dashboard tests benchmarks
 
 bench: .venv/.synced  ## run every benchmark and print its table
 	for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done

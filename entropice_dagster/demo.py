@@ -39,6 +39,7 @@ from entropice_dagster.assets.models import (
 from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
 from entropice_dagster.resources import project_resources
+from entropice_dashboard import DASHBOARD_URL
 
 UI_URL = "http://127.0.0.1:3000"
 # Step logs stay in the instance (and the UI); the terminal shows the progress bar and, on
@@ -263,7 +264,9 @@ def main() -> int:
     )
     console.print(
         f"Runs, metadata, checks and maps are in {os.environ['DAGSTER_HOME']}.\n"
-        f"Open the UI with [bold]make ui[/bold] (dagster dev on 127.0.0.1), then {UI_URL}"
+        f"Open the UI with [bold]make ui[/bold] (dagster dev on 127.0.0.1), then {UI_URL}\n"
+        f"Open the dashboard with [bold]make dashboard[/bold] (Streamlit on 127.0.0.1), then "
+        f"{DASHBOARD_URL}"
     )
     return 0
 

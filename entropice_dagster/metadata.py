@@ -31,3 +31,12 @@ def stored_at(asset: str) -> dict[str, str]:
     from entropice_core.layout import ASSET_PATHS
 
     return {"entropice/path": ASSET_PATHS[asset]}
+
+
+def dashboard_url(page: str, partition_key: Any = None) -> dg.MetadataValue:
+    """The dashboard page that shows the asset (``make dashboard``), preselecting the
+    partition's grid level and experiment through the page's query parameters."""
+    from entropice_dashboard import page_url
+
+    keys = getattr(partition_key, "keys_by_dimension", None) or {}
+    return dg.MetadataValue.url(page_url(page, **keys))

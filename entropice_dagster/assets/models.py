@@ -16,7 +16,13 @@ from entropice_dagster.io_managers import (
     TABLE_IO_MANAGER_KEY,
     ZARR_IO_MANAGER_KEY,
 )
-from entropice_dagster.metadata import frame_summary, markdown_table, png_markdown, stored_at
+from entropice_dagster.metadata import (
+    dashboard_url,
+    frame_summary,
+    markdown_table,
+    png_markdown,
+    stored_at,
+)
 from entropice_dagster.partitions import CONFIG_DIR, grid_partitions, model_partitions
 from entropice_dagster.resources import DataDirResource
 
@@ -123,9 +129,15 @@ class PredictionConfig(dg.Config):
     },
     metadata=stored_at("predictions"),
 )
-def predictions(config: PredictionConfig, trained_model, training_dataset, grid_cells):
+def predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictionConfig,
+    trained_model,
+    training_dataset,
+    grid_cells,
+):
     """Predicted RTS class and one probability per class for every cell of the grid level;
-    cells without features get none."""
+    cells without features get none. The dashboard's Inference page maps them."""
     from entropice_core.ml.inference import predict_cells
 
     model, stamp = trained_model
@@ -146,6 +158,7 @@ def predictions(config: PredictionConfig, trained_model, training_dataset, grid_
         "years": sorted(int(y) for y in frame["year"].dropna().unique()) if "year" in frame else [],
         "cells_without_prediction": int(frame["predicted_class"].isna().sum()),
         "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+        "dashboard": dashboard_url("inference", context.partition_key),
         **frame_summary(frame),
     }
     yield from checked_output(frame, metadata)
@@ -175,5 +188,6 @@ def experiment_summary(data_dir: DataDirResource):
         "experiments": len(table),
         "best_per_grid_level": markdown_table(best.set_index("grid_level"), 3),
         "leaderboard": png_markdown(leaderboard_png(table), "CV F1 macro per experiment"),
+        "dashboard": dashboard_url("overview"),
     }
     yield from checked_output(table, metadata)
