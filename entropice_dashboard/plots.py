@@ -467,7 +467,10 @@ def cell_map(
     from bokeh.palettes import RdBu11, Viridis256
     from bokeh.plotting import figure
 
-    source = ColumnDataSource({"xs": xs, "ys": ys, **data})
+    # whole metres as plain lists: a third of the JSON of one base64 array per ring
+    rings_x = [np.asarray(x, dtype=np.int64).tolist() for x in xs]
+    rings_y = [np.asarray(y, dtype=np.int64).tolist() for y in ys]
+    source = ColumnDataSource({"xs": rings_x, "ys": rings_y, **data})
     fig = figure(
         title=title,
         match_aspect=True,

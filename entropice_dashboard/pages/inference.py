@@ -9,6 +9,7 @@ from entropice_core.ml.inference import probability_columns
 from entropice_dashboard.cells import MAX_POLYGONS
 from entropice_dashboard.data import (
     IMPORTANCE,
+    DataProblem,
     experiment_table,
     layout,
     make_command,
@@ -91,11 +92,15 @@ st.caption(f"{view.cells:,} cells mapped, drawn as {view.polygons:,} {drawn}")
 hover = [("cell", "@cell"), ("cells", "@cells"), ("predicted", "@predicted_label")]
 hover += [(f"P({c})", f"@{{{p}}}{{0.000}}") for c, p in zip(classes, probas, strict=True)]
 data = dict(view.data)
+top: list[str] = []
 if view.level == spec.level:  # features of the cells on hover: the three most important
-    importance = experiment_table(lay, grid_level, experiment, IMPORTANCE)
-    top = importance.sort_values("permutation_mean", ascending=False)["feature"].head(3).tolist()
-    ds = open_store(lay.training_dataset(grid_level), "training_dataset", grid_level)
-    top = [f for f in top if f in ds["feature"].to_numpy()]
+    try:
+        importance = experiment_table(lay, grid_level, experiment, IMPORTANCE)
+        ds = open_store(lay.training_dataset(grid_level), "training_dataset", grid_level)
+        ranked = importance.sort_values("permutation_mean", ascending=False)["feature"]
+        top = [f for f in ranked.head(3) if f in ds["feature"].to_numpy()]
+    except DataProblem as problem:  # the map needs neither: say so and go on
+        st.caption(f"No features on hover: {problem}")
     if top:
         ids = view_frame["cell_id"].to_numpy(np.uint64)
         values = ds["features"].sel(feature=top).reindex(cell_ids=ids).to_numpy()

@@ -72,7 +72,7 @@ if hasattr(estimator, "Lambda_"):
         ),
         "lambda",
     )
-    Xs = np.asarray(pipeline[:-1].transform(X.to_numpy()), dtype=float)
+    Xs = np.asarray(pipeline[:-1].transform(X), dtype=float)
     S, W = np.asarray(estimator.S_, dtype=float), np.asarray(estimator.W_, dtype=float)
     nearest = (
         np.concatenate(
@@ -128,7 +128,7 @@ gy = np.linspace(y_lo, y_hi, steps)
 grid = pd.DataFrame(np.repeat(X.median().to_numpy()[None], steps * steps, axis=0), columns=names)
 grid[fx] = np.tile(gx, steps)
 grid[fy] = np.repeat(gy, steps)
-proba = pipeline.predict_proba(grid.to_numpy(np.float32))
+proba = np.asarray(pipeline.predict_proba(grid.astype(np.float32)))
 p_rts = 1.0 - proba[:, 0]
 _, codes, _ = data.xy(Target(task="binary"), "train")
 show_plot(
