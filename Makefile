@@ -48,7 +48,8 @@ dashboard: PORT := $(if $(filter file,$(origin PORT)),8501,$(PORT))
 dashboard: .venv/.synced  ## serve the dashboard (Streamlit) on http://127.0.0.1:$(PORT), PORT default 8501
 	@echo "Entropice dashboard on http://127.0.0.1:$(PORT) (data: $(ENTROPICE_DATA_DIR))"
 	.venv/bin/streamlit run entropice_dashboard/app.py --server.address 127.0.0.1 \
-		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false \
+		--client.toolbarMode viewer
 
 lint: .venv/.synced  ## ruff check, ruff format check and the type checker (mypy), as CI runs them
 	.venv/bin/ruff check entropice_core entropice_dagster entropice_dashboard tests benchmarks

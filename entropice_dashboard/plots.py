@@ -25,6 +25,13 @@ def _palette(n: int) -> list[str]:
     )
 
 
+def _padded(lower: np.ndarray, upper: np.ndarray) -> tuple[float, float]:
+    """Return a range that holds every error bar (Bokeh's auto range ignores whiskers)."""
+    lo, hi = float(np.nanmin(lower)), float(np.nanmax(upper))
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05
+    return lo - pad, hi + pad
+
+
 def _colorbar(mapper: Any, title: str) -> Any:
     from bokeh.models import ColorBar
 
@@ -68,6 +75,7 @@ def score_bars(table: pd.DataFrame, metric: str, label: str) -> Figure:
     )
     fig = figure(
         y_range=names,
+        x_range=(0.0, float(np.nanmax([*(mean + std), *source.data["test"], 0.1])) * 1.05),
         height=max(220, 28 * len(names) + 80),
         x_axis_label=label,
         tools=TOOLS,
@@ -174,6 +182,8 @@ def bars(
     fig.vbar(x="cat", top="count", width=0.8, source=source)
     fig.add_tools(HoverTool(tooltips=[("", "@cat"), (label, "@count{0,0.[00]}")]))
     fig.xaxis.major_label_orientation = 0.8 if len(cats) > 6 else 0
+    if len(cats) > 40:  # unreadable: the hover names the bar
+        fig.xaxis.major_label_text_font_size = "0pt"
     return fig
 
 
@@ -201,6 +211,7 @@ def scatter_errors(
 
     source = ColumnDataSource({"x": x, "y": y, "lower": y - err, "upper": y + err, "err": err})
     fig = figure(
+        y_range=_padded(y - err, y + err),
         height=300,
         x_axis_label=x_label,
         y_axis_label=y_label,
@@ -270,7 +281,13 @@ def importance_bars(table: pd.DataFrame, top: int = 20) -> Figure:
         color="#ff7f0e",
     )
     fig.add_layout(
-        Whisker(source=source, base="feature", lower="lower", upper="upper", dimension="width")
+        Whisker(
+            source=source,
+            base=dodge("feature", 0.18, range=fig.y_range),
+            lower="lower",
+            upper="upper",
+            dimension="width",
+        )
     )
     fig.add_tools(
         HoverTool(
@@ -344,6 +361,8 @@ def heatmap(
     fig.add_layout(_colorbar(mapper, unit), "right")
     fig.add_tools(HoverTool(tooltips=[("", "@y / @x"), (unit, "@v{0.000}")]))
     fig.xaxis.major_label_orientation = 1.0
+    if len(x_labels) > 40:  # unreadable: the hover names the column
+        fig.xaxis.major_label_text_font_size = "0pt"
     return fig
 
 
@@ -382,7 +401,7 @@ def probability_surface(
     from bokeh.palettes import RdBu11
     from bokeh.plotting import figure
 
-    mapper = LinearColorMapper(palette=list(reversed(RdBu11)), low=0.0, high=1.0)
+    mapper = LinearColorMapper(palette=list(RdBu11), low=0.0, high=1.0)  # red: RTS
     dx, dy = grid_x[-1] - grid_x[0], grid_y[-1] - grid_y[0]
     fig = figure(
         height=420,
@@ -463,6 +482,7 @@ def cell_map(
         ColumnDataSource,
         HoverTool,
         LinearColorMapper,
+        NumeralTickFormatter,
     )
     from bokeh.palettes import RdBu11, Viridis256
     from bokeh.plotting import figure
@@ -480,29 +500,32 @@ def cell_map(
         x_axis_label="x (m, EPSG:3413)",
         y_axis_label="y (m, EPSG:3413)",
     )
-    mapper: Any
-    if categories is not None:
+    line = {"line_color": "white" if len(xs) < 5000 else None, "line_width": 0.3}
+    if categories is not None:  # classes: a legend names each colour
         cats = [str(c) for c in categories]
-        mapper = CategoricalColorMapper(
-            factors=cats, palette=_palette(len(cats)), nan_color="lightgrey"
-        )
-    else:
+        colours = _palette(len(cats))
+        if cats[-1] == "none":  # cells without a prediction: grey, as missing values
+            colours = [*_palette(len(cats) - 1), "lightgrey"]
+        mapper = CategoricalColorMapper(factors=cats, palette=colours, nan_color="lightgrey")
+        fig.patches(
+            "xs", "ys", source=source, fill_color={"field": color, "transform": mapper},
+            fill_alpha=0.9, legend_field=color, **line,
+        )  # fmt: skip
+        fig.legend.title = unit
+        fig.legend.location = "top_left"
+    else:  # a quantity: a colour bar with its unit
         values = np.asarray(data[color], dtype=float)
         finite = values[np.isfinite(values)]
         lo = low if low is not None else (float(finite.min()) if len(finite) else 0.0)
         hi = high if high is not None else (float(finite.max()) if len(finite) else 1.0)
-        palette = list(reversed(RdBu11)) if diverging else Viridis256
-        mapper = LinearColorMapper(palette=palette, low=lo, high=hi, nan_color="lightgrey")
-    fig.patches(
-        "xs",
-        "ys",
-        source=source,
-        fill_color={"field": color, "transform": mapper},
-        line_color="white" if len(xs) < 5000 else None,
-        line_width=0.3,
-        fill_alpha=0.9,
-    )
-    fig.add_layout(_colorbar(mapper, unit), "right")
+        palette = list(RdBu11) if diverging else Viridis256  # red: more RTS
+        linear = LinearColorMapper(palette=palette, low=lo, high=hi, nan_color="lightgrey")
+        fig.patches(
+            "xs", "ys", source=source, fill_color={"field": color, "transform": linear},
+            fill_alpha=0.9, **line,
+        )  # fmt: skip
+        fig.add_layout(_colorbar(linear, unit), "right")
     fig.add_tools(HoverTool(tooltips=tooltips))
+    fig.xaxis.formatter = fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
     fig.xaxis.major_label_orientation = 0.6
     return fig

@@ -62,7 +62,7 @@ def serve(
         str(streamlit), "run", str(APP),
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
+        "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=out)

@@ -82,7 +82,7 @@ def check_pages(base: str, out: Path) -> dict[str, Path]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            page = browser.new_page(viewport={"width": 1400, "height": 3400})
             page.set_default_timeout(LOAD_MS)
             for slug in PAGES:
                 page.goto(page_url(slug, base, **QUERY.get(slug, {})))

@@ -60,10 +60,11 @@ if hasattr(estimator, "Lambda_"):
     )
     lam = np.asarray(estimator.Lambda_)
     boxes = [str(k) for k in range(lam.shape[1])]
+    order = np.argsort(-lam[-1], kind="stable")  # boxes by P(last class): RTS boxes first
     show_plot(
         heatmap(
-            lam,
-            boxes,
+            lam[:, order],
+            [boxes[k] for k in order],
             classes,
             "Lambda: class probability per box",
             "P(class | box), 0-1",
@@ -88,7 +89,12 @@ if hasattr(estimator, "Lambda_"):
     )
     sizes = np.bincount(nearest, minlength=len(boxes))
     show_plot(
-        bars(boxes, sizes, "training cells", "Box sizes (training cells nearest each box)"),
+        bars(
+            [boxes[k] for k in order],
+            sizes[order],
+            "training cells",
+            "Box sizes (training cells nearest each box)",
+        ),
         "box-sizes",
     )
     weights = pd.DataFrame({"feature": names, "W": W}).sort_values("W", ascending=False)
