@@ -10,6 +10,7 @@ command that makes it; the pages show that message instead of a traceback.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -440,8 +441,6 @@ def inventory(lay: Layout) -> pd.DataFrame:
             regex = template.replace(".", r"\.")
             for field in fields:
                 regex = regex.replace("{" + field + "}", "([^/]+)")
-            import re
-
             for p in paths:
                 match = re.fullmatch(regex, str(p.relative_to(lay.root)))
                 if match:

@@ -263,3 +263,32 @@ def test_inference_page_names_a_corrupt_predictions_file(copied, monkeypatch):
     assert str(path) in errors and "cannot be read" in errors
     assert "entropice predict --grid-level h3_5 --experiment espa-binary" in errors
     assert json.loads((Layout(copied).experiment("h3_5", "espa-binary") / "model.json").read_text())
+
+
+def test_the_dashboard_never_imports_dagster():
+    import subprocess
+    import sys
+
+    package = APP.parent
+    modules = [f"entropice_dashboard.{p.stem}" for p in package.glob("*.py") if p.stem != "app"]
+    script = "\n".join(f"import {m}" for m in modules)
+    script += "\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
+    script += "('dagster', 'entropice_dagster')))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    import re
+
+    imports = re.compile(r"^\s*(import|from)\s+(dagster|entropice_dagster)\b", re.MULTILINE)
+    for page in package.rglob("*.py"):  # the page scripts run only inside streamlit
+        assert not imports.search(page.read_text()), page
+
+
+def test_assets_link_their_dashboard_page(sample_graph):
+    import dagster as dg
+
+    key = dg.MultiPartitionKey({"grid_level": "h3_5", "experiment": "espa-binary"})
+    url = sample_graph.metadata("predictions", key)["dashboard"]
+    assert url == page_url("inference", experiment="espa-binary", grid_level="h3_5")
+    assert sample_graph.metadata("experiment_summary")["dashboard"] == page_url("overview")
