@@ -142,13 +142,18 @@ def predict_cells(
     predicted[~known] = pd.NA
     labels = pd.array(np.asarray(classes, dtype=object)[best], dtype="string")
     labels[~known] = pd.NA
-    role_names = {code: name for name, code in ROLES.items()}
+    lowest = min(ROLES.values())
+    role_names = np.empty(max(ROLES.values()) - lowest + 1, dtype=object)
+    for name, code in ROLES.items():
+        role_names[code - lowest] = name
     years = {"year": np.tile(dataset["year"].to_numpy(), n)} if time == "yearly" else {}
     table = pd.DataFrame(
         {
             "cell_id": np.repeat(data.cell_ids, per_cell),
             **years,
-            "role": pd.array([role_names[r] for r in np.repeat(role, per_cell)], dtype="str"),
+            "role": pd.array(
+                role_names[np.repeat(role.astype(np.int64), per_cell) - lowest], dtype="str"
+            ),
             "predicted_class": predicted,
             "predicted_label": labels,
             **{col: proba[:, i] for i, col in enumerate(probability_columns(classes))},
