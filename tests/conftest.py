@@ -220,9 +220,13 @@ def sample_graph(region) -> SampleGraph:
     return _materialise_graph(data_dir)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests of the end-to-end run are slow (the run takes minutes the first time), so that
-    ``pytest -m "not slow"`` never starts it."""
+    ``pytest -m "not slow"`` never starts it; under pytest-xdist (``--dist loadgroup``) they
+    all go to one worker, so that the graph is built once while the other workers run the
+    rest (first, before xdist's own hook reads the groups)."""
     for item in items:
         if "sample_graph" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("sample_graph"))
