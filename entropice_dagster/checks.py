@@ -10,6 +10,7 @@ A check is a function returning one ``AssetCheckResult`` named after the functio
 docstring (or ``description``) is what the UI shows.
 """
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -233,7 +234,9 @@ def checked_output(
     """Yield the check results, then the value only if every check passed.
 
     The checks run before the IO manager writes anything, so a failed (blocking) check fails
-    the run and leaves the previous materialisation in place instead of replacing it.
+    the run and leaves the previous materialisation in place instead of replacing it. The
+    value's content hash is its data version: downstream assets are stale (in the UI, and for
+    their automation conditions) only when the content changed, not on every rerun.
     """
     yield from results
     failed = [str(r.check_name) for r in results if not r.passed]
@@ -243,4 +246,12 @@ def checked_output(
             "the previous version is kept (see the check results for details)",
             metadata={"failed_checks": failed},
         )
-    yield dg.Output(value, metadata=metadata)
+    from entropice_core.io.versions import content_version
+
+    version = content_version(value)
+    with warnings.catch_warnings():  # Output(data_version=) is beta since 1.x
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        output = dg.Output(
+            value, metadata=metadata, data_version=dg.DataVersion(version) if version else None
+        )
+    yield output

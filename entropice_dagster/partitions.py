@@ -27,6 +27,6 @@ arctic_year_partitions = dg.DynamicPartitionsDefinition(name=ARCTIC_YEAR)
 """Arctic years (1 Oct Y-1 .. 30 Sep Y) keyed ``"Y"``, the year in which they end.
 
 Dynamic because a year becomes a partition only once it has ended and ERA5 has published it:
-the ``era5_refresh`` schedule adds the keys (time-window partitions would key a year by its
+the ``era5_arctic_years`` sensor adds the keys (time-window partitions would key a year by its
 start). Add keys by hand in the UI or with ``instance.add_dynamic_partitions``.
 """

@@ -13,6 +13,7 @@ key=dg.EnvVar("CDSAPI_KEY"))``), so run configs and the UI show the variable's n
 value; the core never reads them from the environment.
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -426,6 +427,10 @@ class CdsResource(dg.ConfigurableResource):
         key = SecretStr(self.key) if self.key else None
         credentials = era5.CdsCredentials(url=self.url or None, key=key)
         return era5.CdsEra5Client(credentials)
+
+    def published_years(self, data_dir: Path, now: dt.datetime) -> list[int]:
+        """The Arctic years the client can deliver at ``now`` (offline: those in the folder)."""
+        return self.era5_client().published_years(self.root(data_dir), now)
 
     def download(
         self, data_dir: Path, year: int, area: AreaOfInterest, log: Any = print

@@ -1,8 +1,7 @@
 """The climate assets of the end-to-end run on the sample region (``sample_graph``), the
-yearly refresh schedule, the climate_features automation, and the command-line backfill of
+climate_features automation, and the command-line backfill of
 every Arctic year."""
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +15,6 @@ from conftest import GRAPH_LEVELS, GRAPH_YEARS
 
 from entropice_core.io.zarr import read_dataset
 from entropice_core.spatial.overlay import overlay_cells
-from entropice_dagster.schedules import era5_refresh, refresh_requests
 
 KEY = GRAPH_LEVELS[1]  # HEALPix
 YEARS = GRAPH_YEARS
@@ -74,50 +72,6 @@ def test_climate_features_are_area_weighted_cell_means(sample_graph):
 
 def _report(instance: dg.DagsterInstance, asset: str, partition: str) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
-
-
-def test_refresh_schedule_waits_for_publication_then_completes_the_previous_year() -> None:
-    with dg.instance_for_test() as instance:
-        early = dt.datetime(2025, 10, 3, 6, tzinfo=dt.UTC)
-        (request,) = refresh_requests(instance, early, first_year=2020)
-        assert request.partition_key == "2024"  # 2025 is not published before ~6 October
-        assert instance.get_dynamic_partitions("arctic_year") == [
-            "2020",
-            "2021",
-            "2022",
-            "2023",
-            "2024",
-        ]
-
-        now = dt.datetime(2025, 10, 7, 6, tzinfo=dt.UTC)
-        (request,) = refresh_requests(instance, now, first_year=2020)
-        assert request.partition_key == "2025"
-        assert {k.to_user_string() for k in request.asset_selection} == {
-            "era5_hourly", "era5_daily", "era5_yearly"
-        }  # fmt: skip
-        _report(instance, "era5_yearly", "2024")
-        _report(instance, "era5_daily", "2025")
-        _report(instance, "era5_yearly", "2025")
-        (request,) = refresh_requests(instance, now, first_year=2020)
-        assert request.partition_key == "2024"  # its thaw season reaches into Oct-Dec 2025
-        assert [k.to_user_string() for k in request.asset_selection] == ["era5_yearly"]
-        _report(instance, "era5_yearly", "2024")
-        assert isinstance(refresh_requests(instance, now, first_year=2020), dg.SkipReason)
-
-
-def test_schedule_evaluates_through_dagster() -> None:
-    from entropice_dagster.definitions import defs
-
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=dt.datetime(2024, 10, 8, 6, tzinfo=dt.UTC),
-            repository_def=defs.get_repository_def(),
-        )
-        result = era5_refresh.evaluate_tick(context)
-        (request,) = result.run_requests
-        assert request.partition_key == "2024"
-        assert era5_refresh.job_name == "era5_arctic_year"
 
 
 def test_climate_features_follow_updated_arctic_years() -> None:

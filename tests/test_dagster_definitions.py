@@ -72,6 +72,37 @@ def test_every_asset_has_group_description_and_a_place_in_the_layout() -> None:
             assert len(fields) == 1, name
 
 
+#: Why the sources have no automation condition: new data reaches them through the sensors
+#: (DARTS files, ERA5 years; AlphaEarth years re-run alphaearth_features), or they are fetched
+#: on demand (the water mask, ArcticDEM tiles and their derivatives: rarely and expensive).
+SOURCES_WITHOUT_AUTOMATION = {"watermask", "arcticdem_tiles", "terrain_derivatives"}
+SOURCES_WITHOUT_AUTOMATION |= {"darts_polygons", "darts_coverage"}
+SOURCES_WITHOUT_AUTOMATION |= {"era5_hourly", "era5_daily", "era5_yearly"}
+
+
+def test_every_asset_has_an_owner_a_tier_and_automation_unless_a_source() -> None:
+    sensed = {
+        key.to_user_string()
+        for sensor in defs.sensors or ()
+        if sensor.name != "entropice_automation" and sensor.asset_selection is not None
+        for key in sensor.asset_selection.resolve(defs.resolve_asset_graph())
+    }
+    assert sensed == {"darts_polygons", "darts_coverage", "alphaearth_features"}
+    assert defs.get_sensor_def("era5_arctic_years").job_name == "era5_arctic_year"
+    for asset in _assets():
+        name = asset.key.to_user_string()
+        spec = next(iter(asset.specs))
+        assert spec.owners == ["team:entropice"], name
+        assert spec.tags.get("tier") in ("source", "per-cell", "model"), name
+        if name in SOURCES_WITHOUT_AUTOMATION:
+            assert spec.automation_condition is None, name
+            assert spec.tags["tier"] == "source", name
+        else:  # every per-cell and model asset follows its inputs
+            assert spec.automation_condition is not None, name
+    automation = defs.get_sensor_def("entropice_automation")
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
+
+
 def test_every_asset_body_is_thin() -> None:
     """style.md: an asset is a thin call into the core, at most 25 lines of body."""
     for asset in all_assets:

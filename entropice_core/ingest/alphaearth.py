@@ -57,6 +57,7 @@ from entropice_core.config import (
 from entropice_core.ingest.gcs import DEFAULT_ENDPOINT, GcsBucket, service_account_token
 from entropice_core.io.atomic import atomic_path
 from entropice_core.io.download import DownloadConfig, MissingSourceFiles, SourceClient
+from entropice_core.io.versions import files_fingerprint
 
 if TYPE_CHECKING:  # imported where used: the Dagster definitions load without them
     import geopandas as gpd
@@ -1251,28 +1252,6 @@ def _crop(data: xr.DataArray, bounds4326: np.ndarray, pad: int = 2) -> xr.DataAr
     if c0 >= c1 or r0 >= r1:
         return None
     return data.rio.isel_window(Window(c0, r0, c1 - c0, r1 - r0))
-
-
-def files_fingerprint(paths: Sequence[Path]) -> str:
-    """Hash files' names, sizes and modification times (12 hex digits).
-
-    It tells which version of a year's files a cached answer came from.
-
-    Parameters
-    ----------
-    paths : sequence of Path
-        The files.
-
-    Returns
-    -------
-    str
-        The fingerprint.
-    """
-    h = hashlib.sha256()
-    for path in sorted(paths):
-        stat = path.stat()
-        h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return h.hexdigest()[:12]
 
 
 class _VersionedCache(ClusterCache):

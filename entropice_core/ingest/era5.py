@@ -45,6 +45,8 @@ STEP_VARIABLES: dict[str, dict[str, str]] = {
     "accum": {"total_precipitation": "tp", "snowfall": "sf"},
 }
 STEP_TYPES = tuple(STEP_VARIABLES)
+#: The oldest Arctic year registered (the architecture's partitions start in 2000).
+FIRST_ARCTIC_YEAR = 2000
 #: Days after the end of a month until ERA5 (as ERA5T) has published it (ECMWF: about 5 days).
 PUBLICATION_LATENCY_DAYS = 5
 #: The new CDS (since September 2024).
@@ -614,6 +616,28 @@ class Era5Client(SourceClient):
             Month files downloaded, already complete, and absent.
         """
 
+    def published_years(
+        self, root: str | Path, now: dt.datetime, first_year: int = FIRST_ARCTIC_YEAR
+    ) -> list[int]:
+        """List the Arctic years this client can deliver at ``now``.
+
+        Parameters
+        ----------
+        root : str or Path
+            Folder of the hourly files (layout: :func:`era5_path`).
+        now : datetime.datetime
+            The moment to judge at.
+        first_year : int
+            The oldest Arctic year wanted.
+
+        Returns
+        -------
+        list of int
+            From ``first_year`` to the newest year ERA5 has published by ``now``
+            (:func:`latest_published_arctic_year`).
+        """
+        return list(range(first_year, latest_published_arctic_year(now) + 1))
+
 
 class CdsEra5Client(Era5Client):
     """Downloads from the Copernicus Climate Data Store with cdsapi.
@@ -684,6 +708,36 @@ class OfflineEra5Client(Era5Client):
 
     def __init__(self, how: str = OFFLINE_HOW) -> None:
         self._how = how
+
+    def published_years(
+        self, root: str | Path, now: dt.datetime, first_year: int = FIRST_ARCTIC_YEAR
+    ) -> list[int]:
+        """List the Arctic years whose 24 month files are all under ``root``.
+
+        Offline the folder is the whole source; years newer than the newest published by
+        ``now``, or older than ``first_year``, are left out.
+
+        Parameters
+        ----------
+        root : str or Path
+            Folder of the hourly files (layout: :func:`era5_path`).
+        now : datetime.datetime
+            The moment to judge at.
+        first_year : int
+            The oldest Arctic year wanted.
+
+        Returns
+        -------
+        list of int
+            The years present, oldest first.
+        """
+        folders = [p.name for p in Path(root).glob("[0-9][0-9][0-9][0-9]") if p.is_dir()]
+        candidates = {int(y) + shift for y in folders for shift in (0, 1)}
+        return [
+            year
+            for year in sorted(super().published_years(root, now, first_year))
+            if year in candidates and all(p.exists() for p in arctic_year_files(root, year))
+        ]
 
     def fetch_year(
         self,

@@ -23,7 +23,6 @@ Conventions (see docs/training.md)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 import warnings
@@ -43,6 +42,7 @@ from pydantic import (
 )
 
 from entropice_core.config import ArrayBackend, Device, GridSpec, resolve_backend
+from entropice_core.io.versions import fingerprint
 from entropice_core.layout import Layout
 
 if TYPE_CHECKING:  # imported where used: the configs load without the data stack
@@ -894,35 +894,6 @@ def as_device_array(
         raise ImportError(
             f"array backend {library!r} needs the gpu extra: `uv sync --extra gpu` (cupy, torch)"
         ) from err
-
-
-def fingerprint(dataset: xr.Dataset) -> str:
-    """Hash a dataset's content (names, dims, dtypes, values, coordinates), not its layout.
-
-    The same data in Zarr, Icechunk or memory gives the same hash, so a model names the exact
-    data it was trained on whatever the storage.
-
-    Parameters
-    ----------
-    dataset : xarray.Dataset
-        The dataset; its values are read.
-
-    Returns
-    -------
-    str
-        The sha256 hex digest.
-    """
-    digest = hashlib.sha256()
-    for name in sorted(map(str, dataset.variables)):
-        variable = dataset[name].variable
-        values = np.ascontiguousarray(variable.to_numpy())
-        header = f"{name}|{variable.dims}|{values.dtype.str}|{values.shape}"
-        digest.update(header.encode())
-        if values.dtype.kind in "OUS":
-            digest.update("\x1f".join(map(str, values.ravel())).encode())
-        else:
-            digest.update(values.tobytes())
-    return digest.hexdigest()
 
 
 def open_l2(path: Path, grid_level: str) -> tuple[xr.Dataset, dict[str, str]]:

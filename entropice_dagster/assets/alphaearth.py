@@ -3,9 +3,10 @@
 import dagster as dg
 from pydantic import Field
 
+from entropice_dagster.automation import ON_UPDATED_INPUTS
 from entropice_dagster.checks import check_specs, checked_output, embeddings_valid
 from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY
-from entropice_dagster.metadata import png_markdown, stored_at
+from entropice_dagster.metadata import OWNERS, png_markdown, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import DataDirResource, EarthEngineResource
 
@@ -22,6 +23,8 @@ class AlphaEarthConfig(dg.Config):
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "per-cell"},
     group_name="alphaearth",
     kinds={"zarr"},
     code_version="1",
@@ -29,6 +32,7 @@ class AlphaEarthConfig(dg.Config):
     io_manager_key=ZARR_IO_MANAGER_KEY,
     metadata=stored_at("alphaearth_features"),
     check_specs=check_specs("alphaearth_features", embeddings_valid),
+    automation_condition=ON_UPDATED_INPUTS,
 )
 def alphaearth_features(
     context: dg.AssetExecutionContext,

@@ -8,9 +8,10 @@ from pathlib import Path
 import dagster as dg
 
 from entropice_core.layout import Layout
+from entropice_dagster.automation import CLIMATE_AUTOMATION
 from entropice_dagster.checks import check_specs, checked_output, degree_days_plausible
 from entropice_dagster.io_managers import MANIFEST_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
-from entropice_dagster.metadata import markdown_table, stored_at
+from entropice_dagster.metadata import OWNERS, markdown_table, stored_at
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
 from entropice_dagster.resources import (
     AreaOfInterestResource,
@@ -19,14 +20,10 @@ from entropice_dagster.resources import (
     DataDirResource,
 )
 
-#: Recompute climate_features when any Arctic year's indices change (the era5_refresh schedule
-#: updates them), once the grid cells exist, even while other years are not materialised.
-CLIMATE_AUTOMATION = dg.AutomationCondition.eager().without(
-    ~dg.AutomationCondition.any_deps_missing()
-) & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets("era5_yearly"))
-
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="climate",
     kinds={"netcdf"},
     code_version="2",
@@ -71,6 +68,8 @@ def era5_hourly(
 
 
 @dg.asset(  # type: ignore[call-overload]  # dg.Nothing is typed as the None type
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="climate",
     kinds={"zarr"},
     code_version="1",
@@ -105,6 +104,8 @@ def era5_daily(context: dg.AssetExecutionContext, cds: CdsResource, data_dir: Da
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="climate",
     kinds={"zarr"},
     code_version="1",
@@ -129,6 +130,8 @@ def era5_yearly(context: dg.AssetExecutionContext, data_dir: DataDirResource):
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "per-cell"},
     group_name="climate",
     kinds={"zarr"},
     code_version="1",

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from entropice_dagster.automation import ON_UPDATED_INPUTS
 from entropice_dagster.checks import (
     GRID_CELLS_CHECKS,
     WATERMASK_CHECKS,
@@ -10,7 +11,7 @@ from entropice_dagster.checks import (
     checked_output,
 )
 from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY
-from entropice_dagster.metadata import frame_summary, png_markdown, stored_at
+from entropice_dagster.metadata import OWNERS, frame_summary, png_markdown, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     AreaOfInterestResource,
@@ -20,6 +21,8 @@ from entropice_dagster.resources import (
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="grids",
     kinds={"geoparquet"},
     code_version="1",
@@ -49,6 +52,8 @@ def watermask(area_of_interest: AreaOfInterestResource, watermask_source: Waterm
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "per-cell"},
     group_name="grids",
     kinds={"geoparquet"},
     code_version="1",
@@ -56,6 +61,7 @@ def watermask(area_of_interest: AreaOfInterestResource, watermask_source: Waterm
     io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
     metadata=stored_at("grid_cells"),
     check_specs=check_specs("grid_cells", *GRID_CELLS_CHECKS),
+    automation_condition=ON_UPDATED_INPUTS,
 )
 def grid_cells(
     context: dg.AssetExecutionContext,

@@ -4,14 +4,17 @@ import dagster as dg
 from pydantic import Field
 
 from entropice_core.ingest.darts import MIN_OBSERVED_FRACTION
+from entropice_dagster.automation import ON_UPDATED_INPUTS
 from entropice_dagster.checks import check_specs, checked_output, rts_area_matches_footprints
 from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
-from entropice_dagster.metadata import frame_summary, stored_at
+from entropice_dagster.metadata import OWNERS, frame_summary, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import DartsSourceResource, DataDirResource
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="labels",
     kinds={"geoparquet"},
     code_version="1",
@@ -44,6 +47,8 @@ def darts_polygons(
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="labels",
     kinds={"geoparquet"},
     code_version="1",
@@ -91,6 +96,8 @@ class RtsLabelsConfig(dg.Config):
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "per-cell"},
     group_name="labels",
     kinds={"zarr", "parquet"},
     code_version="2",
@@ -98,6 +105,7 @@ class RtsLabelsConfig(dg.Config):
     io_manager_key=ZARR_IO_MANAGER_KEY,
     metadata=stored_at("rts_labels"),
     check_specs=check_specs("rts_labels", rts_area_matches_footprints),
+    automation_condition=ON_UPDATED_INPUTS,
 )
 def rts_labels(
     context: dg.AssetExecutionContext,

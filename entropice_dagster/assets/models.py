@@ -9,6 +9,7 @@ from pydantic import Field
 
 from entropice_core.layout import Layout
 from entropice_core.ml.dataset import DatasetEnsemble
+from entropice_dagster.automation import ON_ANY_MODEL, ON_UPDATED_INPUTS
 from entropice_dagster.checks import beats_majority_baseline, check_specs, checked_output
 from entropice_dagster.io_managers import (
     EXPERIMENT_IO_MANAGER_KEY,
@@ -17,6 +18,7 @@ from entropice_dagster.io_managers import (
     ZARR_IO_MANAGER_KEY,
 )
 from entropice_dagster.metadata import (
+    OWNERS,
     dashboard_url,
     frame_summary,
     markdown_table,
@@ -24,6 +26,7 @@ from entropice_dagster.metadata import (
     stored_at,
 )
 from entropice_dagster.partitions import CONFIG_DIR, grid_partitions, model_partitions
+from entropice_dagster.provenance import refuse_outdated
 from entropice_dagster.resources import DataDirResource
 
 #: The DatasetEnsemble of every grid level: its sources are the inputs of training_dataset,
@@ -36,6 +39,8 @@ with warnings.catch_warnings():  # beta since 1.x, the documented way for 2-D ->
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "per-cell"},
     group_name="models",
     kinds={"zarr"},
     code_version="1",
@@ -43,10 +48,12 @@ with warnings.catch_warnings():  # beta since 1.x, the documented way for 2-D ->
     io_manager_key=ZARR_IO_MANAGER_KEY,
     ins={asset: dg.AssetIn(asset) for asset in ENSEMBLE.assets()},
     metadata=stored_at("training_dataset"),
+    automation_condition=ON_UPDATED_INPUTS,
 )
 def training_dataset(context: dg.AssetExecutionContext, **inputs):
     """Features of every cell joined from the L2 datasets in configs/dataset.toml, the RTS
     targets, and the spatially blocked split: test blocks, a buffer, CV folds."""
+    refuse_outdated(context, dict.fromkeys(inputs, context.partition_key))
     data = ENSEMBLE.build_from(inputs)
     summary = data.summary()
     context.log.info(f"{context.partition_key}: {summary}")
@@ -72,6 +79,8 @@ class TrainingConfig(dg.Config):
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "model"},
     group_name="models",
     kinds={"skops", "parquet"},
     code_version="1",
@@ -79,6 +88,7 @@ class TrainingConfig(dg.Config):
     io_manager_key=EXPERIMENT_IO_MANAGER_KEY,
     ins={"training_dataset": dg.AssetIn(partition_mapping=BY_GRID_LEVEL)},
     metadata=stored_at("trained_model"),
+    automation_condition=ON_UPDATED_INPUTS,
     check_specs=check_specs("trained_model", beats_majority_baseline),
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, training_dataset):
@@ -88,6 +98,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, tra
     from entropice_core.ml.training import ExperimentConfig, train_experiment
 
     keys = context.partition_key.keys_by_dimension
+    refuse_outdated(context, {"training_dataset": keys["grid_level"]})
     experiment = ExperimentConfig.from_toml(CONFIG_DIR / f"{keys['experiment']}.toml")
     experiment = experiment.with_budget(config.n_iter, config.importance_repeats)
     result = train_experiment(TrainingData(training_dataset), experiment, context.log.info)
@@ -117,6 +128,8 @@ class PredictionConfig(dg.Config):
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "model"},
     group_name="models",
     kinds={"geoparquet"},
     code_version="1",
@@ -128,6 +141,7 @@ class PredictionConfig(dg.Config):
         "grid_cells": dg.AssetIn(partition_mapping=BY_GRID_LEVEL),
     },
     metadata=stored_at("predictions"),
+    automation_condition=ON_UPDATED_INPUTS,
 )
 def predictions(
     context: dg.AssetExecutionContext,
@@ -140,6 +154,7 @@ def predictions(
     cells without features get none. The dashboard's Inference page maps them."""
     from entropice_core.ml.inference import predict_cells
 
+    refuse_outdated(context, {"trained_model": context.partition_key})
     model, stamp = trained_model
     frame = predict_cells(
         model,
@@ -165,12 +180,15 @@ def predictions(
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "model"},
     group_name="models",
     kinds={"parquet"},
     code_version="1",
     deps=[dg.AssetDep(trained_model, partition_mapping=dg.AllPartitionMapping())],
     io_manager_key=TABLE_IO_MANAGER_KEY,
     metadata=stored_at("experiment_summary"),
+    automation_condition=ON_ANY_MODEL,
 )
 def experiment_summary(data_dir: DataDirResource):
     """The leaderboard: every trained (grid level, experiment) with its CV and test scores,

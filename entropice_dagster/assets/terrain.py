@@ -5,6 +5,7 @@ from pydantic import Field
 
 from entropice_core.config import ArrayBackend
 from entropice_core.terrain.overviews import STRIDES as OVERVIEW_STRIDES
+from entropice_dagster.automation import ON_UPDATED_INPUTS
 from entropice_dagster.checks import check_specs, checked_output, elevation_plausible
 from entropice_dagster.io_managers import (
     MANIFEST_IO_MANAGER_KEY,
@@ -12,7 +13,7 @@ from entropice_dagster.io_managers import (
     PREVIEW_METADATA_KEY,
     ZARR_IO_MANAGER_KEY,
 )
-from entropice_dagster.metadata import stored_at
+from entropice_dagster.metadata import OWNERS, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     ArcticDEMSourceResource,
@@ -23,6 +24,8 @@ from entropice_dagster.resources import (
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="terrain",
     kinds={"geotiff"},
     code_version="2",
@@ -68,6 +71,8 @@ class TerrainDerivativesConfig(dg.Config):
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "source"},
     group_name="terrain",
     kinds={"icechunk", "zarr"},
     code_version="2",
@@ -112,6 +117,8 @@ class TerrainFeaturesConfig(dg.Config):
 
 
 @dg.asset(
+    owners=OWNERS,
+    tags={"tier": "per-cell"},
     group_name="terrain",
     kinds={"zarr"},
     code_version="2",
@@ -120,6 +127,7 @@ class TerrainFeaturesConfig(dg.Config):
     pool="dask",
     metadata=stored_at("terrain_features"),
     check_specs=check_specs("terrain_features", elevation_plausible),
+    automation_condition=ON_UPDATED_INPUTS,
 )
 def terrain_features(
     context: dg.AssetExecutionContext,
