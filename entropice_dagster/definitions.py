@@ -34,8 +34,12 @@ automation = dg.AutomationConditionSensorDefinition(
     "assets follow updated inputs (ENTROPICE_AUTOMATION=off: stopped by default).",
 )
 
+#: Steps run in the run's own process: a step process would import the definitions (and the
+#: scientific stack) a second time, seconds per run; the heavy work inside a step goes to the
+#: Dask resource or the libraries' own threads (benchmarks/dagster_runs.py).
 defs = dg.Definitions(
     assets=all_assets,
+    executor=dg.in_process_executor,
     jobs=[per_cell_assets, era5_arctic_year],
     sensors=[*sensors, automation],
     resources=project_resources(settings.data_dir, settings.aoi),

@@ -96,8 +96,13 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
 
 
 def _column_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    from entropice_dagster.metadata import column_description
+
     return dg.TableSchema(
-        columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]
+        columns=[
+            dg.TableColumn(str(name), str(dtype), description=column_description(str(name)))
+            for name, dtype in frame.dtypes.items()
+        ]
     )
 
 

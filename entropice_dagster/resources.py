@@ -183,7 +183,8 @@ def _offline_how(key: str, real: str, origin: str) -> str:
 
 
 class DaskResource(dg.ConfigurableResource):
-    """A dask.distributed client for the heavy work (aggregation, terrain, training, inference).
+    """A dask.distributed client for the per-cell aggregation of terrain_features and
+    climate_features (the assets that declare ``pool="dask"``).
 
     By default a LocalCluster sized to the machine; or an existing scheduler (``scheduler_address``,
     e.g. a cluster started by ``dask-jobqueue`` or on Kubernetes); or a dask-jobqueue cluster
@@ -288,10 +289,17 @@ class DaskResource(dg.ConfigurableResource):
         return self._client
 
     def metadata(self) -> dict[str, Any]:
-        """Dashboard link and worker count, for the materialisation's metadata."""
+        """Worker count, and the dashboard link where the cluster outlives the run (a
+        scheduler given by address, or the process-wide one): a per-run cluster's dashboard
+        is gone by the time anyone clicks the link in the UI."""
         workers = self.client.scheduler_info()["workers"]
+        outlives_run = bool(self.scheduler_address) or self._shared
         return {
-            "dask_dashboard": dg.MetadataValue.url(self.client.dashboard_link),
+            **(
+                {"dask_dashboard": dg.MetadataValue.url(self.client.dashboard_link)}
+                if outlives_run
+                else {}
+            ),
             "dask_workers": len(workers),
             "dask_threads": sum(w["nthreads"] for w in workers.values()),
         }
