@@ -776,7 +776,8 @@ def labels(
     with _progress(steps=True) as progress:
         if refresh or not target.exists() or not coverage_target.exists():
             task = progress.add_task("DARTS footprints", total=None)
-            footprints = darts.read_darts(source.files(layout.source("darts"), pattern))
+            files = source.files(layout.source("darts"), pattern)
+            footprints = darts.read_darts(files, AreaOfInterest.parse(aoi))
             coverage = darts.read_coverage(source.coverage_files(layout.source("darts")))
             write_geoparquet(footprints, target)
             write_geoparquet(coverage, coverage_target)
