@@ -20,10 +20,8 @@ import dagster as dg
 
 from entropice_core.ingest.era5 import latest_published_arctic_year
 from entropice_dagster.jobs import era5_arctic_year
-from entropice_dagster.partitions import ARCTIC_YEAR
+from entropice_dagster.partitions import ARCTIC_YEAR, FIRST_ARCTIC_YEAR
 
-#: First Arctic year registered by the schedule (the architecture's partitions start in 2000).
-FIRST_ARCTIC_YEAR = 2000
 ERA5_ASSETS = ("era5_hourly", "era5_daily", "era5_yearly")
 
 
