@@ -275,6 +275,7 @@ def watermask(
     """
     area = AreaOfInterest.parse(aoi)
     target = out or _layout(data_dir).watermask
+    _writable([target], out)
     with _progress() as progress:
         progress.add_task(f"water polygons for {area.name}", total=None)
         water = water_polygons(area, _watermask_config(water_file))
@@ -334,6 +335,7 @@ def grids(
     _one_out(out, specs)
     area = AreaOfInterest.parse(aoi)
     layout = _layout(data_dir)
+    _writable([out or layout.grid_cells(spec.key) for spec in specs], out)
     config = GridCellsConfig(min_land_fraction=min_land_fraction)
     with _progress(steps=True) as progress:
         task = progress.add_task(f"water polygons for {area.name}", total=None)
@@ -390,6 +392,7 @@ def demo(data_dir: DataDirOption = None) -> None:
         Root of the storage hierarchy.
     """
     root = data_dir or Settings.from_env().data_dir
+    _writable([Path(root) / "sources"], kind="folder")
     env = {**os.environ, "ENTROPICE_DATA_DIR": str(root), "ENTROPICE_AOI": "sample"}
     result = subprocess.run([sys.executable, "-m", "entropice_dagster.demo"], env=env, check=False)
     if result.returncode != 0:
@@ -399,6 +402,23 @@ def demo(data_dir: DataDirOption = None) -> None:
 def _layout(data_dir: Path | None) -> Layout:
     """Return the storage layout under --data-dir (default $ENTROPICE_DATA_DIR or ./data)."""
     return Layout(data_dir or Settings.from_env().data_dir)
+
+
+def _writable(
+    targets: Sequence[Path],
+    out: Path | None = None,
+    kind: Literal["file", "folder"] = "file",
+    option: str = "--out",
+) -> None:
+    """Refuse outputs that cannot be written, before any work.
+
+    A read-only folder, or a file where a folder goes; the message names ``option`` when
+    ``out`` (its value) chose the path, else --data-dir.
+    """
+    from entropice_core.io.writable import check_writable
+
+    for target in targets:
+        check_writable(target, option if out is not None else "--data-dir", kind)
 
 
 @app.command
@@ -448,6 +468,7 @@ def train(
     layout = _layout(data_dir)
     key = GridSpec.from_key(grid_level).key
     target = out or layout.experiment(key, experiment.name)
+    _writable([target], out, "folder")
     with _progress() as progress:
         task = progress.add_task(f"{grid_level}: reading the datasets", total=None)
         data = experiment.ensemble.open(layout.root, key)
@@ -496,6 +517,7 @@ def predict(
     from entropice_core.ml.training import RESOLVED_CONFIG, ExperimentConfig, load_model
 
     layout, key = _layout(data_dir), GridSpec.from_key(grid_level).key
+    _writable([out or layout.predictions(key, experiment)], out)
     folder = layout.experiment(key, experiment)
     model, stamp = load_model(folder)
     resolved = ExperimentConfig.from_toml(folder / RESOLVED_CONFIG)
@@ -592,7 +614,13 @@ def alphaearth(
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     cogs = cog_dir or layout.source("alphaearth")
-    cache = ae.ClusterCache(cache_dir or layout.source("alphaearth") / "requests" / source)
+    cache_folder = cache_dir or layout.source("alphaearth") / "requests" / source
+    stores = [out or layout.asset_path("alphaearth_features", spec.key) for spec in specs]
+    _writable(stores, out, "folder")
+    _writable([cache_folder], cache_dir, "folder", "--cache-dir")
+    if source == "gcs":
+        _writable([cogs], cog_dir, "folder", "--cog-dir")
+    cache = ae.ClusterCache(cache_folder)
     client: ae.EmbeddingClient
     if source == "cogs":
         client = ae.CogClient(cogs, cache=cache)
@@ -682,6 +710,7 @@ def sample(
     from entropice_core.sample import generate_sample_region
 
     root = _layout(data_dir).root
+    _writable([root / "sources"], kind="folder")
     with _progress() as progress:
         task = progress.add_task("sample region", total=None)
         files = generate_sample_region(
@@ -768,6 +797,8 @@ def labels(
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     target = layout.asset_path("darts_polygons")
     coverage_target = layout.asset_path("darts_coverage")
+    _writable([target, coverage_target])
+    _writable([layout.asset_path("rts_labels", spec.key) for spec in specs], kind="folder")
     source: darts.DartsClient = (
         darts.OfflineDartsClient(_offline_how("arcticdata"))
         if kind == "offline"
@@ -776,7 +807,8 @@ def labels(
     with _progress(steps=True) as progress:
         if refresh or not target.exists() or not coverage_target.exists():
             task = progress.add_task("DARTS footprints", total=None)
-            footprints = darts.read_darts(source.files(layout.source("darts"), pattern))
+            files = source.files(layout.source("darts"), pattern)
+            footprints = darts.read_darts(files, AreaOfInterest.parse(aoi))
             coverage = darts.read_coverage(source.coverage_files(layout.source("darts")))
             write_geoparquet(footprints, target)
             write_geoparquet(coverage, coverage_target)
@@ -869,6 +901,9 @@ def era5_download(
     years = _era5_years(year, sample_years, "download", "entropice era5 download --year 2023")
     layout = _layout(data_dir)
     root = layout.source("era5")
+    _writable([layout.asset_path("era5_hourly", str(y)) for y in years])
+    if kind != "offline":
+        _writable([root], kind="folder")
     source: era5.Era5Client = (
         era5.OfflineEra5Client(_offline_how("cds"))
         if kind == "offline"
@@ -918,6 +953,7 @@ def era5_daily(
     root = layout.source("era5")
     found = _stems(layout.asset_path("era5_hourly", "0").parent, ".json")
     years = _era5_years(year, found, "aggregate", "entropice era5 download")
+    _writable([layout.era5_daily(y) for y in years], kind="folder")
     for y in years:
         missing = era5.missing_hourly_files(root, y)
         if missing:
@@ -966,6 +1002,7 @@ def era5_yearly(
     layout = _layout(data_dir)
     found = _stems(layout.era5_daily("0").parent, ".zarr")
     years = _era5_years(year, found, "index", "entropice era5 daily")
+    _writable([layout.asset_path("era5_yearly", str(y)) for y in years], kind="folder")
     daily = {y: _upstream(layout, "era5_daily", str(y)) for y in years}
     with _progress(steps=True) as progress:
 
@@ -1014,6 +1051,7 @@ def era5_features(
     area = _area(aoi)
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
+    _writable([layout.asset_path("climate_features", s.key) for s in specs], kind="folder")
     stores = layout.era5_yearly_stores()
     if not stores:
         folder = layout.era5_yearly("0").parent
@@ -1074,6 +1112,9 @@ def terrain_tiles(
     area = AreaOfInterest.parse(aoi)
     kind = _client_kind(client, aoi, "pgc")
     layout = _layout(data_dir)
+    _writable([layout.asset_path("arcticdem_tiles")])
+    if kind != "offline":
+        _writable([layout.source("arcticdem")], kind="folder")
     source: arcticdem.ArcticDEMClient = (
         arcticdem.OfflineArcticDEMClient(_offline_how("pgc"))
         if kind == "offline"
@@ -1138,6 +1179,7 @@ def terrain_derivatives(
     layout = _layout(data_dir)
     manifest = read_manifest(_upstream(layout, "arcticdem_tiles"))
     water = _upstream(layout, "watermask")
+    _writable([layout.asset_path("terrain_derivatives")], kind="folder")
     tiles = list(manifest["tiles"])
     if area is not None:
         covering = {rowcol for part in area.parts for rowcol in tiles_for(part.bounds)}
@@ -1210,6 +1252,7 @@ def terrain_features(
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
     _upstream(layout, "terrain_derivatives")
+    _writable([layout.asset_path("terrain_features", s.key) for s in specs], kind="folder")
     derivatives = load_dataset(layout, "terrain_derivatives")
     assert isinstance(derivatives, xr.DataTree)  # an unpartitioned raster loads as a tree
     with _progress(steps=True) as progress:
@@ -1278,6 +1321,7 @@ def dataset(
     for spec in specs:
         for asset in ensemble.assets() + (["grid_cells"] if area is not None else []):
             _upstream(layout, asset, spec.key)
+    _writable([layout.asset_path("training_dataset", s.key) for s in specs], kind="folder")
     with _progress(steps=True) as progress:
 
         def one(key: str, report: Callable[[str], None]) -> str:

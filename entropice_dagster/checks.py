@@ -23,6 +23,15 @@ AREA_TOLERANCE = 1e-3
 TDD_RANGE = (0.0, 4000.0)
 #: Plausible ellipsoidal heights in the Arctic (m): below the sea floor of fjords, above Denali.
 ELEVATION_RANGE = (-200.0, 6500.0)
+#: Plausible median area of RTS footprints (m2). DARTS v1 footprints run 288-636,962 m2 with a
+#: median of about 2,200 m2 (data-sources.md); the bounds leave room for small or odd subsets
+#: (a few large slumps), and a median outside them means the features are not slump
+#: footprints: points buffered to dots, areas scaled by a wrong CRS, or image footprints or
+#: coverage polygons read as footprints.
+FOOTPRINT_MEDIAN_M2 = (100.0, 1_000_000.0)
+#: Largest plausible single footprint (km2): about eight times the largest DARTS footprint
+#: (0.64 km2), room for a level-1 slump dissolved from overlapping images.
+FOOTPRINT_MAX_KM2 = 5.0
 #: Longest plausible cell mean of AlphaEarth embeddings: unit vectors, each stretched at most
 #: by the int8 rounding of the COGs (about 3 %).
 EMBEDDING_NORM_MAX = 1.05
@@ -76,6 +85,32 @@ def land_fraction_in_0_1(frame: Any) -> dg.AssetCheckResult:
             "out_of_range": int(bad.sum()),
             "min_land_fraction": float(np.nanmin(fraction)) if fraction.size else 0.0,
             "max_land_fraction": float(np.nanmax(fraction)) if fraction.size else 0.0,
+        },
+    )
+
+
+def footprints_plausible(footprints: Any) -> dg.AssetCheckResult:
+    """There are footprints, and their total area is plausible for RTS: positive, the median
+    footprint within FOOTPRINT_MEDIAN_M2 and none larger than FOOTPRINT_MAX_KM2."""
+    areas = footprints["area_m2"].to_numpy(dtype=float)
+    total_km2 = float(areas.sum() / 1e6) if areas.size else 0.0
+    median = float(np.median(areas)) if areas.size else 0.0
+    largest_km2 = float(areas.max() / 1e6) if areas.size else 0.0
+    passed = bool(
+        areas.size > 0
+        and total_km2 > 0
+        and FOOTPRINT_MEDIAN_M2[0] <= median <= FOOTPRINT_MEDIAN_M2[1]
+        and largest_km2 <= FOOTPRINT_MAX_KM2
+    )
+    return dg.AssetCheckResult(
+        check_name="footprints_plausible",
+        passed=passed,
+        metadata={
+            "footprints": int(areas.size),
+            "total_area_km2": total_km2,
+            "median_area_m2": median,
+            "largest_area_km2": largest_km2,
+            "years": sorted(int(y) for y in footprints["year"].unique()),
         },
     )
 
@@ -194,6 +229,10 @@ Check = Callable[..., dg.AssetCheckResult]
 
 #: Descriptions that name the thresholds (a docstring cannot be formatted).
 DESCRIPTIONS: dict[Check, str] = {
+    footprints_plausible: "There is at least one footprint and their total area is plausible "
+    f"for RTS: positive, the median footprint within {FOOTPRINT_MEDIAN_M2[0]:g}.."
+    f"{FOOTPRINT_MEDIAN_M2[1]:g} m2 (DARTS v1: median about 2,200 m2) and none larger than "
+    f"{FOOTPRINT_MAX_KM2:g} km2 (DARTS v1: at most 0.64 km2).",
     rts_area_matches_footprints: "Total RTS area over all observed cell-years equals the "
     "footprint area inside the cells observed in each footprint's year (clipped "
     f"independently) within {AREA_TOLERANCE:.1%}.",

@@ -422,6 +422,10 @@ class CdsResource(dg.ConfigurableResource):
     backoff_s: float = Field(
         default=_CDS.backoff_s, description=_describe(Era5DownloadConfig, "backoff_s")
     )
+    retry_timeout_s: float = Field(
+        default=_CDS.retry_timeout_s,
+        description=_describe(Era5DownloadConfig, "retry_timeout_s"),
+    )
 
     def root(self, data_dir: Path) -> Path:
         return Path(self.folder) if self.folder else Layout(data_dir).source("era5")
@@ -450,6 +454,7 @@ class CdsResource(dg.ConfigurableResource):
             max_values=self.max_values,
             retries=self.retries,
             backoff_s=self.backoff_s,
+            retry_timeout_s=self.retry_timeout_s,
         )
         return self.era5_client().fetch_year(self.root(data_dir), year, config, log=log)
 

@@ -11,8 +11,11 @@ from loopback import serve
 
 from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.ingest.arcticdem import (
+    OfflineArcticDEMClient,
     check_tile,
+    check_tile_quickly,
     fetch_tiles,
+    find_tiles,
     read_tile_index,
     tile_path,
     tile_rowcol,
@@ -152,3 +155,65 @@ def test_the_pgc_client_of_the_resource_downloads_and_the_offline_one_reuses(buc
     offline = ArcticDEMSourceResource(folder=str(folder)).fetch(tmp_path, area)
     assert sorted(offline.present) == sorted(fetched.present) and not offline.downloaded
     assert sorted(offline.missing) == sorted(fetched.missing)
+
+
+def test_a_truncated_tile_on_disk_is_named_with_the_fix(bucket, tmp_path):
+    """A tile cut short (an interrupted copy, a full disk) fails when tiles are found or
+    fetched, naming the file and what to do, not later as `RasterioIOError: Read failed`."""
+    root, tiles = bucket
+    folder = tmp_path / "tiles"
+    good, cut = tiles[0], tiles[1]
+    for source in (good, cut):
+        target = tile_path(folder, *tile_rowcol(source))
+        target.parent.mkdir(parents=True)
+        target.write_bytes(source.read_bytes())
+    damaged = tile_path(folder, *tile_rowcol(cut))
+    damaged.write_bytes(cut.read_bytes()[: int(cut.stat().st_size * 0.9)])
+    check_tile_quickly(tile_path(folder, *tile_rowcol(good)))
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        check_tile_quickly(damaged)
+
+    with pytest.raises(ValueError) as offline:
+        OfflineArcticDEMClient().fetch(SAMPLE_REGION_BBOX, folder)
+    text = str(offline.value)
+    assert f"1 ArcticDEM tile(s) on disk are damaged or truncated: {damaged}:" in text
+    assert "Delete them and run again" in text and "entropice sample --force" in text
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        find_tiles(folder, SAMPLE_REGION_BBOX)
+    index = {tile_rowcol(good), tile_rowcol(cut)}
+    with serve(root) as (_, url), pytest.raises(ValueError) as pgc:
+        fetch_tiles(SAMPLE_REGION_BBOX, folder, url, index, FAST, show_progress=False)
+    assert str(damaged) in str(pgc.value)
+    assert "Delete them and run again: the 'pgc' client downloads them anew" in str(pgc.value)
+    damaged.unlink()  # the fix the message names
+    with serve(root) as (_, url):
+        fetched = fetch_tiles(SAMPLE_REGION_BBOX, folder, url, index, FAST, show_progress=False)
+    assert fetched.downloaded == [damaged] and sha256(damaged) == sha256(cut)
+
+
+def test_an_outage_stops_at_the_retry_bound_and_logs_each_attempt(tmp_path, monkeypatch, caplog):
+    import types
+
+    from entropice_core.io import download as download_module
+
+    now = [0.0]
+    fake = types.SimpleNamespace(
+        monotonic=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)
+    )
+    monkeypatch.setattr(download_module, "time", fake)
+    config = DownloadConfig(retries=20, backoff_s=10.0, timeout_s=5, retry_timeout_s=100)
+    dead = "http://127.0.0.1:9/1_1/x.tif"  # discard port: connection refused
+    secret = {"Authorization": "Bearer s3cret"}
+    with (
+        caplog.at_level("INFO", logger=download_module.__name__),
+        pytest.raises(ConnectionError) as err,
+    ):
+        download(dead, tmp_path / "x.tif", config, headers=secret)
+    # waits 10, 20, 40 s; the next (80 s) would end past the 100 s bound
+    assert now[0] == 70.0
+    assert "failed after 4 attempts in 70 s (the 100 s retry bound spent" in str(err.value)
+    attempts = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    retries = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert attempts == [f"GET {dead} -> {tmp_path / 'x.tif'}: attempt {n}/21" for n in (1, 2, 3, 4)]
+    assert len(retries) == 3 and "retrying in 40 s" in retries[-1]
+    assert "s3cret" not in caplog.text and "s3cret" not in str(err.value)

@@ -381,3 +381,92 @@ def test_scripts_default_to_every_grid_level_of_the_cli():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == list(DEFAULT_GRID_LEVELS)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["grids", "--grid-level", "h3_3"],
+            "data is a file, not a folder; give --data-dir a folder",
+        ),
+        (["watermask"], "data is a file, not a folder; give --data-dir a folder"),
+        (["sample"], "data is a file, not a folder; give --data-dir a folder"),
+        (["labels", "--grid-level", "h3_3"], "data is a file, not a folder"),
+    ],
+)
+def test_a_file_as_data_dir_fails_before_any_work(tmp_path, capsys, monkeypatch, args, message):
+    import entropice_core.cli as cli_module
+
+    def no_work(*_, **__):
+        raise AssertionError("the computation started")
+
+    monkeypatch.setattr(cli_module, "water_polygons", no_work)
+    monkeypatch.setattr(cli_module, "_upstream", lambda layout, asset, key=None: Path("x"))
+    data = tmp_path / "data"
+    data.write_text("not a folder")
+    code, _, err = cli(capsys, *args, "--data-dir", str(data))
+    assert code == 2
+    assert "cannot write" in err and message in " ".join(err.split())
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    import entropice_core.cli as cli_module
+    from entropice_core.io import writable
+
+    def no_work(*_, **__):
+        raise AssertionError("the computation started")
+
+    monkeypatch.setattr(cli_module, "water_polygons", no_work)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    out = blocker / "cells.parquet"
+    code, _, err = cli(capsys, "grids", "--grid-level", "h3_3", "--out", str(out))
+    text = " ".join(err.split())
+    assert (
+        code == 2 and f"cannot write {out}: {blocker} is a file, not a folder; give --out" in text
+    )
+    (tmp_path / "folder.parquet").mkdir()
+    code, _, err = cli(capsys, "watermask", "--out", str(tmp_path / "folder.parquet"))
+    assert code == 2 and "it is a folder, and a file goes there; give --out" in " ".join(
+        err.split()
+    )
+
+    def read_only(*_, **__):  # what a read-only mount or folder answers (root ignores chmod)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(writable.tempfile, "mkstemp", read_only)
+    data = tmp_path / "ro"
+    data.mkdir()
+    code, _, err = cli(capsys, "grids", "--grid-level", "h3_3", "--data-dir", str(data))
+    text = " ".join(err.split())
+    assert code == 2
+    assert f"{data} is not writable (Permission denied); make it writable" in text
+    assert "or give --data-dir another folder" in text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_data_dir_fails_before_any_work(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o555)
+    try:
+        code, _, err = cli(capsys, "watermask", "--data-dir", str(data))
+    finally:
+        data.chmod(0o755)
+    assert code == 2 and f"{data} is not writable" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("aoi", "reason"),
+    [
+        ("north-of:abc", "'abc' is not a latitude in degrees (e.g. north-of:60)"),
+        ("region.kml", ".kml is not a vector format read here (use .parquet, .gpkg"),
+    ],
+)
+def test_aoi_near_misses_name_the_valid_forms(tmp_path, capsys, aoi, reason):
+    code, _, err = cli(capsys, "grids", "--grid-level", "h3_3", "--aoi", aoi)
+    text = " ".join(err.split())
+    assert code == 2 and f"area of interest {aoi!r}: {reason}" in text
+    assert "Valid forms: 'sample' (the embedded sample region), 'arctic'" in text
+    assert "'north-of:LAT'" in text and "minlon,minlat,maxlon,maxlat" in text

@@ -15,6 +15,7 @@ from entropice_dagster.checks import (
     checked_output,
     degree_days_plausible,
     elevation_plausible,
+    footprints_plausible,
     geometries_valid,
     land_fraction_in_0_1,
     polygons_valid,
@@ -142,3 +143,30 @@ def test_a_failed_check_stops_the_output() -> None:
     passing = dg.AssetCheckResult(check_name="x", passed=True)
     (*_, output) = checked_output("value", {"n": 1}, [passing])
     assert isinstance(output, dg.Output) and output.value == "value"
+
+
+def _footprints(areas_m2: list[float]) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"year": np.full(len(areas_m2), 2021, np.int16), "area_m2": areas_m2},
+        geometry=[shapely.box(-134, 67, -133.99, 67.01)] * len(areas_m2),
+        crs=4326,
+    )
+
+
+@pytest.mark.parametrize(
+    ("areas", "passed"),
+    [
+        ([288.0, 2_200.0, 2_500.0, 636_962.0], True),  # the DARTS v1 range and median
+        ([240_000.0], True),  # one large slump
+        ([], False),  # nothing read: no footprint at all
+        ([0.0, 0.0], False),  # lines or points made polygons of no area
+        ([3.0, 5.0, 8.0], False),  # points buffered to dots
+        ([2_000.0, 400e6], False),  # a PlanetScope scene (image footprint) among them
+        ([5e6, 6e6, 7e6], False),  # areas scaled up by a wrong CRS
+    ],
+)
+def test_footprints_plausible(areas, passed) -> None:
+    result = footprints_plausible(_footprints(areas))
+    assert result.passed is passed
+    assert result.metadata["footprints"].value == len(areas)
+    assert result.metadata["total_area_km2"].value == pytest.approx(sum(areas) / 1e6)

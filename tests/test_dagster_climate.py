@@ -97,3 +97,28 @@ def test_cli_backfill_queues_every_arctic_year(tmp_path: Path, cli_backfill) -> 
     assert sorted(r.tags["dagster/partition"] for r in runs) == years
     assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}
     assert sorted(backfill.partition_names) == years
+
+
+def test_an_unknown_arctic_year_says_how_to_add_it(tmp_path: Path, monkeypatch) -> None:
+    from entropice_dagster.partitions import arctic_year_partitions, main
+
+    @dg.asset(partitions_def=arctic_year_partitions)
+    def yearly() -> int:
+        return 1
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.get() as instance:
+        with pytest.raises(dg.DagsterUnknownPartitionError) as err:
+            dg.materialize([yearly], partition_key="2019", instance=instance)
+        text = str(err.value)
+        assert "Arctic year 2019 is not a partition of arctic_year" in text
+        assert "add it with `python -m entropice_dagster.partitions add-years 2019`" in text
+        unpublished = "not an Arctic year ERA5 has published"
+        with pytest.raises(dg.DagsterUnknownPartitionError, match=unpublished):
+            dg.materialize([yearly], partition_key="19", instance=instance)
+        main(["add-years", "2019", "2020"])  # the command the message names
+        assert sorted(instance.get_dynamic_partitions("arctic_year")) == ["2019", "2020"]
+        assert dg.materialize([yearly], partition_key="2019", instance=instance).success
+    with pytest.raises(SystemExit) as exit_info:
+        main(["add-years", "1900"])
+    assert exit_info.value.code == 2

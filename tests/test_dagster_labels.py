@@ -27,6 +27,7 @@ def test_label_assets_materialise_with_passing_checks(sample_graph):
         assert sample_graph.run(asset, key).success
     for key in KEYS:
         assert sample_graph.run("rts_labels", key).success
+    assert sample_graph.checks("darts_polygons")["footprints_plausible"].passed
     for key in KEYS:
         checks = sample_graph.checks("rts_labels", key)
         assert set(checks) == {"rts_area_matches_footprints"}

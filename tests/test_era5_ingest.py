@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from pydantic import SecretStr
 
 from entropice_core.config import SAMPLE_REGION_BBOX
 from entropice_core.ingest import era5
@@ -244,3 +245,66 @@ def test_crop_keeps_the_points_of_a_box_across_180_on_both_sides() -> None:
     ]
     with pytest.raises(ValueError, match="no ERA5 grid point"):
         era5.crop_to_area(grid, [(10.0, 80.0, 11.0, 81.0)])
+
+
+class Clock:
+    """Fake time: each CDS call takes ``call_s``, each wait as long as asked."""
+
+    def __init__(self, call_s: float) -> None:
+        self.now, self.call_s, self.waits = 0.0, call_s, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+class DownCds(FakeCds):
+    """A CDS outage: every call fails after ``clock.call_s`` seconds."""
+
+    def __init__(self, source: Path, clock: Clock) -> None:
+        super().__init__(source, failures=10**6, error="503 Server Error: Service Unavailable")
+        self.clock = clock
+
+    def retrieve(self, name: str, request: dict[str, Any], target: str) -> None:
+        self.clock.now += self.clock.call_s
+        super().retrieve(name, request, target)
+
+
+def test_a_cds_outage_fails_within_the_retry_bound_logging_each_attempt(
+    sample_era5: Path, tmp_path: Path
+) -> None:
+    clock = Clock(call_s=30.0)
+    api, lines = DownCds(sample_era5, clock), []
+    config = era5.Era5DownloadConfig(
+        area=era5.cds_area(SAMPLE_REGION_BBOX), retries=50, backoff_s=60, retry_timeout_s=900
+    )
+    secret = "0123-secret-token"
+    client = era5.CdsEra5Client(
+        era5.CdsCredentials(key=SecretStr(secret)), api=api, sleep=clock.sleep, clock=clock
+    )
+    with pytest.raises(RuntimeError) as err:
+        client.fetch_year(tmp_path, YEAR, config, log=lines.append)
+    # 30 s per call, waits 60, 120, 240; the next wait (480 s) would end past 900 s
+    assert clock.waits == [60, 120, 240] and len(api.calls) == 4
+    assert clock.now <= config.retry_timeout_s
+    text = str(err.value)
+    assert "failed 4 times in 540 s" in text and "the 900 s retry bound" in text
+    assert "503 Server Error" in text and "run the asset again later" in text
+    attempts = [line for line in lines if ": attempt " in line and "failed" not in line]
+    assert len(attempts) == 4
+    assert all("reanalysis-era5-single-levels 2m_temperature" in line for line in attempts)
+    assert all(f"area {list(config.area)}" in line for line in attempts)
+    assert "attempt 3/51 failed after 270 s" in lines[-2] and "retrying in 240 s" in lines[-2]
+    assert not any(secret in line for line in lines) and secret not in text
+
+
+def test_cdsapi_does_not_retry_inside_our_retries(monkeypatch) -> None:
+    import cdsapi
+
+    made: dict[str, Any] = {}
+    monkeypatch.setattr(cdsapi, "Client", lambda **kw: made.update(kw))
+    era5.cds_api(era5.CdsCredentials(key=SecretStr("abc-def")))
+    assert made["retry_max"] == 1

@@ -17,6 +17,7 @@ from entropice_core.ingest.darts import (
     footprint_area_in_cells_km2,
     observed_area_km2,
     read_coverage,
+    read_darts,
     read_footprints,
     rts_labels,
 )
@@ -440,3 +441,74 @@ def test_bad_coverage_files_name_the_file_and_the_fix(tmp_path, frame, message):
     with pytest.raises(ValueError, match=message) as err:
         read_coverage([path])
     assert "DARTS_coverage.parquet" in str(err.value)
+
+
+SLUMP = shapely.box(-134.5, 67.5, -134.49, 67.505)
+
+
+def _write(tmp_path, name: str, geometry: list, crs, years=None):
+    path = tmp_path / name
+    years = years if years is not None else [2021] * len(geometry)
+    gpd.GeoDataFrame({"year": years}, geometry=geometry, crs=crs).to_parquet(path)
+    return path
+
+
+def test_points_and_lines_are_refused_with_a_count_per_type(tmp_path):
+    points = [shapely.Point(-134.5 + i / 100, 67.5) for i in range(3)]
+    line = shapely.LineString([(-134, 67), (-133.9, 67.1)])
+    path = _write(tmp_path, "DARTS_points_level2.parquet", [*points, line, SLUMP], 4326)
+    with pytest.raises(ValueError) as err:
+        read_footprints(path)
+    text = str(err.value)
+    assert str(path) in text
+    assert "must be Polygon or MultiPolygon" in text
+    assert "3 Point" in text and "1 LineString" in text and "1 Polygon" in text
+    assert "4 are not areas" in text and "shapely.buffer" in text
+    with pytest.raises(ValueError, match="coverage polygons must be Polygon or MultiPolygon"):
+        read_coverage([path])
+
+
+def test_projected_metres_labelled_lonlat_are_refused(tmp_path):
+    # EPSG:3413 coordinates (Banks Island, as ARTS files hold them) declared as EPSG:4326.
+    box = shapely.box(-1915451, -489398, -1915000, -489000)
+    path = _write(tmp_path, "mislabelled.parquet", [box], 4326)
+    with pytest.raises(ValueError) as err:
+        read_footprints(path)
+    text = str(err.value)
+    assert "mislabelled.parquet" in text and "lon -1.91545e+06..-1.915e+06" in text
+    assert "do not fit its declared CRS EPSG:4326" in text and "set_crs" in text
+
+
+def test_longitudes_shifted_by_360_are_refused(tmp_path):
+    shifted = shapely.affinity.translate(SLUMP, 360)
+    path = _write(tmp_path, "shifted.parquet", [SLUMP, shifted], 4326)
+    with pytest.raises(ValueError) as err:
+        read_footprints(path)
+    text = str(err.value)
+    assert "shifted.parquet" in text and "lon -134.5..225.51" in text
+    assert "shifted by 360" in text and "subtract 360" in text
+
+
+def test_lonlat_labelled_as_a_polar_projection_is_refused(tmp_path):
+    # lon/lat degrees declared EPSG:3413: reprojected they sit within metres of the pole.
+    path = _write(tmp_path, "polar.parquet", [SLUMP], 3413)
+    with pytest.raises(ValueError) as err:
+        read_footprints(path)
+    text = str(err.value)
+    assert "polar.parquet" in text and "north of 84 N where there is no land" in text
+    assert "EPSG:3413" in text
+
+
+def test_a_release_outside_the_area_of_interest_is_refused(tmp_path):
+    banks = shapely.box(-121.5, 72.5, -121.49, 72.505)  # Banks Island, not the Peel Plateau
+    path = _write(tmp_path, "DARTS_banks_level2.parquet", [banks], 4326)
+    area = AreaOfInterest.sample_region()
+    with pytest.raises(ValueError) as err:
+        read_darts([path], area)
+    text = str(err.value)
+    assert "no DARTS footprint lies in the area of interest 'sample region (Peel Plateau)'" in text
+    assert "(lon -138.5..-131.5, lat 66.5..69.2)" in text
+    assert f"{path}: lon -121.5..-121.49, lat 72.5..72.505" in text
+    # A release larger than the area is fine: one footprint inside is enough.
+    inside = _write(tmp_path, "DARTS_peel_level2.parquet", [SLUMP], 4326)
+    assert len(read_darts([path, inside], area)) == 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from entropice_core.config import AreaOfInterest, GridSpec
+from entropice_core.config import AreaOfInterest, GridSpec, packaged_config_dir
 from entropice_core.io.zarr import read_dataset, write_dataset
 from entropice_core.layout import ASSET_PATHS, Layout
 from entropice_core.ml.dataset import (
@@ -386,3 +386,31 @@ def test_the_project_dataset_config_names_assets_not_paths() -> None:
     config = DatasetEnsemble.from_toml(REPO / "configs" / "dataset.toml")
     assert config.labels.path is None and all(s.path is None for s in config.sources)
     assert all(asset in ASSET_PATHS for asset in config.assets())
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("n_folds = 4", "n_folds = 4 4"),
+            r"is not valid TOML: .*\(at line \d+, column \d+\): `n_folds = 4 4`",
+        ),
+        (
+            ("n_folds = 4", 'n_folds = "four"'),
+            r"dataset.toml: split.n_folds: Input should be a valid integer",
+        ),
+        (("test_fraction", "test_fracton"), r"dataset.toml: split.test_fracton: unknown key"),
+        (
+            ("lags = [0, 1]", "lags = 1"),
+            r"dataset.toml: sources.1.lags: Input should be a valid list",
+        ),
+    ],
+)
+def test_dataset_config_errors_name_the_file_and_key(tmp_path, edit, message) -> None:
+    path = tmp_path / "dataset.toml"
+    path.write_text((packaged_config_dir() / "dataset.toml").read_text().replace(*edit))
+    with pytest.raises(ValueError, match=message) as err:
+        DatasetEnsemble.from_toml(path)
+    assert str(err.value).startswith(str(path))
+    with pytest.raises(FileNotFoundError, match=r"config file .*absent.toml does not exist"):
+        DatasetEnsemble.from_toml(tmp_path / "absent.toml")

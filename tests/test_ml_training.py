@@ -208,10 +208,45 @@ def test_bad_configs_give_clear_errors(tmp_path, text, message) -> None:
 
 def test_unknown_hyperparameters_and_missing_files_are_named(tmp_path) -> None:
     path = _write(tmp_path, 'model = "xgboost"\n[params]\nn_trees = 5')
-    with pytest.raises(ValueError, match=r"has no parameters \['n_trees'\]"):
-        ExperimentConfig.from_toml(path).estimator()
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError) as err:  # at load, not after the data are read
+        ExperimentConfig.from_toml(path)
+    assert f"{path}: params.n_trees: not a parameter of xgboost." in str(err.value)
+    assert "'max_depth'" in str(err.value)  # the parameters it does have
+    path = _write(tmp_path, "")
+    (tmp_path / "rf-binary.toml").write_text('model = "rf"\n[search.distributions]\ndepth = [1, 2]')
+    with pytest.raises(ValueError, match=r"rf-binary.toml: search.distributions.depth: not a "):
         ExperimentConfig.from_toml(tmp_path / "rf-binary.toml")
+    with pytest.raises(FileNotFoundError, match=r"knn-binary.toml does not exist; the experiments"):
+        ExperimentConfig.from_toml(tmp_path / "knn-binary.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # syntax errors name the file, the line and show it
+        (
+            'model = "xgboost"\nseed = 0 0',
+            r"xgboost-binary.toml is not valid TOML: .*line 2.*`seed = 0 0`",
+        ),
+        (
+            'model = "xgboost"\nextends = "xgb.toml"',
+            r"xgboost-binary.toml: extends: .*xgb.toml does not exist",
+        ),
+        ('model = "xgboost"\nextends = 3', r"xgboost-binary.toml: extends: give the file name"),
+        (
+            'model = "xgboost"\nensemble = "nope.toml"',
+            r"xgboost-binary.toml: ensemble: the dataset config .*nope.toml does not exist",
+        ),
+        ("seed = 1", r"xgboost-binary.toml: model: missing; choose one of"),
+        (
+            'model = "xgboost"\nseed = "zero"',
+            r"xgboost-binary.toml: seed: Input should be a valid integer",
+        ),
+    ],
+)
+def test_experiment_errors_name_the_file_and_key(tmp_path, text, message) -> None:
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        ExperimentConfig.from_toml(_write(tmp_path, text))
 
 
 def test_empty_or_one_class_training_data_is_refused(data) -> None:

@@ -222,6 +222,90 @@ def check_tile(path: str | Path) -> None:
         raise ValueError(f"{path} is not a readable GeoTIFF ({err})") from err
 
 
+def check_tile_quickly(path: str | Path) -> None:
+    """Raise ``ValueError`` unless ``path`` opens as a 32 m tile whose last blocks decode.
+
+    Cheaper than :func:`check_tile` (for tiles already on disk, on every run): the header,
+    the CRS and shape, and the last block of the full-resolution image and of each overview,
+    which lie at the end of the file in a COG or a tiled GeoTIFF, so a truncated file
+    (an interrupted copy, a full disk) fails here rather than in a later read.
+
+    Parameters
+    ----------
+    path : str or Path
+        The GeoTIFF.
+
+    Raises
+    ------
+    ValueError
+        If the file is unreadable, truncated, or not a 3125 x 3125 tile of 32 m pixels in
+        EPSG:3413.
+    """
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None or src.crs.to_epsg() != 3413:
+                raise ValueError(f"CRS is {src.crs}, not {CRS}")
+            if src.res != (PIXEL_SIZE, PIXEL_SIZE) or src.shape != (TILE_PIXELS, TILE_PIXELS):
+                raise ValueError(f"{src.shape} pixels of {src.res} m, not 3125 x 3125 of 32 m")
+            levels = len(src.overviews(1))
+    except rasterio.errors.RasterioError as err:
+        raise ValueError(f"it does not open as a GeoTIFF ({err})") from err
+    size = Path(path).stat().st_size
+    for level in (None, *range(levels)):
+        try:
+            with rasterio.open(path, overview_level=level) as src:
+                block_rows, block_cols = src.block_shapes[0]
+                rows, cols = -(-src.height // block_rows), -(-src.width // block_cols)
+                src.read(1, window=src.block_window(1, rows - 1, cols - 1))
+        except rasterio.errors.RasterioError as err:
+            image = "full-resolution image" if level is None else f"overview {level + 1}"
+            raise ValueError(
+                f"the last block of its {image} does not decode: the file ({size:,} bytes) is "
+                f"truncated or corrupt ({err})"
+            ) from err
+
+
+def check_tiles_on_disk(paths: list[Path], fix: str) -> None:
+    """Check tiles found on disk (:func:`check_tile_quickly`); refuse damaged ones together.
+
+    Parameters
+    ----------
+    paths : list of Path
+        Tiles that were already there (not downloaded by this run).
+    fix : str
+        How to get a whole copy, for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming each damaged tile, what is wrong with it, and ``fix``.
+    """
+    damaged = {}
+    for path in paths:
+        try:
+            check_tile_quickly(path)
+        except ValueError as err:
+            damaged[path] = str(err)
+    if damaged:
+        listed = "; ".join(f"{path}: {why}" for path, why in list(damaged.items())[:5])
+        more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""
+        raise ValueError(
+            f"{len(damaged)} ArcticDEM tile(s) on disk are damaged or truncated: {listed}{more}. "
+            f"Delete them and run again: {fix}"
+        )
+
+
+#: How to replace damaged tiles, per client.
+REFETCH_PGC = "the 'pgc' client downloads them anew"
+REFETCH_OFFLINE = (
+    "the offline client reads the folder only, so copy them again from the mirror, download "
+    "them with the 'pgc' client (PgcArcticDEMClient; in Dagster the arcticdem_source "
+    "resource's client='pgc'), or for the sample region run `entropice sample --force`"
+)
+
+
 @dataclass(frozen=True)
 class FetchedTiles:
     """Outcome of :func:`fetch_tiles`: tiles on disk, tiles the server lacks, new downloads."""
@@ -282,6 +366,12 @@ def fetch_tiles(
     -------
     FetchedTiles
         Tiles on disk, tiles the server lacks, new downloads.
+
+    Raises
+    ------
+    ValueError
+        If a tile already on disk is truncated or corrupt (:func:`check_tiles_on_disk`), or a
+        download is unusable.
     """
     wanted = [t for t in tiles_for(bbox) if index is None or t in index]
     present, missing, downloaded = [], [], []
@@ -305,6 +395,7 @@ def fetch_tiles(
                     continue
                 downloaded.append(path)
             present.append(path)
+    check_tiles_on_disk([p for p in present if p not in downloaded], REFETCH_PGC)
     return FetchedTiles(present, missing, downloaded)
 
 
@@ -416,11 +507,14 @@ class OfflineArcticDEMClient(ArcticDEMClient):
         ------
         MissingSourceFiles
             If no tile of the box is there.
+        ValueError
+            If a tile is truncated or corrupt (:func:`check_tiles_on_disk`).
         """
         paths = [tile_path(Path(folder), row, col) for row, col in tiles_for(bbox)]
         present = [p for p in paths if p.exists()]
         if not present:
             raise MissingSourceFiles(f"ArcticDEM 32 m tiles for {bbox}", folder, paths, self._how)
+        check_tiles_on_disk(present, REFETCH_OFFLINE)
         return FetchedTiles(present, [tile_rowcol(p) for p in paths if not p.exists()], [])
 
 
@@ -568,6 +662,8 @@ def find_tiles(
     ------
     FileNotFoundError
         If no tile is there, naming the expected path.
+    ValueError
+        If a tile is truncated or corrupt (:func:`check_tiles_on_disk`).
     """
     folder = Path(folder)
     paths = [tile_path(folder, row, col) for row, col in tiles_for(bbox)]
@@ -577,6 +673,7 @@ def find_tiles(
             f"no ArcticDEM 32 m tile for {bbox} under {folder} (expected e.g. {paths[0]}); "
             "download the tiles or run `make demo` for the sample region"
         )
+    check_tiles_on_disk(present, REFETCH_OFFLINE)
     return present, [p for p in paths if not p.exists()]
 
 

@@ -29,13 +29,13 @@ import json
 import urllib.parse
 import urllib.request
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from entropice_core.config import GridSpec
+from entropice_core.config import AreaOfInterest, GridSpec
 from entropice_core.io.download import DownloadConfig, MissingSourceFiles, SourceClient, download
 from entropice_core.io.vector import read_vector
 from entropice_core.spatial.overlay import equal_area_crs, overlay_cells
@@ -54,6 +54,19 @@ COVERAGE_COLUMNS = ["year", "geometry"]
 COVERAGE_PATTERN = "*coverage*"
 #: Share of a cell's area a year's coverage must cover for the cell-year to count as observed.
 MIN_OBSERVED_FRACTION = 0.5
+#: Geometry types of footprints and coverage polygons: areas. Points (centroids) or lines
+#: (outlines) would give no area at all, hence zero labels everywhere.
+POLYGONAL_TYPES = ("Polygon", "MultiPolygon")
+#: Northernmost land is Kaffeklubben Island (83.66 N): no slump, and no image of one, lies
+#: further north. Features there mean lon/lat degrees read as metres of a polar projection.
+MAX_LAND_LAT = 84.0
+#: How to turn other geometry types into footprints, for messages.
+POLYGON_HOW = (
+    "DARTS footprints are polygons: use the release's footprint files (*level2.*, *level1.* "
+    "or TrainingLabel*.gpkg), not centroids or outlines, or make polygons of the features "
+    "(e.g. shapely.buffer for points, shapely.polygonize for closed lines) and write the file "
+    "again"
+)
 
 
 def _read_vector(path: Path) -> gpd.GeoDataFrame:
@@ -166,7 +179,7 @@ def read_footprints(path: str | Path, max_year: int | None = None) -> gpd.GeoDat
     else:
         years, per_image = _years_from_dates(frame, path), True
     _check_years(years, frame, path, max_year)
-    polygonal, repaired = _clean_geometries(frame)
+    polygonal, repaired = _clean_geometries(frame, path, "footprints")
     keep = ~shapely.is_empty(polygonal)
     clean = gpd.GeoDataFrame(
         {"year": years[keep].astype(np.int16).to_numpy(), "source": path.name},
@@ -193,15 +206,105 @@ def _check_years(
         )
 
 
-def _clean_geometries(frame: gpd.GeoDataFrame) -> tuple[np.ndarray, int]:
+def check_geometry_types(frame: gpd.GeoDataFrame, path: str | Path, what: str) -> None:
+    """Refuse a file holding geometries other than (multi)polygons, counting each type.
+
+    Missing geometries are left to the caller (they are dropped and counted).
+
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        The features as read.
+    path : str or Path
+        The file, for the message.
+    what : str
+        What the features are ("footprints", "coverage polygons").
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the number of features of each type and the fix.
+    """
+    counts = frame.geometry.geom_type.dropna().value_counts()
+    other = counts[~counts.index.isin(POLYGONAL_TYPES)]
+    if other.empty:
+        return
+    found = ", ".join(f"{int(n)} {kind}" for kind, n in counts.items())
+    raise ValueError(
+        f"{path}: {what} must be Polygon or MultiPolygon, but its {len(frame)} features are "
+        f"{found}; {int(other.sum())} are not areas and would count as no RTS at all. "
+        f"{POLYGON_HOW}"
+    )
+
+
+def check_lonlat_bounds(geoms: np.ndarray, path: str | Path, crs: object) -> None:
+    """Refuse features that, reprojected to EPSG:4326, are not plausible Arctic lon/lat.
+
+    Longitudes beyond -180..180 (shifted by 360, or projected metres labelled EPSG:4326),
+    latitudes beyond -90..90, or features north of :data:`MAX_LAND_LAT` (lon/lat degrees
+    labelled as a polar projection land within metres of the pole) all mean a wrong CRS or
+    wrong coordinates, which would otherwise give labels of zero everywhere.
+
+    Parameters
+    ----------
+    geoms : numpy.ndarray
+        The features' geometries in EPSG:4326 (missing and empty ones are ignored).
+    path : str or Path
+        The file, for the message.
+    crs : object
+        The file's CRS as declared, for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, its bounds and the likely fix.
+    """
+    import shapely
+
+    present = geoms[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
+    if not len(present):
+        return
+    minx, miny, maxx, maxy = shapely.total_bounds(present)
+    span = f"lon {minx:.6g}..{maxx:.6g}, lat {miny:.6g}..{maxy:.6g}"
+    declared = getattr(crs, "to_string", lambda: str(crs))()
+    finite = bool(np.isfinite([minx, miny, maxx, maxy]).all())
+    if not finite or minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        if finite and 180 < maxx <= 360 and minx >= -180 and miny >= -90 and maxy <= 90:
+            fix = (
+                "its longitudes look shifted by 360 (0..360 instead of -180..180): subtract 360 "
+                "from longitudes above 180 and write the file again"
+            )
+        else:
+            fix = (
+                f"the coordinates do not fit its declared CRS {declared} (e.g. EPSG:3413 metres "
+                "labelled EPSG:4326): set the right one (geopandas: gdf.set_crs(..., "
+                "allow_override=True)) and write the file again"
+            )
+        raise ValueError(
+            f"{path}: its features span {span} in EPSG:4326, outside -180..180 / -90..90; {fix}"
+        )
+    if maxy > MAX_LAND_LAT:
+        raise ValueError(
+            f"{path}: its features span {span} in EPSG:4326, reaching north of "
+            f"{MAX_LAND_LAT:g} N where there is no land; its declared CRS {declared} is probably "
+            "wrong (e.g. lon/lat degrees labelled EPSG:3413): set the right one (geopandas: "
+            "gdf.set_crs('EPSG:4326', allow_override=True)) and write the file again"
+        )
+
+
+def _clean_geometries(frame: gpd.GeoDataFrame, path: Path, what: str) -> tuple[np.ndarray, int]:
     """Make EPSG:4326 polygonal geometries and count the repaired ones.
 
-    Repaired, cut at 180 degrees, non-polygonal parts dropped (empty where nothing
+    Files with other geometry types or implausible coordinates are refused
+    (:func:`check_geometry_types`, :func:`check_lonlat_bounds`); geometries are repaired,
+    cut at 180 degrees, and non-polygonal parts left by repairs dropped (empty where nothing
     polygonal is left).
     """
     import shapely
 
+    check_geometry_types(frame, path, what)
     geoms = frame.to_crs(4326).geometry.to_numpy().copy()
+    check_lonlat_bounds(geoms, path, frame.crs)
     invalid = ~shapely.is_valid(geoms) & ~shapely.is_empty(geoms) & ~shapely.is_missing(geoms)
     geoms[invalid] = shapely.make_valid(geoms[invalid])
     geoms = _split_at_antimeridian(geoms)
@@ -550,13 +653,16 @@ class ArcticDataCenterDartsClient(DartsClient):
         return len(wanted)
 
 
-def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
+def read_darts(paths: list[Path], area: AreaOfInterest | None = None) -> gpd.GeoDataFrame:
     """Read and concatenate several DARTS files (e.g. regions or products) into footprints.
 
     Parameters
     ----------
     paths : list of Path
         DARTS files (see :func:`read_footprints`).
+    area : AreaOfInterest, optional
+        The area the labels are for: at least one footprint must lie in it (a release larger
+        than the area is fine; one wholly outside it would label every cell zero).
 
     Returns
     -------
@@ -566,7 +672,8 @@ def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
     Raises
     ------
     ValueError
-        If ``paths`` is empty.
+        If ``paths`` is empty, a file is refused by :func:`read_footprints`, or no footprint
+        lies in ``area`` (naming each file's bounds and the area's).
     """
     import pandas as pd
 
@@ -574,11 +681,51 @@ def read_darts(paths: list[Path]) -> gpd.GeoDataFrame:
         raise ValueError("no DARTS files given; point the darts source at a file or folder")
     frames = [read_footprints(p) for p in paths]
     combined = pd.concat(frames, ignore_index=True)
+    if area is not None:
+        check_in_area(dict(zip(paths, frames, strict=True)), area)
     combined.attrs.update(
         repaired=sum(f.attrs["repaired"] for f in frames),
         dropped=sum(f.attrs["dropped"] for f in frames),
     )
     return combined
+
+
+def _bounds_text(bounds: Sequence[float]) -> str:
+    minx, miny, maxx, maxy = bounds
+    return f"lon {minx:.6g}..{maxx:.6g}, lat {miny:.6g}..{maxy:.6g}"
+
+
+def check_in_area(frames: Mapping[Path, gpd.GeoDataFrame], area: AreaOfInterest) -> None:
+    """Refuse footprints of which none lies in the area of interest.
+
+    Parameters
+    ----------
+    frames : mapping of Path to geopandas.GeoDataFrame
+        Footprints (EPSG:4326) per file.
+    area : AreaOfInterest
+        The area the labels are for.
+
+    Raises
+    ------
+    ValueError
+        Naming each file with its bounds, the area with its bounds, and the likely causes.
+    """
+    import shapely
+
+    for frame in frames.values():
+        geoms = frame.geometry.to_numpy()
+        if len(geoms) and shapely.intersects(geoms, area.geometry).any():
+            return
+    files = "; ".join(
+        f"{path}: {_bounds_text(frame.total_bounds) if len(frame) else 'no footprint'}"
+        for path, frame in frames.items()
+    )
+    raise ValueError(
+        f"no DARTS footprint lies in the area of interest {area.name!r} "
+        f"({_bounds_text(area.geometry.bounds)}); the files span {files}. A mislabelled CRS, "
+        "longitudes shifted by 360, or release files of another region give this: check the "
+        "files' CRS and coordinates, or point the darts source at the files of this area"
+    )
 
 
 def read_coverage(paths: list[Path], max_year: int | None = None) -> gpd.GeoDataFrame:
@@ -621,7 +768,7 @@ def read_coverage(paths: list[Path], max_year: int | None = None) -> gpd.GeoData
         else:
             years = _years_from_dates(frame, path, "coverage polygon (the year it was imaged)")
         _check_years(years, frame, path, max_year)
-        polygonal, fixed = _clean_geometries(frame)
+        polygonal, fixed = _clean_geometries(frame, path, "coverage polygons")
         keep = ~shapely.is_empty(polygonal)
         years_parts.append(years[keep].to_numpy(np.int16))
         geom_parts.append(polygonal[keep])

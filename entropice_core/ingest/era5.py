@@ -253,6 +253,13 @@ class Era5DownloadConfig(BaseModel):
     backoff_s: float = Field(
         default=60.0, ge=0, description="Wait before the first retry; doubles on each retry."
     )
+    retry_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Most seconds one request is tried for, from its first attempt: no retry "
+        "starts whose wait would end later, so a CDS outage fails after about this long "
+        "(cdsapi's own retries are off; these are the only ones).",
+    )
 
 
 @dataclass(frozen=True)
@@ -582,7 +589,9 @@ def cds_api(credentials: CdsCredentials = CdsCredentials()) -> CdsApi:
     import cdsapi
 
     url, key = cds_credentials(credentials)
-    return cdsapi.Client(url=url, key=key, quiet=True, progress=False, retry_max=3)
+    # retry_max=1: one try per call. The retries are _retrieve's alone, bounded in time and
+    # logged; cdsapi's (500 tries by default, 120 s apart) would multiply them silently.
+    return cdsapi.Client(url=url, key=key, quiet=True, progress=False, retry_max=1)
 
 
 class Era5Client(SourceClient):
@@ -654,8 +663,10 @@ class CdsEra5Client(Era5Client):
         *,
         api: CdsApi | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._credentials, self._api, self._sleep = credentials, api, sleep
+        self._clock = clock
 
     def fetch_year(
         self,
@@ -692,7 +703,9 @@ class CdsEra5Client(Era5Client):
         """
         if self._api is None:
             self._api = cds_api(self._credentials)
-        return download_arctic_year(self._api, root, year, config, sleep=self._sleep, log=log)
+        return download_arctic_year(
+            self._api, root, year, config, sleep=self._sleep, log=log, clock=self._clock
+        )
 
 
 class OfflineEra5Client(Era5Client):
@@ -785,16 +798,47 @@ def _is_credentials_error(err: Exception) -> bool:
     return any(s in text for s in ("401", "unauthorized", "authentication", "licence", "license"))
 
 
+def describe_request(request: CdsRequest) -> str:
+    """One line naming what a request asks for (the request holds no credential).
+
+    Parameters
+    ----------
+    request : CdsRequest
+        The request.
+
+    Returns
+    -------
+    str
+        Dataset, variables, month, days, hours and area.
+    """
+    body = request.request
+    days, hours = body.get("day", []), body.get("time", [])
+    return (
+        f"{request.dataset} {','.join(body.get('variable', []))} "
+        f"{'/'.join(body.get('year', []))}-{'/'.join(body.get('month', []))} "
+        f"days {days[0] if days else '?'}-{days[-1] if days else '?'} "
+        f"({len(hours)} hours) area {body.get('area')}"
+    )
+
+
 def _retrieve(
     client: CdsApi,
     request: CdsRequest,
     config: Era5DownloadConfig,
     sleep: Callable[[float], None],
     log: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Download one request to its target atomically, retrying with exponential backoff."""
+    """Download one request to its target atomically, retrying with exponential backoff.
+
+    Each attempt is logged with the request; retries stop after ``config.retries`` or when
+    the next one would end past ``config.retry_timeout_s`` from the first attempt.
+    """
     step_type = "accum" if request.request["variable"][0] in STEP_VARIABLES["accum"] else "instant"
-    for attempt in range(config.retries + 1):
+    attempts = config.retries + 1
+    started = clock()
+    for attempt in range(1, attempts + 1):
+        log(f"{request.target.name}: attempt {attempt}/{attempts}: {describe_request(request)}")
         try:
             with atomic_path(request.target) as tmp:
                 client.retrieve(request.dataset, request.request, str(tmp))
@@ -808,13 +852,24 @@ def _retrieve(
                 raise CdsCredentialsError(
                     f"the CDS refused the request ({type(err).__name__}); {CREDENTIALS_HELP}"
                 ) from None
-            if attempt == config.retries:
+            elapsed = clock() - started
+            wait = config.backoff_s * 2 ** (attempt - 1)
+            if attempt == attempts or elapsed + wait > config.retry_timeout_s:
+                bound = (
+                    f"{config.retries} retries"
+                    if attempt == attempts
+                    else f"the {config.retry_timeout_s:g} s retry bound (retry_timeout_s)"
+                )
                 raise RuntimeError(
-                    f"downloading {request.target} failed {attempt + 1} times; last error: "
-                    f"{err}. Run the asset again to resume (complete files are kept)"
+                    f"downloading {request.target} failed {attempt} times in {elapsed:.0f} s "
+                    f"and {bound} are spent; last error: {type(err).__name__}: {err}. The CDS "
+                    "may be down or overloaded (https://status.ecmwf.int): run the asset again "
+                    "later to resume (complete files are kept)"
                 ) from err
-            wait = config.backoff_s * 2**attempt
-            log(f"{request.target.name}: {err}; retry {attempt + 1} in {wait:.0f} s")
+            log(
+                f"{request.target.name}: attempt {attempt}/{attempts} failed after "
+                f"{elapsed:.0f} s ({type(err).__name__}: {err}); retrying in {wait:.0f} s"
+            )
             sleep(wait)
 
 
@@ -879,6 +934,7 @@ def download_arctic_year(
     *,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
 ) -> DownloadReport:
     """Download the 24 month files of Arctic year ``year`` under ``root``; resumable.
 
@@ -899,7 +955,9 @@ def download_arctic_year(
     sleep : callable
         Waits between retries (seconds).
     log : callable
-        Receives one line per request or retry.
+        Receives one line per attempt (with the request, never a credential) and per retry.
+    clock : callable
+        Monotonic seconds, for the retry bound.
 
     Returns
     -------
@@ -911,7 +969,8 @@ def download_arctic_year(
     CdsCredentialsError
         If the CDS refuses the credentials.
     RuntimeError
-        If a request still fails after ``config.retries`` retries.
+        If a request still fails after ``config.retries`` retries or
+        ``config.retry_timeout_s`` seconds.
     """
     report = DownloadReport()
     for plan in plan_arctic_year(root, year, config):
@@ -921,9 +980,7 @@ def download_arctic_year(
         for part in plan.parts:
             if len(plan.parts) > 1 and part.target.exists():
                 continue
-            log(f"requesting {plan.path.relative_to(root)} days {part.request['day'][0]}-"
-                f"{part.request['day'][-1]}")  # fmt: skip
-            _retrieve(client, part, config, sleep, log)
+            _retrieve(client, part, config, sleep, log, clock)
         if len(plan.parts) > 1:
             _join_parts(plan)
         report.downloaded.append(plan.path)

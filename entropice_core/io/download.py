@@ -18,6 +18,7 @@ constructor arguments of the real client (the Dagster resources fill them from `
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import time
 import urllib.error
@@ -29,6 +30,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress, TaskID
+
+log = logging.getLogger(__name__)
 
 #: Errors after which a download is tried again (the part is kept and resumed).
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
@@ -45,6 +48,12 @@ class DownloadConfig(BaseModel):
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Socket timeout per request.")
     chunk_bytes: int = Field(default=1 << 20, ge=1024, description="Bytes read at a time.")
+    retry_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Most seconds one file is tried for, from its first attempt: no retry "
+        "starts whose wait would end later, so an outage fails after about this long.",
+    )
 
 
 class SourceClient(ABC):
@@ -133,7 +142,9 @@ def download(
     """Download ``url`` to ``target`` with retries and resume.
 
     A 404 raises at once; other transient errors are retried ``config.retries`` times with
-    exponential backoff, keeping what arrived so the next attempt resumes it.
+    exponential backoff, but not past ``config.retry_timeout_s`` from the first attempt,
+    keeping what arrived so the next attempt resumes it. Each attempt and failure is logged
+    (``logging``, this module's logger) with the URL; request headers never are.
 
     Parameters
     ----------
@@ -161,8 +172,8 @@ def download(
     NotOnServer
         If the server answers 404.
     ConnectionError
-        On a client error (HTTP 4xx other than 404 and 429), or when every attempt failed
-        (the partial file is kept).
+        On a client error (HTTP 4xx other than 404 and 429), or when every attempt failed or
+        the retry bound is spent (the partial file is kept).
     ValueError
         If the complete file has the wrong size or fails ``check`` (the file is deleted).
     """
@@ -170,19 +181,40 @@ def download(
     target.parent.mkdir(parents=True, exist_ok=True)
     part = _part_path(target)
     task = progress.add_task(target.name, total=None) if progress is not None else None
-    for attempt in range(config.retries + 1):
+    attempts, started = config.retries + 1, time.monotonic()
+    for attempt in range(1, attempts + 1):
+        log.info("GET %s -> %s: attempt %d/%d", url, target, attempt, attempts)
         try:
             size = _fetch_once(url, part, config, progress, task, headers)
             break
         except TRANSIENT as err:
             if isinstance(err, urllib.error.HTTPError) and err.code < 500 and err.code != 429:
                 raise ConnectionError(f"{url}: HTTP {err.code} {err.reason}") from err
-            if attempt == config.retries:
+            elapsed = time.monotonic() - started
+            wait = config.backoff_s * 2 ** (attempt - 1)
+            if attempt == attempts or elapsed + wait > config.retry_timeout_s:
+                bound = (
+                    f"{config.retries} retries"
+                    if attempt == attempts
+                    else f"the {config.retry_timeout_s:g} s retry bound"
+                )
                 raise ConnectionError(
-                    f"{url}: failed after {attempt + 1} attempts ({err}); the partial file "
-                    f"{part} is kept and the next run resumes it"
+                    f"{url}: failed after {attempt} attempts in {elapsed:.0f} s ({bound} spent; "
+                    f"last error: {err}); the partial file {part} is kept and the next run "
+                    "resumes it"
                 ) from err
-            time.sleep(config.backoff_s * 2**attempt)
+            log.warning(
+                "GET %s: attempt %d/%d failed after %.0f s (%s); retrying in %.0f s",
+                url,
+                attempt,
+                attempts,
+                elapsed,
+                err,
+                wait,
+            )
+            time.sleep(wait)
+    else:  # pragma: no cover - the loop returns or raises
+        raise AssertionError("unreachable")
     if part.stat().st_size != size:
         part.unlink()
         raise ValueError(f"{url}: got {part.stat().st_size:,} bytes, expected {size:,}")

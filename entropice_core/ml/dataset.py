@@ -24,6 +24,7 @@ Conventions (see docs/training.md)
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 import warnings
 from collections.abc import Mapping
@@ -950,14 +951,69 @@ def config_error(path: str | Path, error: ValidationError) -> ValueError:
     return ValueError(f"{path}: " + "; ".join(problems))
 
 
-def _read_toml(path: str | Path) -> dict[str, Any]:
+def toml_error(path: str | Path, error: tomllib.TOMLDecodeError, text: str) -> ValueError:
+    """Turn a TOML syntax error into one message naming the file, the line and its text.
+
+    Parameters
+    ----------
+    path : str or Path
+        The config file.
+    error : tomllib.TOMLDecodeError
+        What the parser found ("... (at line L, column C)").
+    text : str
+        The file's text.
+
+    Returns
+    -------
+    ValueError
+        ``<path> is not valid TOML: <problem> (at line L, column C): `<the line>```.
+    """
+    message = str(error)
+    found = re.search(r"at line (\d+)", message)
+    lines = text.splitlines()
+    line = int(found[1]) if found else 0
+    shown = f": `{lines[line - 1].strip()}`" if 0 < line <= len(lines) else ""
+    return ValueError(f"{path} is not valid TOML: {message}{shown}")
+
+
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a TOML config, naming the file in every error.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str
+        What the file is, for the "does not exist" message.
+
+    Returns
+    -------
+    dict
+        The parsed tables.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist (or is a folder).
+    ValueError
+        If it is not valid TOML (:func:`toml_error`).
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} {path} {'is a folder' if path.is_dir() else 'does not exist'}"
+        )
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a text (UTF-8) TOML file: {err}") from err
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from err
+        raise toml_error(path, err, text) from err
+
+
+_read_toml = read_toml
 
 
 def _grid_of(dataset: xr.Dataset, name: str) -> GridSpec:

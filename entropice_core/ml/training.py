@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from entropice_core.ml.dataset import (
     VariantSpec,
     config_error,
     fingerprint,
+    read_toml,
 )
 
 if TYPE_CHECKING:  # the ML stack is imported where it is used: the configs load without it
@@ -223,17 +223,19 @@ def distribution(name: str, spec: Any) -> Any:
 
 def _read_experiment(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read an experiment's TOML with its ``extends`` chain merged in (this file wins)."""
-    if not path.exists():
-        raise FileNotFoundError(f"experiment config {path} does not exist")
     if path.resolve() in seen:
         raise ValueError(f"{path}: `extends` loops back to itself")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    raw = read_toml(path, "experiment config")
     base = raw.pop("extends", None)
     if base is None:
         return raw
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: extends: give the file name of another experiment, got {base!r}")
+    if not (path.parent / base).is_file():
+        raise FileNotFoundError(
+            f"{path}: extends: {path.parent / base} does not exist (a path relative to "
+            f"{path.parent}); the experiments there are {_experiment_files(path.parent)}"
+        )
     merged = _read_experiment(path.parent / base, (*seen, path.resolve()))
     merged.pop("name", None)
     return _merged(merged, raw)
@@ -320,18 +322,65 @@ class ExperimentConfig(BaseModel):
             fails validation (the file is named).
         """
         path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"experiment config {path} does not exist; the experiments in {path.parent} "
+                f"are {_experiment_files(path.parent)}"
+            )
         raw = _read_experiment(path)
         model = raw.get("model")
         if model not in MODELS:
-            raise ValueError(f"{path}: unknown model {model!r}; choose one of {', '.join(MODELS)}")
+            problem = "missing" if model is None else f"unknown model {model!r}"
+            raise ValueError(f"{path}: model: {problem}; choose one of {', '.join(MODELS)}")
         ensemble = raw.get("ensemble", "dataset.toml")
         if isinstance(ensemble, str):
+            if not (path.parent / ensemble).is_file():
+                raise FileNotFoundError(
+                    f"{path}: ensemble: the dataset config {path.parent / ensemble} does not "
+                    f"exist (a path relative to {path.parent}; default dataset.toml)"
+                )
             raw["ensemble"] = DatasetEnsemble.from_toml(path.parent / ensemble)
         raw.setdefault("name", path.stem)
         try:
-            return cls.model_validate(raw)
+            config = cls.model_validate(raw)
         except ValidationError as err:
             raise config_error(path, err) from err
+        unknown = config.unknown_parameters()
+        if unknown:
+            raise ValueError(
+                f"{path}: "
+                + "; ".join(f"{key}: not a parameter of {config.model}" for key in unknown)
+                + f". Its parameters are {config.model_parameters()}"
+            )
+        return config
+
+    def model_parameters(self) -> list[str]:
+        """Return the names of the model's hyperparameters (``params`` and ``search`` keys).
+
+        Returns
+        -------
+        list of str
+            Sorted parameter names of the estimator.
+        """
+        return sorted(MODELS[self.model].build(self.device, self.seed).get_params())
+
+    def unknown_parameters(self) -> list[str]:
+        """Return the ``params`` and ``search.distributions`` keys the model does not have.
+
+        Checked for CPU models only: a CUDA model may be another library's estimator, which
+        this machine may lack; :meth:`estimator` checks those when it builds them.
+
+        Returns
+        -------
+        list of str
+            ``params.<name>`` and ``search.distributions.<name>`` of each unknown parameter.
+        """
+        if self.device != "cpu":
+            return []
+        valid = set(self.model_parameters())
+        return [f"params.{p}" for p in self.params if p not in valid] + [
+            f"search.distributions.{p}" for p in self.search.distributions if p not in valid
+        ]
 
     def with_budget(
         self, n_iter: int | None = None, importance_repeats: int | None = None
@@ -831,3 +880,8 @@ def experiment_keys(config_dir: str | Path) -> list[str]:
         if model in MODELS and rest.partition("-")[0] in tasks:
             keys.append(path.stem)
     return sorted(keys)
+
+
+def _experiment_files(folder: Path) -> list[str]:
+    """Return the experiment configs in ``folder`` (every ``*.toml`` but dataset.toml)."""
+    return sorted(p.name for p in folder.glob("*.toml") if p.name != "dataset.toml")

@@ -5,11 +5,20 @@ from pydantic import Field
 
 from entropice_core.ingest.darts import MIN_OBSERVED_FRACTION
 from entropice_dagster.automation import ON_UPDATED_INPUTS
-from entropice_dagster.checks import check_specs, checked_output, rts_area_matches_footprints
+from entropice_dagster.checks import (
+    check_specs,
+    checked_output,
+    footprints_plausible,
+    rts_area_matches_footprints,
+)
 from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
 from entropice_dagster.metadata import OWNERS, frame_summary, stored_at
 from entropice_dagster.partitions import grid_partitions
-from entropice_dagster.resources import DartsSourceResource, DataDirResource
+from entropice_dagster.resources import (
+    AreaOfInterestResource,
+    DartsSourceResource,
+    DataDirResource,
+)
 
 
 @dg.asset(
@@ -17,23 +26,29 @@ from entropice_dagster.resources import DartsSourceResource, DataDirResource
     tags={"tier": "source"},
     group_name="labels",
     kinds={"geoparquet"},
-    code_version="1",
+    code_version="2",
     io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
     metadata=stored_at("darts_polygons"),
+    check_specs=check_specs("darts_polygons", footprints_plausible),
 )
 def darts_polygons(
-    context: dg.AssetExecutionContext, darts_source: DartsSourceResource, data_dir: DataDirResource
+    context: dg.AssetExecutionContext,
+    darts_source: DartsSourceResource,
+    area_of_interest: AreaOfInterestResource,
+    data_dir: DataDirResource,
 ):
     """RTS footprints from the DARTS release: one polygon per slump and year, EPSG:4326.
 
     Read from the files as published (level-2, level-1 or training labels), with invalid
-    geometries repaired, areas recomputed on the WGS84 ellipsoid and years validated.
+    geometries repaired, areas recomputed on the WGS84 ellipsoid and years validated. Files
+    of points or lines, coordinates that do not fit their CRS and releases with no footprint
+    in the area of interest are refused.
     """
     from entropice_core.ingest import darts
 
     files = darts_source.files(data_dir.root)
     context.log.info(f"reading {len(files)} DARTS files: {[f.name for f in files]}")
-    footprints = darts.read_darts(files)
+    footprints = darts.read_darts(files, area_of_interest.area())
     metadata = {
         "files": [str(f) for f in files],
         "footprints": len(footprints),
@@ -43,7 +58,7 @@ def darts_polygons(
         "total_area_km2": round(float(footprints["area_m2"].sum() / 1e6), 3),
         **frame_summary(footprints),
     }
-    yield from checked_output(footprints, metadata)
+    yield from checked_output(footprints, metadata, [footprints_plausible(footprints)])
 
 
 @dg.asset(
