@@ -249,17 +249,23 @@ WATERMASK_CHECKS: tuple[Check, ...] = (polygons_valid,)
 GRID_CELLS_CHECKS: tuple[Check, ...] = (cell_ids_unique, geometries_valid, land_fraction_in_0_1)
 
 
-def check_specs(asset: str, *checks: Check) -> list[dg.AssetCheckSpec]:
-    """One blocking spec per check function, named and described by the function."""
-    return [
-        dg.AssetCheckSpec(
-            check.__name__,
-            asset=asset,
-            description=DESCRIPTIONS.get(check, check.__doc__),
-            blocking=True,
-        )
-        for check in checks
-    ]
+def check_specs(
+    asset: str, *checks: Check, partitions_def: dg.PartitionsDefinition | None = None
+) -> list[dg.AssetCheckSpec]:
+    """One blocking spec per check function, named and described by the function; with the
+    asset's ``partitions_def``, each result is recorded against the partition it checked."""
+    with warnings.catch_warnings():  # partitioned check specs are a preview in Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [
+            dg.AssetCheckSpec(
+                check.__name__,
+                asset=asset,
+                description=DESCRIPTIONS.get(check, check.__doc__),
+                blocking=True,
+                partitions_def=partitions_def,
+            )
+            for check in checks
+        ]
 
 
 def check_results(frame: Any, checks: tuple[Check, ...]) -> list[dg.AssetCheckResult]:

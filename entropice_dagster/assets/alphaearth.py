@@ -31,7 +31,9 @@ class AlphaEarthConfig(dg.Config):
     partitions_def=grid_partitions,
     io_manager_key=ZARR_IO_MANAGER_KEY,
     metadata=stored_at("alphaearth_features"),
-    check_specs=check_specs("alphaearth_features", embeddings_valid),
+    check_specs=check_specs(
+        "alphaearth_features", embeddings_valid, partitions_def=grid_partitions
+    ),
     automation_condition=ON_UPDATED_INPUTS,
 )
 def alphaearth_features(

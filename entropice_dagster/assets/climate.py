@@ -141,7 +141,9 @@ def era5_yearly(context: dg.AssetExecutionContext, data_dir: DataDirResource):
     automation_condition=CLIMATE_AUTOMATION,
     deps=[dg.AssetDep(era5_yearly, partition_mapping=dg.AllPartitionMapping())],
     metadata=stored_at("climate_features"),
-    check_specs=check_specs("climate_features", degree_days_plausible),
+    check_specs=check_specs(
+        "climate_features", degree_days_plausible, partitions_def=grid_partitions
+    ),
 )
 def climate_features(
     context: dg.AssetExecutionContext, grid_cells, data_dir: DataDirResource, dask: DaskResource

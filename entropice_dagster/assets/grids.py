@@ -60,7 +60,7 @@ def watermask(area_of_interest: AreaOfInterestResource, watermask_source: Waterm
     partitions_def=grid_partitions,
     io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
     metadata=stored_at("grid_cells"),
-    check_specs=check_specs("grid_cells", *GRID_CELLS_CHECKS),
+    check_specs=check_specs("grid_cells", *GRID_CELLS_CHECKS, partitions_def=grid_partitions),
     automation_condition=ON_UPDATED_INPUTS,
 )
 def grid_cells(

@@ -119,7 +119,9 @@ class RtsLabelsConfig(dg.Config):
     partitions_def=grid_partitions,
     io_manager_key=ZARR_IO_MANAGER_KEY,
     metadata=stored_at("rts_labels"),
-    check_specs=check_specs("rts_labels", rts_area_matches_footprints),
+    check_specs=check_specs(
+        "rts_labels", rts_area_matches_footprints, partitions_def=grid_partitions
+    ),
     automation_condition=ON_UPDATED_INPUTS,
 )
 def rts_labels(

@@ -89,7 +89,9 @@ class TrainingConfig(dg.Config):
     ins={"training_dataset": dg.AssetIn(partition_mapping=BY_GRID_LEVEL)},
     metadata=stored_at("trained_model"),
     automation_condition=ON_UPDATED_INPUTS,
-    check_specs=check_specs("trained_model", beats_majority_baseline),
+    check_specs=check_specs(
+        "trained_model", beats_majority_baseline, partitions_def=model_partitions
+    ),
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, training_dataset):
     """The experiment's model tuned by randomised search over spatial CV folds and refitted on

@@ -126,7 +126,9 @@ class TerrainFeaturesConfig(dg.Config):
     io_manager_key=ZARR_IO_MANAGER_KEY,
     pool="dask",
     metadata=stored_at("terrain_features"),
-    check_specs=check_specs("terrain_features", elevation_plausible),
+    check_specs=check_specs(
+        "terrain_features", elevation_plausible, partitions_def=grid_partitions
+    ),
     automation_condition=ON_UPDATED_INPUTS,
 )
 def terrain_features(
