@@ -116,7 +116,7 @@ def terrain_features(
     crs = rasters.rio.crs
     stored = stored_sample(overviews, stride) if overviews is not None else None
     rasters = stored if stored is not None else pixel_sample(rasters, stride)
-    names = [v for v in rasters.data_vars if v not in NOT_AGGREGATED]
+    names = [str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED]
     stack = rasters[names].to_dataarray("variable").drop_vars("spatial_ref", errors="ignore")
     stack = stack.rio.write_crs(crs).rio.write_nodata(np.nan, encoded=False)
     stacked = aggregate_raster(
@@ -260,6 +260,29 @@ def derivative_features(
     return features
 
 
+def derivative_features_levels(
+    derivatives: xr.DataTree, levels: Mapping[str, gpd.GeoDataFrame]
+) -> dict[str, xr.Dataset]:
+    """Compute exact features of the stored derivatives on several levels in one pass.
+
+    Parameters
+    ----------
+    derivatives : xarray.DataTree
+        The derivatives as :func:`derivative_features` takes them.
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key to its cells.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        Per level key, the features with the derivatives' snapshot id in their attrs.
+    """
+    found = terrain_features_levels(derivatives.to_dataset(), levels)
+    for features in found.values():
+        features.attrs["derivatives_snapshot_id"] = derivatives.attrs["icechunk_snapshot_id"]
+    return found
+
+
 def feature_summary(features: xr.Dataset) -> dict[str, object]:
     """Summarise a terrain_features dataset for reports and metadata: counts, domain means.
 
@@ -271,7 +294,8 @@ def feature_summary(features: xr.Dataset) -> dict[str, object]:
     Returns
     -------
     dict
-        Snapshot id, pixel stride, variable and cell counts, cells with data and the mean
+        Snapshot id, pixel stride, whether every pixel counted (else the sample size and
+        expected error of the means), variable and cell counts, cells with data and the mean
         elevation and slope (None where no cell has data).
     """
     means = features["elevation_mean"].to_numpy()
@@ -279,6 +303,12 @@ def feature_summary(features: xr.Dataset) -> dict[str, object]:
     return {
         "derivatives_snapshot_id": features.attrs.get("derivatives_snapshot_id"),
         "pixel_stride": int(features.attrs["pixel_stride"]),
+        "exact": bool(features.attrs.get("exact", features.attrs["pixel_stride"] == 1)),
+        **{
+            key: features.attrs[key]
+            for key in ("sample_pixels_per_cell", "expected_error_of_mean")
+            if key in features.attrs
+        },
         "variables": len(features.data_vars),
         "cells": int(features.sizes["cell_ids"]),
         "cells_with_data": int(finite.sum()),

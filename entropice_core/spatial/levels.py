@@ -178,7 +178,7 @@ def _combine(atom: np.ndarray, label: np.ndarray, n_labels: int) -> tuple[np.nda
     New atom ids follow first appearance in raster order, so the result is deterministic.
     """
     ids = numba.typed.Dict.empty(numba.int64, numba.int64)
-    keys = []
+    keys = []  # type: ignore[var-annotated]  # numba infers int64
     last_key, last_id = np.int64(-1), np.int64(-1)
     base = np.int64(n_labels + 1)
     for p in range(len(atom)):
@@ -395,7 +395,7 @@ def _select(keys, run_start, run_n, atoms, k, low, high) -> np.int64:
         count = 0
         for a in atoms:
             s = run_start[a]
-            count += np.searchsorted(keys[s : s + run_n[a]], mid, side="right")
+            count += np.searchsorted(keys[s : s + run_n[a]], mid, side="right")  # type: ignore[assignment]
         if count >= k + 1:
             hi = mid
         else:
