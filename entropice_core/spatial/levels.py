@@ -485,9 +485,13 @@ class _Band:
     quantiles: list[np.ndarray]
 
 
-def _reduce_band(values: np.ndarray, lmap: LevelMap, levels: Sequence[float]) -> _Band:
-    """Reduce one band (flat float32, NaN nodata) on every level of ``lmap``."""
-    packed = np.empty(len(lmap.order), dtype=np.float32)
+def _reduce_band(
+    values: np.ndarray, lmap: LevelMap, levels: Sequence[float], packed: np.ndarray
+) -> _Band:
+    """Reduce one band (flat float32, NaN nodata) on every level of ``lmap``.
+
+    ``packed`` is scratch space of ``len(lmap.order)`` float32, reused from band to band.
+    """
     atoms = atom_moments(values, lmap.order, lmap.atom_start, packed)
     count = atoms[0].astype(np.int64)
     start = lmap.atom_start[:-1]
@@ -562,12 +566,14 @@ def aggregate_levels(
     q_levels = config.levels
     names = [str(v) for v in raster.data_vars if raster[v].ndim == 2]
     per_band = []
+    packed = np.empty(len(level_map.order), dtype=np.float32)
     for name in names:
         values = raster[name].data
         if hasattr(values, "compute"):
             values = values.compute(scheduler="threads")
         flat = np.ascontiguousarray(values, dtype=np.float32).ravel()
-        per_band.append(_reduce_band(flat, level_map, q_levels))
+        per_band.append(_reduce_band(flat, level_map, q_levels, packed))
+        del values, flat
     out = {}
     for i, key in enumerate(level_map.levels):
         spec = GridSpec.from_key(key)
