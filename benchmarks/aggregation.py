@@ -6,7 +6,16 @@ h3_3; exactextract runs on the first time step, times 24). Each method computes 
 min, max, count and median (exactextract also without the median); the floor is one
 ``np.nansum`` over the raster.
 
-Run: ``.venv/bin/python benchmarks/aggregation.py [--sizes 3000 6000] [--xvec]``
+With ``--region DATA_DIR`` (a data directory where the sample region's ``terrain_derivatives``
+and ``grid_cells`` are materialised, e.g. by ``entropice demo``) it adds the row "sample
+region, all levels, all terrain bands": every statistic of the terrain features (mean, std,
+min, max, median, quartiles, valid fraction) of all 13 variables on all nine grid levels, by
+the exact one-pass engine (``spatial.levels``, with and without building its atoms), by the
+sampled path that was the default before (``min_pixels_per_cell=2500`` from the stored
+overviews), by exactextract (one level, ``--ee-bands`` bands, scaled to all bands and levels)
+and a floor (reading each band and one ``np.nansum`` over it).
+
+Run: ``.venv/bin/python benchmarks/aggregation.py [--sizes 3000 6000] [--xvec] [--region DIR]``
 """
 
 from __future__ import annotations
@@ -139,11 +148,95 @@ def run_case(table: Table, label: str, raster: xr.DataArray, key: str, with_xvec
     table.add_section()
 
 
+REGION_LEVELS = (
+    "h3_3", "h3_4", "h3_5", "h3_6", "healpix_6", "healpix_7", "healpix_8", "healpix_9",
+    "healpix_10",
+)  # fmt: skip
+
+
+def region_case(table: Table, data_dir: str, ee_level: str, ee_bands: int) -> None:
+    """Time the terrain features of the sample region on all nine levels (see the docstring)."""
+    from pathlib import Path
+
+    from entropice_core.features.terrain import (
+        NOT_AGGREGATED,
+        TERRAIN_STATISTICS,
+        terrain_features,
+        terrain_features_levels,
+    )
+    from entropice_core.io.icechunk import read_dataset_version
+    from entropice_core.spatial.levels import build_level_map
+    from entropice_core.terrain.overviews import GROUP
+
+    root = Path(data_dir)
+    repo = root / "arcticdem" / "derivatives.icechunk"
+    rasters = read_dataset_version(repo, None).set_coords("spatial_ref")
+    overviews = read_dataset_version(repo, GROUP)
+    names = [str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED]
+    rasters = rasters[names]
+    levels = {k: gpd.read_parquet(root / "grids" / f"{k}.parquet") for k in REGION_LEVELS}
+    grid = RasterGrid.from_xarray(rasters)
+    band_pixels = grid.width * grid.height * len(names) * len(levels)
+    label = f"sample region {grid.width}x{grid.height}, {len(names)} bands"
+    what = f"all 9 levels ({sum(map(len, levels.values())):,} cells)"
+    results: list[tuple[str, float]] = []
+
+    def floor() -> None:
+        for name in names:
+            np.nansum(rasters[name].to_numpy())
+
+    floor_s = timed(floor)
+    level_map = None
+
+    def build() -> None:
+        nonlocal level_map
+        level_map = build_level_map(levels, grid)
+
+    map_s = timed(build)
+    cached = timed(
+        lambda: terrain_features_levels(rasters, levels, TERRAIN_STATISTICS, level_map=level_map)
+    )
+    results.append(("exact one pass: atoms + all stats", map_s + cached))
+    results.append(("exact one pass: cached atoms", cached))
+    results.append(("exact one pass: building the atoms", map_s))
+
+    def sampled_run(key: str) -> None:
+        spec = GridSpec.from_key(key)
+        terrain_features(rasters, levels[key], spec, min_pixels_per_cell=2500, overviews=overviews)
+
+    sampled = sum(timed(lambda k=key: sampled_run(k)) for key in REGION_LEVELS)
+    results.append(("before: sampled (2500 px/cell), per level", sampled))
+    polygons = gpd.GeoDataFrame(geometry=project_cells(levels[ee_level], grid), crs=grid.crs)
+    ops = [*EE_STATS, "quantile(q=0.25)", "quantile(q=0.75)"]
+    ee = 0.0
+    for name in names[:ee_bands]:
+        band = rasters[name].load()
+        ee += timed(lambda b=band: exact_extract(b, polygons, ops, output="pandas"))
+    ee_all = ee * len(names) / ee_bands * len(levels)
+    results.append((f"exactextract ({ee_level}, {ee_bands} bands, scaled)", ee_all))
+    results.append(("floor: read + np.nansum per band", floor_s))
+    for method, seconds in results:
+        table.add_row(
+            label,
+            what,
+            method,
+            f"{seconds:.1f}",
+            f"{band_pixels / seconds / 1e6:,.0f}",
+            f"{ee_all / seconds:.1f}x",
+            f"{seconds / floor_s:.1f}",
+        )
+    table.add_section()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3000, 6000])
     parser.add_argument("--levels", nargs="+", default=["h3_6", "h3_5", "healpix_10"])
     parser.add_argument("--xvec", action="store_true", help="also time xvec (slow)")
+    parser.add_argument("--region", help="data dir of the materialised sample region")
+    parser.add_argument("--region-only", action="store_true", help="only the region row")
+    parser.add_argument("--ee-level", default="h3_5", help="exactextract's level (region)")
+    parser.add_argument("--ee-bands", type=int, default=2, help="exactextract's bands (region)")
     args = parser.parse_args()
     console = Console(width=140)
     # The compiled kernels load (or compile, on a fresh checkout) once per process: time that
@@ -164,11 +257,14 @@ def main() -> None:
         "it / floor",
     ):
         table.add_column(column, justify="right")
-    for size in args.sizes:
-        raster = polar_raster(size)
-        for key in args.levels:
-            run_case(table, f"{size}x{size} 32 m", raster, key, args.xvec)
-    run_case(table, "ERA5 0.25 deg x 24", era5_raster(), "h3_3", args.xvec)
+    if args.region:
+        region_case(table, args.region, args.ee_level, args.ee_bands)
+    if not args.region_only:
+        for size in args.sizes:
+            raster = polar_raster(size)
+            for key in args.levels:
+                run_case(table, f"{size}x{size} 32 m", raster, key, args.xvec)
+        run_case(table, "ERA5 0.25 deg x 24", era5_raster(), "h3_3", args.xvec)
     console.print(table)
 
 

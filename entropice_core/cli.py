@@ -1211,8 +1211,8 @@ def terrain_features(
     min_pixels_per_cell: Annotated[
         int | None,
         Parameter(
-            help="Sample every k-th pixel so that a median cell keeps at least this many "
-            "(default 2500); 0 uses every pixel (exact, slow on coarse levels)."
+            help="0 (default): every pixel, exact. Else sample every k-th pixel so that a "
+            "median cell keeps at least this many (faster, with an expected error)."
         ),
     ] = None,
     aoi: AreaOption = None,
@@ -1255,14 +1255,20 @@ def terrain_features(
     _writable([layout.asset_path("terrain_features", s.key) for s in specs], kind="folder")
     derivatives = load_dataset(layout, "terrain_derivatives")
     assert isinstance(derivatives, xr.DataTree)  # an unpartitioned raster loads as a tree
+    together: dict[str, xr.Dataset] = {}
+    if len(specs) > 1 and not min_pixels_per_cell:  # exact: one pass for all levels
+        frames = {k: _cells_in(read_geoparquet(path), area, k) for k, path in cells.items()}
+        together = terrain.derivative_features_levels(derivatives, frames)
     with _progress(steps=True) as progress:
 
         def one(key: str, report: Callable[[str], None]) -> str:
             spec = GridSpec.from_key(key)
-            frame = _cells_in(read_geoparquet(cells[key]), area, key)
-            features = terrain.derivative_features(
-                derivatives, frame, spec, parallel=True, **options
-            )
+            features = together.get(key)
+            if features is None:
+                frame = _cells_in(read_geoparquet(cells[key]), area, key)
+                features = terrain.derivative_features(
+                    derivatives, frame, spec, parallel=True, **options
+                )
             stored = store_dataset(features, layout, "terrain_features", key)
             return f"{stored.path}: {_describe(features)}"
 

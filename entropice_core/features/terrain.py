@@ -7,6 +7,7 @@ the terrain counterpart of ``entropice_core.features.climate``. See docs/terrain
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import geopandas as gpd
@@ -15,7 +16,8 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from entropice_core.config import GridSpec
-from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+from entropice_core.spatial.aggregators import STATISTICS, AggregationConfig, aggregate_raster
+from entropice_core.spatial.levels import LevelMap, aggregate_levels
 from entropice_core.terrain.overviews import GROUP, pixel_sample, sample_stride, stored_sample
 
 #: Per-cell statistics of every terrain variable (mean, spread, extremes and quartiles).
@@ -30,9 +32,9 @@ TERRAIN_STATISTICS = AggregationConfig(
 NOT_AGGREGATED = ("aspect",)
 
 
-#: Default sample size per cell: 2,500 pixels (a 50 x 50 grid) estimate a cell's mean and
-#: quartiles to about 2 % of their spread, and make coarse grid levels cheap.
-MIN_PIXELS_PER_CELL = 2500
+#: Default sample size per cell: 0, every pixel (exact). A sample of n pixels per cell (say
+#: 2,500, a 50 x 50 grid) estimates a cell's mean to about ``1 / sqrt(n)`` of its spread.
+MIN_PIXELS_PER_CELL = 0
 
 
 def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
@@ -72,13 +74,14 @@ def terrain_features(
 ) -> xr.Dataset:
     """Compute per-cell statistics of elevation and each derivative on one grid level.
 
-    Statistics are taken over a regular sample of the pixels: every ``stride``-th pixel in
-    each direction (the centre of each ``stride x stride`` block), with the stride (from
+    By default every pixel counts (exact): moments weighted by each pixel's exact coverage
+    of the cell, quantiles over the pixels whose centre lies in the cell
+    (``spatial.levels.aggregate_levels``, docs/aggregation.md). With ``min_pixels_per_cell``
+    above 0 the statistics are taken over a regular sample instead: every ``stride``-th
+    pixel in each direction (the centre of each ``stride x stride`` block), the stride (from
     ``terrain.overviews.SAMPLE_STRIDES``) chosen so that a cell of median size keeps at
-    least ``min_pixels_per_cell`` pixels (0: every pixel, exact). The sample is read from
-    ``overviews`` where they hold the stride (the same pixels, a fraction of the reading).
-    The derivatives themselves are always computed at full resolution. All variables are
-    read together as bands of one raster, so the cell-pixel map is built once.
+    least that many pixels, read from ``overviews`` where they hold it; the attrs then give
+    the sample size and the expected error of the means (:func:`sampling_error`).
 
     Parameters
     ----------
@@ -91,9 +94,10 @@ def terrain_features(
     statistics : AggregationConfig, optional
         The statistics per variable.
     min_pixels_per_cell : int, optional
-        Sample size per cell of median area, see :func:`pixel_stride`.
+        0 (default): every pixel. Else the sample size per cell of median area, see
+        :func:`pixel_stride`.
     parallel : bool, optional
-        Run the blocks as dask tasks on the current scheduler (see aggregate_raster).
+        Sampled path: run the blocks as dask tasks on the current scheduler.
     overviews : xarray.Dataset, optional
         The stored pixel samples of ``rasters`` (``terrain.overviews.overview_pyramid``).
 
@@ -105,12 +109,14 @@ def terrain_features(
     """
     if "spatial_ref" in rasters.data_vars:  # as read back from Zarr
         rasters = rasters.set_coords("spatial_ref")
-    crs = rasters.rio.crs
     dx, dy = (abs(v) for v in rasters.rio.resolution())
     stride = pixel_stride(cells, dx, dy, min_pixels_per_cell)
+    if stride == 1:
+        return terrain_features_levels(rasters, {spec.key: cells}, statistics)[spec.key]
+    crs = rasters.rio.crs
     stored = stored_sample(overviews, stride) if overviews is not None else None
     rasters = stored if stored is not None else pixel_sample(rasters, stride)
-    names = [v for v in rasters.data_vars if v not in NOT_AGGREGATED]
+    names = [str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED]
     stack = rasters[names].to_dataarray("variable").drop_vars("spatial_ref", errors="ignore")
     stack = stack.rio.write_crs(crs).rio.write_nodata(np.nan, encoded=False)
     stacked = aggregate_raster(
@@ -120,11 +126,93 @@ def terrain_features(
     for key, values in stacked.data_vars.items():
         stat = str(key).removeprefix("terrain_")
         for name in names:
-            variable = values.sel(variable=name, drop=True)
-            if stat != "valid_fraction":
-                variable.attrs["units"] = rasters[name].attrs.get("units", "")
-            features[f"{name}_{stat}"] = variable
-    features.attrs.update(source="ArcticDEM v4.1 32 m mosaic", pixel_stride=stride)
+            features[f"{name}_{stat}"] = values.sel(variable=name, drop=True)
+    sample = sample_pixels(cells, dx * stride, dy * stride)
+    return _finish(
+        features,
+        rasters,
+        names,
+        pixel_stride=stride,
+        exact=0,
+        sample_pixels_per_cell=sample,
+        expected_error_of_mean=sampling_error(sample),
+    )
+
+
+def sample_pixels(cells: gpd.GeoDataFrame, dx: float, dy: float) -> int:
+    """Return the pixels of size ``dx`` x ``dy`` (m) in a cell of median area (EPSG:6931)."""
+    if cells.empty:
+        return 0
+    return int(float(cells.geometry.to_crs("EPSG:6931").area.median()) / (dx * dy))
+
+
+def sampling_error(pixels: int) -> float:
+    """Return the expected error of a sampled cell mean, in units of the cell's std.
+
+    The standard error of the mean of ``pixels`` independent draws, ``1 / sqrt(pixels)``;
+    a regular grid sample of spatially correlated values usually does better.
+
+    Parameters
+    ----------
+    pixels : int
+        Sampled pixels per cell.
+
+    Returns
+    -------
+    float
+        ``1 / sqrt(pixels)`` (NaN for no pixels).
+    """
+    return float(1 / np.sqrt(pixels)) if pixels > 0 else float("nan")
+
+
+def terrain_features_levels(
+    rasters: xr.Dataset,
+    levels: Mapping[str, gpd.GeoDataFrame],
+    statistics: AggregationConfig = TERRAIN_STATISTICS,
+    level_map: LevelMap | None = None,
+) -> dict[str, xr.Dataset]:
+    """Compute exact :func:`terrain_features` on several grid levels in one pass.
+
+    Each variable is read once and reduced on every level (``spatial.levels``): the cost of
+    all nine levels is close to that of one.
+
+    Parameters
+    ----------
+    rasters : xarray.Dataset
+        Elevation and derivatives with a CRS; ``aspect`` is skipped.
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key (``GridSpec.key``) to its cells.
+    statistics : AggregationConfig, optional
+        The statistics per variable.
+    level_map : LevelMap, optional
+        Atoms built earlier for this raster grid and these levels
+        (``spatial.levels.build_level_map``).
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        Per level key, the features as :func:`terrain_features` returns them.
+    """
+    if "spatial_ref" in rasters.data_vars:  # as read back from Zarr
+        rasters = rasters.set_coords("spatial_ref")
+    names = [str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED]
+    found = aggregate_levels(rasters[names], levels, statistics, level_map=level_map)
+    return {
+        key: _finish(features, rasters, names, pixel_stride=1, exact=1)
+        for key, features in found.items()
+    }
+
+
+def _finish(
+    features: xr.Dataset, rasters: xr.Dataset, names: list[str], **attrs: Any
+) -> xr.Dataset:
+    """Add units and the source attrs to per-cell features."""
+    for name in names:
+        for stat in STATISTICS:
+            key = f"{name}_{stat}"
+            if key in features and stat != "valid_fraction":
+                features[key].attrs["units"] = rasters[name].attrs.get("units", "")
+    features.attrs.update(source="ArcticDEM v4.1 32 m mosaic", **attrs)
     return features
 
 
@@ -172,6 +260,29 @@ def derivative_features(
     return features
 
 
+def derivative_features_levels(
+    derivatives: xr.DataTree, levels: Mapping[str, gpd.GeoDataFrame]
+) -> dict[str, xr.Dataset]:
+    """Compute exact features of the stored derivatives on several levels in one pass.
+
+    Parameters
+    ----------
+    derivatives : xarray.DataTree
+        The derivatives as :func:`derivative_features` takes them.
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key to its cells.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        Per level key, the features with the derivatives' snapshot id in their attrs.
+    """
+    found = terrain_features_levels(derivatives.to_dataset(), levels)
+    for features in found.values():
+        features.attrs["derivatives_snapshot_id"] = derivatives.attrs["icechunk_snapshot_id"]
+    return found
+
+
 def feature_summary(features: xr.Dataset) -> dict[str, object]:
     """Summarise a terrain_features dataset for reports and metadata: counts, domain means.
 
@@ -183,7 +294,8 @@ def feature_summary(features: xr.Dataset) -> dict[str, object]:
     Returns
     -------
     dict
-        Snapshot id, pixel stride, variable and cell counts, cells with data and the mean
+        Snapshot id, pixel stride, whether every pixel counted (else the sample size and
+        expected error of the means), variable and cell counts, cells with data and the mean
         elevation and slope (None where no cell has data).
     """
     means = features["elevation_mean"].to_numpy()
@@ -191,6 +303,12 @@ def feature_summary(features: xr.Dataset) -> dict[str, object]:
     return {
         "derivatives_snapshot_id": features.attrs.get("derivatives_snapshot_id"),
         "pixel_stride": int(features.attrs["pixel_stride"]),
+        "exact": bool(features.attrs.get("exact", features.attrs["pixel_stride"] == 1)),
+        **{
+            key: features.attrs[key]
+            for key in ("sample_pixels_per_cell", "expected_error_of_mean")
+            if key in features.attrs
+        },
         "variables": len(features.data_vars),
         "cells": int(features.sizes["cell_ids"]),
         "cells_with_data": int(finite.sum()),

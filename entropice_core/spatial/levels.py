@@ -1,0 +1,617 @@
+"""Exact zonal statistics of a projected raster on several grid levels in one pass.
+
+The per-level engine (``aggregators.aggregate_raster``) reads the raster once per grid level and
+sorts every cell's values for its quantiles. This module reads each band once for *all* levels
+and sorts each pixel's value once, whatever the number of levels:
+
+- **Atoms.** Every pixel has, per level, the cell its centre lies in (or none): the pixel-centre
+  partition of the level, with edge pixels counted as members only where they touch that cell
+  (as :func:`~entropice_core.spatial.pixelmap.build_cell_pixel_map` does). Pixels with the same
+  cell at every level form one *atom*: the overlay of all levels' pixel-centre partitions (about
+  three atoms per cell of the finest level on the sample region). Atoms are found once per
+  raster grid (:func:`build_level_map`); a cell of any level is a union of atoms, whether or not
+  the grid nests (HEALPix does, H3 does not: an H3 child straddling its parent's boundary just
+  falls into two atoms).
+- **Moments.** Per band, one compiled pass gathers each atom's valid values (NaN is nodata),
+  their count, mean, sum of squared deviations (two-pass), min and max; a cell's pixel-centre
+  moments merge its atoms with Chan's pairwise rule, in atom order. The exact coverage enters
+  as a correction: each edge entry (pixel, cell, coverage ``c``) adds weight
+  ``c - [centre of the pixel in the cell]`` (negative where a centre pixel is only partly
+  inside), so the weights become exactly the coverage fractions exactextract uses.
+- **Quantiles.** Each atom's valid values are sorted once (numpy's SIMD sort, two threads); a
+  cell's order statistics are selected from the union of its atoms' sorted runs by bisection
+  over the order-preserving integer keys of float32 (32 steps, each one binary search per run),
+  without merging or copying.
+
+Definitions (as ``docs/aggregation.md``): with coverage ``c`` of each (pixel, cell) pair and the
+valid pixels of the cell, ``mean = sum(c x) / sum(c)``, ``std = sqrt(sum(c (x - mean)^2) /
+sum(c))``, ``sum = sum(c x)``, ``count = sum(c)``, ``min``/``max`` over pixels with ``c > 0``,
+``valid_fraction = sum(c) / W`` (``W`` the cell's area in pixels, parts outside the raster
+included); ``median`` and ``quantile`` over the valid pixels whose centre lies in the cell,
+unweighted, numpy's linear rule. Projected rasters only (every pixel weighs the same); lon/lat
+rasters use the per-level engine.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numba
+import numpy as np
+import rasterio.errors
+import rasterio.features
+import shapely
+import xarray as xr
+from affine import Affine
+
+from entropice_core.config import GridSpec
+from entropice_core.spatial.aggregators import STATISTICS, AggregationConfig, CellMoments
+from entropice_core.spatial.pixelmap import (
+    MIN_COVERAGE,
+    RasterGrid,
+    _edge_coverage,
+    _outside_area,
+    _planar_profile,
+    _polygonal,
+    project_cells,
+)
+
+#: Threads sorting atoms (numpy's sort releases the GIL).
+SORT_THREADS = 2
+
+
+@dataclass(frozen=True)
+class LevelEdges:
+    """The cells of one grid level and the exact coverage of their edge pixels.
+
+    Attributes
+    ----------
+    cell_ids
+        The cells' ids in input order (cell index ``i`` is ``cell_ids[i]``).
+    pixel, cell
+        Flat pixel index and cell index of each edge entry (pixels crossed by a cell boundary).
+    coverage
+        Share of the pixel's area inside the cell (exact, in the raster's CRS).
+    delta
+        ``coverage`` minus 1 where the pixel's centre lies in the cell (it is already counted
+        with weight 1 in its atom), else ``coverage``.
+    total_weight
+        Area of each whole cell in pixels, parts outside the raster included.
+    """
+
+    cell_ids: np.ndarray
+    pixel: np.ndarray
+    cell: np.ndarray
+    coverage: np.ndarray
+    delta: np.ndarray
+    total_weight: np.ndarray
+
+
+@dataclass(frozen=True)
+class LevelMap:
+    """The atoms of several grid levels on one projected raster grid (see the module docstring).
+
+    Attributes
+    ----------
+    grid
+        The raster grid.
+    levels
+        Grid level keys, in the order of ``atom_cell``'s rows.
+    order
+        Flat pixel indices grouped by atom (raster order within an atom); pixels in no cell at
+        any level are left out.
+    atom_start
+        Offsets of the atoms in ``order`` (``n_atoms + 1``).
+    atom_cell
+        ``(levels, atoms)``: the cell index of each atom at each level, -1 for none.
+    edges
+        Per level, its cells and edge entries.
+    """
+
+    grid: RasterGrid
+    levels: tuple[str, ...]
+    order: np.ndarray
+    atom_start: np.ndarray
+    atom_cell: np.ndarray
+    edges: tuple[LevelEdges, ...]
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of atoms."""
+        return len(self.atom_start) - 1
+
+
+def _level_labels(cells: gpd.GeoDataFrame, grid: RasterGrid) -> tuple[np.ndarray, LevelEdges]:
+    """Rasterise one level: the pixel-centre cell of every pixel (0 none, else index + 1)."""
+    geoms = project_cells(cells, grid)
+    t = grid.transform
+    scale = np.array([1 / t.a, 1 / t.e])
+    shift = np.array([-t.c / t.a, -t.f / t.e])
+    pix = shapely.transform(geoms, lambda xy: xy * scale + shift)
+    inside = shapely.clip_by_rect(pix, 0.0, 0.0, float(grid.width), float(grid.height))
+    inside = shapely.orient_polygons(_polygonal(inside), exterior_cw=True)
+    outside = _outside_area(geoms, pix, inside, grid)
+    with warnings.catch_warnings():  # pixel coordinates: the identity transform is meant
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        label = rasterio.features.rasterize(
+            ((g, i + 1) for i, g in enumerate(inside) if not g.is_empty),
+            out_shape=(grid.height, grid.width),
+            transform=Affine.identity(),
+            fill=0,
+            dtype="int32",
+        ).ravel()
+    pixel, cell, fracs = _edge_coverage(inside, grid.width, grid.height, [_planar_profile])
+    centre_label = label[pixel]
+    label[pixel] = 0  # an edge pixel is a member only through an entry of the cell it touches
+    keep = fracs[0] > MIN_COVERAGE
+    pixel, cell, centre_label = pixel[keep], cell[keep], centre_label[keep]
+    coverage = np.minimum(fracs[0][keep], 1.0)
+    centre = centre_label == cell + 1
+    label[pixel[centre]] = cell[centre] + 1
+    delta = coverage - centre
+    n = len(cells)
+    total = (
+        np.bincount(label, minlength=n + 1)[1:]
+        + np.bincount(cell, weights=delta, minlength=n)
+        + outside
+    )
+    order = np.argsort(pixel, kind="stable")
+    edges = LevelEdges(
+        cell_ids=np.asarray(cells["cell_id"], dtype=np.uint64),
+        pixel=pixel[order].astype(np.int64),
+        cell=cell[order].astype(np.int32),
+        coverage=coverage[order],
+        delta=delta[order],
+        total_weight=total.astype(np.float64),
+    )
+    return label, edges
+
+
+@numba.njit(cache=True)
+def _combine(atom: np.ndarray, label: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Refine the atoms by one more level's labels, in place; return the (atom, label) keys.
+
+    New atom ids follow first appearance in raster order, so the result is deterministic.
+    """
+    ids = numba.typed.Dict.empty(numba.int64, numba.int64)
+    keys = []  # type: ignore[var-annotated]  # numba infers int64
+    last_key, last_id = np.int64(-1), np.int64(-1)
+    base = np.int64(n_labels + 1)
+    for p in range(len(atom)):
+        key = np.int64(atom[p]) * base + label[p]
+        if key != last_key:
+            found = ids.get(key, -1)
+            if found < 0:
+                found = len(keys)
+                ids[key] = found
+                keys.append(key)
+            last_key, last_id = key, found
+        atom[p] = last_id
+    out = np.empty(len(keys), dtype=np.int64)
+    for i in range(len(keys)):
+        out[i] = keys[i]
+    return atom, out
+
+
+@numba.njit(cache=True)
+def _group(atom: np.ndarray, keep: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group the pixels by atom (stable counting sort), leaving out atoms with ``keep`` False."""
+    count = np.zeros(n_atoms + 1, dtype=np.int64)
+    for p in range(len(atom)):
+        if keep[atom[p]]:
+            count[atom[p] + 1] += 1
+    start = np.cumsum(count)
+    fill = start[:-1].copy()
+    order = np.empty(start[-1], dtype=np.int64)
+    for p in range(len(atom)):
+        a = atom[p]
+        if keep[a]:
+            order[fill[a]] = p
+            fill[a] += 1
+    return order, start
+
+
+def build_level_map(levels: Mapping[str, gpd.GeoDataFrame], grid: RasterGrid) -> LevelMap:
+    """Build the atoms of several grid levels on a projected raster grid.
+
+    Parameters
+    ----------
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key (``GridSpec.key``) to its ``grid_cells`` (cell_id, EPSG:4326 geometry).
+    grid : RasterGrid
+        A projected raster grid.
+
+    Returns
+    -------
+    LevelMap
+        Pixels grouped by atom, each atom's cell per level and each level's edge entries.
+
+    Raises
+    ------
+    ValueError
+        If the raster is lon/lat (use ``aggregators.aggregate_raster``).
+    """
+    if grid.is_geographic:
+        raise ValueError("the multi-level pass needs a projected raster; use aggregate_raster")
+    atom = np.zeros(grid.width * grid.height, dtype=np.int64)
+    atom_cell = np.zeros((0, 1), dtype=np.int32)
+    edges = []
+    for cells in levels.values():
+        label, level_edges = _level_labels(cells, grid)
+        edges.append(level_edges)
+        atom, keys = _combine(atom, label, len(cells))
+        del label
+        base = len(cells) + 1
+        atom_cell = np.vstack(
+            [atom_cell[:, keys // base], (keys % base - 1).astype(np.int32)[None, :]]
+        )
+    keep = (atom_cell >= 0).any(axis=0)
+    order, start = _group(atom, keep, atom_cell.shape[1])
+    used = np.flatnonzero(keep)
+    return LevelMap(
+        grid=grid,
+        levels=tuple(levels),
+        order=order.astype(np.int32) if len(atom) < 2**31 else order,
+        atom_start=np.r_[start[used], start[-1]],
+        atom_cell=atom_cell[:, used],
+        edges=tuple(edges),
+    )
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def atom_moments(
+    values: np.ndarray, order: np.ndarray, start: np.ndarray, packed: np.ndarray
+) -> np.ndarray:
+    """Gather each atom's valid values to the front of its run in ``packed``; reduce them.
+
+    Returns ``(5, atoms)``: count, mean, sum of squared deviations from the mean (two passes
+    in float64), min and max (NaN where none is valid).
+    """
+    n_atoms = len(start) - 1
+    out = np.empty((5, n_atoms))
+    for a in numba.prange(n_atoms):
+        s, n = start[a], 0
+        total = 0.0
+        for j in range(start[a], start[a + 1]):
+            x = values[order[j]]
+            if x == x:
+                packed[s + n] = x
+                n += 1
+                total += np.float64(x)
+        mean = total / n if n > 0 else np.nan
+        m2, low, high = 0.0, np.inf, -np.inf
+        for j in range(s, s + n):
+            x = np.float64(packed[j])
+            m2 += (x - mean) * (x - mean)
+            low = min(low, x)
+            high = max(high, x)
+        out[0, a], out[1, a], out[2, a] = n, mean, m2
+        out[3, a] = low if n > 0 else np.nan
+        out[4, a] = high if n > 0 else np.nan
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def level_moments(
+    atoms: np.ndarray,
+    atom_cell: np.ndarray,
+    values: np.ndarray,
+    pixel: np.ndarray,
+    cell: np.ndarray,
+    coverage: np.ndarray,
+    delta: np.ndarray,
+    n_cells: int,
+) -> np.ndarray:
+    """Merge atoms into cells (Chan's rule, atom order) and apply the edge corrections.
+
+    Returns ``(5, cells)``: weight ``sum(c)``, mean, ``sum(c (x - mean)^2)``, min, max over
+    valid pixels with ``c > 0`` (``weight`` 0 and NaN where none).
+    """
+    n = np.zeros(n_cells)
+    mean = np.zeros(n_cells)
+    m2 = np.zeros(n_cells)
+    low = np.full(n_cells, np.inf)
+    high = np.full(n_cells, -np.inf)
+    for a in range(atoms.shape[1]):
+        c, na = atom_cell[a], atoms[0, a]
+        if c < 0 or na == 0:
+            continue
+        if n[c] == 0:
+            n[c], mean[c], m2[c] = na, atoms[1, a], atoms[2, a]
+        else:
+            total = n[c] + na
+            d = atoms[1, a] - mean[c]
+            mean[c] += d * na / total
+            m2[c] += atoms[2, a] + d * d * n[c] * na / total
+            n[c] = total
+        low[c] = min(low[c], atoms[3, a])
+        high[c] = max(high[c], atoms[4, a])
+    # Corrections around the shift k (the centre mean, or the first valid edge value).
+    k = mean.copy()
+    seen = n > 0
+    sw = np.zeros(n_cells)
+    sd = np.zeros(n_cells)
+    sdd = np.zeros(n_cells)
+    for e in range(len(pixel)):
+        x = np.float64(values[pixel[e]])
+        if x != x:
+            continue
+        c = cell[e]
+        if not seen[c]:
+            k[c], seen[c] = x, True
+        w, d = delta[e], x - k[c]
+        sw[c] += w
+        sd[c] += w * d
+        sdd[c] += w * d * d
+        if coverage[e] > 0:
+            low[c] = min(low[c], x)
+            high[c] = max(high[c], x)
+    out = np.empty((5, n_cells))
+    for c in range(n_cells):
+        w = n[c] + sw[c]
+        if w <= 0 or not seen[c]:
+            out[0, c], out[1, c], out[2, c] = 0.0, np.nan, np.nan
+            out[3, c], out[4, c] = np.nan, np.nan
+            continue
+        shift = sd[c] / w
+        out[0, c] = w
+        out[1, c] = k[c] + shift
+        out[2, c] = max(m2[c] + sdd[c] - w * shift * shift, 0.0)
+        out[3, c], out[4, c] = low[c], high[c]
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def to_keys(bits: np.ndarray) -> None:
+    """Turn float32 bit patterns (``int32`` view, no NaN) into order-preserving keys, in place.
+
+    Negative floats map to ``-(magnitude bits)``, so -0.0 and +0.0 share the key 0 and a run
+    sorted as floats stays sorted as keys.
+    """
+    for j in numba.prange(len(bits)):
+        if bits[j] < 0:
+            bits[j] = -(bits[j] & 0x7FFFFFFF)
+
+
+def from_keys(keys: np.ndarray) -> np.ndarray:
+    """Return the float32 values of order-preserving keys (the inverse of :func:`to_keys`)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    bits = np.where(keys >= 0, keys, (-keys) | np.int64(-(2**31)))
+    return bits.astype(np.int32).view(np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(keys, run_start, run_n, atoms, k, low, high) -> np.int64:
+    """Find the ``k``-th smallest (0-based) key of the union of sorted runs, by bisection."""
+    if len(atoms) == 1:
+        return np.int64(keys[run_start[atoms[0]] + k])
+    lo, hi = np.int64(low), np.int64(high)
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        count = 0
+        for a in atoms:
+            s = run_start[a]
+            count += np.searchsorted(keys[s : s + run_n[a]], mid, side="right")  # type: ignore[assignment]
+        if count >= k + 1:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def level_order_statistics(
+    keys: np.ndarray,
+    run_start: np.ndarray,
+    run_n: np.ndarray,
+    cell_start: np.ndarray,
+    cell_atoms: np.ndarray,
+    levels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Find the two order statistics around each quantile of each cell (numpy's linear rule).
+
+    ``cell_atoms[cell_start[c]:cell_start[c + 1]]`` are the atoms of cell ``c``; atom ``a``'s
+    sorted valid values are the keys ``keys[run_start[a]:run_start[a] + run_n[a]]``.
+    Returns the keys below and above ``(levels, cells)`` and the interpolation weight ``t``
+    (NaN for cells without a valid value).
+    """
+    n_cells = len(cell_start) - 1
+    below_key = np.zeros((len(levels), n_cells), dtype=np.int64)
+    above_key = np.zeros((len(levels), n_cells), dtype=np.int64)
+    weight = np.full((len(levels), n_cells), np.nan)
+    for c in numba.prange(n_cells):
+        mine = cell_atoms[cell_start[c] : cell_start[c + 1]]
+        mine = mine[run_n[mine] > 0]
+        if len(mine) == 0:
+            continue
+        n = 0
+        low, high = np.int64(2**40), np.int64(-(2**40))
+        for a in mine:
+            n += run_n[a]
+            low = min(low, np.int64(keys[run_start[a]]))
+            high = max(high, np.int64(keys[run_start[a] + run_n[a] - 1]))
+        for i in range(len(levels)):
+            position = (n - 1) * levels[i]
+            below = np.int64(np.floor(position))
+            above = min(below + 1, n - 1)
+            below_key[i, c] = _select(keys, run_start, run_n, mine, below, low, high)
+            above_key[i, c] = below_key[i, c]
+            if above != below:
+                above_key[i, c] = _select(keys, run_start, run_n, mine, above, low, high)
+            weight[i, c] = position - below
+    return below_key, above_key, weight
+
+
+def level_quantiles(
+    keys: np.ndarray,
+    run_start: np.ndarray,
+    run_n: np.ndarray,
+    cell_start: np.ndarray,
+    cell_atoms: np.ndarray,
+    levels: np.ndarray,
+) -> np.ndarray:
+    """Quantiles ``(levels, cells)`` by numpy's linear rule; see :func:`level_order_statistics`."""
+    below, above, t = level_order_statistics(keys, run_start, run_n, cell_start, cell_atoms, levels)
+    a = from_keys(below).astype(np.float64).reshape(below.shape)
+    b = from_keys(above).astype(np.float64).reshape(above.shape)
+    diff = b - a
+    with np.errstate(invalid="ignore"):
+        out = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return np.where(np.isnan(t), np.nan, out)
+
+
+def _sort_runs(packed: np.ndarray, start: np.ndarray, count: np.ndarray) -> None:
+    """Sort each atom's valid values in place, atoms shared out between threads."""
+
+    def work(atoms: Iterable[int]) -> None:
+        for a in atoms:
+            if count[a] > 1:
+                packed[start[a] : start[a] + count[a]].sort()
+
+    atoms = np.arange(len(count))
+    with ThreadPoolExecutor(SORT_THREADS) as pool:
+        list(pool.map(work, [atoms[i::SORT_THREADS] for i in range(SORT_THREADS)]))
+
+
+@dataclass(frozen=True)
+class _Band:
+    """One band's per-level results: ``(5, cells)`` moments and ``(levels, cells)`` quantiles."""
+
+    moments: list[np.ndarray]
+    quantiles: list[np.ndarray]
+
+
+def _reduce_band(
+    values: np.ndarray, lmap: LevelMap, levels: Sequence[float], packed: np.ndarray
+) -> _Band:
+    """Reduce one band (flat float32, NaN nodata) on every level of ``lmap``.
+
+    ``packed`` is scratch space of ``len(lmap.order)`` float32, reused from band to band.
+    """
+    atoms = atom_moments(values, lmap.order, lmap.atom_start, packed)
+    count = atoms[0].astype(np.int64)
+    start = lmap.atom_start[:-1]
+    if levels:
+        _sort_runs(packed, start, count)
+        to_keys(packed.view(np.int32))
+    q = np.asarray(levels, dtype=np.float64)
+    moments, quantiles = [], []
+    for i, edges in enumerate(lmap.edges):
+        n_cells = len(edges.cell_ids)
+        cells_of = lmap.atom_cell[i]
+        moments.append(
+            level_moments(
+                atoms, cells_of, values, edges.pixel, edges.cell, edges.coverage, edges.delta,
+                n_cells,
+            )
+        )  # fmt: skip
+        if not levels:
+            quantiles.append(np.zeros((0, n_cells)))
+            continue
+        member = np.flatnonzero(cells_of >= 0)
+        by_cell = member[np.argsort(cells_of[member], kind="stable")]
+        cell_start = np.searchsorted(cells_of[by_cell], np.arange(n_cells + 1))
+        quantiles.append(
+            level_quantiles(
+                packed.view(np.int32), start, count, cell_start, by_cell.astype(np.int64), q
+            )
+        )
+    return _Band(moments, quantiles)
+
+
+def aggregate_levels(
+    raster: xr.Dataset,
+    levels: Mapping[str, gpd.GeoDataFrame],
+    config: AggregationConfig = AggregationConfig(),
+    *,
+    level_map: LevelMap | None = None,
+) -> dict[str, xr.Dataset]:
+    """Compute exact zonal statistics of every variable of ``raster`` on several grid levels.
+
+    Each variable is read once (dask's threaded scheduler) and reduced on all levels; see the
+    module docstring for the method and the definitions. Results equal
+    ``aggregators.aggregate_raster`` on each level (moments to rounding, the rest exactly).
+
+    Parameters
+    ----------
+    raster : xarray.Dataset
+        2-D ``(y, x)`` variables on one projected grid (rioxarray CRS), NaN as nodata.
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key to its ``grid_cells``.
+    config : AggregationConfig, optional
+        The statistics (any of ``aggregators.STATISTICS``) and quantile levels.
+    level_map : LevelMap, optional
+        Atoms built earlier for the same raster grid and levels; built here if missing.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        Per level key an L2 dataset of ``<variable>_<statistic>`` on ``cell_ids`` (with
+        ``GridSpec.xdggs_attrs``), quantiles along a ``quantile`` dim.
+
+    Raises
+    ------
+    ValueError
+        If ``level_map`` was built for another grid or other levels.
+    """
+    grid = RasterGrid.from_xarray(raster)
+    if level_map is None:
+        level_map = build_level_map(levels, grid)
+    elif level_map.grid != grid or level_map.levels != tuple(levels):
+        raise ValueError("level_map was built for another raster grid or other levels")
+    q_levels = config.levels
+    names = [str(v) for v in raster.data_vars if raster[v].ndim == 2]
+    per_band = []
+    packed = np.empty(len(level_map.order), dtype=np.float32)
+    for name in names:
+        values = raster[name].data
+        if hasattr(values, "compute"):
+            values = values.compute(scheduler="threads")
+        flat = np.ascontiguousarray(values, dtype=np.float32).ravel()
+        per_band.append(_reduce_band(flat, level_map, q_levels, packed))
+        del values, flat
+    out = {}
+    for i, key in enumerate(level_map.levels):
+        spec = GridSpec.from_key(key)
+        edges = level_map.edges[i]
+        moments = np.stack([band.moments[i] for band in per_band], axis=1)  # (5, bands, cells)
+        weight = moments[0]
+        mean = moments[1]
+        cm = CellMoments(
+            cells=np.arange(len(edges.cell_ids)),
+            weight=weight,
+            weighted_sum=np.where(weight > 0, weight * mean, 0.0),
+            m2=np.where(weight > 0, moments[2], 0.0),
+            count=weight,
+            total=np.where(weight > 0, weight * mean, 0.0),
+            minimum=np.where(weight > 0, moments[3], np.inf),
+            maximum=np.where(weight > 0, moments[4], -np.inf),
+            member_cell=np.zeros(0, np.int32),
+            member_length=np.zeros(0, np.int64),
+            member_value=np.zeros((len(names), 0), np.float32),
+            total_weight=edges.total_weight,
+            quantiles={
+                q: np.stack([band.quantiles[i][j] for band in per_band])
+                for j, q in enumerate(q_levels)
+            },
+            requested=tuple(config.quantiles),
+        )
+        ds = xr.Dataset(coords={"cell_ids": ("cell_ids", edges.cell_ids, spec.xdggs_attrs)})
+        for stat in config.statistics:
+            entry = STATISTICS[stat]
+            values = entry.compute(cm)  # (bands, cells) or (quantile, bands, cells)
+            for b, name in enumerate(names):
+                if entry.dim:
+                    coords = {entry.dim: list(config.quantiles)}
+                    ds[f"{name}_{stat}"] = xr.DataArray(
+                        values[:, b].T, dims=["cell_ids", entry.dim], coords=coords
+                    )
+                else:
+                    ds[f"{name}_{stat}"] = ("cell_ids", values[b])
+        ds.attrs.update(grid=spec.grid, level=spec.level)
+        out[key] = ds
+    return out

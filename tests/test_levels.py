@@ -1,0 +1,216 @@
+"""The exact multi-level pass (``spatial.levels``) against exactextract and numpy, every level.
+
+One synthetic EPSG:3413 raster (two bands, nodata, a sea) carries the cells of all nine grid
+levels of the sample region at once; every level's moments are compared with exactextract on
+that level's own polygons, std and quantiles with their written definitions computed from
+exactextract's per-pixel values, coverages and centres.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import shapely
+import xarray as xr
+from exactextract import exact_extract
+from pyproj import Transformer
+
+from entropice_core.config import AreaOfInterest, GridSpec
+from entropice_core.features.terrain import TERRAIN_STATISTICS, terrain_features
+from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
+from entropice_core.spatial.grids import grid_cells
+from entropice_core.spatial.levels import aggregate_levels, build_level_map, from_keys, to_keys
+from entropice_core.spatial.pixelmap import RasterGrid, project_cells
+
+LEVELS = (
+    "h3_3", "h3_4", "h3_5", "h3_6", "healpix_6", "healpix_7", "healpix_8", "healpix_9",
+    "healpix_10",
+)  # fmt: skip
+SIZE, RES = 420, 500.0
+STATS = ("mean", "sum", "count", "min", "max", "std", "valid_fraction", "median", "quantile")
+QUANTILES = (0.25, 0.75)
+CONFIG = AggregationConfig(statistics=STATS, quantiles=QUANTILES)
+ALL_LAND = gpd.GeoDataFrame(
+    {"west": [-180.0], "south": [-90.0], "east": [180.0], "north": [90.0]},
+    geometry=[shapely.Polygon()],
+    crs="EPSG:4326",
+)
+
+
+def terrain_like(seed: int = 0) -> xr.Dataset:
+    """Two float32 bands on SIZE x SIZE pixels of RES m: relief with noise, 5 % nodata, and a
+    sea (NaN) over the western fifth whose coast cuts cells."""
+    rng = np.random.default_rng(seed)
+    cx, cy = Transformer.from_crs(4326, 3413, always_xy=True).transform(-134.0, 68.0)
+    left, top = cx - SIZE * RES / 2 + 0.37 * RES, cy + SIZE * RES / 2 - 0.21 * RES
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    relief = 300 + 200 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 20, (SIZE, SIZE))
+    slope = np.abs(rng.gamma(2.0, 3.0, (SIZE, SIZE)))
+    sea = xx < SIZE // 5
+    bands = {}
+    for name, values in (("elevation", relief), ("slope", slope)):
+        values = values.astype(np.float32)
+        values[sea | (rng.random((SIZE, SIZE)) < 0.05)] = np.nan
+        bands[name] = (("y", "x"), values)
+    coords = {"y": top - RES * (np.arange(SIZE) + 0.5), "x": left + RES * (np.arange(SIZE) + 0.5)}
+    return xr.Dataset(bands, coords=coords).rio.write_crs(3413)
+
+
+def cells_of(key: str, raster: xr.Dataset) -> gpd.GeoDataFrame:
+    west, south, east, north = raster.rio.transform_bounds(4326, densify_pts=50)
+    aoi = AreaOfInterest.from_bbox((west - 0.2, south - 0.1, east + 0.2, north + 0.1))
+    return grid_cells(GridSpec.from_key(key), aoi, ALL_LAND)
+
+
+@pytest.fixture(scope="module")
+def case():
+    raster = terrain_like()
+    levels = {key: cells_of(key, raster) for key in LEVELS}
+    grid = RasterGrid.from_xarray(raster)
+    level_map = build_level_map(levels, grid)
+    result = aggregate_levels(raster, levels, CONFIG, level_map=level_map)
+    return raster, levels, grid, level_map, result
+
+
+def _polygons(cells: gpd.GeoDataFrame, grid: RasterGrid, most: int = 0) -> gpd.GeoDataFrame:
+    """The cells as the engine projects them; ``most`` > 0 keeps an even spread of that many."""
+    polygons = gpd.GeoDataFrame(
+        {"i": np.arange(len(cells))}, geometry=project_cells(cells, grid), crs=3413
+    )
+    if most and len(polygons) > most:
+        polygons = polygons.iloc[np.linspace(0, len(polygons) - 1, most).astype(int)]
+    return polygons.reset_index(drop=True)
+
+
+#: Cells per level checked against exactextract (all of them at the coarse levels).
+CHECKED = 150
+
+
+@pytest.mark.parametrize("key", LEVELS)
+def test_every_level_equals_exactextract(case, key):
+    raster, levels, grid, _, result = case
+    polygons = _polygons(levels[key], grid, CHECKED)
+    ours = result[key].isel(cell_ids=polygons["i"].to_numpy())
+    for band in ("elevation", "slope"):
+        ops = ["mean", "sum", "count", "min", "max", "stdev"]
+        expected = exact_extract(raster[band], polygons, ops, output="pandas", include_cols=["i"])
+        seen = expected["count"].to_numpy() > 0
+        assert seen.sum() >= 1
+        for op in ops:
+            name = f"{band}_{'std' if op == 'stdev' else op}"
+            np.testing.assert_allclose(
+                ours[name].to_numpy()[seen], expected[op].to_numpy()[seen], rtol=1e-6, err_msg=name
+            )
+        assert np.isnan(ours[f"{band}_mean"].to_numpy()[~seen]).all()
+
+
+@pytest.mark.parametrize("key", LEVELS)
+def test_std_median_and_quartiles_follow_their_definitions(case, key):
+    """std: sqrt(sum(c (x - mean)^2) / sum(c)) over exactextract's values and coverages;
+    median and quartiles: numpy's linear rule over the valid pixels whose centre is inside."""
+    raster, levels, grid, _, result = case
+    polygons = _polygons(levels[key], grid, CHECKED)
+    per_pixel = exact_extract(
+        raster["slope"], polygons, ["coverage", "values", "center_x", "center_y"], output="pandas"
+    )
+    ours = result[key].isel(cell_ids=polygons["i"].to_numpy())
+    checked = 0
+    for i, row in per_pixel.iterrows():
+        values, weights = np.asarray(row["values"], float), np.asarray(row["coverage"], float)
+        valid = ~np.isnan(values)
+        if weights[valid].sum() > 0:
+            mean = np.average(values[valid], weights=weights[valid])
+            std = np.sqrt(np.average((values[valid] - mean) ** 2, weights=weights[valid]))
+            np.testing.assert_allclose(ours["slope_std"][i], std, rtol=1e-6)
+        inside = shapely.contains_xy(polygons.geometry[i], row["center_x"], row["center_y"])
+        members = values[valid & inside]
+        if members.size == 0:
+            assert np.isnan(ours["slope_median"][i])
+            continue
+        checked += 1
+        assert float(ours["slope_median"][i]) == np.median(members)
+        np.testing.assert_array_equal(ours["slope_quantile"][i], np.quantile(members, QUANTILES))
+    assert checked >= 1
+
+
+def test_one_pass_equals_each_level_alone_and_the_per_level_engine(case):
+    """Atoms merged into cells equal each level computed alone (atoms = its cells) and the
+    per-level engine: order statistics, extremes and counts bit for bit, means and spreads to
+    rounding (their sums run in another order)."""
+    raster, levels, _, _, result = case
+    exact = ("min", "max", "median", "quantile")
+    for key in ("h3_3", "h3_6", "healpix_8", "healpix_10"):
+        alone = aggregate_levels(raster, {key: levels[key]}, CONFIG)[key]
+        engine = aggregate_raster(raster, levels[key], GridSpec.from_key(key), CONFIG)
+        for name in result[key].data_vars:
+            ours = result[key][name].to_numpy()
+            for other in (alone[name].to_numpy(), engine[name].to_numpy()):
+                if str(name).rpartition("_")[2] in exact:
+                    np.testing.assert_array_equal(ours, other, err_msg=f"{key} {name}")
+                else:
+                    np.testing.assert_allclose(ours, other, rtol=1e-10, atol=1e-9)
+
+
+def test_a_coastal_cell_with_one_percent_land_gets_its_exact_mean():
+    raster = terrain_like(seed=3)
+    cells = cells_of("h3_5", raster)
+    grid = RasterGrid.from_xarray(raster)
+    polygons = _polygons(cells, grid)
+    inside = polygons.geometry.within(shapely.box(*raster.rio.bounds()))
+    i = int(np.flatnonzero(inside.to_numpy())[0])
+    cell = polygons.geometry[i]
+    # Land only on a strip along the cell's western edge: about 1 % of its area.
+    minx, miny, _, maxy = cell.bounds
+    left = minx
+    while shapely.intersection(cell, shapely.box(minx, miny, left, maxy)).area < 0.01 * cell.area:
+        left += RES / 4
+    land = raster["x"] < left
+    elevation = xr.where(land, raster["elevation"].fillna(5.0), np.nan).astype(np.float32)
+    elevation = elevation.transpose("y", "x")
+    coastal = xr.Dataset({"elevation": elevation}).rio.write_crs(3413)
+    ours = aggregate_levels(coastal, {"h3_5": cells}, CONFIG)["h3_5"]
+    expected = exact_extract(
+        coastal["elevation"], polygons.iloc[[i]], ["mean", "count", "values", "coverage"],
+        output="pandas",
+    )  # fmt: skip
+    values = np.asarray(expected["values"][0], float)
+    weights = np.asarray(expected["coverage"][0], float)
+    valid = ~np.isnan(values)
+    share = float(ours["elevation_valid_fraction"][i])
+    assert 0.005 < share < 0.03  # about 1 % of the cell is land
+    mean = np.average(values[valid], weights=weights[valid])
+    np.testing.assert_allclose(float(ours["elevation_mean"][i]), mean, rtol=1e-6)
+    np.testing.assert_allclose(float(ours["elevation_mean"][i]), expected["mean"][0], rtol=1e-6)
+
+
+def test_terrain_features_are_exact_by_default_and_report_a_sample_error():
+    raster = terrain_like(seed=5)
+    cells = cells_of("h3_5", raster)
+    spec = GridSpec.from_key("h3_5")
+    exact = terrain_features(raster, cells, spec)
+    assert exact.attrs["pixel_stride"] == 1 and exact.attrs["exact"] == 1
+    direct = aggregate_levels(raster, {"h3_5": cells}, TERRAIN_STATISTICS)["h3_5"]
+    for name in direct.data_vars:
+        np.testing.assert_array_equal(exact[name], direct[name])
+    sampled = terrain_features(raster, cells, spec, min_pixels_per_cell=30)
+    assert sampled.attrs["exact"] == 0 and sampled.attrs["pixel_stride"] > 1
+    pixels = sampled.attrs["sample_pixels_per_cell"]
+    assert pixels >= 30
+    assert sampled.attrs["expected_error_of_mean"] == pytest.approx(1 / np.sqrt(pixels))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([-np.inf, -3.5, -1e-40, -0.0, 0.0, 1e-45, 2.0, 7.25, np.inf], np.float32),
+        np.sort(np.random.default_rng(0).normal(0, 1e3, 1000).astype(np.float32)),
+    ],
+)
+def test_order_keys_keep_float_order_and_round_trip(values):
+    keys = values.copy().view(np.int32)
+    to_keys(keys)
+    assert (np.diff(keys.astype(np.int64)) >= 0).all()
+    back = from_keys(keys)
+    np.testing.assert_array_equal(back, values)  # -0.0 comes back as 0.0, equal
