@@ -40,6 +40,14 @@ from entropice_dagster.definitions import defs
 defs = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=defs.resources,
                       executor=dg.multiprocess_executor)
 """
+#: The job the UI builds when one asset is materialised (its asset selection, nothing else).
+ONE_ASSET = """\
+import dagster as dg
+from entropice_dagster.definitions import defs
+job = dg.define_asset_job("rts_labels_only", selection=["rts_labels"])
+defs = dg.Definitions(assets=defs.assets, jobs=[job], resources=defs.resources,
+                      executor=defs.executor)
+"""
 
 
 def _environment(home: Path, data_dir: Path) -> dict[str, str]:
@@ -68,22 +76,27 @@ def _launched(root: Path, data_dir: Path, partition: str) -> float:
     until the instance records the run's success."""
     home = root / "launch"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\nrun_coordinator:\n"
+        "  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
     env = _environment(home, data_dir)
+    (root / "one_asset_defs.py").write_text(ONE_ASSET)
     started = time.perf_counter()
     subprocess.run(
-        [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "per_cell_assets",
-         "-o", "rts_labels", "--tags", json.dumps({"dagster/partition": partition})],
+        [str(BIN / "dagster"), "job", "launch", "-f", str(root / "one_asset_defs.py"),
+         "-j", "rts_labels_only", "--tags", json.dumps({"dagster/partition": partition})],
         cwd=REPO, env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
     instance = dg.DagsterInstance.from_config(str(home))
     try:
-        while True:
+        while time.perf_counter() - started < 600:
             (run,) = instance.get_runs(limit=1)
             if run.is_finished:
                 assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
                 return time.perf_counter() - started
             time.sleep(0.2)
+        raise TimeoutError(f"the launched run is still {run.status.value} after 600 s")
     finally:
         instance.dispose()
 

@@ -1211,8 +1211,9 @@ def terrain_features(
     min_pixels_per_cell: Annotated[
         int | None,
         Parameter(
-            help="0 (default): every pixel, exact. Else sample every k-th pixel so that a "
-            "median cell keeps at least this many (faster, with an expected error)."
+            help="Sample every k-th pixel so that a median cell keeps at least this many "
+            "(default 2500, with an expected error); 0: every pixel, exact (with --all-levels "
+            "in one pass over the rasters for all levels)."
         ),
     ] = None,
     aoi: AreaOption = None,
@@ -1256,7 +1257,7 @@ def terrain_features(
     derivatives = load_dataset(layout, "terrain_derivatives")
     assert isinstance(derivatives, xr.DataTree)  # an unpartitioned raster loads as a tree
     together: dict[str, xr.Dataset] = {}
-    if len(specs) > 1 and not min_pixels_per_cell:  # exact: one pass for all levels
+    if len(specs) > 1 and min_pixels_per_cell == 0:  # exact: one pass for all levels
         frames = {k: _cells_in(read_geoparquet(path), area, k) for k, path in cells.items()}
         together = terrain.derivative_features_levels(derivatives, frames)
     with _progress(steps=True) as progress:

@@ -185,11 +185,11 @@ def test_a_coastal_cell_with_one_percent_land_gets_its_exact_mean():
     np.testing.assert_allclose(float(ours["elevation_mean"][i]), expected["mean"][0], rtol=1e-6)
 
 
-def test_terrain_features_are_exact_by_default_and_report_a_sample_error():
+def test_terrain_features_exact_on_request_and_sampled_with_their_error():
     raster = terrain_like(seed=5)
     cells = cells_of("h3_5", raster)
     spec = GridSpec.from_key("h3_5")
-    exact = terrain_features(raster, cells, spec)
+    exact = terrain_features(raster, cells, spec, min_pixels_per_cell=0)
     assert exact.attrs["pixel_stride"] == 1 and exact.attrs["exact"] == 1
     direct = aggregate_levels(raster, {"h3_5": cells}, TERRAIN_STATISTICS)["h3_5"]
     for name in direct.data_vars:

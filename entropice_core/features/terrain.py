@@ -32,9 +32,12 @@ TERRAIN_STATISTICS = AggregationConfig(
 NOT_AGGREGATED = ("aspect",)
 
 
-#: Default sample size per cell: 0, every pixel (exact). A sample of n pixels per cell (say
-#: 2,500, a 50 x 50 grid) estimates a cell's mean to about ``1 / sqrt(n)`` of its spread.
-MIN_PIXELS_PER_CELL = 0
+#: Default sample size per cell: 2,500 pixels (a 50 x 50 grid), which estimates a cell's mean
+#: to about ``1 / sqrt(n)`` = 2 % of its spread; 0 is every pixel (exact). Still the default
+#: because a grid level is one Dagster run and an exact level costs a full read of the
+#: derivatives (issue 19: exact by default once one run covers all levels, where one pass
+#: serves them all).
+MIN_PIXELS_PER_CELL = 2500
 
 
 def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
@@ -74,10 +77,10 @@ def terrain_features(
 ) -> xr.Dataset:
     """Compute per-cell statistics of elevation and each derivative on one grid level.
 
-    By default every pixel counts (exact): moments weighted by each pixel's exact coverage
-    of the cell, quantiles over the pixels whose centre lies in the cell
-    (``spatial.levels.aggregate_levels``, docs/aggregation.md). With ``min_pixels_per_cell``
-    above 0 the statistics are taken over a regular sample instead: every ``stride``-th
+    With ``min_pixels_per_cell=0`` every pixel counts (exact): moments weighted by each
+    pixel's exact coverage of the cell, quantiles over the pixels whose centre lies in the
+    cell (``spatial.levels.aggregate_levels``, docs/aggregation.md). Above 0 (default
+    :data:`MIN_PIXELS_PER_CELL`) the statistics are taken over a regular sample: every ``stride``-th
     pixel in each direction (the centre of each ``stride x stride`` block), the stride (from
     ``terrain.overviews.SAMPLE_STRIDES``) chosen so that a cell of median size keeps at
     least that many pixels, read from ``overviews`` where they hold it; the attrs then give
@@ -94,8 +97,8 @@ def terrain_features(
     statistics : AggregationConfig, optional
         The statistics per variable.
     min_pixels_per_cell : int, optional
-        0 (default): every pixel. Else the sample size per cell of median area, see
-        :func:`pixel_stride`.
+        0: every pixel (exact). Else (default 2,500) the sample size per cell of median area,
+        see :func:`pixel_stride`.
     parallel : bool, optional
         Sampled path: run the blocks as dask tasks on the current scheduler.
     overviews : xarray.Dataset, optional

@@ -106,13 +106,13 @@ def terrain_derivatives(config: TerrainDerivativesConfig, watermask, arcticdem_t
 
 
 class TerrainFeaturesConfig(dg.Config):
-    """Whether the per-cell statistics use every pixel (maps onto ``terrain_features``)."""
+    """How many pixels the per-cell statistics use (maps onto ``terrain_features``)."""
 
     min_pixels_per_cell: int | None = Field(
         default=None,
         ge=0,
-        description="0 (default): every pixel, exact. Else sample every k-th pixel so that a "
-        "median cell keeps at least this many (faster; the expected error is in the metadata).",
+        description="Sample every k-th pixel so that a median cell keeps at least this many "
+        "(default 2500; the expected error is in the metadata); 0: every pixel, exact.",
     )
 
 
@@ -141,9 +141,9 @@ def terrain_features(
     """Per-cell statistics of elevation and every terrain derivative (aspect as northness
     and eastness).
 
-    Mean, std, min, max, median and quartiles inside each cell over every pixel (exact cell
-    coverage, see docs/aggregation.md; a pixel sample only on request, docs/terrain.md),
-    plus the valid fraction of the cell's area.
+    Mean, std, min, max, median and quartiles inside each cell (exact cell coverage, see
+    docs/aggregation.md) over a regular pixel sample sized to the cells, or every pixel with
+    min_pixels_per_cell=0 (docs/terrain.md), plus the valid fraction of the cell's area.
     """
     from entropice_core.config import GridSpec
     from entropice_core.features import terrain
