@@ -32,9 +32,15 @@ def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:
     return project_resources(data_dir, aoi)
 
 
-def backfill_from_cli(tmp_path: Path, job: str, dynamic: dict[str, list[str]] | None = None):
-    """Run ``dagster job backfill -j <job> --all`` as a user would, against a fresh instance
-    under ``tmp_path`` (``dynamic`` partitions added first); returns its runs and backfill."""
+def backfill_from_cli(
+    tmp_path: Path,
+    job: str,
+    dynamic: dict[str, list[str]] | None = None,
+    partitions: tuple[str, ...] = ("--all",),
+):
+    """Run ``dagster job backfill -j <job> --all`` (or other ``partitions`` options, e.g.
+    ``--from A --to B``) as a user would, against a fresh instance under ``tmp_path``
+    (``dynamic`` partitions added first); returns its runs and backfill."""
     import dagster as dg
 
     home = tmp_path / "home"
@@ -47,8 +53,9 @@ def backfill_from_cli(tmp_path: Path, job: str, dynamic: dict[str, list[str]] | 
         instance.dispose()
     env = os.environ | {"DAGSTER_HOME": str(home), "ENTROPICE_DATA_DIR": str(tmp_path / "data")}
     dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "job", "backfill", "-j", job, *partitions, "--noprompt"]
     done = subprocess.run(
-        [str(dagster), "job", "backfill", "-j", job, "--all", "--noprompt", "-w", "workspace.yaml"],
+        [*command, "-w", "workspace.yaml"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

@@ -122,3 +122,13 @@ def test_an_unknown_arctic_year_says_how_to_add_it(tmp_path: Path, monkeypatch) 
     with pytest.raises(SystemExit) as exit_info:
         main(["add-years", "1900"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.slow  # a `dagster` subprocess loads the code location
+def test_cli_backfill_of_a_range_of_arctic_years(tmp_path: Path, cli_backfill) -> None:
+    years = [str(y) for y in range(2018, 2024)]
+    runs, backfill = cli_backfill(
+        tmp_path, "era5_arctic_year", {"arctic_year": years}, ("--from", "2019", "--to", "2021")
+    )
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["2019", "2020", "2021"]
+    assert sorted(backfill.partition_names) == ["2019", "2020", "2021"]

@@ -106,7 +106,7 @@ def test_cli_train_and_predict(models, tmp_path) -> None:
         timeout=300,
         check=False,
     )
-    assert bad.returncode == 2 and "unknown model None" in bad.stderr
+    assert bad.returncode == 2 and "configs/dataset.toml: model: missing" in bad.stderr
     predict = subprocess.run(
         [
             *(str(ENTROPICE), "predict", "--grid-level", KEY, "--experiment", "rf-binary"),
