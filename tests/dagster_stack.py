@@ -189,6 +189,8 @@ def dagster_stack(
     environment |= {
         "DAGSTER_HOME": str(home),
         "ENTROPICE_DATA_DIR": str(data_dir),
+        # the automation sensor stopped: the instance runs only what the test launches
+        "ENTROPICE_AUTOMATION": "off",
         # run processes import the code under test, whichever checkout installed the package
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }

@@ -76,16 +76,15 @@ def postgres_cluster(bin_dir: Path) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="entropice-pg-"))
     if user is not None:
         os.chown(root, user.pw_uid, user.pw_gid)
-    as_user = (
-        {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user is not None else {}
-    )
+    uid, gid = (user.pw_uid, user.pw_gid) if user is not None else (None, None)
     data, log, port = root / "data", root / "postgres.log", free_port()
     (root / "password").write_text(PASSWORD)
 
     def run(*command: str | Path) -> None:
         done = subprocess.run(
             [str(c) for c in command], cwd=root, capture_output=True, text=True,
-            timeout=180, check=False, **as_user,
+            timeout=180, check=False,
+            user=uid, group=gid, extra_groups=None if uid is None else [],
         )  # fmt: skip
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
 

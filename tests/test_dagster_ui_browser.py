@@ -5,10 +5,11 @@ dagster.yaml) and data directory, driven by headless Chromium (Playwright with D
 
 It opens the asset lineage, materialises one partition of ``grid_cells`` through the
 Materialize dialog, launches a two-partition backfill from the same dialog, waits (through the
-GraphQL API) until the daemon has run both, and writes screenshots: ``ui-lineage.png``,
-``ui-materialize.png`` and ``ui-backfill.png`` (``ENTROPICE_SCREENSHOTS``: where to; those in
-docs/images come from this test). The water mask that ``grid_cells`` reads is materialised
-before the servers start, so the dialog has nothing to warn about.
+GraphQL API) until the daemon has run both, and writes screenshots: ``ui-materialize.png``,
+``ui-backfill.png``, ``ui-lineage.png`` (the whole graph) and ``ui-asset.png`` (grid_cells up
+close); ``ENTROPICE_SCREENSHOTS`` says where to (those in docs/images come from this test).
+The water mask that ``grid_cells`` reads is materialised before the servers start, so the
+dialog has nothing to warn about.
 """
 
 from __future__ import annotations
@@ -141,6 +142,15 @@ def test_materialise_and_backfill_from_the_ui(stack: DagsterStack, chromium: str
             page.mouse.up()
             page.wait_for_timeout(1_000)
             page.screenshot(path=str(out / "ui-lineage.png"))
+
+            # closer: the grid stage's nodes (checks, partitions filled) and the asset's panel
+            page.goto(f"{stack.url}/asset-groups/grid_cells")  # selected and centred
+            page.get_by_role("button", name="Materialize selected").wait_for()
+            for _ in range(5):
+                page.locator("button:has([aria-label=zoom_in])").first.click()
+            page.get_by_text("33% filled").wait_for()  # 3 of the 9 grid levels
+            page.wait_for_timeout(1_000)
+            page.screenshot(path=str(out / "ui-asset.png"))
         finally:
             browser.close()
 
@@ -149,5 +159,5 @@ def test_materialise_and_backfill_from_the_ui(stack: DagsterStack, chromium: str
     assert partitions[SINGLE] == run["runId"]
     for key in (SINGLE, *BACKFILL):
         assert (stack.data_dir / "grids" / f"{key}.parquet").is_file()
-    for name in ("ui-lineage", "ui-materialize", "ui-backfill"):
+    for name in ("ui-lineage", "ui-materialize", "ui-backfill", "ui-asset"):
         assert (out / f"{name}.png").stat().st_size > 10_000  # a drawn page, not a blank one
