@@ -11,6 +11,9 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export ENTROPICE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# The instance settings copied into DAGSTER_HOME: SQLite for one person; a team shares
+# PostgreSQL with DAGSTER_YAML=deploy/dagster-postgres.yaml (and DAGSTER_PG_* set, see README).
+DAGSTER_YAML ?= dagster.yaml
 PORT ?= 3000
 
 .PHONY: help demo test ui dashboard lint format bench clean
@@ -31,7 +34,7 @@ $(UV):
 	@touch $@
 
 demo: .venv/.synced  ## build .venv, materialise the asset graph on the sample region, print a summary
-	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp $(DAGSTER_YAML) $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/entropice demo --data-dir $(ENTROPICE_DATA_DIR)
 
 test: .venv/.synced  ## build .venv with dev extras and run the tests (PYTEST_ARGS='-m "not slow"': the quick ones)
@@ -39,7 +42,7 @@ test: .venv/.synced  ## build .venv with dev extras and run the tests (PYTEST_AR
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
 
 ui: .venv/.synced  ## open the Dagster UI on http://127.0.0.1:$(PORT)
-	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp $(DAGSTER_YAML) $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 # The dashboard's port: PORT=... on the command line or in the environment, else 8501 (the
