@@ -80,13 +80,20 @@ def readable_cell_ids(frame: Any) -> Any:
     return frame
 
 
-def frame_summary(frame: Any) -> dict[str, object]:
-    """Bounding box and the first rows of a GeoDataFrame."""
+def frame_summary(frame: Any, map_of: str | None = None) -> dict[str, object]:
+    """Bounding box and the first rows of a GeoDataFrame; with ``map_of``, a map of that
+    column on the frame's own geometries (one row per cell: the first of each cell id)."""
     head = readable_cell_ids(frame.head(10).drop(columns="geometry"))
-    return {
+    summary: dict[str, object] = {
         "bbox": [round(float(v), 4) for v in frame.total_bounds],
         "preview": dg.MetadataValue.md(head.to_markdown()),
     }
+    if map_of is not None:
+        from entropice_core.plots import cell_values_png
+
+        cells = frame.drop_duplicates("cell_id")
+        summary["map"] = png_markdown(cell_values_png(cells, cells[map_of], map_of), map_of)
+    return summary
 
 
 def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
@@ -98,6 +105,21 @@ def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
 def markdown_table(frame: Any, digits: int = 4) -> dg.MetadataValue:
     """A pandas frame as a markdown table, rounded (cell ids as the grid writes them)."""
     return dg.MetadataValue.md(readable_cell_ids(frame.round(digits)).to_markdown())
+
+
+def cell_map(cells: Any, values: Any, title: str) -> dg.MetadataValue:
+    """A small map of one per-cell variable (an xarray DataArray over ``cell_ids``, or a
+    Series indexed by cell id), drawn on ``cells`` in their order; cells without a value are
+    left blank."""
+    import numpy as np
+    import pandas as pd
+
+    from entropice_core.plots import cell_values_png
+
+    if not isinstance(values, pd.Series):
+        values = values.to_series()
+    aligned = values[~values.index.duplicated()].reindex(cells["cell_id"].to_numpy())
+    return png_markdown(cell_values_png(cells, np.asarray(aligned, float), title), title)
 
 
 def stored_at(asset: str) -> dict[str, str]:

@@ -5,7 +5,9 @@ its files, metadata and checks are those of the storage layout and the check spe
 The run itself is the session fixture ``sample_graph`` (conftest.py), shared with the tests of
 each stage; `make demo` runs the same graph on all nine grid levels."""
 
+import dagster as dg
 import geopandas as gpd
+import h3
 import pandas as pd
 import pytest
 from conftest import GRAPH_LEVELS
@@ -112,3 +114,26 @@ def test_every_cell_is_carried_from_grid_to_predictions(sample_graph, key) -> No
         assert sample_graph.metadata("predictions", partition)["cells"] == len(cells)
         cv = pd.read_parquet(folder / "cv_results.parquet")
         assert len(cv) > 0
+
+
+@pytest.mark.parametrize("key", GRAPH_LEVELS)
+def test_every_per_cell_asset_shows_a_map_and_readable_cell_ids(sample_graph, key) -> None:
+    maps = {
+        "grid_cells": "map_preview",
+        "rts_labels": "map",
+        "terrain_features": "map",
+        "climate_features": "map",
+        "alphaearth_features": "pc1_map",
+    }
+    for asset, name in maps.items():
+        image = sample_graph.metadata(asset, key)[name]
+        assert image.startswith("![") and "data:image/png;base64," in image, asset
+    experiment = sample_graph.experiments[key][0]
+    partition = dg.MultiPartitionKey({"grid_level": key, "experiment": experiment})
+    predictions = sample_graph.metadata("predictions", partition)
+    assert "data:image/png;base64," in predictions["map"]
+    preview = sample_graph.metadata("grid_cells", key)["preview"]
+    assert "e+" not in preview  # 64-bit ids as the grid writes them, not as floats
+    if key.startswith("h3"):
+        cells = gpd.read_parquet(sample_graph.data_dir / "grids" / f"{key}.parquet")
+        assert h3.int_to_str(int(cells["cell_id"].iloc[0])) in preview

@@ -11,7 +11,7 @@ from entropice_core.layout import Layout
 from entropice_dagster.automation import CLIMATE_AUTOMATION
 from entropice_dagster.checks import check_specs, checked_output, degree_days_plausible
 from entropice_dagster.io_managers import MANIFEST_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
-from entropice_dagster.metadata import OWNERS, markdown_table, stored_at
+from entropice_dagster.metadata import OWNERS, cell_map, markdown_table, stored_at
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
 from entropice_dagster.resources import (
     AreaOfInterestResource,
@@ -161,4 +161,7 @@ def climate_features(
     with dask.client.as_current():
         features = climate.climate_features(indices, grid_cells, spec, parallel=True)
     metadata = {**dask.metadata(), **climate.feature_summary(features)}
+    metadata["map"] = cell_map(
+        grid_cells, features["thawing_degree_days"].mean("year"), "TDD, °C·d"
+    )
     yield from checked_output(features, metadata, [degree_days_plausible(features, grid_cells)])

@@ -12,7 +12,7 @@ from entropice_dagster.checks import (
     rts_area_matches_footprints,
 )
 from entropice_dagster.io_managers import GEOPARQUET_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
-from entropice_dagster.metadata import OWNERS, frame_summary, stored_at
+from entropice_dagster.metadata import OWNERS, cell_map, frame_summary, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     AreaOfInterestResource,
@@ -152,5 +152,6 @@ def rts_labels(
         "rts_area_km2": round(float(labels["rts_area_km2"].sum()), 4),
         "years": labels["year"].to_numpy().tolist(),
         **darts.observation_summary(labels),
+        "map": cell_map(grid_cells, labels["rts_density_all_years"], "RTS per 1000 km², all years"),
     }
     yield from checked_output(labels, metadata, [rts_area_matches_footprints(labels, expected)])

@@ -176,7 +176,7 @@ def predictions(
         "cells_without_prediction": int(frame["predicted_class"].isna().sum()),
         "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
         "dashboard": dashboard_url("inference", context.partition_key),
-        **frame_summary(frame),
+        **frame_summary(frame, map_of="predicted_class"),
     }
     yield from checked_output(frame, metadata)
 

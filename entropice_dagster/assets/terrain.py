@@ -13,7 +13,7 @@ from entropice_dagster.io_managers import (
     PREVIEW_METADATA_KEY,
     ZARR_IO_MANAGER_KEY,
 )
-from entropice_dagster.metadata import OWNERS, stored_at
+from entropice_dagster.metadata import OWNERS, cell_map, stored_at
 from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import (
     ArcticDEMSourceResource,
@@ -155,4 +155,5 @@ def terrain_features(
             terrain_derivatives, grid_cells, spec, parallel=True, **options
         )
     metadata = {**dask.metadata(), **terrain.feature_summary(features)}
+    metadata["map"] = cell_map(grid_cells, features["elevation_mean"], "mean elevation (m)")
     yield from checked_output(features, metadata, [elevation_plausible(features, grid_cells)])
