@@ -322,9 +322,9 @@ class Layout:
         return [
             (level.name, folder.name, folder)
             for level in sorted(root.iterdir())
-            if level.is_dir()
+            if level.is_dir() and not level.name.startswith(".")
             for folder in sorted(level.iterdir())
-            if folder.is_dir()
+            if folder.is_dir() and not folder.name.startswith(".")  # versions are hidden
         ]
 
     @property
