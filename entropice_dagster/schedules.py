@@ -1,4 +1,4 @@
-"""Schedules: the yearly ERA5 refresh.
+"""Schedules: the yearly ERA5 refresh, and the daily Icechunk maintenance.
 
 ERA5 (as ERA5T) appears on the CDS about 5 days after real time, so Arctic year Y (ending 30
 September Y) is complete once 1 October Y 00 UTC, which closes 30 September's precipitation,
@@ -19,7 +19,7 @@ import datetime as dt
 import dagster as dg
 
 from entropice_core.ingest.era5 import latest_published_arctic_year
-from entropice_dagster.jobs import era5_arctic_year
+from entropice_dagster.jobs import era5_arctic_year, icechunk_maintenance
 from entropice_dagster.partitions import ARCTIC_YEAR
 
 #: First Arctic year registered by the schedule (the architecture's partitions start in 2000).
@@ -76,3 +76,14 @@ def refresh_requests(
 def era5_refresh(context: dg.ScheduleEvaluationContext):
     """Advance the ERA5 refresh by one stage (see ``refresh_requests``)."""
     return refresh_requests(context.instance, context.scheduled_execution_time)
+
+
+icechunk_maintenance_daily = dg.ScheduleDefinition(
+    name="icechunk_maintenance_daily",
+    job=icechunk_maintenance,
+    cron_schedule="30 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 03:30 UTC: expire old Icechunk snapshots (keeping the newest three) "
+    "and delete chunks no kept snapshot needs.",
+)

@@ -15,8 +15,9 @@ an experiment folder) and outputs that belong together (``labels_h3_6.zarr`` wit
 A write fills a hidden temporary directory, renames it to a new version and replaces the
 pointer with a new symbolic link in one ``os.replace``: every public path shows the previous
 version or the new one, all members of one version together, never nothing. The previous
-version stays on disk until the next write, so a reader that resolved the path once
-(:func:`resolve_published`) keeps reading a complete version while a write is published;
+version stays on disk until the next write (and any version for
+:data:`SUPERSEDED_GRACE_S` after it was replaced), so a reader that resolved the path once
+(:func:`resolve_published`) keeps reading a complete version while writes are published;
 older versions are deleted. Opening the public path lazily without resolving it (plain
 ``xr.open_zarr``) follows the pointer on every chunk read, as any path does.
 
@@ -48,6 +49,9 @@ from pathlib import Path
 STALE_AGE_S = 7 * 86_400
 #: Temporaries without a process id (written by the earlier code) are deleted after this.
 LEGACY_AGE_S = 3_600
+#: A version replaced less than this long ago (seconds) is kept even beyond the previous one,
+#: so a reader that resolved it just before two quick writes can finish.
+SUPERSEDED_GRACE_S = 60.0
 _HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "host"
 
 
@@ -324,10 +328,16 @@ def _publish(path: Path, members: Sequence[Path], tmp: Path, keep_others: bool) 
         _replace_with_link(pointer, version.name)
         for member in members:
             _link_public(member, pointer)
+        if previous is not None and pointer.parent.joinpath(previous).is_dir():
+            os.utime(pointer.parent / previous)  # its mtime: when it stopped being current
         keep = {version.name, previous}
+        cutoff = time.time() - SUPERSEDED_GRACE_S
         for old in path.parent.glob(f".{glob_escape(path.name)}.v*"):
-            if old.name not in keep and re.fullmatch(r"v[0-9a-f]{12}", old.suffix[1:]):
-                _remove(old)
+            if old.name in keep or not re.fullmatch(r"v[0-9a-f]{12}", old.suffix[1:]):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if old.stat().st_mtime < cutoff:
+                    _remove(old)
 
 
 def glob_escape(name: str) -> str:
@@ -384,3 +394,28 @@ def published_versions(path: str | Path) -> list[Path]:
     if not path.parent.is_dir():
         return []
     return sorted(path.parent.glob(f".{glob_escape(path.name)}.v*"))
+
+
+def resolve_together(path: str | Path, *companions: str | Path) -> tuple[Path, ...]:
+    """Resolve an output and its companions to one version (see :func:`atomic_dirs`).
+
+    Resolving each public path on its own could straddle a publication and pair one version's
+    store with the next one's table; this reads the pointer once.
+
+    Parameters
+    ----------
+    path : str or Path
+        The main output, as given to :func:`atomic_dirs`.
+    *companions : str or Path
+        The outputs published with it.
+
+    Returns
+    -------
+    tuple of Path
+        Real paths of ``path`` and each companion, all of one version.
+    """
+    path = Path(path)
+    real = resolve_published(path)
+    if real.parent.name.startswith(f".{path.name}.v"):
+        return (real, *(real.parent / Path(c).name for c in companions))
+    return (real, *(resolve_published(c) for c in companions))
