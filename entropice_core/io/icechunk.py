@@ -142,8 +142,8 @@ def commit_raster(
     # feeds both its own write and the derived groups; on threads, because writable
     # sessions do not pickle.
     groups = {None: dataset} | {group: build(dataset) for group, build in (derived or {}).items()}
-    encodings = {
-        group: {name: {"compressors": RASTER_COMPRESSORS} for name in data.data_vars}
+    encodings: dict[str | None, dict[str, dict[str, Any]]] = {
+        group: {str(name): {"compressors": RASTER_COMPRESSORS} for name in data.data_vars}
         for group, data in groups.items()
     }
     if not _write_changed_chunks(session, groups, encodings):
@@ -214,7 +214,8 @@ def _write_changed_chunks(
     memory store and compared with the stored groups; if any differs, nothing is written and
     False tells the caller to rewrite the groups.
     """
-    sources, targets = [], []
+    sources: list[da.Array] = []
+    targets: list[Any] = []  # zarr-like targets dask.array.store writes blocks to
     counts, lock = {"same": 0, "written": 0}, threading.Lock()
     for group, data in groups.items():
         try:
