@@ -259,6 +259,21 @@ class Layout:
         """The terrain derivatives (Icechunk repository)."""
         return self.asset_path("terrain_derivatives")
 
+    def icechunk_repositories(self) -> dict[str, Path]:
+        """Return the Icechunk repositories of the layout that exist, by asset.
+
+        Returns
+        -------
+        dict of str to Path
+            Asset name to repository path (``*.icechunk``), for the maintenance job.
+        """
+        return {
+            asset: path
+            for asset, template in ASSET_PATHS.items()
+            if template.endswith(".icechunk") and not template_fields(template)
+            if (path := self.asset_path(asset)).is_dir()
+        }
+
     def training_dataset(self, grid_level: str) -> Path:
         """Return the training dataset of a grid level (Zarr).
 
@@ -322,9 +337,9 @@ class Layout:
         return [
             (level.name, folder.name, folder)
             for level in sorted(root.iterdir())
-            if level.is_dir()
+            if level.is_dir() and not level.name.startswith(".")
             for folder in sorted(level.iterdir())
-            if folder.is_dir()
+            if folder.is_dir() and not folder.name.startswith(".")  # versions are hidden
         ]
 
     @property

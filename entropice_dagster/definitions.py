@@ -12,8 +12,9 @@ import dagster as dg
 
 from entropice_core.config import Settings
 from entropice_dagster.assets import all_assets
-from entropice_dagster.jobs import era5_arctic_year, per_cell_assets
+from entropice_dagster.jobs import era5_arctic_year, icechunk_maintenance, per_cell_assets
 from entropice_dagster.resources import project_resources
+from entropice_dagster.schedules import icechunk_maintenance_daily
 from entropice_dagster.sensors import sensors
 
 settings = Settings.from_env()
@@ -40,7 +41,8 @@ automation = dg.AutomationConditionSensorDefinition(
 defs = dg.Definitions(
     assets=all_assets,
     executor=dg.in_process_executor,
-    jobs=[per_cell_assets, era5_arctic_year],
+    jobs=[per_cell_assets, era5_arctic_year, icechunk_maintenance],
+    schedules=[icechunk_maintenance_daily],
     sensors=[*sensors, automation],
     resources=project_resources(settings.data_dir, settings.aoi),
 )

@@ -2,10 +2,17 @@
 
 ``dagster job backfill -j per_cell_assets --all --noprompt -w workspace.yaml`` queues a backfill
 of all nine grid levels (run by the daemon that ``make ui`` starts); the UI does the same from
-the asset graph.
+the asset graph. ``icechunk_maintenance`` bounds the Icechunk repositories (old snapshots
+expired, unreachable chunks deleted); a schedule runs it daily.
 """
 
+import datetime as dt
+
 import dagster as dg
+from pydantic import Field
+
+from entropice_core.layout import Layout
+from entropice_dagster.resources import DataDirResource
 
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
@@ -22,3 +29,64 @@ era5_arctic_year = dg.define_asset_job(
     description="ERA5 download, daily aggregates and yearly indices of one Arctic year; "
     "backfill it for all years (then run per_cell_assets for climate_features).",
 )
+
+
+class IcechunkMaintenanceConfig(dg.Config):
+    """Retention of the Icechunk repositories (maps onto ``maintain_repository``, whose
+    defaults, ``KEEP_SNAPSHOTS`` and ``ORPHAN_AGE``, these repeat: the definitions load
+    without importing icechunk)."""
+
+    keep_snapshots: int = Field(
+        default=3,
+        ge=1,
+        description="Newest snapshots of the main branch kept readable; older ones expire.",
+    )
+    orphan_age_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Unreferenced objects (expired snapshots' chunks, chunks of killed "
+        "writes) are deleted once older than this; keep it above the longest write.",
+    )
+
+
+@dg.op(pool="dask")
+def maintain_icechunk_repositories(
+    context: dg.OpExecutionContext, config: IcechunkMaintenanceConfig, data_dir: DataDirResource
+):
+    """Expire old snapshots and garbage-collect each Icechunk repository of the data directory.
+
+    In pool ``dask`` with the assets that write the repositories, so that (with the default
+    pool limit of one) it never runs beside a write.
+    """
+    from entropice_core.io.icechunk import maintain_repository
+
+    for asset, path in Layout(data_dir.root).icechunk_repositories().items():
+        done = maintain_repository(
+            path, config.keep_snapshots, dt.timedelta(hours=config.orphan_age_hours)
+        )
+        context.log.info(
+            f"{path}: {done.snapshots_expired} snapshots expired, {done.snapshots_kept} kept, "
+            f"{done.chunks_deleted} chunks deleted, {done.bytes_before:,} -> "
+            f"{done.bytes_after:,} bytes"
+        )
+        yield dg.AssetObservation(
+            asset_key=asset,
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "snapshots_expired": done.snapshots_expired,
+                "snapshots_kept": done.snapshots_kept,
+                "chunks_deleted": done.chunks_deleted,
+                "bytes_before": done.bytes_before,
+                "bytes": done.bytes_after,
+            },
+        )
+    yield dg.Output(None)
+
+
+@dg.job(
+    description="Expire Icechunk snapshots beyond the retention and delete unreachable chunks "
+    "(of expired snapshots and of killed writes), so repositories stay bounded."
+)
+def icechunk_maintenance():
+    """Maintain every Icechunk repository of the data directory."""
+    maintain_icechunk_repositories()

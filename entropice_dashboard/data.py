@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from entropice_core.config import Settings
+from entropice_core.io.atomic import resolve_published
 from entropice_core.layout import ASSET_PATHS, SOURCES, Layout, template_fields
 from entropice_core.ml.training import MODEL_STAMP, SCORES
 
@@ -225,8 +226,8 @@ def open_store(path: Path, asset: str, grid_level: str | None = None) -> xr.Data
         If the store is missing or not readable.
     """
     mtime = _mtime(path, asset, grid_level=grid_level)
-    try:
-        return _open_zarr(str(path), mtime)
+    try:  # keyed on the version the path shows now (a new write is a new version folder)
+        return _open_zarr(str(resolve_published(path)), mtime)
     except Exception as err:
         raise _corrupt(path, err, asset, grid_level=grid_level) from err
 

@@ -60,8 +60,9 @@ ONE_TILE_AOI = "-136.4,67.5,-135.9,67.75"
 def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(
     region, make_resources, tmp_path
 ):
-    """Materialised twice (the same data, one tile): two commits, the first stays readable,
-    and the input downstream assets get is the head's rasters with their own overviews."""
+    """Materialised twice (one tile; the second with another VRM window): two commits, the
+    first stays readable, and the input downstream assets get is the head's rasters with
+    their own overviews. (The same rasters again commit nothing: tests/test_integrity.py.)"""
     data_dir, _, _ = region
     (tmp_path / "sources").symlink_to(data_dir / "sources")
     resources = make_resources(tmp_path, aoi=ONE_TILE_AOI)
@@ -75,8 +76,11 @@ def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(
         resources=resources,
         run_config=cheaper,
     )
+    other = {
+        "ops": {"terrain_derivatives": {"config": {"tpi_radii_m": [160.0], "vrm_windows": [5]}}}
+    }
     again = dg.materialize(
-        all_assets, selection=["terrain_derivatives"], resources=resources, run_config=cheaper
+        all_assets, selection=["terrain_derivatives"], resources=resources, run_config=other
     )
     snapshots = [
         result.asset_materializations_for_node("terrain_derivatives")[0]

@@ -1,10 +1,10 @@
 """Asset values at their place in the storage layout: how they are written and read back.
 
 The one code path of the Dagster IO managers and the ``entropice`` CLI, so that a stage run
-either way leaves the same files: datasets as Zarr stores swapped in atomically (with the
-flat Parquet table the layout names for some), rasters and datasets in Icechunk repositories
-as one commit each (rasters with their pixel-sample overviews in the same commit), and source
-manifests as JSON replaced atomically.
+either way leaves the same files: datasets as Zarr stores published atomically (with the
+flat Parquet table the layout names for some, published with the store as one version),
+rasters and datasets in Icechunk repositories as one commit each (rasters with their
+pixel-sample overviews in the same commit), and source manifests as JSON replaced atomically.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def store_dataset(
     Where the layout names an Icechunk repository (``*.icechunk``) the value is one commit:
     to the partition's group, or, unpartitioned, as the root raster with its overviews
     (``overview_strides``) in the same commit. Otherwise an L2 dataset (xdggs ``cell_ids``)
-    or a plain raster goes to a Zarr v3 store swapped in once complete. Where the layout
-    names a flat table for the asset, the dataset is also written there as Parquet.
+    or a plain raster goes to a Zarr v3 store published once complete. Where the layout
+    names a flat table for the asset, the dataset is also written there as Parquet, published
+    together with the store (readers never see one without the other).
 
     Parameters
     ----------
@@ -74,17 +75,17 @@ def store_dataset(
     from entropice_core.io.zarr import dataset_table, write_dataset, write_store
 
     path = layout.asset_path(asset, partition, **dimensions)
+    table_path = layout.table_path(asset, partition, **dimensions)
     snapshot, group = None, None
     if path.suffix == ".icechunk":
         snapshot, group = _commit(dataset, path, asset, partition, overview_strides)
+        if table_path is not None:
+            with atomic_path(table_path) as tmp:
+                dataset_table(dataset).to_parquet(tmp, index=False)
     elif "cell_ids" in dataset.coords:
-        write_dataset(dataset, path)
+        write_dataset(dataset, path, table=table_path)  # store and table as one version
     else:
         write_store(dataset, path)
-    table_path = layout.table_path(asset, partition, **dimensions)
-    if table_path is not None:
-        with atomic_path(table_path) as tmp:
-            dataset_table(dataset).to_parquet(tmp, index=False)
     return StoredDataset(path, table_path, snapshot, group)
 
 

@@ -1,21 +1,22 @@
-"""L2 datasets (xdggs-decodable xarray) as Zarr v3 stores, replaced by a swap of directories.
+"""L2 datasets (xdggs-decodable xarray) as Zarr v3 stores, published as atomic versions.
 
-A new version is written to a temporary store beside the target, then swapped in with two
-renames (old -> backup, new -> target) and the backup removed. A failed write leaves the old
-store untouched. The swap itself is not atomic for readers: between the two renames no store
-exists at the target (a reader then fails to open it), and a process killed between them leaves
-the previous version only as ``.<name>.<tag>.old``.
+A new version is written to a hidden temporary store beside the target and published with
+one atomic replacement of a pointer (:func:`entropice_core.io.atomic.atomic_dirs`): a reader
+sees the previous store or the new one, never none, and a failed or killed write leaves the
+previous store in place (its temporaries are swept by the next write). The public path
+(``datasets/h3_6.zarr``) stays what users open; it is a link to the current version.
+:func:`read_dataset` resolves it once, so a lazy dataset keeps reading one version while the
+next is published (the previous version is kept until the write after that).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from entropice_core.io.atomic import atomic_dirs, resolve_published
 
 if TYPE_CHECKING:  # heavy libraries are imported where they are used
     import pandas as pd
@@ -24,39 +25,28 @@ if TYPE_CHECKING:  # heavy libraries are imported where they are used
 
 @contextmanager
 def atomic_store(path: str | Path) -> Iterator[Path]:
-    """Give a temporary store path to write to, swapping it in only if the block succeeds.
+    """Give a temporary store path to write to, publishing it only if the block succeeds.
 
     For any Zarr store written in several steps (e.g. appended month by month). A failure
-    leaves the previous store at ``path`` untouched. The swap is two renames, not atomic for
-    readers: there is a short window without a store (see the module docstring).
+    leaves the previous store at ``path`` untouched; success replaces it atomically for
+    readers (see the module docstring).
 
     Parameters
     ----------
     path : str or Path
-        Store directory to replace; its parent directory is created if missing.
+        Store to replace; its parent directory is created if missing.
 
     Yields
     ------
     Path
-        Temporary store path beside ``path`` to write the new store to.
+        Temporary store path to write the new store to.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = path.with_name(f".{path.name}.{tag}.tmp")
-    backup = path.with_name(f".{path.name}.{tag}.old")
-    try:
+    with atomic_dirs(path) as (tmp,):
         yield tmp
-        if path.exists():
-            os.replace(path, backup)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(backup, ignore_errors=True)
 
 
-def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Write an L2 dataset as a Zarr v3 store, swapped in only once complete.
+def write_dataset(dataset: xr.Dataset, path: str | Path, table: str | Path | None = None) -> Path:
+    """Write an L2 dataset as a Zarr v3 store, published only once complete.
 
     Parameters
     ----------
@@ -64,6 +54,10 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
         L2 dataset with a ``cell_ids`` coordinate carrying xdggs attrs.
     path : str or Path
         Store directory to replace (see :func:`atomic_store`).
+    table : str or Path, optional
+        Also write the dataset as a flat Parquet table (:func:`dataset_table`) here, in the
+        same folder; store and table are published together (a reader never pairs one
+        version's store with another's table).
 
     Returns
     -------
@@ -77,7 +71,12 @@ def write_dataset(dataset: xr.Dataset, path: str | Path) -> Path:
     """
     path = Path(path)
     require_l2(dataset, f"write {path}")
-    return write_store(dataset, path)
+    if table is None:
+        return write_store(dataset, path)
+    with atomic_dirs(path, table) as (tmp, tmp_table):
+        dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        dataset_table(dataset).to_parquet(tmp_table, index=False)
+    return path
 
 
 def require_l2(dataset: xr.Dataset, action: str) -> None:
@@ -128,6 +127,9 @@ def read_dataset(
 ) -> xr.Dataset:
     """Open a Zarr v3 store lazily (Dask-backed), naming the file and the fix on failure.
 
+    The path is resolved once (:func:`~entropice_core.io.atomic.resolve_published`): the
+    dataset reads the version current at opening, even if a new one is published meanwhile.
+
     Parameters
     ----------
     path : str or Path
@@ -150,10 +152,11 @@ def read_dataset(
     import xarray as xr
 
     path = Path(path)
-    if not path.exists():
+    real = resolve_published(path)
+    if not real.exists():
         raise FileNotFoundError(f"{path} does not exist: materialise {writer}")
     try:
-        return xr.open_zarr(path, consolidated=False, zarr_format=3)
+        return xr.open_zarr(real, consolidated=False, zarr_format=3)
     except Exception as err:
         raise ValueError(
             f"{path} is not a readable Zarr v3 store ({err}); delete it and materialise again"

@@ -38,7 +38,7 @@ from pydantic import (
 
 from entropice_core import __version__
 from entropice_core.config import Device, resolve_backend
-from entropice_core.io.atomic import atomic_path
+from entropice_core.io.atomic import atomic_dirs, resolve_published
 from entropice_core.ml.dataset import (
     DatasetEnsemble,
     Target,
@@ -724,10 +724,13 @@ def _versions() -> dict[str, str]:
 
 
 def save_experiment(result: TrainedExperiment, directory: str | Path) -> dict[str, Path]:
-    """Write a trained experiment into ``directory``, each file atomically.
+    """Write a trained experiment into ``directory``, all files published together.
 
     The model goes to skops, or joblib where skops cannot hold it, beside its stamp, CV
-    results, scores, feature importance and the resolved config.
+    results, scores, feature importance and the resolved config. They are written to a
+    temporary folder published as one version (:func:`entropice_core.io.atomic.atomic_dirs`):
+    a reader sees the previous experiment or the new one, never a new model with old scores.
+    Files of the previous version this does not write (predictions) are carried over.
 
     Parameters
     ----------
@@ -746,33 +749,35 @@ def save_experiment(result: TrainedExperiment, directory: str | Path) -> dict[st
     import tomlkit
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     try:
         payload, fmt = sio.dumps(result.model), "skops"
     except Exception:  # cuML and other estimators skops does not know
         payload, fmt = None, "joblib"
-    paths = {"model": directory / f"model.{fmt}"}
-    with atomic_path(paths["model"]) as tmp:
+    names = {
+        "model": f"model.{fmt}",
+        "cv_results": CV_RESULTS,
+        "scores": SCORES,
+        "feature_importance": FEATURE_IMPORTANCE,
+        "config": RESOLVED_CONFIG,
+        "stamp": MODEL_STAMP,
+    }
+    with atomic_dirs(directory, keep_others=True) as (tmp,):
+        tmp.mkdir()
         if payload is not None:
-            tmp.write_bytes(payload)
+            (tmp / names["model"]).write_bytes(payload)
         else:
-            joblib.dump(result.model, tmp)
-    stamp = {**result.stamp, "format": fmt, "model_file": paths["model"].name}
-    for key, name, frame in (
-        ("cv_results", CV_RESULTS, result.cv_results),
-        ("scores", SCORES, result.scores.reset_index()),
-        ("feature_importance", FEATURE_IMPORTANCE, result.importance),
-    ):
-        paths[key] = directory / name
-        with atomic_path(paths[key]) as tmp:
-            frame.to_parquet(tmp, index=False)
-    paths["config"] = directory / RESOLVED_CONFIG
-    with atomic_path(paths["config"]) as tmp:
-        tmp.write_text(tomlkit.dumps(_toml_ready(result.config.model_dump(mode="json"))))
-    paths["stamp"] = directory / MODEL_STAMP
-    with atomic_path(paths["stamp"]) as tmp:
-        tmp.write_text(json.dumps(stamp, indent=2))
-    return paths
+            joblib.dump(result.model, tmp / names["model"])
+        for key, frame in (
+            ("cv_results", result.cv_results),
+            ("scores", result.scores.reset_index()),
+            ("feature_importance", result.importance),
+        ):
+            frame.to_parquet(tmp / names[key], index=False)
+        config = _toml_ready(result.config.model_dump(mode="json"))
+        (tmp / names["config"]).write_text(tomlkit.dumps(config))
+        stamp = {**result.stamp, "format": fmt, "model_file": names["model"]}
+        (tmp / names["stamp"]).write_text(json.dumps(stamp, indent=2))
+    return {key: directory / name for key, name in names.items()}
 
 
 def _toml_ready(value: Any) -> Any:
@@ -811,7 +816,7 @@ def load_model(directory: str | Path) -> tuple[Pipeline, dict[str, Any]]:
     import joblib
     import skops.io as sio
 
-    directory = Path(directory)
+    directory = resolve_published(directory)  # once: model and stamp of one version
     stamp_path = directory / MODEL_STAMP
     if not stamp_path.exists():
         raise FileNotFoundError(
