@@ -62,6 +62,13 @@ class _DataDirIOManager(dg.ConfigurableIOManager):
 
     data_dir: str = Field(description="Root of the storage hierarchy (ENTROPICE_DATA_DIR).")
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail the run before any work where nothing can be written: a read-only data
+        directory, or a file in its place (otherwise the computation runs, then fails)."""
+        from entropice_core.io.writable import check_writable
+
+        check_writable(Path(self.data_dir), option="ENTROPICE_DATA_DIR", kind="folder")
+
     @property
     def layout(self) -> Layout:
         return Layout(Path(self.data_dir))

@@ -133,3 +133,22 @@ def test_manifest_round_trip_per_arctic_year(tmp_path: Path) -> None:
         )
     )
     assert loaded == manifest
+
+
+def test_a_data_dir_that_cannot_be_written_fails_the_run_before_any_step(tmp_path) -> None:
+    from entropice_dagster.assets import all_assets
+    from entropice_dagster.resources import project_resources
+
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data directory goes")
+    result = dg.materialize(
+        all_assets,
+        selection=["watermask"],
+        resources=project_resources(blocker, "sample"),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_START"]
+    (failure,) = [e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"]
+    text = str(failure.event_specific_data.error)
+    assert "ENTROPICE_DATA_DIR" in text and "is a file" in text
