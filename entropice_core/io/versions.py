@@ -77,15 +77,25 @@ def content_version(value: Any) -> str | None:
     ----------
     value : Any
         An in-memory ``xarray.Dataset`` (lazy, Dask-backed ones are not read twice: None),
-        or a (Geo)DataFrame (geometries hashed as WKB).
+        a (Geo)DataFrame (geometries hashed as WKB), or a source manifest (a JSON-able dict:
+        its listing, e.g. the tiles or month files on disk).
 
     Returns
     -------
     str or None
         16 hex digits, or None where the value's content is not hashed.
     """
+    import json
+
     import pandas as pd
     import xarray as xr
+
+    if isinstance(value, dict):
+        try:
+            listing = json.dumps(value, sort_keys=True)
+        except TypeError:
+            return None
+        return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
     if isinstance(value, xr.Dataset):
         return None if value.chunks else fingerprint(value)[:16]
