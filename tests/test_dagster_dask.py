@@ -52,7 +52,26 @@ def test_client_outside_a_run_is_a_clear_error():
         _ = DaskResource().client
 
 
-def test_a_shared_in_process_cluster_outlives_the_run_and_serves_the_next():
+@pytest.fixture
+def shared_clients():
+    """Close the process-wide clients a test started: a default distributed client left
+    behind would run every later test's dask work in this worker process."""
+    import dask
+
+    from entropice_dagster.resources import _SHARED_CLIENTS
+
+    scheduler = dask.config.get("scheduler", None)
+    yield
+    for client in _SHARED_CLIENTS.values():
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    _SHARED_CLIENTS.clear()
+    dask.config.set(scheduler=scheduler)  # a default client sets "dask.distributed"
+
+
+def test_a_shared_in_process_cluster_outlives_the_run_and_serves_the_next(shared_clients):
     resource = DaskResource(n_workers=1, threads_per_worker=1, processes=False, shared=True)
     with resource.yield_for_execution(dg.build_init_resource_context()) as dask:
         first = dask.client

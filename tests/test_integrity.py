@@ -449,7 +449,7 @@ def test_maintenance_expires_old_snapshots_collects_garbage_and_keeps_the_retain
 
     session = icechunk.Repository.open(icechunk.local_filesystem_storage(str(repo)))
     writing = session.writable_session("main")
-    small_terrain(9).to_zarr(writing.store, mode="w", consolidated=False, zarr_format=3)
+    small_terrain(9).compute().to_zarr(writing.store, mode="w", consolidated=False, zarr_format=3)
     del writing, session
     before = repository_bytes(repo)
     kept_young = maintain_repository(repo, keep_snapshots=2)  # orphans too young: kept

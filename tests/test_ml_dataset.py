@@ -372,10 +372,10 @@ def test_open_finds_sources_by_asset_in_the_storage_layout(tmp_path) -> None:
     features_path = layout.asset_path("terrain_features", "healpix_8")
     assert versions["terrain_features"]["path"] == str(features_path)
     assert versions["rts_labels"]["path"] == str(layout.rts_labels("healpix_8"))
-    # an explicit path (a dataset the layout does not know) still wins
-    moved = tmp_path / "elsewhere" / "healpix_8.zarr"
-    moved.parent.mkdir()
-    (tmp_path / "arcticdem" / "features_healpix_8.zarr").rename(moved)
+    # an explicit path (a dataset the layout does not know) still wins, with the layout's
+    # store gone (its public path is a link to the published version)
+    write_dataset(features, tmp_path / "elsewhere" / "healpix_8.zarr")
+    (tmp_path / "arcticdem" / "features_healpix_8.zarr").unlink()
     explicit = DatasetEnsemble(
         sources=[SourceSpec(asset="terrain_features", path="elsewhere/{grid_level}.zarr")]
     )
