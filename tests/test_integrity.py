@@ -463,6 +463,16 @@ def test_maintenance_expires_old_snapshots_collects_garbage_and_keeps_the_retain
         read_dataset_version(repo, None, snapshots[0])["slope"].load()
 
 
+@pytest.fixture
+def local_dask():
+    """The held writes below wait on threading events, which only dask's local threads can
+    run (a distributed client, e.g. one another test left as the default, would pickle them)."""
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
 def gated(dataset: xr.Dataset, started: threading.Event, gate: threading.Event) -> xr.Dataset:
     """``dataset`` whose chunks compute only once ``gate`` is set: a write held open (the
     first chunk it computes sets ``started``: its session is open by then)."""
@@ -479,7 +489,7 @@ def gated(dataset: xr.Dataset, started: threading.Event, gate: threading.Event) 
     return held
 
 
-def test_non_conflicting_concurrent_commits_both_succeed(tmp_path):
+def test_non_conflicting_concurrent_commits_both_succeed(tmp_path, local_dask):
     repo = tmp_path / "features.icechunk"
     commit_dataset(l2([0.0, 0.0]), repo, "h3_3", "first")
     started, gate, result = threading.Event(), threading.Event(), {}
@@ -497,7 +507,7 @@ def test_non_conflicting_concurrent_commits_both_succeed(tmp_path):
     assert read_dataset_version(repo, "h3_4")["a"].values.tolist() == [3.0, 4.0, 5.0]
 
 
-def test_a_conflicting_second_writer_is_told_what_happened(tmp_path):
+def test_a_conflicting_second_writer_is_told_what_happened(tmp_path, local_dask):
     repo = tmp_path / "derivatives.icechunk"
     commit_terrain(repo, small_terrain(0))
     started, gate, errors = threading.Event(), threading.Event(), []
