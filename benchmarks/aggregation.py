@@ -165,7 +165,7 @@ def region_case(table: Table, data_dir: str, ee_level: str, ee_bands: int) -> No
         terrain_features_levels,
     )
     from entropice_core.io.icechunk import read_dataset_version
-    from entropice_core.spatial.levels import build_level_map
+    from entropice_core.spatial.levels import build_level_map, crop_to_cells
     from entropice_core.terrain.overviews import GROUP
 
     root = Path(data_dir)
@@ -175,6 +175,7 @@ def region_case(table: Table, data_dir: str, ee_level: str, ee_bands: int) -> No
     names = [str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED]
     rasters = rasters[names]
     levels = {k: gpd.read_parquet(root / "grids" / f"{k}.parquet") for k in REGION_LEVELS}
+    rasters = crop_to_cells(rasters, levels)  # what aggregate_levels reads: the cells' window
     grid = RasterGrid.from_xarray(rasters)
     band_pixels = grid.width * grid.height * len(names) * len(levels)
     label = f"sample region {grid.width}x{grid.height}, {len(names)} bands"

@@ -21,7 +21,13 @@ from entropice_core.config import AreaOfInterest, GridSpec
 from entropice_core.features.terrain import TERRAIN_STATISTICS, terrain_features
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
 from entropice_core.spatial.grids import grid_cells
-from entropice_core.spatial.levels import aggregate_levels, build_level_map, from_keys, to_keys
+from entropice_core.spatial.levels import (
+    aggregate_levels,
+    build_level_map,
+    crop_to_cells,
+    from_keys,
+    to_keys,
+)
 from entropice_core.spatial.pixelmap import RasterGrid, project_cells
 
 LEVELS = (
@@ -151,6 +157,28 @@ def test_one_pass_equals_each_level_alone_and_the_per_level_engine(case):
                     np.testing.assert_array_equal(ours, other, err_msg=f"{key} {name}")
                 else:
                     np.testing.assert_allclose(ours, other, rtol=1e-10, atol=1e-9)
+
+
+def test_cells_in_a_corner_read_only_their_window_with_the_same_results(case):
+    """A few cells in one corner: the pass reads the window around them, and its statistics
+    equal the per-level engine's over the whole raster (order statistics bit for bit)."""
+    raster, levels, grid, _, _ = case
+    key = "h3_6"
+    polygons = _polygons(levels[key], grid)
+    corner = shapely.box(*grid.transform @ (SIZE * 0.6, SIZE * 0.6), *grid.transform @ (SIZE, SIZE))
+    some = levels[key].iloc[np.flatnonzero(polygons.geometry.within(corner).to_numpy())[:12]]
+    assert len(some) >= 5
+    window = crop_to_cells(raster, {key: some})
+    assert window.sizes["x"] * window.sizes["y"] < 0.25 * SIZE * SIZE
+    kept = shapely.box(*window.rio.bounds())
+    assert all(kept.contains(p) for p in _polygons(some, grid).geometry)
+    ours = aggregate_levels(raster, {key: some}, CONFIG)[key]
+    engine = aggregate_raster(raster, some, GridSpec.from_key(key), CONFIG)
+    for name in ours.data_vars:
+        if str(name).rpartition("_")[2] in ("min", "max", "median", "quantile"):
+            np.testing.assert_array_equal(ours[name], engine[name], err_msg=str(name))
+        else:
+            np.testing.assert_allclose(ours[name], engine[name], rtol=1e-10, atol=1e-9)
 
 
 def test_a_coastal_cell_with_one_percent_land_gets_its_exact_mean():

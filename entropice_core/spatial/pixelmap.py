@@ -26,14 +26,12 @@ read at once. Only edge pixels are stored with their coverage; interior pixels a
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import rasterio.errors
 import rasterio.features
 import shapely
 from affine import Affine
@@ -120,6 +118,37 @@ class RasterGrid:
         """Outer edges ``(left, bottom, right, top)`` of the raster in its CRS."""
         t = self.transform
         return t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f
+
+
+def rasterize_pixels(shapes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Burn polygons given in pixel coordinates, by the pixel-centre rule.
+
+    Pixel ``(row, col)`` gets ``i + 1`` of the shape its centre lies in (0 for none), as
+    ``rasterio.features.rasterize`` decides. The shapes go to GDAL doubled, with a transform
+    that halves them: exact in floating point (a power of two), so the pixels are decided on
+    the given coordinates, and not the identity transform that rasterio warns about (a
+    warning filter around the call would not hold while other threads rasterise).
+
+    Parameters
+    ----------
+    shapes : numpy.ndarray
+        (Multi)Polygons in pixel coordinates (x = column, y = row); empty ones are skipped.
+    height, width : int
+        Raster shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width)`` int32 labels.
+    """
+    doubled = shapely.transform(shapes, lambda xy: xy * 2.0)
+    return rasterio.features.rasterize(
+        ((g, i + 1) for i, g in enumerate(doubled) if not g.is_empty),
+        out_shape=(height, width),
+        transform=Affine.scale(2.0),
+        fill=0,
+        dtype="int32",
+    )
 
 
 def project_cells(
@@ -356,15 +385,7 @@ def build_cell_pixel_map(
     inside = shapely.orient_polygons(_polygonal(inside), exterior_cw=True)
     outside_area = _outside_area(geoms, pix, inside, grid)
 
-    with warnings.catch_warnings():  # pixel coordinates: the identity transform is meant
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        label = rasterio.features.rasterize(
-            ((g, i + 1) for i, g in enumerate(inside) if not g.is_empty),
-            out_shape=(grid.height, grid.width),
-            transform=Affine.identity(),
-            fill=0,
-            dtype="int32",
-        ).ravel()
+    label = rasterize_pixels(inside, grid.height, grid.width).ravel()
     profiles = [_planar_profile] + ([_area_profile(grid)] if grid.is_geographic else [])
     edge_pixel, edge_cell, edge_fracs = _edge_coverage(inside, grid.width, grid.height, profiles)
     # Sort key of each pixel: 2 * (cell + 1) for interior pixels, one more for edge pixels whose
