@@ -117,6 +117,10 @@ def fit_from_first_iteration(X, y, w, params, track_below):
 # found by this test before the fix (line 283 of the old espa.py, as in the issue)
 @example(problem={"seed": 0, "T": 77, "D": 2, "M": 2, "K": 17, "eps_C": 1.0, "eps_W": 0.001,
                   "weights": "none", "dtype": "float64"})  # fmt: skip
+# near-zero weights: a loss of 5e-6 against terms of about 1; the plain loop stopped after 3
+# iterations (a decrease of 2e-21), the bounded fit after 4 (a decrease within rounding)
+@example(problem={"seed": 360, "T": 141, "D": 1, "M": 2, "K": 69, "eps_C": 1.0, "eps_W": 1.0,
+                  "weights": "near zero", "dtype": "float64"})  # fmt: skip
 @settings(max_examples=150, deadline=None)
 @given(problem=problems())
 def test_bounded_fit_retraces_plain_espa(problem):
@@ -140,8 +144,16 @@ def test_bounded_fit_retraces_plain_espa(problem):
     else:
         unbounded, _ = fit_from_first_iteration(X, y, w, params, 0.0)
         losses, S = unbounded.loss_history_, unbounded._train_state[0]
-    assert model.n_iter_ == len(losses)
-    np.testing.assert_allclose(model.loss_history_, losses, rtol=1e-10, atol=1e-12 * scale)
+    ours = list(model.loss_history_)
+    if len(ours) != len(losses):
+        # At a fixed point the last decrease can be smaller than the rounding of the loss,
+        # whose terms are of size `scale` (near-zero weights, a loss far below them): then
+        # one implementation may take one more iteration, which changes nothing.
+        longer = ours if len(ours) > len(losses) else losses
+        assert abs(len(ours) - len(losses)) == 1, (len(ours), len(losses))
+        assert abs(longer[-2] - longer[-1]) <= 1e-12 * scale
+        ours, losses = ours[: len(longer) - 1], losses[: len(longer) - 1]
+    np.testing.assert_allclose(ours, losses, rtol=1e-10, atol=1e-12 * scale)
     assert model._train_state[0].shape == S.shape  # the same boxes survive
     np.testing.assert_allclose(model._train_state[0], S, rtol=1e-9, atol=1e-9)
     assert np.all(np.isfinite(model.predict_proba(X)))
