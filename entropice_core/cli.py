@@ -78,7 +78,11 @@ DataDirOption = Annotated[
     Parameter(help="Root of the storage hierarchy (default: $ENTROPICE_DATA_DIR or ./data)."),
 ]
 GridLevelOption = Annotated[
-    str | None, Parameter(help="Grid and level as one key, e.g. h3_5 or healpix_8.")
+    str | None,
+    Parameter(
+        help="Grid and level as one key, e.g. h3_5 or healpix_8 (commands that take several "
+        "levels: also a comma-separated list, h3_5,h3_6)."
+    ),
 ]
 GridOption = Annotated[str | None, Parameter(help="Grid system: h3 or healpix.")]
 LevelOption = Annotated[
@@ -139,7 +143,7 @@ def _resolve_grid(grid_level: str | None, grid: str | None, level: int | None) -
 def _resolve_levels(
     grid_level: str | None, grid: str | None, level: int | None, all_levels: bool
 ) -> list[GridSpec]:
-    """Return the levels of a per-level command: one, or every default one (--all-levels)."""
+    """Return the levels of a per-level command: one, several (``h3_5,h3_6``) or all."""
     given = grid_level is not None or grid is not None or level is not None
     if all_levels:
         if given:
@@ -147,6 +151,8 @@ def _resolve_levels(
         return [GridSpec.from_key(key) for key in DEFAULT_GRID_LEVELS]
     if not given:
         raise ValueError("give --grid-level h3_5 (or --grid and --level), or --all-levels")
+    if grid_level is not None and "," in grid_level:  # several levels: h3_5,h3_6
+        return [GridSpec.from_key(key.strip()) for key in grid_level.split(",")]
     return [_resolve_grid(grid_level, grid, level)]
 
 
@@ -1209,23 +1215,23 @@ def terrain_features(
     level: LevelOption = None,
     all_levels: AllLevelsOption = False,
     min_pixels_per_cell: Annotated[
-        int | None,
+        int,
         Parameter(
-            help="Sample every k-th pixel so that a median cell keeps at least this many "
-            "(default 2500, with an expected error); 0: every pixel, exact (with --all-levels "
-            "in one pass over the rasters for all levels)."
+            help="0 (default): every pixel, exact, all the chosen levels in one pass over the "
+            "rasters. Above 0: sample every k-th pixel so that a median cell keeps at least "
+            "this many (e.g. 2500), level by level, with the expected error in the attrs."
         ),
-    ] = None,
+    ] = 0,
     aoi: AreaOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Summarise elevation and each derivative per cell (the Dagster terrain_features).
 
-    Writes arcticdem/features_{grid_level}.zarr. Reads the head of
-    arcticdem/derivatives.icechunk (`entropice terrain derivatives`) and records its
-    snapshot id in the dataset's attrs.
+    Writes arcticdem/features_{grid_level}.zarr, exact (every pixel) by default, the chosen
+    levels in one pass. Reads the head of arcticdem/derivatives.icechunk (`entropice terrain
+    derivatives`) and records its snapshot id in the dataset's attrs.
 
-    Example: entropice terrain features --grid-level h3_5
+    Example: entropice terrain features --all-levels
 
     Parameters
     ----------
@@ -1234,7 +1240,7 @@ def terrain_features(
     all_levels : bool
         Every default grid level.
     min_pixels_per_cell : int, optional
-        Pixel sample size of a median cell.
+        Pixel sample size of a median cell; 0 (default) every pixel.
     aoi : str, optional
         Only the cells that intersect this area.
     data_dir : Path, optional
@@ -1246,9 +1252,8 @@ def terrain_features(
     from entropice_core.io.assets import load_dataset
 
     specs = _resolve_levels(grid_level, grid, level, all_levels)
-    if min_pixels_per_cell is not None and min_pixels_per_cell < 0:
+    if min_pixels_per_cell < 0:
         raise ValueError(f"--min-pixels-per-cell must be 0 or more, got {min_pixels_per_cell}")
-    options = {} if min_pixels_per_cell is None else {"min_pixels_per_cell": min_pixels_per_cell}
     area = _area(aoi)
     layout = _layout(data_dir)
     cells = {spec.key: _upstream(layout, "grid_cells", spec.key) for spec in specs}
@@ -1256,22 +1261,18 @@ def terrain_features(
     _writable([layout.asset_path("terrain_features", s.key) for s in specs], kind="folder")
     derivatives = load_dataset(layout, "terrain_derivatives")
     assert isinstance(derivatives, xr.DataTree)  # an unpartitioned raster loads as a tree
-    together: dict[str, xr.Dataset] = {}
-    if len(specs) > 1 and min_pixels_per_cell == 0:  # exact: one pass for all levels
-        frames = {k: _cells_in(read_geoparquet(path), area, k) for k, path in cells.items()}
-        together = terrain.derivative_features_levels(derivatives, frames)
+    frames = {k: _cells_in(read_geoparquet(path), area, k) for k, path in cells.items()}
+    with _progress() as progress:
+        how = "one pass" if min_pixels_per_cell == 0 else "sampled"
+        progress.add_task(f"terrain features of {len(frames)} levels ({how})", total=None)
+        found = terrain.derivative_features_levels(
+            derivatives, frames, min_pixels_per_cell, parallel=True
+        )
     with _progress(steps=True) as progress:
 
         def one(key: str, report: Callable[[str], None]) -> str:
-            spec = GridSpec.from_key(key)
-            features = together.get(key)
-            if features is None:
-                frame = _cells_in(read_geoparquet(cells[key]), area, key)
-                features = terrain.derivative_features(
-                    derivatives, frame, spec, parallel=True, **options
-                )
-            stored = store_dataset(features, layout, "terrain_features", key)
-            return f"{stored.path}: {_describe(features)}"
+            stored = store_dataset(found[key], layout, "terrain_features", key)
+            return f"{stored.path}: {_describe(found[key])}"
 
         _each(progress, "terrain features", [spec.key for spec in specs], one)
 

@@ -25,6 +25,7 @@ ASSET_PATHS: dict[str, str] = {
     "climate_features": "era5/features_{grid_level}.zarr",
     "arcticdem_tiles": "arcticdem/tiles.json",
     "terrain_derivatives": "arcticdem/derivatives.icechunk",
+    "terrain_statistics": "arcticdem/statistics.zarr",
     "terrain_features": "arcticdem/features_{grid_level}.zarr",
     "alphaearth_features": "alphaearth/features_{grid_level}.zarr",
     "training_dataset": "datasets/{grid_level}.zarr",

@@ -36,7 +36,12 @@ from entropice_dagster.assets.models import (
     trained_model,
     training_dataset,
 )
-from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
+from entropice_dagster.assets.terrain import (
+    arcticdem_tiles,
+    terrain_derivatives,
+    terrain_features,
+    terrain_statistics,
+)
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
 from entropice_dagster.resources import project_resources
 from entropice_dashboard import DASHBOARD_URL
@@ -156,8 +161,8 @@ def _steps(years: list[str]) -> list[tuple[str, list[dg.AssetsDefinition], Any]]
     One run per partition key: the unpartitioned sources together; each Arctic year's
     download, daily aggregates and indices together, newest year first (a year's indices read
     the next year's daily store, which then already exists); each grid level's per-cell assets
-    together (with the training dataset where models are trained); each model with its
-    predictions.
+    together; the terrain statistics of all levels in one pass; each level's terrain features
+    (with the training dataset where models are trained); each model with its predictions.
     """
     steps: list[tuple[str, list[dg.AssetsDefinition], Any]] = [
         (
@@ -167,10 +172,17 @@ def _steps(years: list[str]) -> list[tuple[str, list[dg.AssetsDefinition], Any]]
         )
     ]
     steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
-    per_cell = [grid_cells, rts_labels, terrain_features, climate_features, alphaearth_features]
+    per_cell = [grid_cells, rts_labels, climate_features, alphaearth_features]
+    keys = grid_partitions.get_partition_keys()
+    steps += [("grid levels", per_cell, key) for key in keys]
+    steps.append(("terrain statistics", [terrain_statistics], None))
     steps += [
-        ("grid levels", per_cell + ([training_dataset] if key in DEMO_EXPERIMENTS else []), key)
-        for key in grid_partitions.get_partition_keys()
+        (
+            "terrain levels",
+            [terrain_features] + ([training_dataset] if k in DEMO_EXPERIMENTS else []),
+            k,
+        )
+        for k in keys
     ]
     steps += [
         ("models", [trained_model, predictions], _model_key(key, experiment))
@@ -220,7 +232,7 @@ def main() -> int:
     known = set(instance.get_dynamic_partitions(name))
     instance.add_dynamic_partitions(name, sorted(set(years) - known))
     steps = _steps(years)
-    rows = []
+    summary: dict[tuple[str, dg.AssetsDefinition], Any] = {}
     columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("materialising", total=len(steps))
@@ -245,14 +257,16 @@ def main() -> int:
                 console.print(f"[red]{name} failed (run {result.run_id}):[/red]")
                 console.print(_failure(result), markup=False)
                 return 1
-            if selection[0] is grid_cells:
-                metadata = [
-                    result.asset_materializations_for_node(asset.key.to_user_string())[0].metadata
-                    for asset in (grid_cells, rts_labels, terrain_features, climate_features)
-                ]
-                rows.append((key, *metadata))
+            for asset in (grid_cells, rts_labels, terrain_features, climate_features):
+                if asset in selection:
+                    (event,) = result.asset_materializations_for_node(asset.key.to_user_string())
+                    summary[key, asset] = event.metadata
             progress.advance(task)
 
+    per_level = (grid_cells, rts_labels, terrain_features, climate_features)
+    rows = [
+        (key, *(summary[key, a] for a in per_level)) for key in grid_partitions.get_partition_keys()
+    ]
     console.print(_summary(rows, settings.aoi))
     summary = pd.read_parquet(Layout(settings.data_dir).experiment_summary)
     console.print(_leaderboard(summary))

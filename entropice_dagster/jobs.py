@@ -2,8 +2,10 @@
 
 ``dagster job backfill -j per_cell_assets --all --noprompt -w workspace.yaml`` queues a backfill
 of all nine grid levels (run by the daemon that ``make ui`` starts); the UI does the same from
-the asset graph. ``icechunk_maintenance`` bounds the Icechunk repositories (old snapshots
-expired, unreachable chunks deleted); a schedule runs it daily.
+the asset graph. Terrain features are left out of the job: ``terrain_statistics`` computes all
+levels in one pass once the grid cells exist, and a job run per level would repeat that pass.
+``icechunk_maintenance`` bounds the Icechunk repositories (old snapshots expired, unreachable
+chunks deleted); a schedule runs it daily.
 """
 
 import datetime as dt
@@ -17,10 +19,12 @@ from entropice_dagster.resources import DataDirResource
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
     selection=dg.AssetSelection.assets(
-        "grid_cells", "rts_labels", "terrain_features", "climate_features", "alphaearth_features"
+        "grid_cells", "rts_labels", "climate_features", "alphaearth_features"
     ),
-    description="Grid cells, RTS labels, terrain, climate and AlphaEarth features for one grid "
-    "level (partitioned by grid_level); backfill it for all levels.",
+    description="Grid cells, RTS labels, climate and AlphaEarth features for one grid level "
+    "(partitioned by grid_level); backfill it for all levels. Terrain features come from "
+    "terrain_statistics, one pass for every level whose grid cells exist: materialise it and "
+    "terrain_features afterwards (the automation sensor does, or the UI).",
 )
 
 era5_arctic_year = dg.define_asset_job(

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import shapely
 import xarray as xr
+from conftest import GRAPH_SAMPLE
 
 from entropice_core.cli import main
 from entropice_core.io.geoparquet import write_geoparquet
@@ -29,6 +30,8 @@ from entropice_core.layout import Layout
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 KEY = "h3_5"
+#: The terrain statistics of the sample graph (conftest.GRAPH_SAMPLE pixels per cell).
+SAMPLED = ("--min-pixels-per-cell", str(GRAPH_SAMPLE))
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -110,9 +113,10 @@ def test_stage_commands_write_what_the_assets_write(sample_graph, tmp_path, caps
     assert relative_manifest(ours.asset_path("arcticdem_tiles"), ours.root) == (
         relative_manifest(dagster.asset_path("arcticdem_tiles"), dagster.root)
     )
-    # the whole region's derivatives take minutes: the features read the Dagster commit
+    # the whole region's derivatives take minutes: the features read the Dagster commit,
+    # with the graph's pixel sample (conftest.GRAPH_SAMPLE)
     ours.terrain_derivatives.symlink_to(dagster.terrain_derivatives)
-    ok(capsys, "terrain", "features", "--grid-level", KEY, *data)
+    ok(capsys, "terrain", "features", "--grid-level", KEY, *SAMPLED, *data)
 
     cache = tmp_path / "alphaearth-requests"  # not into the linked sources
     ok(capsys, "alphaearth", "--grid-level", KEY, "--cache-dir", str(cache), *data)
@@ -145,7 +149,7 @@ def check_area_restriction(ours: Layout, capsys, cache: Path) -> None:
     inside = set(cells.loc[cells.intersects(shapely.box(-135.5, 67.6, -134.5, 68.1)), "cell_id"])
     for asset, command in (
         ("climate_features", ("era5", "features")),
-        ("terrain_features", ("terrain", "features")),
+        ("terrain_features", ("terrain", "features", *SAMPLED)),
         ("alphaearth_features", ("alphaearth", "--cache-dir", str(cache))),
     ):
         whole = open_store(ours.asset_path(asset, KEY))
@@ -242,6 +246,11 @@ def test_terrain_derivatives_command_commits_what_the_asset_commits(
             "grids/h3_3.parquet does not exist: run `entropice grids --grid-level h3_3` first",
         ),
         (
+            ["terrain", "features", "--grid-level", "h3_5,healpix_9"],
+            "grids/h3_5.parquet does not exist: run `entropice grids --grid-level h3_5` first",
+        ),
+        (["terrain", "features", "--grid-level", "h3_5,h3_66"], "h3 level 66 does not exist"),
+        (
             ["terrain", "derivatives"],
             "arcticdem/tiles.json does not exist: run `entropice terrain tiles` first",
         ),
@@ -322,7 +331,13 @@ def _fake_entropice(tmp_path: Path, failing: str) -> Path:
     return fake
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("0*.sh")))
+#: Scripts whose last stage serves all grid levels in one command (terrain features).
+ONE_PASS_SCRIPTS = ("04arcticdem.sh",)
+
+
+@pytest.mark.parametrize(
+    "script", sorted(p.name for p in SCRIPTS.glob("0*.sh") if p.name not in ONE_PASS_SCRIPTS)
+)
 def test_run_all_scripts_stop_at_the_first_failing_level_and_name_it(tmp_path, script):
     fake = _fake_entropice(tmp_path, "h3_4")
     env = os.environ | {"ENTROPICE": str(fake), "ENTROPICE_LEVELS": "h3_3 h3_4 h3_5"}
@@ -335,6 +350,22 @@ def test_run_all_scripts_stop_at_the_first_failing_level_and_name_it(tmp_path, s
     assert any("--grid-level h3_3" in c for c in calls)
     assert "--grid-level h3_4" in calls[-1]
     assert not any("h3_5" in c for c in calls)
+
+
+def test_the_terrain_script_runs_all_levels_in_one_command_and_names_them(tmp_path):
+    fake = _fake_entropice(tmp_path, "features")  # the one-pass command fails
+    env = os.environ | {"ENTROPICE": str(fake), "ENTROPICE_LEVELS": "h3_3 h3_4 h3_5"}
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "04arcticdem.sh")], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "04arcticdem.sh: failed at terrain features of grid levels h3_3,h3_4,h3_5" in (
+        done.stderr
+    )
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[-1].startswith("terrain features --grid-level h3_3,h3_4,h3_5")
+    assert sum("terrain features" in c for c in calls) == 1
 
 
 def test_a_script_with_the_real_command_names_the_level_and_the_fix(tmp_path):

@@ -48,10 +48,21 @@ def test_partition_keys_are_the_nine_grid_levels() -> None:
     assert list(DEFAULT_GRID_LEVELS) == NINE
 
 
+#: Per-cell assets that hold every grid level in one value (one pass serves them all): they
+#: depend on every partition of grid_cells instead of being partitioned by grid level.
+ALL_LEVELS_AT_ONCE = {"terrain_statistics"}
+
+
 def test_every_per_cell_asset_uses_grid_partitions() -> None:
     per_cell = [a for a in _assets() if a.key.to_user_string() not in NOT_PER_CELL]
     assert per_cell, "expected at least grid_cells"
+    graph = defs.resolve_asset_graph()
     for asset in per_cell:
+        if asset.key.to_user_string() in ALL_LEVELS_AT_ONCE:
+            assert asset.partitions_def is None, asset.key
+            mapping = graph.get_partition_mapping(asset.key, dg.AssetKey("grid_cells"))
+            assert isinstance(mapping, dg.AllPartitionMapping), asset.key
+            continue
         assert _uses_grid_partitions(asset.partitions_def), asset.key
 
 

@@ -43,7 +43,7 @@ def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "sources").exists()  # no sample region for a bad area
 
 
-def test_demo_plans_one_run_per_partition_key_covering_every_asset() -> None:
+def test_demo_plans_few_runs_covering_every_asset() -> None:
     from entropice_core.config import DEFAULT_GRID_LEVELS
     from entropice_dagster.assets import all_assets
     from entropice_dagster.demo import DEMO_EXPERIMENTS, _steps
@@ -52,11 +52,17 @@ def test_demo_plans_one_run_per_partition_key_covering_every_asset() -> None:
     years = ["2018", "2019", "2020"]
     steps = _steps(years)
     keys = [str(key) for _, _, key in steps]
-    # two unpartitioned runs: the sources first, the leaderboard of the trained models last
-    assert keys.count("None") == 2 and keys[0] == keys[-1] == "None"
+    # three unpartitioned runs: the sources first, the terrain statistics of every level once
+    # all grid cells exist, the leaderboard of the trained models last
+    assert keys.count("None") == 3 and keys[0] == keys[-1] == "None"
     assert [a.key.to_user_string() for a in steps[-1][1]] == ["experiment_summary"]
-    keys = keys[1:-1]
-    assert len(keys) == len(set(keys)), "two runs for one partition key"
+    names = [[a.key.to_user_string() for a in selection] for _, selection, _ in steps]
+    statistics = names.index(["terrain_statistics"])
+    assert all("grid_cells" not in n for n in names[statistics:])
+    assert all("terrain_features" not in n for n in names[:statistics])
+    # each grid level twice: its cells, labels and features, then its terrain part
+    levels = [key for stage, _, key in steps if stage in ("grid levels", "terrain levels")]
+    assert sorted(levels) == sorted(2 * list(DEFAULT_GRID_LEVELS))
     covered = {asset.key.to_user_string() for _, selection, _ in steps for asset in selection}
     assert covered == {asset.key.to_user_string() for asset in all_assets}
     # a year's indices read the next year's daily store: newest year first
@@ -67,5 +73,5 @@ def test_demo_plans_one_run_per_partition_key_covering_every_asset() -> None:
     # every model, the count task, a single-source and a yearly variant reach the leaderboard
     assert {e.split("-")[0] for e in trained} == {"espa", "xgboost", "rf", "knn"}
     assert any("-count" in e for e in trained) and any("yearly" in e for e in trained)
-    expected = 2 + len(years) + len(DEFAULT_GRID_LEVELS) + len(trained)
+    expected = 3 + len(years) + 2 * len(DEFAULT_GRID_LEVELS) + len(trained)
     assert len(steps) == expected

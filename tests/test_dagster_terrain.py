@@ -56,17 +56,17 @@ def test_terrain_assets_materialise_with_passing_check(sample_graph, key):
 ONE_TILE_AOI = "-136.4,67.5,-135.9,67.75"
 
 
-@pytest.mark.slow
-def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(
-    region, make_resources, tmp_path
-):
-    """Materialised twice (one tile; the second with another VRM window): two commits, the
-    first stays readable, and the input downstream assets get is the head's rasters with
-    their own overviews. (The same rasters again commit nothing: tests/test_integrity.py.)"""
+@pytest.fixture(scope="module")
+def one_tile(region, tmp_path_factory):
+    """The sources of one tile materialised into a data directory of their own (two
+    neighbourhoods instead of four: the same code path, less arithmetic): the data dir, its
+    resources and the run."""
+    from conftest import dagster_resources
+
     data_dir, _, _ = region
-    (tmp_path / "sources").symlink_to(data_dir / "sources")
-    resources = make_resources(tmp_path, aoi=ONE_TILE_AOI)
-    # two neighbourhoods instead of four: the same code path, less arithmetic
+    root = tmp_path_factory.mktemp("one-tile")
+    (root / "sources").symlink_to(data_dir / "sources")
+    resources = dagster_resources(root, aoi=ONE_TILE_AOI)
     cheaper = {
         "ops": {"terrain_derivatives": {"config": {"tpi_radii_m": [160.0], "vrm_windows": [3]}}}
     }
@@ -76,6 +76,16 @@ def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(
         resources=resources,
         run_config=cheaper,
     )
+    assert first.success
+    return root, resources, first
+
+
+@pytest.mark.slow
+def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(one_tile):
+    """Materialised twice (one tile; the second with another VRM window): two commits, the
+    first stays readable, and the input downstream assets get is the head's rasters with
+    their own overviews. (The same rasters again commit nothing: tests/test_integrity.py.)"""
+    tmp_path, resources, first = one_tile
     other = {
         "ops": {"terrain_derivatives": {"config": {"tpi_radii_m": [160.0], "vrm_windows": [5]}}}
     }
@@ -151,3 +161,51 @@ def test_cell_medians_equal_the_sampled_pixels_inside_the_cell(sample_graph):
         assert float(cell["slope_median"]) == pytest.approx(np.nanmedian(slopes), abs=1e-2)
         checked += 1
     assert checked >= 3
+
+
+@pytest.mark.slow
+def test_terrain_statistics_are_exact_by_default_on_every_level_in_one_run(one_tile):
+    """On one tile: grid cells of two levels, then terrain_statistics with its default config
+    (every pixel, both levels in one pass) and each level's terrain_features. Means, minima
+    and maxima of elevation and slope equal exactextract on the committed rasters (the head;
+    cells as the engine projects them), every cell with data."""
+    from exactextract import exact_extract
+
+    from entropice_core.spatial.pixelmap import RasterGrid, project_cells
+
+    tmp_path, resources, _ = one_tile
+    levels = ("h3_6", "healpix_9")
+    for key in levels:
+        assert dg.materialize(
+            all_assets, selection=["grid_cells"], partition_key=key, resources=resources
+        ).success
+    statistics = dg.materialize(all_assets, selection=["terrain_statistics"], resources=resources)
+    (event,) = statistics.asset_materializations_for_node("terrain_statistics")
+    assert event.metadata["exact"].value is True
+    assert set(event.metadata["grid_levels"].value) == set(levels)  # every level with cells
+    rasters = read_dataset_version(tmp_path.joinpath(*REPO), None).set_coords("spatial_ref")
+    grid = RasterGrid.from_xarray(rasters)
+    for key in levels:
+        run = dg.materialize(
+            all_assets, selection=["terrain_features"], partition_key=key, resources=resources
+        )
+        (event,) = run.asset_materializations_for_node("terrain_features")
+        assert event.metadata["exact"].value is True and event.metadata["pixel_stride"].value == 1
+        features = read_dataset(tmp_path / "arcticdem" / f"features_{key}.zarr").load()
+        cells = gpd.read_parquet(tmp_path / "grids" / f"{key}.parquet").set_index("cell_id")
+        cells = cells.loc[features["cell_ids"].to_numpy()].reset_index()
+        polygons = gpd.GeoDataFrame(geometry=project_cells(cells, grid), crs=grid.crs)
+        for name in ("elevation", "slope"):
+            expected = exact_extract(
+                rasters[name].load(), polygons, ["mean", "min", "max"], output="pandas"
+            )
+            ours = features[f"{name}_mean"].to_numpy()
+            has_data = np.isfinite(ours)
+            assert has_data.sum() >= 5, key  # healpix_9: 5 cells touch the tile
+            for stat in ("mean", "min", "max"):
+                np.testing.assert_allclose(
+                    features[f"{name}_{stat}"].to_numpy()[has_data],
+                    expected[stat].to_numpy()[has_data],
+                    rtol=1e-6,
+                    err_msg=f"{key} {name}_{stat}",
+                )

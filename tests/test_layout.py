@@ -18,6 +18,7 @@ def test_paths_follow_the_documented_layout(tmp_path: Path) -> None:
     assert layout.era5_daily(2020) == tmp_path / "era5/daily/2020.zarr"
     assert layout.asset_path("climate_features", "h3_4") == tmp_path / "era5/features_h3_4.zarr"
     assert layout.terrain_derivatives == tmp_path / "arcticdem/derivatives.icechunk"
+    assert layout.asset_path("terrain_statistics") == tmp_path / "arcticdem/statistics.zarr"
     assert layout.training_dataset("h3_6") == tmp_path / "datasets/h3_6.zarr"
     assert (
         layout.experiment("h3_6", "espa-binary") == tmp_path / "training-results/h3_6/espa-binary"

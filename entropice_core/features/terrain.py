@@ -32,12 +32,10 @@ TERRAIN_STATISTICS = AggregationConfig(
 NOT_AGGREGATED = ("aspect",)
 
 
-#: Default sample size per cell: 2,500 pixels (a 50 x 50 grid), which estimates a cell's mean
-#: to about ``1 / sqrt(n)`` = 2 % of its spread; 0 is every pixel (exact). Still the default
-#: because a grid level is one Dagster run and an exact level costs a full read of the
-#: derivatives (issue 19: exact by default once one run covers all levels, where one pass
-#: serves them all).
-MIN_PIXELS_PER_CELL = 2500
+#: A sample size per cell for the explicit sampled option: 2,500 pixels (a 50 x 50 grid), which
+#: estimates a cell's mean to about ``1 / sqrt(n)`` = 2 % of its spread. The default is 0, every
+#: pixel (exact), computed for all grid levels in one pass (:func:`derivative_features_levels`).
+SAMPLE_PIXELS_PER_CELL = 2500
 
 
 def pixel_stride(cells: gpd.GeoDataFrame, dx: float, dy: float, min_pixels: int) -> int:
@@ -71,20 +69,21 @@ def terrain_features(
     cells: gpd.GeoDataFrame,
     spec: GridSpec,
     statistics: AggregationConfig = TERRAIN_STATISTICS,
-    min_pixels_per_cell: int = MIN_PIXELS_PER_CELL,
+    min_pixels_per_cell: int = 0,
     parallel: bool = False,
     overviews: xr.Dataset | None = None,
 ) -> xr.Dataset:
     """Compute per-cell statistics of elevation and each derivative on one grid level.
 
-    With ``min_pixels_per_cell=0`` every pixel counts (exact): moments weighted by each
-    pixel's exact coverage of the cell, quantiles over the pixels whose centre lies in the
-    cell (``spatial.levels.aggregate_levels``, docs/aggregation.md). Above 0 (default
-    :data:`MIN_PIXELS_PER_CELL`) the statistics are taken over a regular sample: every ``stride``-th
-    pixel in each direction (the centre of each ``stride x stride`` block), the stride (from
-    ``terrain.overviews.SAMPLE_STRIDES``) chosen so that a cell of median size keeps at
-    least that many pixels, read from ``overviews`` where they hold it; the attrs then give
-    the sample size and the expected error of the means (:func:`sampling_error`).
+    By default (``min_pixels_per_cell=0``) every pixel counts (exact): moments weighted by
+    each pixel's exact coverage of the cell, quantiles over the pixels whose centre lies in
+    the cell (``spatial.levels.aggregate_levels``, docs/aggregation.md). Above 0 (an explicit
+    option, e.g. :data:`SAMPLE_PIXELS_PER_CELL`) the statistics are taken over a regular
+    sample: every ``stride``-th pixel in each direction (the centre of each ``stride x
+    stride`` block), the stride (from ``terrain.overviews.SAMPLE_STRIDES``) chosen so that a
+    cell of median size keeps at least that many pixels, read from ``overviews`` where they
+    hold it; the attrs then give the sample size and the expected error of the means
+    (:func:`sampling_error`).
 
     Parameters
     ----------
@@ -97,8 +96,8 @@ def terrain_features(
     statistics : AggregationConfig, optional
         The statistics per variable.
     min_pixels_per_cell : int, optional
-        0: every pixel (exact). Else (default 2,500) the sample size per cell of median area,
-        see :func:`pixel_stride`.
+        0 (default): every pixel, exact. Else the sample size per cell of median area, see
+        :func:`pixel_stride`.
     parallel : bool, optional
         Sampled path: run the blocks as dask tasks on the current scheduler.
     overviews : xarray.Dataset, optional
@@ -264,9 +263,16 @@ def derivative_features(
 
 
 def derivative_features_levels(
-    derivatives: xr.DataTree, levels: Mapping[str, gpd.GeoDataFrame]
+    derivatives: xr.DataTree,
+    levels: Mapping[str, gpd.GeoDataFrame],
+    min_pixels_per_cell: int = 0,
+    parallel: bool = False,
 ) -> dict[str, xr.Dataset]:
-    """Compute exact features of the stored derivatives on several levels in one pass.
+    """Compute the features of the stored derivatives on several grid levels.
+
+    Exact (the default) in one pass over the rasters for all levels
+    (:func:`terrain_features_levels`); with a sample size, level by level from the overviews
+    (:func:`derivative_features`).
 
     Parameters
     ----------
@@ -274,16 +280,79 @@ def derivative_features_levels(
         The derivatives as :func:`derivative_features` takes them.
     levels : mapping of str to geopandas.GeoDataFrame
         Grid level key to its cells.
+    min_pixels_per_cell : int, optional
+        0 (default): every pixel, exact. Else the sample size per cell of median area.
+    parallel : bool, optional
+        Sampled path: run the blocks as dask tasks on the current scheduler.
 
     Returns
     -------
     dict of str to xarray.Dataset
         Per level key, the features with the derivatives' snapshot id in their attrs.
     """
+    if min_pixels_per_cell > 0:
+        return {
+            key: derivative_features(
+                derivatives,
+                cells,
+                GridSpec.from_key(key),
+                parallel=parallel,
+                min_pixels_per_cell=min_pixels_per_cell,
+            )
+            for key, cells in levels.items()
+        }
     found = terrain_features_levels(derivatives.to_dataset(), levels)
     for features in found.values():
         features.attrs["derivatives_snapshot_id"] = derivatives.attrs["icechunk_snapshot_id"]
     return found
+
+
+def statistics_tree(features: Mapping[str, xr.Dataset]) -> xr.DataTree:
+    """Gather the features of several levels into one tree, a child per grid level key.
+
+    Parameters
+    ----------
+    features : mapping of str to xarray.Dataset
+        Per level key, its features (:func:`derivative_features_levels`).
+
+    Returns
+    -------
+    xarray.DataTree
+        The features under ``/<grid level>``; the root's attrs list the levels.
+    """
+    tree = xr.DataTree.from_dict(dict(features))
+    tree.attrs["grid_levels"] = list(features)
+    return tree
+
+
+def level_features(statistics: xr.DataTree, key: str) -> xr.Dataset:
+    """Return one grid level's features out of a :func:`statistics_tree`.
+
+    Parameters
+    ----------
+    statistics : xarray.DataTree
+        The features of several levels.
+    key : str
+        Grid level key, e.g. ``h3_5``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The level's features.
+
+    Raises
+    ------
+    KeyError
+        If the tree lacks the level; the message names the levels it holds and the fix.
+    """
+    if key not in statistics.children:
+        held = ", ".join(sorted(statistics.children)) or "none"
+        raise KeyError(
+            f"terrain_statistics holds the grid levels {held}, not {key}: materialise "
+            f"terrain_statistics with {key} among its grid_levels (default: every level whose "
+            "grid_cells exist)"
+        )
+    return statistics.children[key].to_dataset(inherit=False)
 
 
 def feature_summary(features: xr.Dataset) -> dict[str, object]:

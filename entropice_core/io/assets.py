@@ -10,6 +10,7 @@ pixel-sample overviews in the same commit), and source manifests as JSON replace
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from entropice_core.io.atomic import atomic_path
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import xarray as xr
 
     from entropice_core.layout import Layout
@@ -34,7 +36,7 @@ class StoredDataset:
 
 
 def store_dataset(
-    dataset: xr.Dataset,
+    dataset: xr.Dataset | xr.DataTree,
     layout: Layout,
     asset: str,
     partition: str | None = None,
@@ -53,8 +55,8 @@ def store_dataset(
 
     Parameters
     ----------
-    dataset : xarray.Dataset
-        The asset's value.
+    dataset : xarray.Dataset or xarray.DataTree
+        The asset's value; a tree (several grid levels) is one Zarr store, a group per node.
     layout : Layout
         The storage layout of the data directory.
     asset : str
@@ -72,17 +74,23 @@ def store_dataset(
     StoredDataset
         The store, the table and, for Icechunk, the snapshot id and group.
     """
+    import xarray as xr
+
     from entropice_core.io.zarr import dataset_table, write_dataset, write_store
 
     path = layout.asset_path(asset, partition, **dimensions)
     table_path = layout.table_path(asset, partition, **dimensions)
     snapshot, group = None, None
-    if path.suffix == ".icechunk":
+    if isinstance(dataset, xr.DataTree):  # several grid levels: one Zarr store, a group each
+        if path.suffix != ".zarr" or table_path is not None:
+            raise ValueError(f"{asset}: a tree of datasets is stored as one Zarr store only")
+        write_store(dataset, path)
+    elif path.suffix == ".icechunk":
         snapshot, group = _commit(dataset, path, asset, partition, overview_strides)
         if table_path is not None:
             with atomic_path(table_path) as tmp:
                 dataset_table(dataset).to_parquet(tmp, index=False)
-    elif "cell_ids" in dataset.coords:
+    elif "cell_ids" in dataset.coords:  # an L2 dataset
         write_dataset(dataset, path, table=table_path)  # store and table as one version
     else:
         write_store(dataset, path)
@@ -137,11 +145,12 @@ def load_dataset(
     FileNotFoundError
         If the store, repository or group does not exist.
     """
-    from entropice_core.io.zarr import read_dataset
+    from entropice_core.io.zarr import read_dataset, read_tree
 
     path = layout.asset_path(asset, partition, **dimensions)
     if path.suffix != ".icechunk":
-        return read_dataset(path, asset)
+        tree = read_tree(path, asset)
+        return tree if tree is not None else read_dataset(path, asset)
     return _load_icechunk(path, partition)
 
 
@@ -210,3 +219,43 @@ def read_manifest(path: str | Path, writer: str = "the source asset") -> dict[st
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: materialise {writer} first")
     return json.loads(path.read_text())
+
+
+def load_grid_levels(
+    layout: Layout, keys: Sequence[str] | None = None
+) -> dict[str, gpd.GeoDataFrame]:
+    """Read the ``grid_cells`` of several grid levels, for work that serves them in one pass.
+
+    Parameters
+    ----------
+    layout : Layout
+        The storage layout of the data directory.
+    keys : sequence of str, optional
+        Grid level keys, each of which must have its cells; None: every default grid level
+        (``config.DEFAULT_GRID_LEVELS``) whose cells exist.
+
+    Returns
+    -------
+    dict of str to geopandas.GeoDataFrame
+        Per level key (in the order given, or the default order), its cells.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a requested level, or with ``keys=None`` every level, has no cells; the message
+        names the levels and the fix.
+    """
+    from entropice_core.config import DEFAULT_GRID_LEVELS
+    from entropice_core.io.geoparquet import read_geoparquet
+
+    wanted = list(keys) if keys is not None else list(DEFAULT_GRID_LEVELS)
+    paths = {key: layout.asset_path("grid_cells", key) for key in wanted}
+    missing = [key for key, path in paths.items() if not path.exists()]
+    if keys is None:
+        paths = {key: path for key, path in paths.items() if path.exists()}
+    if (keys is not None and missing) or not paths:
+        raise FileNotFoundError(
+            f"grid_cells missing for {', '.join(missing)} under {layout.root / 'grids'}: "
+            "materialise grid_cells for these grid levels first (or leave them out)"
+        )
+    return {key: read_geoparquet(path) for key, path in paths.items()}

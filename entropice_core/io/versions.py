@@ -76,7 +76,8 @@ def content_version(value: Any) -> str | None:
     Parameters
     ----------
     value : Any
-        An in-memory ``xarray.Dataset`` (lazy, Dask-backed ones are not read twice: None),
+        An in-memory ``xarray.Dataset`` or ``DataTree`` (lazy, Dask-backed ones are not read
+        twice: None),
         a (Geo)DataFrame (geometries hashed as WKB), or a source manifest (a JSON-able dict:
         its listing, e.g. the tiles or month files on disk).
 
@@ -99,6 +100,12 @@ def content_version(value: Any) -> str | None:
 
     if isinstance(value, xr.Dataset):
         return None if value.chunks else fingerprint(value)[:16]
+    if isinstance(value, xr.DataTree):  # one hash over every node, by path
+        nodes = [(node.path, node.to_dataset(inherit=False)) for node in value.subtree]
+        if any(dataset.chunks for _, dataset in nodes):
+            return None
+        joined = "|".join(f"{path}:{fingerprint(dataset)}" for path, dataset in nodes)
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
     if isinstance(value, pd.DataFrame):
         frame = value.to_wkb() if hasattr(value, "to_wkb") else value
         rows = pd.util.hash_pandas_object(frame, index=True).to_numpy()

@@ -101,13 +101,13 @@ def require_l2(dataset: xr.Dataset, action: str) -> None:
         )
 
 
-def write_store(dataset: xr.Dataset, path: str | Path) -> Path:
-    """Write any dataset (e.g. a raster of indices) as a Zarr v3 store at ``path`` atomically.
+def write_store(dataset: xr.Dataset | xr.DataTree, path: str | Path) -> Path:
+    """Write any dataset (e.g. a raster of indices) or tree as a Zarr v3 store atomically.
 
     Parameters
     ----------
-    dataset : xarray.Dataset
-        The dataset; no L2 checks.
+    dataset : xarray.Dataset or xarray.DataTree
+        The dataset (no L2 checks), or a tree of them, one Zarr group per node.
     path : str or Path
         Store directory; replaced if it exists.
 
@@ -161,6 +161,44 @@ def read_dataset(
         raise ValueError(
             f"{path} is not a readable Zarr v3 store ({err}); delete it and materialise again"
         ) from err
+
+
+def read_tree(
+    path: str | Path, writer: str = "the asset that writes it first (`make demo`)"
+) -> xr.DataTree | None:
+    """Open a Zarr v3 store with child groups lazily as a DataTree; None for a plain store.
+
+    Parameters
+    ----------
+    path : str or Path
+        Store directory.
+    writer : str, optional
+        What to materialise when the store is missing, for the error message.
+
+    Returns
+    -------
+    xarray.DataTree or None
+        Dask-backed tree, one node per group; None if the store has no child group (open it
+        with :func:`read_dataset`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    import xarray as xr
+    import zarr
+
+    path = Path(path)
+    real = resolve_published(path)
+    if not real.exists():
+        raise FileNotFoundError(f"{path} does not exist: materialise {writer}")
+    try:
+        if not any(True for _ in zarr.open_group(real, mode="r", zarr_format=3).group_keys()):
+            return None
+    except Exception:  # not a Zarr v3 group: read_dataset names the problem
+        return None
+    return xr.open_datatree(real, engine="zarr", consolidated=False, zarr_format=3, chunks={})
 
 
 def dataset_table(dataset: xr.Dataset) -> pd.DataFrame:

@@ -15,10 +15,15 @@ from entropice_dagster.assets.models import (
     trained_model,
     training_dataset,
 )
-from entropice_dagster.assets.terrain import arcticdem_tiles, terrain_derivatives, terrain_features
+from entropice_dagster.assets.terrain import (
+    arcticdem_tiles,
+    terrain_derivatives,
+    terrain_features,
+    terrain_statistics,
+)
 
 all_assets = [watermask, grid_cells, darts_polygons, darts_coverage, rts_labels]
-all_assets += [arcticdem_tiles, terrain_derivatives, terrain_features]
+all_assets += [arcticdem_tiles, terrain_derivatives, terrain_statistics, terrain_features]
 all_assets += [training_dataset, trained_model, predictions, experiment_summary]
 all_assets += [era5_hourly, era5_daily, era5_yearly, climate_features]
 all_assets += [alphaearth_features]

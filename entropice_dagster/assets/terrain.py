@@ -105,14 +105,21 @@ def terrain_derivatives(config: TerrainDerivativesConfig, watermask, arcticdem_t
     yield from checked_output(rasters, metadata)
 
 
-class TerrainFeaturesConfig(dg.Config):
-    """How many pixels the per-cell statistics use (maps onto ``terrain_features``)."""
+class TerrainStatisticsConfig(dg.Config):
+    """Which grid levels the one pass serves, and whether it samples (maps onto
+    ``derivative_features_levels``)."""
 
-    min_pixels_per_cell: int | None = Field(
+    grid_levels: list[str] | None = Field(
         default=None,
+        description="Grid level keys to compute (each needs its grid_cells); default: every "
+        "grid level whose grid_cells exist.",
+    )
+    min_pixels_per_cell: int = Field(
+        default=0,
         ge=0,
-        description="Sample every k-th pixel so that a median cell keeps at least this many "
-        "(default 2500; the expected error is in the metadata); 0: every pixel, exact.",
+        description="0 (default): every pixel, exact, all levels in one pass over the rasters. "
+        "Above 0: sample every k-th pixel so that a median cell keeps at least this many "
+        "(e.g. 2500), level by level; the expected error of the means is in the metadata.",
     )
 
 
@@ -121,39 +128,73 @@ class TerrainFeaturesConfig(dg.Config):
     tags={"tier": "per-cell"},
     group_name="terrain",
     kinds={"zarr"},
-    code_version="2",
-    partitions_def=grid_partitions,
+    code_version="1",
     io_manager_key=ZARR_IO_MANAGER_KEY,
     pool="dask",
+    metadata=stored_at("terrain_statistics"),
+    deps=[dg.AssetDep("grid_cells", partition_mapping=dg.AllPartitionMapping())],
+    automation_condition=ON_UPDATED_INPUTS,
+)
+def terrain_statistics(
+    config: TerrainStatisticsConfig,
+    terrain_derivatives,
+    data_dir: DataDirResource,
+    dask: DaskResource,
+):
+    """Exact per-cell statistics of elevation and every derivative on all grid levels at once.
+
+    One pass over the rasters serves every level (each band read once, each pixel sorted
+    once for the medians and quartiles; docs/aggregation.md), so that nine levels cost about
+    what one does. terrain_features takes each level out of it. Sampling is an explicit
+    option (min_pixels_per_cell), with its expected error in the metadata.
+    """
+    from entropice_core.features import terrain
+    from entropice_core.io.assets import load_grid_levels
+    from entropice_core.layout import Layout
+
+    levels = load_grid_levels(Layout(data_dir.root), config.grid_levels)
+    with dask.client.as_current():
+        found = terrain.derivative_features_levels(
+            terrain_derivatives, levels, config.min_pixels_per_cell, parallel=True
+        )
+    summaries = {key: terrain.feature_summary(features) for key, features in found.items()}
+    metadata = {
+        **dask.metadata(),
+        "grid_levels": dg.MetadataValue.json(
+            {key: {k: v for k, v in summary.items() if k != "derivatives_snapshot_id"}
+             for key, summary in summaries.items()}
+        ),
+        "derivatives_snapshot_id": terrain_derivatives.attrs["icechunk_snapshot_id"],
+        "exact": config.min_pixels_per_cell == 0,
+    }  # fmt: skip
+    yield from checked_output(terrain.statistics_tree(found), metadata)
+
+
+@dg.asset(
+    owners=OWNERS,
+    tags={"tier": "per-cell"},
+    group_name="terrain",
+    kinds={"zarr"},
+    code_version="3",
+    partitions_def=grid_partitions,
+    io_manager_key=ZARR_IO_MANAGER_KEY,
     metadata=stored_at("terrain_features"),
     check_specs=check_specs(
         "terrain_features", elevation_plausible, partitions_def=grid_partitions
     ),
     automation_condition=ON_UPDATED_INPUTS,
 )
-def terrain_features(
-    context: dg.AssetExecutionContext,
-    config: TerrainFeaturesConfig,
-    terrain_derivatives,
-    grid_cells,
-    dask: DaskResource,
-):
+def terrain_features(context: dg.AssetExecutionContext, terrain_statistics, grid_cells):
     """Per-cell statistics of elevation and every terrain derivative (aspect as northness
-    and eastness).
+    and eastness) on one grid level.
 
-    Mean, std, min, max, median and quartiles inside each cell (exact cell coverage, see
-    docs/aggregation.md) over a regular pixel sample sized to the cells, or every pixel with
-    min_pixels_per_cell=0 (docs/terrain.md), plus the valid fraction of the cell's area.
+    Mean, std, min, max, median and quartiles inside each cell over every pixel (exact cell
+    coverage, see docs/aggregation.md) plus the valid fraction of the cell's area: this
+    level's part of terrain_statistics, which computes all levels in one pass.
     """
-    from entropice_core.config import GridSpec
     from entropice_core.features import terrain
 
-    spec = GridSpec.from_key(context.partition_key)
-    options = config.model_dump(exclude_none=True)
-    with dask.client.as_current():
-        features = terrain.derivative_features(
-            terrain_derivatives, grid_cells, spec, parallel=True, **options
-        )
-    metadata = {**dask.metadata(), **terrain.feature_summary(features)}
+    features = terrain.level_features(terrain_statistics, context.partition_key).load()
+    metadata = terrain.feature_summary(features)
     metadata["map"] = cell_map(grid_cells, features["elevation_mean"], "mean elevation (m)")
     yield from checked_output(features, metadata, [elevation_plausible(features, grid_cells)])
