@@ -22,6 +22,20 @@ if TYPE_CHECKING:
 #: The seed of the sample region the tests share (the default seed of `make demo`).
 SEED = 42
 REPO = Path(__file__).resolve().parents[1]
+#: Debian's chromium, which Playwright drives in the browser tests (it cannot download its own).
+CHROMIUM = os.environ.get("ENTROPICE_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The browser of the real-browser tests: skipped without it, failed under ``CI`` (whose
+    ``.ci/run`` installs it)."""
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
 
 
 def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:

@@ -22,7 +22,6 @@ import pytest
 
 from tests.dagster_stack import REPO, DagsterStack, dagster_stack
 
-CHROMIUM = os.environ.get("ENTROPICE_CHROMIUM", "/usr/bin/chromium")
 #: Generous limits (ms): the UI's first queries wait for the code location.
 LOAD_MS = 180_000
 #: One partition from the dialog, then a backfill of two more.
@@ -33,16 +32,6 @@ INIT_SCRIPT = """
 window.localStorage.setItem('communityNux', JSON.stringify('1'));
 window.localStorage.setItem('dagster-nav-collapsed', 'true');
 """
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
 
 
 def materialise_watermask(home: Path, data_dir: Path) -> None:

@@ -13,12 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from entropice_dashboard import PAGES, page_url
 from entropice_dashboard.serve import serve
 
-CHROMIUM = os.environ.get("ENTROPICE_CHROMIUM", "/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 #: Generous limits (ms): the first page imports the scientific stack and reads the model.
 LOAD_MS = 180_000
@@ -50,16 +47,6 @@ HEADINGS = {
 }
 
 
-@pytest.fixture
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return CHROMIUM
-
-
 def wait_quiet(page) -> None:
     """Wait until the script run is over: the running indicator absent QUIET_MS in a row."""
     quiet = 0
@@ -73,14 +60,14 @@ def wait_quiet(page) -> None:
             raise TimeoutError("the page kept running")
 
 
-def check_pages(base: str, out: Path) -> dict[str, Path]:
+def check_pages(base: str, out: Path, chromium: str) -> dict[str, Path]:
     """Open every page in headless Chromium; return the screenshots written."""
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     shots = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 3400})
             page.set_default_timeout(LOAD_MS)
@@ -109,7 +96,7 @@ def check_pages(base: str, out: Path) -> dict[str, Path]:
 def test_every_page_in_chromium(sample_graph, chromium, tmp_path):
     out = Path(os.environ.get("ENTROPICE_SCREENSHOTS", tmp_path / "screenshots"))
     with serve(sample_graph.data_dir, tmp_path / "streamlit.log") as (base, _):
-        shots = check_pages(base, out)
+        shots = check_pages(base, out, chromium)
     assert set(shots) == set(PAGES)
     for path in shots.values():
         assert path.stat().st_size > 10_000  # a drawn page, not a blank one

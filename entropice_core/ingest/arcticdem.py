@@ -21,7 +21,7 @@ import re
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import numpy as np
@@ -194,6 +194,14 @@ def read_tile_index(path: str | Path) -> set[tuple[int, int]]:
     return tiles
 
 
+def _check_grid(src: Any) -> None:
+    """Raise ``ValueError`` unless an open raster is 3125 x 3125 pixels of 32 m in EPSG:3413."""
+    if src.crs is None or src.crs.to_epsg() != 3413:
+        raise ValueError(f"CRS is {src.crs}, not {CRS}")
+    if src.res != (PIXEL_SIZE, PIXEL_SIZE) or src.shape != (TILE_PIXELS, TILE_PIXELS):
+        raise ValueError(f"{src.shape} pixels of {src.res} m, not 3125 x 3125 of 32 m")
+
+
 def check_tile(path: str | Path) -> None:
     """Raise ``ValueError`` unless ``path`` is a whole, readable 32 m ArcticDEM tile.
 
@@ -213,10 +221,7 @@ def check_tile(path: str | Path) -> None:
 
     try:
         with rasterio.open(path) as src:
-            if src.crs is None or src.crs.to_epsg() != 3413:
-                raise ValueError(f"CRS is {src.crs}, not {CRS}")
-            if src.res != (PIXEL_SIZE, PIXEL_SIZE) or src.shape != (TILE_PIXELS, TILE_PIXELS):
-                raise ValueError(f"{src.shape} pixels of {src.res} m, not 3125 x 3125 of 32 m")
+            _check_grid(src)
             src.read(1)
     except rasterio.errors.RasterioError as err:
         raise ValueError(f"{path} is not a readable GeoTIFF ({err})") from err
@@ -245,10 +250,7 @@ def check_tile_quickly(path: str | Path) -> None:
 
     try:
         with rasterio.open(path) as src:
-            if src.crs is None or src.crs.to_epsg() != 3413:
-                raise ValueError(f"CRS is {src.crs}, not {CRS}")
-            if src.res != (PIXEL_SIZE, PIXEL_SIZE) or src.shape != (TILE_PIXELS, TILE_PIXELS):
-                raise ValueError(f"{src.shape} pixels of {src.res} m, not 3125 x 3125 of 32 m")
+            _check_grid(src)
             levels = len(src.overviews(1))
     except rasterio.errors.RasterioError as err:
         raise ValueError(f"it does not open as a GeoTIFF ({err})") from err

@@ -122,6 +122,14 @@ def write_store(dataset: xr.Dataset | xr.DataTree, path: str | Path) -> Path:
     return path
 
 
+def _published_store(path: str | Path, writer: str) -> Path:
+    """Resolve a store's published version once; absent, name it and what writes it."""
+    real = resolve_published(Path(path))
+    if not real.exists():
+        raise FileNotFoundError(f"{path} does not exist: materialise {writer}")
+    return real
+
+
 def read_dataset(
     path: str | Path, writer: str = "the asset that writes it first (`make demo`)"
 ) -> xr.Dataset:
@@ -151,10 +159,7 @@ def read_dataset(
     """
     import xarray as xr
 
-    path = Path(path)
-    real = resolve_published(path)
-    if not real.exists():
-        raise FileNotFoundError(f"{path} does not exist: materialise {writer}")
+    real = _published_store(path, writer)
     try:
         return xr.open_zarr(real, consolidated=False, zarr_format=3)
     except Exception as err:
@@ -189,10 +194,7 @@ def read_tree(
     import xarray as xr
     import zarr
 
-    path = Path(path)
-    real = resolve_published(path)
-    if not real.exists():
-        raise FileNotFoundError(f"{path} does not exist: materialise {writer}")
+    real = _published_store(path, writer)
     try:
         if not any(True for _ in zarr.open_group(real, mode="r", zarr_format=3).group_keys()):
             return None
