@@ -94,6 +94,17 @@ def make_resources():
     return dagster_resources
 
 
+@pytest.fixture
+def dagster_instance():
+    """An ephemeral Dagster instance, closed after the test: it holds in-memory SQLite
+    connections, and one left to the garbage collector fails whichever later test collects it
+    (``ResourceWarning: unclosed database``)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
 @pytest.fixture(scope="session")
 def region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleRegionFiles, float]:
     """The sample region for SEED, generated once per session: data dir, files, seconds taken."""
@@ -225,23 +236,24 @@ def _materialise_graph(data_dir: Path) -> SampleGraph:
             "config": {"grid_levels": list(GRAPH_LEVELS), "min_pixels_per_cell": GRAPH_SAMPLE}
         },
     }
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(arctic_year_partitions.name, list(GRAPH_YEARS))
     resources = dagster_resources(data_dir)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     runs = []
-    for selection, partition in plan:
-        result = dg.materialize(
-            all_assets,
-            selection=list(selection),
-            partition_key=partition,
-            instance=instance,
-            resources=resources,
-            run_config=quiet | {"ops": {k: v for k, v in configs.items() if k in selection}},
-            raise_on_error=False,
-        )
-        key = None if partition is None else str(partition)
-        runs.append(GraphRun(selection, key, result))
+    # closed when done (see the dagster_instance fixture)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(arctic_year_partitions.name, list(GRAPH_YEARS))
+        for selection, partition in plan:
+            result = dg.materialize(
+                all_assets,
+                selection=list(selection),
+                partition_key=partition,
+                instance=instance,
+                resources=resources,
+                run_config=quiet | {"ops": {k: v for k, v in configs.items() if k in selection}},
+                raise_on_error=False,
+            )
+            key = None if partition is None else str(partition)
+            runs.append(GraphRun(selection, key, result))
     return SampleGraph(data_dir, tuple(runs), GRAPH_LEVELS, GRAPH_YEARS, experiments)
 
 

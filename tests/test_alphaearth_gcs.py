@@ -222,7 +222,7 @@ def test_zones_of_cells() -> None:
 
 
 def test_dagster_gcs_client_mirrors_then_aggregates_and_hides_the_token(
-    monkeypatch, bucket_root: Path, cells, tmp_path: Path, no_env
+    monkeypatch, bucket_root: Path, cells, tmp_path: Path, no_env, dagster_instance
 ) -> None:
     """``EarthEngineResource(client="gcs")`` with the token and project from the environment
     (as ``project_resources`` sets them), materialised against the fake GCS."""
@@ -246,7 +246,6 @@ def test_dagster_gcs_client_mirrors_then_aggregates_and_hides_the_token(
     def stub_cells():
         return cells
 
-    instance = dg.DagsterInstance.ephemeral()
     with serve(FakeGcs(bucket_root)) as (server, url):
         resource = EarthEngineResource(
             client="gcs",
@@ -259,7 +258,7 @@ def test_dagster_gcs_client_mirrors_then_aggregates_and_hides_the_token(
         result = dg.materialize(
             [stub_cells, alphaearth_features],
             partition_key="h3_5",
-            instance=instance,
+            instance=dagster_instance,
             resources={
                 "earth_engine": resource,
                 "data_dir": DataDirResource(path=str(tmp_path)),
@@ -273,9 +272,9 @@ def test_dagster_gcs_client_mirrors_then_aggregates_and_hides_the_token(
     assert sorted(p.parent.name for p in mirror.glob("*/*.tiff")) == ["8N", "9N"]
     (materialization,) = result.asset_materializations_for_node("alphaearth_features")
     assert materialization.metadata["requests"].value > 0
-    texts = [str(record) for record in instance.all_logs(result.run_id)]
+    texts = [str(record) for record in dagster_instance.all_logs(result.run_id)]
     texts.append(json.dumps({k: str(v) for k, v in materialization.metadata.items()}))
-    texts.append(json.dumps(instance.get_run_by_id(result.run_id).run_config, default=str))
+    texts.append(json.dumps(dagster_instance.get_run_by_id(result.run_id).run_config, default=str))
     assert not any(TOKEN in text for text in texts)
 
 

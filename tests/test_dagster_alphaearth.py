@@ -123,7 +123,7 @@ def test_the_offline_client_is_used_on_the_sample_region(tmp_path) -> None:
 
 
 def test_credentials_come_from_env_vars_and_never_reach_logs_or_metadata(
-    monkeypatch, cells, cog_root: Path, tmp_path: Path, no_ee_env
+    monkeypatch, cells, cog_root: Path, tmp_path: Path, no_ee_env, dagster_instance
 ) -> None:
     """Earth Engine through the resource, answered by the fake ``ee`` of test_alphaearth.py."""
     from test_alphaearth import FakeEE
@@ -142,11 +142,10 @@ def test_credentials_come_from_env_vars_and_never_reach_logs_or_metadata(
     def stub_cells():
         return cells
 
-    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [stub_cells, alphaearth_features],
         partition_key="h3_5",
-        instance=instance,
+        instance=dagster_instance,
         resources={
             "earth_engine": resource.model_copy(update={"max_cells": 40, "max_extent_km": 150}),
             "data_dir": DataDirResource(path=str(tmp_path)),
@@ -160,9 +159,9 @@ def test_credentials_come_from_env_vars_and_never_reach_logs_or_metadata(
     (materialization,) = result.asset_materializations_for_node("alphaearth_features")
     assert materialization.metadata["requests"].value == len(fake.calls) > 0
     secret_parts = ["PRIVATE KEY", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"]
-    texts = [str(record) for record in instance.all_logs(result.run_id)]
+    texts = [str(record) for record in dagster_instance.all_logs(result.run_id)]
     texts.append(json.dumps({k: str(v) for k, v in materialization.metadata.items()}))
-    texts.append(json.dumps(instance.get_run_by_id(result.run_id).run_config, default=str))
+    texts.append(json.dumps(dagster_instance.get_run_by_id(result.run_id).run_config, default=str))
     assert not any(part in text for text in texts for part in secret_parts)
     assert Layout(tmp_path).asset_path("alphaearth_features", "h3_5").exists()
 
@@ -246,7 +245,6 @@ def test_a_second_materialisation_is_all_from_the_cache(sample_graph, make_resou
         all_assets,
         selection=["alphaearth_features"],
         partition_key=key,
-        instance=dg.DagsterInstance.ephemeral(),
         resources=make_resources(sample_graph.data_dir),
     )
     assert result.success

@@ -15,7 +15,12 @@ from sklearn.exceptions import ConvergenceWarning
 from entropice_core.ml import espa
 from entropice_core.ml.espa import ESPAClassifier
 
-pytestmark = pytest.mark.filterwarnings("error")
+# every warning of eSPA's own code is an error; not the garbage of other tests (e.g. a SQLite
+# connection of a Dagster instance) that the collector happens to find while these run
+pytestmark = [
+    pytest.mark.filterwarnings("error"),
+    pytest.mark.filterwarnings("default::pytest.PytestUnraisableExceptionWarning"),
+]
 
 #: Stop when the loss decreases by at most TOL * |loss|: at a fixed point the two
 #: implementations may see a change of one rounding unit either way, which tol = 0 would count.

@@ -108,7 +108,7 @@ def fake_cdsapi(monkeypatch, sources: Path) -> type[FakeCdsapi]:
 
 
 def test_env_var_key_reaches_cdsapi_and_no_secret_reaches_logs_or_metadata(
-    monkeypatch, tmp_path: Path, fake_cdsapi: type[FakeCdsapi], no_cds_env
+    monkeypatch, tmp_path: Path, fake_cdsapi: type[FakeCdsapi], no_cds_env, dagster_instance
 ) -> None:
     monkeypatch.setenv("CDSAPI_KEY", SECRET)
     resources = project_resources(tmp_path / "data", "arctic")
@@ -116,12 +116,11 @@ def test_env_var_key_reaches_cdsapi_and_no_secret_reaches_logs_or_metadata(
     assert cds.client == "cds"
     assert isinstance(cds.key, dg.EnvVar) and cds.key == "CDSAPI_KEY"  # the name, not the value
     assert SECRET not in repr(cds) and SECRET not in repr(cds.era5_client())
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("arctic_year", [str(YEAR)])
+    dagster_instance.add_dynamic_partitions("arctic_year", [str(YEAR)])
     result = dg.materialize(
         [era5_hourly],
         partition_key=str(YEAR),
-        instance=instance,
+        instance=dagster_instance,
         resources={
             "cds": cds,
             "data_dir": DataDirResource(path=str(tmp_path / "data")),
@@ -136,11 +135,11 @@ def test_env_var_key_reaches_cdsapi_and_no_secret_reaches_logs_or_metadata(
     assert all(f.exists() for f in files)
     (materialization,) = result.asset_materializations_for_node("era5_hourly")
     assert materialization.metadata["downloaded"].value == 25
-    records = instance.all_logs(result.run_id)
+    records = dagster_instance.all_logs(result.run_id)
     assert records
     assert all(SECRET not in str(record) for record in records)
     assert SECRET not in json.dumps({k: str(v) for k, v in materialization.metadata.items()})
-    run = instance.get_run_by_id(result.run_id)
+    run = dagster_instance.get_run_by_id(result.run_id)
     assert SECRET not in json.dumps(run.run_config, default=str)
 
 
