@@ -3,12 +3,18 @@
 ``python -m entropice_dagster.demo`` (called by ``entropice demo`` / ``make demo``) runs the
 graph as few in-process runs as the partitions allow (one per partition key) on the persistent
 instance in ``$DAGSTER_HOME``, so the history, metadata, check results and maps are there when
-``make ui`` opens the UI afterwards. It ends with the wall time per stage.
+``make ui`` opens the UI afterwards. Runs that do not read each other's assets run side by
+side in worker processes (one per core, at most ``DEMO_WORKERS``), each of which imports the
+stack once. It ends with the wall time per stage.
 """
 
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -70,8 +76,16 @@ DEMO_EXPERIMENTS = {
 }
 #: The demo's search budget (the experiment files' is larger): a few minutes for the whole graph.
 DEMO_BUDGET = {"n_iter": 4, "importance_repeats": 2}
+#: Runs at once at most (fewer on fewer cores): each worker holds a run's inputs in memory, and
+#: the terrain statistics pass alone takes about 7 GB on the sample region.
+DEMO_WORKERS = 2
+#: The assets whose metadata the per-level summary table shows.
+SUMMARY_ASSETS = ("grid_cells", "rts_labels", "terrain_features", "climate_features")
+
+Step = tuple[str, list[dg.AssetsDefinition], Any]
 
 
+@cache
 def _instance() -> dg.DagsterInstance:
     """The persistent instance; without DAGSTER_HOME, the one `make ui` opens (.dagster_home)."""
     if "DAGSTER_HOME" not in os.environ:
@@ -120,14 +134,14 @@ def _summary(rows: list[tuple[Any, ...]], aoi: str) -> Table:
     for key, cells, labels, terrain, climate in rows:
         table.add_row(
             key,
-            f"{cells['dagster/partition_row_count'].value:,}",
-            f"{cells['land_area_km2'].value:,.0f}",
-            f"{labels['cells_with_rts'].value:,}",
-            f"{labels['slumps'].value:,}",
-            f"{labels['rts_area_km2'].value:,.2f}",
-            f"{terrain['mean_elevation_m'].value:,.0f}",
-            f"{terrain['mean_slope_deg'].value:.2f}",
-            f"{climate['mean_tdd'].value:,.0f}",
+            f"{cells['dagster/partition_row_count']:,}",
+            f"{cells['land_area_km2']:,.0f}",
+            f"{labels['cells_with_rts']:,}",
+            f"{labels['slumps']:,}",
+            f"{labels['rts_area_km2']:,.2f}",
+            f"{terrain['mean_elevation_m']:,.0f}",
+            f"{terrain['mean_slope_deg']:.2f}",
+            f"{climate['mean_tdd']:,.0f}",
         )
     return table
 
@@ -155,16 +169,18 @@ def _leaderboard(summary: pd.DataFrame) -> Table:
     return table
 
 
-def _steps(years: list[str]) -> list[tuple[str, list[dg.AssetsDefinition], Any]]:
+def _steps(years: list[str]) -> list[Step]:
     """(stage, assets, partition key) of each run: as few runs as the partitions allow.
 
-    One run per partition key: the unpartitioned sources together; each Arctic year's
+    One run per partition key: the unpartitioned sources together (the grid levels could
+    start before the terrain derivatives are done, but their climate step would wait for the
+    same ``dask`` pool slot anyway); each Arctic year's
     download, daily aggregates and indices together, newest year first (a year's indices read
     the next year's daily store, which then already exists); each grid level's per-cell assets
     together; the terrain statistics of all levels in one pass; each level's terrain features
     (with the training dataset where models are trained); each model with its predictions.
     """
-    steps: list[tuple[str, list[dg.AssetsDefinition], Any]] = [
+    steps: list[Step] = [
         (
             "sources",
             [watermask, darts_polygons, darts_coverage, arcticdem_tiles, terrain_derivatives],
@@ -197,9 +213,134 @@ def _model_key(grid_level: str, experiment: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"grid_level": grid_level, "experiment": experiment})
 
 
-def _timings(durations: list[tuple[str, str, float]]) -> Table:
-    """Wall time per stage (runs, total, slowest run), for seeing where the demo's time goes."""
-    table = Table(title="Time per stage (wall clock, in-process runs)")
+def _reads(step: Step, earlier: Step) -> bool:
+    """Whether ``step`` reads an asset partition that the ``earlier`` step writes.
+
+    A run reads the parents of its assets: all partitions of an unpartitioned child's parents,
+    the same grid level of a per-level parent, and (conservatively) every partition where the
+    partitions differ in kind (climate features read every Arctic year; a year's indices read
+    the next year's daily store).
+    """
+    (_, assets, key), (_, written, written_key) = step, earlier
+    parents = {parent for a in assets for k in a.keys for parent in a.asset_deps[k]}
+    if not parents & {k for a in written for k in a.keys}:
+        return False
+    if key is None or written_key is None:
+        return True
+    if isinstance(key, dg.MultiPartitionKey):  # a model reads its own grid level
+        own = (
+            key
+            if isinstance(written_key, dg.MultiPartitionKey)
+            else key.keys_by_dimension["grid_level"]
+        )
+        return written_key == own
+    levels = set(grid_partitions.get_partition_keys())
+    if key in levels and written_key in levels:
+        return key == written_key
+    return True
+
+
+def _prerequisites(steps: list[Step]) -> list[set[int]]:
+    """For each step, the earlier steps whose outputs it reads (they run before it)."""
+    return [{j for j in range(i) if _reads(step, steps[j])} for i, step in enumerate(steps)]
+
+
+@dataclass
+class _Outcome:
+    """What a worker reports of one run: picklable, unlike the run's result."""
+
+    seconds: float
+    failure: str | None = None
+    run_id: str = ""
+    #: {asset: {metadata key: plain value}} of the SUMMARY_ASSETS the run materialised
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _warm() -> None:
+    """Import the stack in a new worker while the parent writes the sample region."""
+    _instance()
+
+
+def _run_step(index: int, years: list[str]) -> _Outcome:
+    """Materialise step ``index`` of ``_steps(years)`` here, on the persistent instance."""
+    _, selection, key = _steps(years)[index]
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    budget = {"ops": {"trained_model": {"config": DEMO_BUDGET}}}
+    result = dg.materialize(
+        all_assets,
+        selection=selection,
+        partition_key=key,
+        instance=_instance(),
+        resources=project_resources(settings.data_dir, settings.aoi),
+        run_config=QUIET | (budget if trained_model in selection else {}),
+        raise_on_error=False,
+    )
+    outcome = _Outcome(time.perf_counter() - started, run_id=result.run_id)
+    if not result.success:
+        outcome.failure = _failure(result)
+        return outcome
+    for asset in selection:
+        name = asset.key.to_user_string()
+        if name in SUMMARY_ASSETS:
+            (event,) = result.asset_materializations_for_node(name)
+            outcome.metadata[name] = {k: v.value for k, v in event.metadata.items()}
+    return outcome
+
+
+def _run_steps(
+    steps: list[Step], years: list[str], pool: ProcessPoolExecutor, console: Console, workers: int
+) -> tuple[list[tuple[str, str, float]], dict[Any, dict[str, Any]]] | None:
+    """Run every step as soon as the steps it reads are done, ``workers`` at a time.
+
+    Returns the wall time of each run and the summary metadata by (partition, asset), or None
+    after printing the cause where a run failed (the runs under way finish first).
+    """
+    prerequisites = _prerequisites(steps)
+    pending, running, done = set(range(len(steps))), dict[Future[_Outcome], int](), set[int]()
+    durations: list[tuple[str, str, float]] = []
+    summary: dict[Any, dict[str, Any]] = {}
+    failed = False
+    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("materialising", total=len(steps))
+        while (pending and not failed) or running:
+            ready = [i for i in sorted(pending) if prerequisites[i] <= done] if not failed else []
+            for i in ready[: workers - len(running)]:
+                running[pool.submit(_run_step, i, years)] = i
+                pending.discard(i)
+            assert running, f"no step can start: {sorted(pending)}"
+            names = [_describe(steps[i]) for i in sorted(running.values())]
+            progress.update(task, description=" | ".join(names))
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                stage, _, key = steps[i]
+                outcome = future.result()
+                durations.append((stage, str(key or "-"), outcome.seconds))
+                if outcome.failure is not None:
+                    failed = True
+                    progress.console.print(
+                        f"[red]{_describe(steps[i])} failed (run {outcome.run_id}):[/red]"
+                    )
+                    progress.console.print(outcome.failure, markup=False)
+                    continue
+                for asset, metadata in outcome.metadata.items():
+                    summary[key, asset] = metadata
+                done.add(i)
+                progress.advance(task)
+    return None if failed else (durations, summary)
+
+
+def _describe(step: Step) -> str:
+    _, selection, key = step
+    names = " + ".join(asset.key.to_user_string() for asset in selection)
+    return " ".join(filter(None, (names, str(key) if key is not None else None)))
+
+
+def _timings(durations: list[tuple[str, str, float]], workers: int) -> Table:
+    """Time per stage (runs, total, slowest run), for seeing where the demo's time goes."""
+    table = Table(title=f"Time per stage (wall clock of each run; {workers} runs at a time)")
     for column in ("stage", "runs", "total s", "mean s", "slowest run", "s"):
         table.add_column(column, justify="right" if column != "slowest run" else "left")
     for stage in dict.fromkeys(stage for stage, _, _ in durations):
@@ -218,59 +359,37 @@ def main() -> int:
     except ValueError as err:  # a bad ENTROPICE_AOI: the cause and the valid forms, no traceback
         console.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
         return 1
-    resources = project_resources(settings.data_dir, settings.aoi)
     started = time.perf_counter()
     instance = _instance()
-    durations: list[tuple[str, str, float]] = []
-    if settings.aoi == "sample":
-        with console.status("writing the sample region's source files (first run: ~40 s)"):
-            files = generate_sample_region(settings.data_dir)
-        console.print(f"sample region sources: {files.manifest.parent}")
-        durations.append(("sample region", "generate", time.perf_counter() - started))
-    years = [str(y) for y in range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)]
-    name = str(arctic_year_partitions.name)
-    known = set(instance.get_dynamic_partitions(name))
-    instance.add_dynamic_partitions(name, sorted(set(years) - known))
-    steps = _steps(years)
-    summary: dict[tuple[str, dg.AssetsDefinition], Any] = {}
-    columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("materialising", total=len(steps))
-        for stage, selection, key in steps:
-            names = " + ".join(asset.key.to_user_string() for asset in selection)
-            name = " ".join(filter(None, (names, key)))
-            progress.update(task, description=name)
-            run_started = time.perf_counter()
-            budget = {"ops": {"trained_model": {"config": DEMO_BUDGET}}}
-            result = dg.materialize(
-                all_assets,
-                selection=selection,
-                partition_key=key,
-                instance=instance,
-                resources=resources,
-                run_config=QUIET | (budget if trained_model in selection else {}),
-                raise_on_error=False,
-            )
-            durations.append((stage, str(key or "-"), time.perf_counter() - run_started))
-            if not result.success:
-                progress.stop()
-                console.print(f"[red]{name} failed (run {result.run_id}):[/red]")
-                console.print(_failure(result), markup=False)
-                return 1
-            for asset in (grid_cells, rts_labels, terrain_features, climate_features):
-                if asset in selection:
-                    (event,) = result.asset_materializations_for_node(asset.key.to_user_string())
-                    summary[key, asset] = event.metadata
-            progress.advance(task)
-
-    per_level = (grid_cells, rts_labels, terrain_features, climate_features)
+    workers = max(1, min(DEMO_WORKERS, os.cpu_count() or 1))
+    # spawned, not forked: the parent holds Dagster's SQLite connections and threads
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_warm) as pool:
+        for _ in range(workers):  # start the workers now: their imports overlap what follows
+            pool.submit(time.sleep, 0)
+        durations: list[tuple[str, str, float]] = []
+        if settings.aoi == "sample":
+            with console.status("writing the sample region's source files (first run: ~40 s)"):
+                sources = generate_sample_region(settings.data_dir)
+            console.print(f"sample region sources: {sources.manifest.parent}")
+            durations.append(("sample region", "generate", time.perf_counter() - started))
+        years = [str(y) for y in range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)]
+        name = str(arctic_year_partitions.name)
+        known = set(instance.get_dynamic_partitions(name))
+        instance.add_dynamic_partitions(name, sorted(set(years) - known))
+        steps = _steps(years)
+        outcome = _run_steps(steps, years, pool, console, workers)
+    if outcome is None:
+        return 1
+    runs, summary = outcome
     rows = [
-        (key, *(summary[key, a] for a in per_level)) for key in grid_partitions.get_partition_keys()
+        (key, *(summary[key, asset] for asset in SUMMARY_ASSETS))
+        for key in grid_partitions.get_partition_keys()
     ]
     console.print(_summary(rows, settings.aoi))
-    summary = pd.read_parquet(Layout(settings.data_dir).experiment_summary)
-    console.print(_leaderboard(summary))
-    console.print(_timings(durations))
+    leaderboard = pd.read_parquet(Layout(settings.data_dir).experiment_summary)
+    console.print(_leaderboard(leaderboard))
+    console.print(_timings(durations + runs, workers))
     console.print(
         f"{len(steps)} runs in {time.perf_counter() - started:.0f} s. Outputs in "
         f"{settings.data_dir} (storage layout: entropice_core/layout.py): "

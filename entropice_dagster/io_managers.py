@@ -173,6 +173,7 @@ class ZarrIOManager(_DataDirIOManager):
         )
         extra: dict[str, Any] = {}
         if stored.snapshot_id is not None:
+            _record_data_version(context, stored.snapshot_id)
             extra["icechunk_snapshot_id"] = stored.snapshot_id
             extra["icechunk_group"] = stored.group or "/"
             variable = (context.definition_metadata or {}).get(PREVIEW_METADATA_KEY)
@@ -204,6 +205,23 @@ class ZarrIOManager(_DataDirIOManager):
         from entropice_core.io.assets import load_dataset
 
         return load_dataset(self.layout, asset, partition, **dimensions)
+
+
+def _record_data_version(context: dg.OutputContext, version: str) -> None:
+    """Make ``version`` the data version of the materialisation being written.
+
+    An Icechunk commit's snapshot id names its content exactly (a run that changes no chunk
+    commits nothing and keeps the id), but it is known only after the write, while Dagster takes
+    a data version from the asset's ``Output``. Dagster records the materialisation after
+    ``handle_output``, taking the version from the step's data-version cache where the Output
+    gave none; that cache is what this fills. A context built by hand has no step: nothing to do.
+    """
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:
+        return
+    if context.has_asset_key and not step.has_data_version(context.asset_key):
+        step.set_data_version(context.asset_key, dg.DataVersion(version))
 
 
 def _raster_preview(path: Path, variable: str, snapshot: str) -> dg.MetadataValue:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from entropice_core.sample import SampleRegionFiles, generate_sample_region
+from entropice_core.sample import SampleRegionFiles, generate_sample_region, sample_region_files
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -106,12 +106,28 @@ def dagster_instance():
 
 
 @pytest.fixture(scope="session")
-def region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleRegionFiles, float]:
-    """The sample region for SEED, generated once per session: data dir, files, seconds taken."""
-    data_dir = tmp_path_factory.mktemp("sample-region")
+def region(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> tuple[Path, SampleRegionFiles, float]:
+    """The sample region for SEED in a data directory of this session (worker): the data dir,
+    its files, and the seconds it took to get them.
+
+    The source files are generated once per test run: under pytest-xdist the first worker
+    writes them to the run's shared temporary folder (holding a lock meanwhile) and every
+    worker copies them into a data directory of its own, where its runs write their outputs.
+    """
+    import fcntl
+
     started = time.perf_counter()
-    files = generate_sample_region(data_dir, seed=SEED)
-    return data_dir, files, time.perf_counter() - started
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker_id != "master" else base) / "sample-region-sources"
+    shared.mkdir(exist_ok=True)
+    with (shared / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        generate_sample_region(shared, seed=SEED)  # at once where a worker already wrote them
+    data_dir = tmp_path_factory.mktemp("sample-region")
+    shutil.copytree(shared / "sources", data_dir / "sources")
+    return data_dir, sample_region_files(data_dir, SEED), time.perf_counter() - started
 
 
 #: The grid levels of the end-to-end run: one coarse level per grid family where the sample

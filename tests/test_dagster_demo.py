@@ -75,3 +75,31 @@ def test_demo_plans_few_runs_covering_every_asset() -> None:
     assert any("-count" in e for e in trained) and any("yearly" in e for e in trained)
     expected = 3 + len(years) + 2 * len(DEFAULT_GRID_LEVELS) + len(trained)
     assert len(steps) == expected
+
+
+def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
+    """Runs overlap only where neither reads the other's assets (the demo runs two at once)."""
+    from entropice_dagster.demo import _prerequisites, _steps
+
+    steps = _steps(["2018", "2019", "2020"])
+    prerequisites = _prerequisites(steps)
+    written = [{k for a in selection for k in a.keys} for _, selection, _ in steps]
+    for i, (_, selection, _) in enumerate(steps):
+        assert all(j < i for j in prerequisites[i])
+        parents = {p for a in selection for k in a.keys for p in a.asset_deps[k]} - written[i]
+        # every parent is written by a step this one waits for
+        assert all(any(p in written[j] for j in prerequisites[i]) for p in parents), i
+    index = {(stage, str(key)): i for i, (stage, _, key) in enumerate(steps)}
+    statistics = index["terrain statistics", "None"]
+    for level in ("h3_3", "healpix_10"):
+        assert prerequisites[index["grid levels", level]] == {
+            index["sources", "None"],
+            *(index["era5", year] for year in ("2018", "2019", "2020")),
+        }
+        assert prerequisites[index["terrain levels", level]] == {
+            index["grid levels", level],
+            statistics,
+        }
+    models = [i for i, (stage, _, _) in enumerate(steps) if stage == "models"][:-1]
+    assert all(not prerequisites[i] & set(models) for i in models)  # models train side by side
+    assert prerequisites[-1] == set(models)  # the leaderboard waits for every model

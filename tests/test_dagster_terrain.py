@@ -80,6 +80,11 @@ def one_tile(region, tmp_path_factory):
     return root, resources, first
 
 
+def _data_version(result: dg.ExecuteInProcessResult) -> str:
+    (materialization,) = result.asset_materializations_for_node("terrain_derivatives")
+    return materialization.tags["dagster/data_version"]
+
+
 @pytest.mark.slow
 def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(one_tile):
     """Materialised twice (one tile; the second with another VRM window): two commits, the
@@ -99,6 +104,12 @@ def test_every_materialisation_is_a_new_snapshot_and_old_ones_stay_readable(one_
         for result in (first, again)
     ]
     assert snapshots[0] != snapshots[1]
+    # the snapshot id is the data version; the same rasters again commit nothing and keep both
+    same = dg.materialize(
+        all_assets, selection=["terrain_derivatives"], resources=resources, run_config=other
+    )
+    versions = [_data_version(result) for result in (first, again, same)]
+    assert versions == [*snapshots, snapshots[1]]
     repo = tmp_path.joinpath(*REPO)
     old, new = (read_dataset_version(repo, None, snapshot) for snapshot in snapshots)
     window = {"y": slice(1500, 1600), "x": slice(1500, 1600)}

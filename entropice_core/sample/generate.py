@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from entropice_core.ingest.era5 import era5_path
 from entropice_core.io.atomic import atomic_path
 from entropice_core.layout import Layout
 from entropice_core.sample import alphaearth, arcticdem, darts, era5
-from entropice_core.sample.world import build_world
+from entropice_core.sample.world import LatentWorld, build_world
 
 #: Bumped whenever the generative model changes, so old sample files are regenerated.
 GENERATOR_VERSION = 2
@@ -116,6 +117,35 @@ def _is_complete(files: SampleRegionFiles) -> bool:
     )
 
 
+def _write_era5_darts_alphaearth(
+    world: LatentWorld, layout: Layout, seed: int, step: Callable[[str], None]
+) -> None:
+    """Write the ERA5 months, the DARTS layers and the AlphaEarth COGs of the latent world."""
+    hourly = era5.simulate_era5(world)
+    months = _months(era5.ARCTIC_YEARS)
+    for year, month in months:
+        for step_type in era5.STEP_TYPES:
+            path = era5_path(layout.source("era5"), year, month, step_type)
+            era5.write_month(era5.month_dataset(hourly, year, month, step_type), path)
+    step(f"era5: {len(months)} months written")
+
+    tdd_years, tdd = era5.thawing_degree_days(hourly)
+    footprints = darts.simulate_rts(world, tdd_years, tdd, hourly.latitude, hourly.longitude)
+    coverage = darts.coverage_layer(seed, SAMPLE_REGION_BBOX)
+    footprints = darts.drop_unimaged(footprints, coverage, SAMPLE_REGION_BBOX)
+    darts.write_footprints(footprints, layout.source("darts"))
+    darts.write_coverage(coverage, layout.source("darts"))
+    labels, images = darts.training_labels(footprints, seed)
+    darts.write_training_labels(labels, images, layout.source("darts") / "training-labels")
+    step(
+        f"darts: {len(footprints)} footprints, coverage with gaps and {len(labels)} training "
+        "labels written"
+    )
+
+    cogs = alphaearth.write_embeddings(world, layout.source("alphaearth"))
+    step(f"alphaearth: {len(cogs)} embedding COGs written")
+
+
 def generate_sample_region(
     data_dir: Path, seed: int = 42, progress: Progress | None = None, force: bool = False
 ) -> SampleRegionFiles:
@@ -159,34 +189,21 @@ def generate_sample_region(
     layout = Layout(Path(data_dir))
     tiles = tiles_for(SAMPLE_REGION_BBOX)
     detail = arcticdem.detail_noise(seed, tiles)
-    for row, col in tiles:
-        elevation = arcticdem.render_tile(world, detail, row, col)
-        arcticdem.write_tile(tile_path(layout.source("arcticdem"), row, col), elevation, row, col)
-    step(f"arcticdem: {len(tiles)} tiles written")
 
-    hourly = era5.simulate_era5(world)
-    months = _months(era5.ARCTIC_YEARS)
-    for year, month in months:
-        for step_type in era5.STEP_TYPES:
-            path = era5_path(layout.source("era5"), year, month, step_type)
-            era5.write_month(era5.month_dataset(hourly, year, month, step_type), path)
-    step(f"era5: {len(months)} months written")
+    def write_dem() -> None:
+        for row, col in tiles:
+            elevation = arcticdem.render_tile(world, detail, row, col)
+            path = tile_path(layout.source("arcticdem"), row, col)
+            arcticdem.write_tile(path, elevation, row, col)
+        step(f"arcticdem: {len(tiles)} tiles written")
 
-    tdd_years, tdd = era5.thawing_degree_days(hourly)
-    footprints = darts.simulate_rts(world, tdd_years, tdd, hourly.latitude, hourly.longitude)
-    coverage = darts.coverage_layer(seed, SAMPLE_REGION_BBOX)
-    footprints = darts.drop_unimaged(footprints, coverage, SAMPLE_REGION_BBOX)
-    darts.write_footprints(footprints, layout.source("darts"))
-    darts.write_coverage(coverage, layout.source("darts"))
-    labels, images = darts.training_labels(footprints, seed)
-    darts.write_training_labels(labels, images, layout.source("darts") / "training-labels")
-    step(
-        f"darts: {len(footprints)} footprints, coverage with gaps and {len(labels)} training "
-        "labels written"
-    )
-
-    cogs = alphaearth.write_embeddings(world, layout.source("alphaearth"))
-    step(f"alphaearth: {len(cogs)} embedding COGs written")
+    # the DEM tiles (NumPy, SciPy and GDAL, which release the GIL) on a second thread while
+    # the ERA5, DARTS and AlphaEarth files are written here: each source has its own random
+    # generator, so the files are those written one after the other
+    with ThreadPoolExecutor(1) as pool:
+        dem = pool.submit(write_dem)
+        _write_era5_darts_alphaearth(world, layout, seed, step)
+        dem.result()
 
     with atomic_path(files.manifest) as tmp:
         tmp.write_text(
