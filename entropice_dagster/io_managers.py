@@ -161,11 +161,32 @@ class ZarrIOManager(_DataDirIOManager):
     ``entropice_core.io.assets.store_dataset`` / ``load_dataset``, which the CLI uses too.
     """
 
-    def handle_output(self, context: dg.OutputContext, obj: xr.Dataset) -> None:
+    def handle_output(
+        self, context: dg.OutputContext, obj: xr.Dataset | dict[str, xr.Dataset]
+    ) -> None:
+        if not isinstance(obj, dict):
+            partition = context.partition_key if context.has_asset_partitions else None
+            context.add_output_metadata(self._store(context, obj, partition))
+            return
+        # a run over several partitions (BackfillPolicy.single_run): {partition: dataset},
+        # each published on its own; the asset gives each partition its own metadata
+        partitions = context.asset_partition_keys
+        missing = sorted(set(partitions) - set(obj))
+        if missing:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} returned no value for {missing}"
+            )
+        stored = {key: self._store(context, obj[key], key) for key in partitions}
+        paths = {key: str(metadata["path"].value) for key, metadata in stored.items()}
+        context.add_output_metadata({"paths": dg.MetadataValue.json(paths)})
+
+    def _store(
+        self, context: dg.OutputContext, obj: xr.Dataset, partition: str | None
+    ) -> dict[str, Any]:
+        """Write one partition (or the unpartitioned asset); its metadata."""
         from entropice_core.io.assets import store_dataset
 
         asset = context.asset_key.to_user_string()
-        partition = context.partition_key if context.has_asset_partitions else None
         dimensions = _dimension_keys(_partitions_def(context), partition) if partition else {}
         strides = (context.definition_metadata or {}).get(OVERVIEWS_METADATA_KEY, ())
         stored = store_dataset(
@@ -185,14 +206,12 @@ class ZarrIOManager(_DataDirIOManager):
             extra["table_path"] = dg.MetadataValue.path(str(stored.table_path))
         if "cell_ids" in obj.coords:
             extra["grid"] = dg.MetadataValue.json(dict(obj["cell_ids"].attrs))
-        context.add_output_metadata(
-            {
-                "path": dg.MetadataValue.path(str(stored.path)),
-                "dims": dg.MetadataValue.json({str(k): int(v) for k, v in obj.sizes.items()}),
-                "variables": sorted(map(str, obj.data_vars)),
-                **extra,
-            }
-        )
+        return {
+            "path": dg.MetadataValue.path(str(stored.path)),
+            "dims": dg.MetadataValue.json({str(k): int(v) for k, v in obj.sizes.items()}),
+            "variables": sorted(map(str, obj.data_vars)),
+            **extra,
+        }
 
     def _read(self, path: Path) -> xr.Dataset:
         from entropice_core.io.zarr import read_dataset

@@ -3,6 +3,7 @@
 
 import json
 import warnings
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -38,33 +39,57 @@ with warnings.catch_warnings():  # beta since 1.x, the documented way for 2-D ->
     BY_GRID_LEVEL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="grid_level")
 
 
-@dg.asset(
-    owners=OWNERS,
-    tags={"tier": "per-cell"},
-    group_name="models",
-    kinds={"zarr"},
-    code_version="1",
-    partitions_def=grid_partitions,
-    io_manager_key=ZARR_IO_MANAGER_KEY,
-    ins={asset: dg.AssetIn(asset) for asset in ENSEMBLE.assets()},
-    metadata=stored_at("training_dataset"),
-    automation_condition=ON_UPDATED_INPUTS,
-)
-def training_dataset(context: dg.AssetExecutionContext, **inputs):
-    """Features of every cell joined from the L2 datasets in configs/dataset.toml, the RTS
-    targets, and the spatially blocked split: test blocks, a buffer, CV folds."""
-    refuse_outdated(context, dict.fromkeys(inputs, context.partition_key))
+with warnings.catch_warnings():  # backfill_policy is beta since 1.x
+    warnings.simplefilter("ignore", dg.BetaWarning)
+
+    @dg.asset(
+        owners=OWNERS,
+        tags={"tier": "per-cell"},
+        group_name="models",
+        kinds={"zarr"},
+        code_version="1",
+        partitions_def=grid_partitions,
+        # a join of per-cell stores, seconds per level: a backfill of several levels is one run
+        # (the per-level assets upstream have per-partition checks, which a run over several
+        # partitions cannot record in Dagster 1.13, so they keep one run per partition)
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        io_manager_key=ZARR_IO_MANAGER_KEY,
+        ins={asset: dg.AssetIn(asset) for asset in ENSEMBLE.assets()},
+        metadata=stored_at("training_dataset"),
+        automation_condition=ON_UPDATED_INPUTS,
+    )
+    def training_dataset(context: dg.AssetExecutionContext, **inputs):
+        """Features of every cell joined from the L2 datasets in configs/dataset.toml, the RTS
+        targets, and the spatially blocked split: test blocks, a buffer, CV folds. A run over
+        several grid levels (a backfill) builds each level in turn."""
+        keys = context.partition_keys
+        if len(keys) == 1:
+            data, metadata = _training_data(context, keys[0], inputs)
+            yield from checked_output(data.dataset, metadata)
+            return
+        datasets = {}
+        for key in keys:  # inputs of several partitions load as {partition: value}
+            data, metadata = _training_data(context, key, {k: v[key] for k, v in inputs.items()})
+            context.add_asset_metadata(metadata, partition_key=key)
+            datasets[key] = data.dataset
+        yield dg.Output(datasets)
+
+
+def _training_data(
+    context: dg.AssetExecutionContext, key: str, inputs: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """One grid level's training data (refused where an input is outdated) and its metadata."""
+    refuse_outdated(context, dict.fromkeys(inputs, key))
     data = ENSEMBLE.build_from(inputs)
     summary = data.summary()
-    context.log.info(f"{context.partition_key}: {summary}")
-    metadata = {
+    context.log.info(f"{key}: {summary}")
+    return data, {
         **summary,
         "feature_names": data.feature_names,
         "sources": dg.MetadataValue.json(json.loads(data.dataset.attrs["sources"])),
         "data_versions": dg.MetadataValue.json(data.data_versions),
         "preview": markdown_table(data.X().head(10), 2),
     }
-    yield from checked_output(data.dataset, metadata)
 
 
 class TrainingConfig(dg.Config):
