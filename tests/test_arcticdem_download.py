@@ -211,7 +211,7 @@ def test_an_outage_stops_at_the_retry_bound_and_logs_each_attempt(tmp_path, monk
         download(dead, tmp_path / "x.tif", config, headers=secret)
     # waits 10, 20, 40 s; the next (80 s) would end past the 100 s bound
     assert now[0] == 70.0
-    assert "failed after 4 attempts in 70 s (the 100 s retry bound spent" in str(err.value)
+    assert "failed after 4 attempts in 70 s and the 100 s retry bound" in str(err.value)
     attempts = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     retries = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert attempts == [f"GET {dead} -> {tmp_path / 'x.tif'}: attempt {n}/21" for n in (1, 2, 3, 4)]

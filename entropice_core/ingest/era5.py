@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from entropice_core.io.atomic import atomic_path
-from entropice_core.io.download import MissingSourceFiles, SourceClient
+from entropice_core.io.download import MissingSourceFiles, SourceClient, retry_wait, spent_bound
 
 if TYPE_CHECKING:  # heavy libraries are imported where they are used
     import pandas as pd
@@ -853,16 +853,12 @@ def _retrieve(
                     f"the CDS refused the request ({type(err).__name__}); {CREDENTIALS_HELP}"
                 ) from None
             elapsed = clock() - started
-            wait = config.backoff_s * 2 ** (attempt - 1)
-            if attempt == attempts or elapsed + wait > config.retry_timeout_s:
-                bound = (
-                    f"{config.retries} retries"
-                    if attempt == attempts
-                    else f"the {config.retry_timeout_s:g} s retry bound (retry_timeout_s)"
-                )
+            wait = retry_wait(config, attempt, elapsed)
+            if wait is None:
                 raise RuntimeError(
                     f"downloading {request.target} failed {attempt} times in {elapsed:.0f} s "
-                    f"and {bound} are spent; last error: {type(err).__name__}: {err}. The CDS "
+                    f"and {spent_bound(config, attempt)} are spent; last error: "
+                    f"{type(err).__name__}: {err}. The CDS "
                     "may be down or overloaded (https://status.ecmwf.int): run the asset again "
                     "later to resume (complete files are kept)"
                 ) from err

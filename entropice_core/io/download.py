@@ -26,7 +26,7 @@ import urllib.request
 from abc import ABC
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress, TaskID
@@ -54,6 +54,35 @@ class DownloadConfig(BaseModel):
         description="Most seconds one file is tried for, from its first attempt: no retry "
         "starts whose wait would end later, so an outage fails after about this long.",
     )
+
+
+class RetryPolicy(Protocol):
+    """What a bounded retry loop reads from its config (DownloadConfig, Era5DownloadConfig)."""
+
+    retries: int
+    backoff_s: float
+    retry_timeout_s: float
+
+
+def retry_wait(config: RetryPolicy, attempt: int, elapsed: float) -> float | None:
+    """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one.
+
+    Exponential backoff (``backoff_s * 2**(attempt-1)``); None where no retry is left: the
+    retries are spent, or the wait would end past ``retry_timeout_s`` from the first attempt
+    (``elapsed`` seconds ago), so an outage fails in bounded time rather than retrying for an
+    hour. :func:`spent_bound` names which bound it was.
+    """
+    wait = config.backoff_s * 2 ** (attempt - 1)
+    if attempt > config.retries or elapsed + wait > config.retry_timeout_s:
+        return None
+    return wait
+
+
+def spent_bound(config: RetryPolicy, attempt: int) -> str:
+    """Which bound stopped the retries after ``attempt``, for the error message."""
+    if attempt > config.retries:
+        return f"{config.retries} retries"
+    return f"the {config.retry_timeout_s:g} s retry bound (retry_timeout_s)"
 
 
 class SourceClient(ABC):
@@ -191,17 +220,12 @@ def download(
             if isinstance(err, urllib.error.HTTPError) and err.code < 500 and err.code != 429:
                 raise ConnectionError(f"{url}: HTTP {err.code} {err.reason}") from err
             elapsed = time.monotonic() - started
-            wait = config.backoff_s * 2 ** (attempt - 1)
-            if attempt == attempts or elapsed + wait > config.retry_timeout_s:
-                bound = (
-                    f"{config.retries} retries"
-                    if attempt == attempts
-                    else f"the {config.retry_timeout_s:g} s retry bound"
-                )
+            wait = retry_wait(config, attempt, elapsed)
+            if wait is None:
                 raise ConnectionError(
-                    f"{url}: failed after {attempt} attempts in {elapsed:.0f} s ({bound} spent; "
-                    f"last error: {err}); the partial file {part} is kept and the next run "
-                    "resumes it"
+                    f"{url}: failed after {attempt} attempts in {elapsed:.0f} s and "
+                    f"{spent_bound(config, attempt)} is spent (last error: {err}); the partial "
+                    f"file {part} is kept and the next run resumes it"
                 ) from err
             log.warning(
                 "GET %s: attempt %d/%d failed after %.0f s (%s); retrying in %.0f s",
