@@ -32,7 +32,6 @@ def test_a_backfill_of_several_levels_builds_their_training_datasets_in_one_run(
     from entropice_core.layout import Layout
     from entropice_dagster.assets import all_assets
     from entropice_dagster.assets.models import ENSEMBLE, training_dataset
-    from entropice_dagster.partitions import grid_partitions
 
     assert training_dataset.backfill_policy == dg.BackfillPolicy.single_run()
     graph, ours = Layout(sample_graph.data_dir), Layout(tmp_path)
@@ -40,7 +39,7 @@ def test_a_backfill_of_several_levels_builds_their_training_datasets_in_one_run(
         inputs = load_dataset(graph, asset, "h3_5").load()
         for key in ("h3_5", "h3_6"):
             store_dataset(inputs, ours, asset, key)
-    job = dg.define_asset_job("datasets", ["training_dataset"], partitions_def=grid_partitions)
+    job = dg.define_asset_job("datasets", ["training_dataset"])
     defs = dg.Definitions(assets=all_assets, jobs=[job], resources=make_resources(tmp_path))
     levels = {"start": "h3_5", "end": "h3_6"}  # what a backfill of the range launches
     tags = {f"dagster/asset_partition_range_{end}": key for end, key in levels.items()}
