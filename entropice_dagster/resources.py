@@ -183,14 +183,29 @@ def _offline_how(key: str, real: str, origin: str) -> str:
 
 
 class DaskResource(dg.ConfigurableResource):
-    """A dask.distributed client for the per-cell aggregation of terrain_features and
-    climate_features (the assets that declare ``pool="dask"``).
+    """A dask.distributed client for every heavy stage: the terrain derivatives (tiles with
+    halos, written to Icechunk from the workers), the per-cell aggregations of
+    terrain_statistics and climate_features, the model search, cross-validation and
+    permutation importance (joblib's dask backend) and the batched predictions.
 
     By default a LocalCluster sized to the machine; or an existing scheduler (``scheduler_address``,
     e.g. a cluster started by ``dask-jobqueue`` or on Kubernetes); or a dask-jobqueue cluster
     started here (``jobqueue``: ``SLURMCluster``, ``PBSCluster``, ...) and configured the
-    dask-jobqueue way, in ``~/.config/dask/jobqueue.yaml`` (queue, cores, memory, walltime).
-    The client and any cluster started here are closed when the run ends.
+    dask-jobqueue way, in ``~/.config/dask/jobqueue.yaml`` (queue, cores, memory, walltime);
+    or, with ``cuda``, a dask-cuda LocalCUDACluster of one worker per GPU. The assets call
+    the same code on all of them. The client and any cluster started here are closed when the
+    run ends.
+
+    Pools: the assets that write Icechunk or Zarr stores from the cluster (terrain_derivatives,
+    terrain_statistics, climate_features) declare ``pool="dask"``, whose limit of one
+    serialises commits to the local repositories and keeps one memory-heavy raster pass on
+    the cluster at a time. trained_model and predictions use the cluster without the pool:
+    they write only their own experiment folder, their tasks queue on the scheduler like any
+    others, and the pool would serialise every model run (the demo trains two at a time).
+    No asset declares ``pool="gpu"``: whether a stage uses the GPU is the experiment's
+    ``device`` or the run config's ``backend``, while a pool is fixed per asset (and an asset
+    has one); the GPU is shared by the cluster instead (``cuda``: one worker per GPU, so at
+    most one task per GPU at a time). docs/scaling.md says more.
     """
 
     scheduler_address: str = Field(
@@ -215,6 +230,17 @@ class DaskResource(dg.ConfigurableResource):
     )
     processes: bool = Field(
         default=True, description="Workers as processes (True) or threads in this process."
+    )
+    cuda: bool = Field(
+        default=False,
+        description="Start a dask-cuda LocalCUDACluster (one worker per GPU) instead of a "
+        "LocalCluster; needs the gpu extra.",
+    )
+    models: bool = Field(
+        default=True,
+        description="Run the model search, cross-validation, permutation importance and "
+        "batched predictions on the cluster; False: in the run's process (joblib's loky "
+        "processes), where a small area's models are faster than the cluster's overhead.",
     )
     shared: bool = Field(
         default=False,
@@ -243,6 +269,15 @@ class DaskResource(dg.ConfigurableResource):
             cluster = cluster_class()
             cluster.scale(jobs=self.jobqueue_jobs)
             return cluster
+        if self.cuda:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError as err:
+                raise ImportError(
+                    "DaskResource(cuda=True) needs dask-cuda: install the gpu extra "
+                    "(`uv sync --extra gpu`) on a machine with CUDA 12"
+                ) from err
+            return LocalCUDACluster(memory_limit=self.memory_limit, dashboard_address="127.0.0.1:0")
         from distributed import LocalCluster
 
         cores = os.cpu_count() or 1
@@ -287,6 +322,11 @@ class DaskResource(dg.ConfigurableResource):
         if self._client is None:
             raise RuntimeError("DaskResource is used outside a run: no client has been started")
         return self._client
+
+    @property
+    def models_client(self) -> Any:
+        """The client for the model stages, or None where ``models`` keeps them in-process."""
+        return self.client if self.models else None
 
     def metadata(self) -> dict[str, Any]:
         """Worker count, and the dashboard link where the cluster outlives the run (a
@@ -654,6 +694,7 @@ def project_resources(data_dir: Path, aoi: str) -> dict[str, Any]:
         "arcticdem_source": ArcticDEMSourceResource(client="offline" if sample else "pgc"),
         "cds": cds,
         "earth_engine": earth_engine,
-        # the sample region is small: worker threads in the run's process start in a moment
-        "dask": DaskResource(processes=not sample, shared=sample),
+        # the sample region is small: worker threads in the run's process start in a moment,
+        # and its models train faster in loky processes than on those threads
+        "dask": DaskResource(processes=not sample, shared=sample, models=not sample),
     }

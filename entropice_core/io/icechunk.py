@@ -20,13 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import icechunk
 import numpy as np
@@ -139,15 +137,15 @@ def commit_raster(
         raise ValueError(f"refusing to commit to {repo_path}: the raster has no CRS")
     session = _repository(repo_path).writable_session(BRANCH)
     # One graph for the raster and its derived groups, so each chunk is computed once and
-    # feeds both its own write and the derived groups; on threads, because writable
-    # sessions do not pickle.
+    # feeds both its own write and the derived groups.
     groups = {None: dataset} | {group: build(dataset) for group, build in (derived or {}).items()}
     encodings: dict[str | None, dict[str, dict[str, Any]]] = {
         group: {str(name): {"compressors": RASTER_COMPRESSORS} for name in data.data_vars}
         for group, data in groups.items()
     }
-    if not _write_changed_chunks(session, groups, encodings):
-        writes = [
+    changed_only = _same_layout(session, groups, encodings)
+    if not changed_only:  # metadata and coordinates now; the chunks below
+        for group, data in groups.items():
             data.to_zarr(
                 session.store,
                 group=group,
@@ -157,10 +155,7 @@ def commit_raster(
                 zarr_format=3,
                 encoding=encodings[group],
             )
-            for group, data in groups.items()
-        ]
-        with dask.config.set(scheduler="threads"):
-            dask.compute(*writes)
+    _store_chunks(session, groups, changed_only)
     if not session.has_uncommitted_changes:  # the same raster again: its snapshot stays
         return session.snapshot_id
     return _commit_session(session, repo_path, message)
@@ -188,38 +183,41 @@ def _layout_of(group: zarr.Group, data_vars: set[str]) -> dict[str, Any]:
 
 
 class _ChangedChunks:
-    """A ``dask.array.store`` target writing a block only where its stored bytes differ."""
+    """A ``dask.array.store`` target writing a block only where its stored bytes differ.
 
-    def __init__(self, array: zarr.Array, counts: dict[str, int], lock: threading.Lock):
-        self.array, self.counts, self.lock = array, counts, lock
+    It pickles (its array's store is a fork of the writable session), so it works on
+    dask.distributed workers; ``store`` lets Icechunk collect the fork's changes afterwards.
+    """
+
+    def __init__(self, array: zarr.Array):
+        self.array = array
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    @property
+    def store(self) -> Any:
+        """The array's Icechunk store (``icechunk.distributed.extract_session`` reads it)."""
+        return self.array.store
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
         value = np.ascontiguousarray(value, dtype=self.dtype)
-        same = np.asarray(self.array[key]).tobytes() == value.tobytes()
-        if not same:
+        if np.asarray(self.array[key]).tobytes() != value.tobytes():
             self.array[key] = value
-        with self.lock:
-            self.counts["same" if same else "written"] += 1
 
 
-def _write_changed_chunks(
+def _same_layout(
     session: icechunk.Session,
     groups: Mapping[str | None, xr.Dataset],
     encodings: Mapping[str | None, dict[str, dict[str, Any]]],
 ) -> bool:
-    """Write only the chunks that changed, where the stored groups have the same layout.
+    """Tell whether the stored groups have the layout a full write would give.
 
-    The layout a full write would produce is written (metadata and coordinates only) to a
-    memory store and compared with the stored groups; if any differs, nothing is written and
-    False tells the caller to rewrite the groups.
+    Then only the changed chunks need writing. The layout is written (metadata and
+    coordinates only) to a memory store and compared with the stored groups, chunk grids
+    included.
     """
-    sources: list[da.Array] = []
-    targets: list[Any] = []  # zarr-like targets dask.array.store writes blocks to
-    counts, lock = {"same": 0, "written": 0}, threading.Lock()
     for group, data in groups.items():
         try:
-            stored = zarr.open_group(session.store, path=group or "", mode="r+", zarr_format=3)
+            stored = zarr.open_group(session.store, path=group or "", mode="r", zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             return False
         expected = zarr.storage.MemoryStore()
@@ -235,20 +233,47 @@ def _write_changed_chunks(
         expected_group = zarr.open_group(expected, mode="r", zarr_format=3)
         if _layout_of(stored, names) != _layout_of(expected_group, names):
             return False
-        for name in sorted(names):
-            encoded = encode_zarr_variable(data[name].variable, name=name).data
+        for name in names:
             array = stored[name]
+            encoded = encode_zarr_variable(data[name].variable, name=name).data
             if not isinstance(array, zarr.Array):
                 return False
-            if not isinstance(encoded, da.Array):
-                encoded = da.from_array(np.asarray(encoded), chunks=array.chunks)
-            if encoded.chunks != da.core.normalize_chunks(array.chunks, array.shape):
+            if isinstance(encoded, da.Array) and encoded.chunks != da.core.normalize_chunks(
+                array.chunks, array.shape
+            ):
                 return False  # blocks that straddle stored chunks: rewrite
-            sources.append(encoded)
-            targets.append(_ChangedChunks(array, counts, lock))
-    with dask.config.set(scheduler="threads"):
-        da.store(sources, targets, lock=False)
     return True
+
+
+def _store_chunks(
+    session: icechunk.Session, groups: Mapping[str | None, xr.Dataset], changed_only: bool
+) -> None:
+    """Compute and write every data variable's chunks into ``session``, in one dask pass.
+
+    The chunks are written into a fork of the session, whose changes the tasks hand back
+    and merge (Icechunk's cooperative writes), so the same code runs on dask's threads, or
+    on a dask.distributed cluster where one is current (``Client.as_current``): there each
+    task writes its chunk on a worker. With ``changed_only`` a chunk whose stored bytes are
+    the same is not written.
+    """
+    from icechunk.dask import store_dask
+
+    fork = session.fork()
+    sources: list[da.Array] = []
+    targets: list[Any] = []  # zarr-like targets dask.array.store writes blocks to
+    for group, data in groups.items():
+        for name in sorted(map(str, data.data_vars)):
+            path = f"{group}/{name}" if group else name
+            array = zarr.open_array(fork.store, path=path, mode="a", zarr_format=3)
+            encoded = encode_zarr_variable(data[name].variable, name=name).data
+            if not isinstance(encoded, da.Array):
+                if not changed_only:  # written with the metadata
+                    continue
+                encoded = da.from_array(np.asarray(encoded), chunks=array.chunks)
+            sources.append(encoded)
+            targets.append(_ChangedChunks(array) if changed_only else array)
+    if sources:
+        session.merge(store_dask(sources=sources, targets=targets))
 
 
 class ConcurrentWriteError(RuntimeError):

@@ -23,6 +23,32 @@ from entropice_core.ml.dataset import ROLES, Time, TrainingData, VariantSpec, as
 
 #: Default cells per batch: 65,536 cells x 100 float32 features is 25 MiB.
 DEFAULT_BATCH_SIZE = 65_536
+#: Bytes a model's prediction takes per input byte on the device, beyond the batch itself
+#: (device copies, tree or distance temporaries, probabilities): a conservative guess that
+#: ``benchmarks/gpu_check.py`` checks against the measured peak.
+DEVICE_OVERHEAD = 4
+
+
+def batch_size_for(memory_bytes: int, n_features: int, per_cell: int = 1) -> int:
+    """Find the most cells per batch whose prediction fits a device memory budget.
+
+    Parameters
+    ----------
+    memory_bytes : int
+        Memory the batches may take on the device (e.g. a share of one GPU's).
+    n_features : int
+        Features per row (float32).
+    per_cell : int
+        Rows per cell (yearly models: one per year).
+
+    Returns
+    -------
+    int
+        Cells per batch, at least 1: ``memory_bytes / (4 n_features per_cell (1 +
+        DEVICE_OVERHEAD))``.
+    """
+    row = 4 * max(n_features, 1) * max(per_cell, 1) * (1 + DEVICE_OVERHEAD)
+    return max(1, int(memory_bytes // row))
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -32,6 +58,23 @@ def _to_numpy(values: Any) -> np.ndarray:
     if hasattr(values, "cpu"):
         return values.cpu().numpy()
     return np.asarray(values)
+
+
+def _predict_batch(
+    model: Any, values: Any, ok: np.ndarray, feature_names: list[str], device: Device
+) -> np.ndarray:
+    """Class probabilities (float32) of the usable rows ``ok`` of one batch of features.
+
+    ``values`` is the batch ``(cells, [years,] features)``, numpy or Dask-backed (read
+    here, on a worker where the batch runs on a cluster).
+    """
+    block = np.asarray(values).reshape(ok.shape[0], ok.shape[1], -1)[ok]
+    X = (
+        pd.DataFrame(block, columns=feature_names)
+        if device == "cpu"
+        else as_device_array(block, device)
+    )
+    return _to_numpy(model.predict_proba(X)).astype(np.float32, copy=False)
 
 
 def probability_columns(classes: list[str]) -> list[str]:
@@ -61,6 +104,7 @@ def predict_cells(
     device: Device = "cpu",
     time: Time = "static",
     progress: Callable[[int, int], None] | None = None,
+    client: Any | None = None,
 ) -> gpd.GeoDataFrame:
     """Predict the class and class probabilities of every cell with ``model.predict_proba``.
 
@@ -86,7 +130,12 @@ def predict_cells(
         The model's time mode (its stamp's ``time``): one prediction per cell, or one per cell
         and label year from the yearly features.
     progress : callable, optional
-        Called with (cells done, cells in total) after each batch.
+        Called with (cells done, cells in total) after each batch (on a cluster: once, at
+        the end).
+    client : distributed.Client, optional
+        Predict the batches as tasks on this Dask cluster: each task reads its batch of
+        features (from the store, where the dataset is Dask-backed) and runs the model, sent
+        once to the workers. The result is the same as in this process.
 
     Returns
     -------
@@ -121,20 +170,39 @@ def predict_cells(
         usable = usable[:, None]
     n, per_cell = usable.shape
     proba = np.full((n, per_cell, len(classes)), np.nan, dtype=np.float32)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        ok = usable[start:stop]
-        if ok.any():
-            values = features.isel(cell_ids=slice(start, stop)).to_numpy()
-            block = values.reshape(stop - start, per_cell, -1)[ok]
-            X = (
-                pd.DataFrame(block, columns=list(feature_names))
-                if device == "cpu"
-                else as_device_array(block, device)
+    batches = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    columns = list(feature_names)
+    if client is None:
+        for start, stop in batches:
+            if usable[start:stop].any():
+                values = features.isel(cell_ids=slice(start, stop)).data
+                proba[start:stop][usable[start:stop]] = _predict_batch(
+                    model, values, usable[start:stop], columns, device
+                )
+            if progress is not None:
+                progress(stop, n)
+    else:
+        import dask
+
+        batches = [(start, stop) for start, stop in batches if usable[start:stop].any()]
+        # the model is one key of the graph: sent to each worker once, not once per batch
+        shared = dask.delayed(model, pure=False)
+        tasks = [
+            dask.delayed(_predict_batch, pure=True)(
+                shared,
+                features.isel(cell_ids=slice(start, stop)).data,
+                usable[start:stop],
+                columns,
+                device,
             )
-            proba[start:stop][ok] = _to_numpy(model.predict_proba(X))
+            for start, stop in batches
+        ]
+        for (start, stop), values in zip(
+            batches, dask.compute(*tasks, scheduler=client), strict=True
+        ):
+            proba[start:stop][usable[start:stop]] = values
         if progress is not None:
-            progress(stop, n)
+            progress(n, n)
     proba = proba.reshape(n * per_cell, len(classes))
     known = ~np.isnan(proba[:, 0])
     best = np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)

@@ -28,7 +28,7 @@ from entropice_dagster.metadata import (
 )
 from entropice_dagster.partitions import CONFIG_DIR, grid_partitions, model_partitions
 from entropice_dagster.provenance import refuse_outdated
-from entropice_dagster.resources import DataDirResource
+from entropice_dagster.resources import DaskResource, DataDirResource
 
 #: The DatasetEnsemble of every grid level: its sources are the inputs of training_dataset,
 #: so a new [[sources]] table in configs/dataset.toml is a new upstream asset.
@@ -118,9 +118,15 @@ class TrainingConfig(dg.Config):
         "trained_model", beats_majority_baseline, partitions_def=model_partitions
     ),
 )
-def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, training_dataset):
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    training_dataset,
+    dask: DaskResource,
+):
     """The experiment's model tuned by randomised search over spatial CV folds and refitted on
-    the training cells, with CV results, test scores, feature importance and provenance."""
+    the training cells, with CV results, test scores, feature importance and provenance.
+    The candidate fits run on the Dask cluster (no pool: see DaskResource)."""
     from entropice_core.ml.dataset import TrainingData
     from entropice_core.ml.training import ExperimentConfig, train_experiment
 
@@ -128,7 +134,9 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, tra
     refuse_outdated(context, {"training_dataset": keys["grid_level"]})
     experiment = ExperimentConfig.from_toml(CONFIG_DIR / f"{keys['experiment']}.toml")
     experiment = experiment.with_budget(config.n_iter, config.importance_repeats)
-    result = train_experiment(TrainingData(training_dataset), experiment, context.log.info)
+    result = train_experiment(
+        TrainingData(training_dataset), experiment, context.log.info, client=dask.models_client
+    )
     metadata = {
         "scores": markdown_table(result.scores),
         "top_features": markdown_table(result.importance.head(10).set_index("feature")),
@@ -139,6 +147,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, tra
         "train_rows": result.stamp["train_rows"],
         "test_rows": result.stamp["test_rows"],
         "data_versions": dg.MetadataValue.json(result.stamp["data_versions"]),
+        "on_dask": dask.models,
         **result.headline_scores(),
     }
     yield from checked_output(result, metadata, [beats_majority_baseline(result)])
@@ -176,9 +185,11 @@ def predictions(
     trained_model,
     training_dataset,
     grid_cells,
+    dask: DaskResource,
 ):
     """Predicted RTS class and one probability per class for every cell of the grid level;
-    cells without features get none. The dashboard's Inference page maps them."""
+    cells without features get none. The dashboard's Inference page maps them. Batches of
+    cells are predicted as tasks on the Dask cluster (no pool: see DaskResource)."""
     from entropice_core.ml.inference import predict_cells
 
     refuse_outdated(context, {"trained_model": context.partition_key})
@@ -191,6 +202,7 @@ def predictions(
         stamp["feature_names"],
         device=stamp.get("predict_device", "cpu"),
         time=stamp.get("time", "static"),
+        client=dask.models_client,
         **config.model_dump(exclude_none=True),
     )
     counts = frame["predicted_label"].value_counts(dropna=False)
@@ -199,6 +211,7 @@ def predictions(
         "rows": len(frame),  # a yearly model: one per cell and year
         "years": sorted(int(y) for y in frame["year"].dropna().unique()) if "year" in frame else [],
         "cells_without_prediction": int(frame["predicted_class"].isna().sum()),
+        "on_dask": dask.models,
         "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
         "dashboard": dashboard_url("inference", context.partition_key),
         **frame_summary(frame, map_of="predicted_class"),

@@ -84,12 +84,14 @@ class TerrainDerivativesConfig(dg.Config):
         OVERVIEWS_METADATA_KEY: list(OVERVIEW_STRIDES),
     },
 )
-def terrain_derivatives(config: TerrainDerivativesConfig, watermask, arcticdem_tiles):
+def terrain_derivatives(
+    config: TerrainDerivativesConfig, watermask, arcticdem_tiles, dask: DaskResource
+):
     """Slope, aspect, curvatures, TPI, TRI, roughness and VRM rasters of the DEM mosaic.
 
     Computed tile by tile with a halo (water masked), lazily; the IO manager writes them to
     an Icechunk repository, one commit per materialisation, whose snapshot id names the
-    exact version.
+    exact version. The tiles are computed and written as tasks on the Dask cluster.
     """
     from entropice_core.ingest.arcticdem import terrain_rasters
     from entropice_core.terrain.derivatives import TerrainConfig
@@ -101,8 +103,12 @@ def terrain_derivatives(config: TerrainDerivativesConfig, watermask, arcticdem_t
         "shape": list(rasters["elevation"].shape),
         "tiles": len(arcticdem_tiles["tiles"]),
         "halo_pixels": rasters.attrs["halo_pixels"],
+        **dask.metadata(),
     }
-    yield from checked_output(rasters, metadata)
+    # the IO manager computes and commits the tiles while the output is handled, inside
+    # this block: on the cluster's workers (io.icechunk writes through session forks)
+    with dask.client.as_current():
+        yield from checked_output(rasters, metadata)
 
 
 class TerrainStatisticsConfig(dg.Config):
