@@ -130,10 +130,49 @@ def test_batched_inference_on_dask_equals_in_process(client, data, chunked):
     pd.testing.assert_frame_equal(pd.DataFrame(remote), pd.DataFrame(local))
     usable = ~data.mask("excluded")
     expected = sum(bool(usable[start : start + 50].any()) for start in range(0, ids.size, 50))
-    assert sum(_name(t).startswith("_predict_batch") for t in stream.data) == expected
+    assert sum(_name(t).startswith("predict_batch") for t in stream.data) == expected
 
 
 def test_the_batch_size_follows_the_device_memory_budget():
     assert batch_size_for(2**30, 100) == 2**30 // (4 * 100 * 5)
     assert batch_size_for(2**30, 100, per_cell=4) == 2**30 // (4 * 100 * 4 * 5)
     assert batch_size_for(1, 1000) == 1
+
+
+def _gpu_check():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+SMALL = ["--tile", "128", "--rows", "600", "--espa-rows", "300", "--inference-rows", "2000"]
+
+
+@pytest.mark.parametrize("flag", [["--cpu-only"], []])
+def test_gpu_check_runs_the_cpu_twins_and_names_what_each_skipped_row_lacks(capsys, flag):
+    gpu_check = _gpu_check()
+    if not flag and gpu_check.gpu_available() is None:
+        pytest.skip("this machine has a GPU: the script runs the GPU rows instead")
+    assert gpu_check.main([*flag, *SMALL]) == 0
+    out = capsys.readouterr().out
+    skipped = {
+        line.split(":", 1)[0].removeprefix("SKIPPED ")
+        for line in out.splitlines()
+        if line.startswith("SKIPPED ")
+    }
+    assert len(skipped) == len(gpu_check.ROWS)
+    reason = "--cpu-only" if flag else "cupy is not installed"
+    for line in out.splitlines():
+        if line.startswith("SKIPPED ") and not line.startswith("SKIPPED aggregation"):
+            assert reason in line or "no CUDA device" in line, line
+    assert "SKIPPED aggregation (cupy): no GPU path in the core" in out
+    assert "failed" not in out
+    # the CPU twins ran: a time in each row but the aggregation's
+    assert out.count("│ 0.") + out.count("│ 1.") >= len(gpu_check.ROWS) - 1

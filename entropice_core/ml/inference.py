@@ -60,13 +60,32 @@ def _to_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
-def _predict_batch(
+def predict_batch(
     model: Any, values: Any, ok: np.ndarray, feature_names: list[str], device: Device
 ) -> np.ndarray:
-    """Class probabilities (float32) of the usable rows ``ok`` of one batch of features.
+    """Predict the class probabilities of the usable rows of one batch of cells.
 
-    ``values`` is the batch ``(cells, [years,] features)``, numpy or Dask-backed (read
-    here, on a worker where the batch runs on a cluster).
+    The unit of work of :func:`predict_cells`, in this process or as one task on a cluster
+    (and what benchmarks/gpu_check.py times on each device).
+
+    Parameters
+    ----------
+    model : Any
+        Fitted classifier with ``predict_proba``.
+    values : array
+        The batch's features ``(cells, [years,] features)``, numpy or Dask-backed (read
+        here: on a worker where the batch runs on a cluster).
+    ok : numpy.ndarray
+        Boolean ``(cells, per_cell)``: the rows to predict.
+    feature_names : list of str
+        Column names of the features (the CPU path gives the model a DataFrame).
+    device : Device
+        ``cpu``, or ``cuda`` to hand the model a device array (cupy).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(usable rows, classes)``.
     """
     block = np.asarray(values).reshape(ok.shape[0], ok.shape[1], -1)[ok]
     X = (
@@ -176,7 +195,7 @@ def predict_cells(
         for start, stop in batches:
             if usable[start:stop].any():
                 values = features.isel(cell_ids=slice(start, stop)).data
-                proba[start:stop][usable[start:stop]] = _predict_batch(
+                proba[start:stop][usable[start:stop]] = predict_batch(
                     model, values, usable[start:stop], columns, device
                 )
             if progress is not None:
@@ -188,7 +207,7 @@ def predict_cells(
         # the model is one key of the graph: sent to each worker once, not once per batch
         shared = dask.delayed(model, pure=False)
         tasks = [
-            dask.delayed(_predict_batch, pure=True)(
+            dask.delayed(predict_batch, pure=True)(
                 shared,
                 features.isel(cell_ids=slice(start, stop)).data,
                 usable[start:stop],
