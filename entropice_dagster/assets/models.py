@@ -202,8 +202,7 @@ def predictions(
         stamp["feature_names"],
         device=stamp.get("predict_device", "cpu"),
         time=stamp.get("time", "static"),
-        client=dask.models_client,
-        **config.model_dump(exclude_none=True),
+        **config.model_dump(exclude_none=True) | {"client": dask.models_client},
     )
     counts = frame["predicted_label"].value_counts(dropna=False)
     metadata = {
@@ -211,7 +210,6 @@ def predictions(
         "rows": len(frame),  # a yearly model: one per cell and year
         "years": sorted(int(y) for y in frame["year"].dropna().unique()) if "year" in frame else [],
         "cells_without_prediction": int(frame["predicted_class"].isna().sum()),
-        "on_dask": dask.models,
         "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
         "dashboard": dashboard_url("inference", context.partition_key),
         **frame_summary(frame, map_of="predicted_class"),
