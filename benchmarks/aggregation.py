@@ -31,6 +31,7 @@ import shapely
 import xarray as xr
 import xvec  # noqa: F401  (registers the .xvec accessor)
 from exactextract import exact_extract
+from exactextract.raster import NumPyRasterSource
 from pyproj import Transformer
 from rich.console import Console
 from rich.table import Table
@@ -172,7 +173,7 @@ def region_case(table: Table, data_dir: str, ee_level: str, ee_bands: int) -> No
     repo = root / "arcticdem" / "derivatives.icechunk"
     rasters = read_dataset_version(repo, None).set_coords("spatial_ref")
     overviews = read_dataset_version(repo, GROUP)
-    names = [str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED]
+    names = sorted(str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED)
     rasters = rasters[names]
     levels = {k: gpd.read_parquet(root / "grids" / f"{k}.parquet") for k in REGION_LEVELS}
     rasters = crop_to_cells(rasters, levels)  # what aggregate_levels reads: the cells' window
@@ -209,10 +210,17 @@ def region_case(table: Table, data_dir: str, ee_level: str, ee_bands: int) -> No
     results.append(("before: sampled (2500 px/cell), per level", sampled))
     polygons = gpd.GeoDataFrame(geometry=project_cells(levels[ee_level], grid), crs=grid.crs)
     ops = [*EE_STATS, "quantile(q=0.25)", "quantile(q=0.75)"]
+    # exactextract's cost varies sixfold between bands (its quantiles go by distinct values):
+    # an evenly spread subset of the sorted bands, from a NumPy source (its fastest input)
+    chosen = [names[round(i * (len(names) - 1) / max(ee_bands - 1, 1))] for i in range(ee_bands)]
     ee = 0.0
-    for name in names[:ee_bands]:
-        band = rasters[name].load()
-        ee += timed(lambda b=band: exact_extract(b, polygons, ops, output="pandas"))
+    for name in dict.fromkeys(chosen):
+        band = rasters[name].compute()
+        source = NumPyRasterSource(
+            band.to_numpy(), *band.rio.bounds(), nodata=np.nan, srs_wkt=grid.crs.to_wkt()
+        )
+        ee += timed(lambda s=source: exact_extract(s, polygons, ops, output="pandas"))
+    ee_bands = len(dict.fromkeys(chosen))
     ee_all = ee * len(names) / ee_bands * len(levels)
     results.append((f"exactextract ({ee_level}, {ee_bands} bands, scaled)", ee_all))
     results.append(("floor: read + np.nansum per band", floor_s))
@@ -237,7 +245,9 @@ def main() -> None:
     parser.add_argument("--region", help="data dir of the materialised sample region")
     parser.add_argument("--region-only", action="store_true", help="only the region row")
     parser.add_argument("--ee-level", default="h3_5", help="exactextract's level (region)")
-    parser.add_argument("--ee-bands", type=int, default=2, help="exactextract's bands (region)")
+    parser.add_argument(
+        "--ee-bands", type=int, default=13, help="exactextract's bands (region; 13: all)"
+    )
     args = parser.parse_args()
     console = Console(width=140)
     # The compiled kernels load (or compile, on a fresh checkout) once per process: time that

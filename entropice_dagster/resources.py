@@ -15,6 +15,7 @@ value; the core never reads them from the environment.
 
 import datetime as dt
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -322,6 +323,16 @@ class DaskResource(dg.ConfigurableResource):
         if self._client is None:
             raise RuntimeError("DaskResource is used outside a run: no client has been started")
         return self._client
+
+    def computing(self) -> AbstractContextManager[Any]:
+        """Where the dask work of a block runs: on the cluster's workers, or, for a cluster
+        of threads in this process (``processes=False``, the sample region), on dask's
+        threaded scheduler: the same threads without the distributed scheduler's cost per
+        task (the sample region's terrain derivatives: 44 s against 82 s)."""
+        import dask
+
+        in_process = not (self.processes or self.scheduler_address or self.jobqueue or self.cuda)
+        return dask.config.set(scheduler="threads") if in_process else self.client.as_current()
 
     @property
     def models_client(self) -> Any:

@@ -30,6 +30,25 @@ def test_existing_scheduler_is_used_and_left_running():
         assert cluster.status.name == "running"
 
 
+def test_dask_work_runs_on_the_cluster_or_on_threads_for_an_in_process_one():
+    import dask
+    import dask.array as da
+    import dask.threaded
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+        resource = DaskResource(scheduler_address=cluster.scheduler_address)
+        with resource.yield_for_execution(dg.build_init_resource_context()) as dask_resource:
+            with dask_resource.computing():
+                assert dask.base.get_scheduler() == dask_resource.client.get
+                assert int(da.ones(10, chunks=5).sum().compute()) == 10
+            (worker,) = cluster.workers.values()
+            assert worker.state.executed_count > 0  # the sum ran on the scheduler's worker
+    in_process = DaskResource(n_workers=1, processes=False)
+    context = dg.build_init_resource_context()
+    with in_process.yield_for_execution(context) as dask_resource, dask_resource.computing():
+        assert dask.base.get_scheduler() is dask.threaded.get
+
+
 def test_memory_limit_reaches_the_workers():
     resource = DaskResource(n_workers=1, processes=False, memory_limit="1GiB")
     with resource.yield_for_execution(dg.build_init_resource_context()) as dask:

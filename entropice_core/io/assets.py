@@ -122,7 +122,9 @@ def load_dataset(
     From Icechunk the branch head is read, its snapshot id in ``attrs["icechunk_snapshot_id"]``
     so that downstream can record the version; an unpartitioned raster comes as a DataTree
     with the raster at the root and, where it was written with them, the overviews in the
-    child ``overviews``, both of one snapshot.
+    child ``overviews``, both of one snapshot. The root is lazily indexed, not Dask-backed:
+    its readers take a whole window of a variable at a time, which zarr reads faster itself
+    (``read_dataset_version(dask=False)``).
 
     Parameters
     ----------
@@ -138,7 +140,7 @@ def load_dataset(
     Returns
     -------
     xarray.Dataset or xarray.DataTree
-        The value (Dask-backed).
+        The value (Dask-backed, but for the root of an unpartitioned raster).
 
     Raises
     ------
@@ -163,7 +165,8 @@ def _load_icechunk(path: Path, partition: str | None) -> xr.Dataset | xr.DataTre
     # One repository for all partitions; each partition is a group in it. The snapshot is
     # looked up once, so the data and the recorded id are the same version.
     snapshot = branch_snapshot(path)
-    dataset = read_dataset_version(path, partition, snapshot)
+    # the raster is read a whole window per variable (spatial.levels): lazily indexed, not dask
+    dataset = read_dataset_version(path, partition, snapshot, dask=partition is not None)
     dataset.attrs["icechunk_snapshot_id"] = snapshot
     if partition is not None:
         return dataset

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
+import dask.base
 import icechunk
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -250,21 +252,22 @@ def _store_chunks(
 ) -> None:
     """Compute and write every data variable's chunks into ``session``, in one dask pass.
 
-    The chunks are written into a fork of the session, whose changes the tasks hand back
-    and merge (Icechunk's cooperative writes), so the same code runs on dask's threads, or
-    on a dask.distributed cluster where one is current (``Client.as_current``): there each
-    task writes its chunk on a worker. With ``changed_only`` a chunk whose stored bytes are
-    the same is not written.
+    Where a dask.distributed client is current (``Client.as_current``) each task writes its
+    chunk on a worker, into a fork of the session whose changes the tasks hand back to be
+    merged (Icechunk's cooperative writes). Otherwise dask's threads write into the session
+    itself: the forks would only add their merge (about 10 % on the sample region). With
+    ``changed_only`` a chunk whose stored bytes are the same is not written.
     """
     from icechunk.dask import store_dask
 
-    fork = session.fork()
+    on_cluster = _current_client() is not None
+    target = session.fork() if on_cluster else session
     sources: list[da.Array] = []
     targets: list[Any] = []  # zarr-like targets dask.array.store writes blocks to
     for group, data in groups.items():
         for name in sorted(map(str, data.data_vars)):
             path = f"{group}/{name}" if group else name
-            array = zarr.open_array(fork.store, path=path, mode="a", zarr_format=3)
+            array = zarr.open_array(target.store, path=path, mode="a", zarr_format=3)
             encoded = encode_zarr_variable(data[name].variable, name=name).data
             if not isinstance(encoded, da.Array):
                 if not changed_only:  # written with the metadata
@@ -272,8 +275,21 @@ def _store_chunks(
                 encoded = da.from_array(np.asarray(encoded), chunks=array.chunks)
             sources.append(encoded)
             targets.append(_ChangedChunks(array) if changed_only else array)
-    if sources:
+    if not sources:
+        return
+    if on_cluster:
         session.merge(store_dask(sources=sources, targets=targets))
+    else:
+        with dask.config.set(scheduler="threads"):
+            da.store(sources, targets, lock=False)
+
+
+def _current_client() -> Any | None:
+    """Return the dask.distributed client that dask computes on here and now, if any."""
+    from distributed import Client
+
+    owner = getattr(dask.base.get_scheduler(), "__self__", None)
+    return owner if isinstance(owner, Client) else None
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -420,7 +436,11 @@ def maintain_repository(
 
 
 def read_dataset_version(
-    repo_path: str | Path, group: str | None, snapshot_id: str | None = None
+    repo_path: str | Path,
+    group: str | None,
+    snapshot_id: str | None = None,
+    *,
+    dask: bool = True,
 ) -> xr.Dataset:
     """Open one group of an Icechunk repository lazily, at the branch head or a snapshot.
 
@@ -432,11 +452,16 @@ def read_dataset_version(
         Group to open; None for the root group.
     snapshot_id : str, optional
         Snapshot to read; the head of the ``main`` branch when None.
+    dask : bool, default True
+        Dask arrays of the stored chunks; False: lazily indexed arrays, nothing cached, for
+        readers that take whole windows into memory: zarr then fetches and decodes the
+        window's chunks concurrently, at half the time and 60 % of the CPU of one dask task
+        per chunk (a band of the sample region's derivatives: 0.7 s against 1.6 s).
 
     Returns
     -------
     xarray.Dataset
-        Dask-backed dataset.
+        The dataset, Dask-backed or lazily indexed.
 
     Raises
     ------
@@ -455,7 +480,17 @@ def read_dataset_version(
         else repo.readonly_session(branch=BRANCH)
     )
     try:
-        return xr.open_zarr(session.store, group=group, consolidated=False, zarr_format=3)
+        if dask:
+            return xr.open_zarr(session.store, group=group, consolidated=False, zarr_format=3)
+        return xr.open_dataset(
+            session.store,
+            engine="zarr",
+            group=group,
+            consolidated=False,
+            zarr_format=3,
+            chunks=None,
+            cache=False,
+        )
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{path} has no group {group!r} at {snapshot_id or BRANCH}: materialise that "

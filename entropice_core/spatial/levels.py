@@ -509,7 +509,11 @@ class _Band:
 
 
 def _read_band(raster: xr.Dataset, name: str) -> np.ndarray:
-    """Read one band into memory as flat float32 (dask's threaded scheduler if lazy)."""
+    """Read one band into memory as flat float32.
+
+    Lazily indexed (as ``io.assets.load_dataset`` opens a raster) zarr reads the window's
+    chunks concurrently itself; Dask arrays are computed on the threaded scheduler.
+    """
     values = raster[name].data
     if hasattr(values, "compute"):
         values = values.compute(scheduler="threads")
@@ -607,7 +611,7 @@ def aggregate_levels(
 ) -> dict[str, xr.Dataset]:
     """Compute exact zonal statistics of every variable of ``raster`` on several grid levels.
 
-    Each variable is read once (dask's threaded scheduler), only in the window that holds the
+    Each variable is read once into memory (zarr or dask threads), only in the window that holds the
     cells (:func:`crop_to_cells`), and reduced on all levels; see the module docstring for the
     method and the definitions. Results equal ``aggregators.aggregate_raster`` on each level
     (moments to rounding, the rest exactly).

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numba
 import numpy as np
-import rasterio.features
 import shapely
 from affine import Affine
 from pyproj import CRS
@@ -123,11 +123,14 @@ class RasterGrid:
 def rasterize_pixels(shapes: np.ndarray, height: int, width: int) -> np.ndarray:
     """Burn polygons given in pixel coordinates, by the pixel-centre rule.
 
-    Pixel ``(row, col)`` gets ``i + 1`` of the shape its centre lies in (0 for none), as
-    ``rasterio.features.rasterize`` decides. The shapes go to GDAL doubled, with a transform
-    that halves them: exact in floating point (a power of two), so the pixels are decided on
-    the given coordinates, and not the identity transform that rasterio warns about (a
-    warning filter around the call would not hold while other threads rasterise).
+    Pixel ``(row, col)`` gets ``i + 1`` of the shape its centre lies in (0 for none; a later
+    shape wins a tie), decided as GDAL's polygon filler (``rasterio.features.rasterize``)
+    decides: per row, the crossings of the shape's edges (all rings, even-odd) with the line
+    through the pixel centres, and between each pair of crossings ``xa, xb`` the pixels from
+    ``floor(xa + 0.5)`` up to but excluding ``floor(xb + 0.5)``. Compiled, it gives GDAL's
+    labels exactly (tested on the sample region's nine grid levels and random polygons) at
+    half its cost, and works on the pixel coordinates themselves (GDAL wants a georeferenced
+    transform, and warns about the identity from every thread).
 
     Parameters
     ----------
@@ -141,14 +144,92 @@ def rasterize_pixels(shapes: np.ndarray, height: int, width: int) -> np.ndarray:
     numpy.ndarray
         ``(height, width)`` int32 labels.
     """
-    doubled = shapely.transform(shapes, lambda xy: xy * 2.0)
-    return rasterio.features.rasterize(
-        ((g, i + 1) for i, g in enumerate(doubled) if not g.is_empty),
-        out_shape=(height, width),
-        transform=Affine.scale(2.0),
-        fill=0,
-        dtype="int32",
+    # GDAL turns every ring clockwise (as seen with y up) before it fills, holes included:
+    # it matters for the horizontal edges it burns (see _scanline_fill)
+    shapes = shapely.orient_polygons(np.asarray(shapes, dtype=object), exterior_cw=True)
+    parts, owner = shapely.get_parts(shapes, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    hole = np.r_[False, ring_part[1:] == ring_part[:-1]]  # rings after a part's first
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    same = ring[1:] == ring[:-1]  # consecutive vertices of one ring: an edge
+    start, stop = coords[:-1][same], coords[1:][same]
+    backwards = hole[ring[:-1][same]]  # holes come counter-clockwise: walk them back
+    start[backwards], stop[backwards] = stop[backwards], start[backwards].copy()
+    edge_shape = owner[ring_part[ring[:-1][same]]]
+    return _scanline_fill(
+        np.ascontiguousarray(start[:, 0]),
+        np.ascontiguousarray(start[:, 1]),
+        np.ascontiguousarray(stop[:, 0]),
+        np.ascontiguousarray(stop[:, 1]),
+        np.searchsorted(edge_shape, np.arange(len(shapes) + 1)),
+        height,
+        width,
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _scanline_fill(
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
+    shape_start: np.ndarray,
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """Fill shape ``s`` (edges ``shape_start[s]:shape_start[s + 1]``) with ``s + 1``.
+
+    GDAL's rule (``GDALdllImageFilledPolygon``): an edge crosses the centre line ``r + 0.5``
+    of row ``r`` where ``y_low <= r + 0.5 < y_high``, at its own formula's ``x``; the
+    crossings of a row are sorted and filled in pairs. A horizontal edge on a centre line
+    that runs right to left is burnt as it is (one that runs left to right is not).
+    """
+    label = np.zeros((height, width), dtype=np.int32)
+    for s in range(len(shape_start) - 1):
+        first, last = shape_start[s], shape_start[s + 1]
+        if first == last:
+            continue
+        low, high = np.inf, -np.inf
+        for e in range(first, last):
+            low = min(low, y0[e], y1[e])
+            high = max(high, y0[e], y1[e])
+        r0 = max(int(np.ceil(low - 0.5)), 0)
+        r1 = min(int(np.ceil(high - 0.5)), height)
+        if r1 <= r0:
+            continue
+        # crossings bucketed by row (counting sort), then sorted within each row
+        count = np.zeros(r1 - r0 + 1, dtype=np.int64)
+        for e in range(first, last):
+            a, b = min(y0[e], y1[e]), max(y0[e], y1[e])
+            for r in range(max(int(np.ceil(a - 0.5)), r0), min(int(np.ceil(b - 0.5)), r1)):
+                count[r - r0 + 1] += 1
+        start = np.cumsum(count)
+        crossing = np.empty(start[-1])
+        fill = start[:-1].copy()
+        for e in range(first, last):
+            if y0[e] < y1[e]:
+                ax, ay, bx, by = x0[e], y0[e], x1[e], y1[e]
+            elif y0[e] > y1[e]:
+                ax, ay, bx, by = x1[e], y1[e], x0[e], y0[e]
+            else:  # horizontal: GDAL burns those on a centre line that run right to left
+                r = y0[e] - 0.5
+                if x0[e] > x1[e] and r == np.floor(r) and 0 <= r < height:
+                    c0 = max(int(np.floor(x1[e] + 0.5)), 0)
+                    c1 = min(int(np.floor(x0[e] + 0.5)), width)
+                    if c1 > c0:
+                        label[int(r), c0:c1] = s + 1
+                continue
+            for r in range(max(int(np.ceil(ay - 0.5)), r0), min(int(np.ceil(by - 0.5)), r1)):
+                crossing[fill[r - r0]] = (r + 0.5 - ay) * (bx - ax) / (by - ay) + ax
+                fill[r - r0] += 1
+        for r in range(r0, r1):
+            row = np.sort(crossing[start[r - r0] : start[r - r0 + 1]])
+            for i in range(0, len(row) - 1, 2):
+                c0 = max(int(np.floor(row[i] + 0.5)), 0)
+                c1 = min(int(np.floor(row[i + 1] + 0.5)), width)
+                if c1 > c0:  # (a negative stop would count from the end)
+                    label[r, c0:c1] = s + 1
+    return label
 
 
 def project_cells(

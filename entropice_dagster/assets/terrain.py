@@ -107,7 +107,7 @@ def terrain_derivatives(
     }
     # the IO manager computes and commits the tiles while the output is handled, inside
     # this block: on the cluster's workers (io.icechunk writes through session forks)
-    with dask.client.as_current():
+    with dask.computing():
         yield from checked_output(rasters, metadata)
 
 
