@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask
 import dask.array as da
@@ -483,7 +483,7 @@ def read_dataset_version(
         if dask:
             return xr.open_zarr(session.store, group=group, consolidated=False, zarr_format=3)
         return xr.open_dataset(
-            session.store,
+            cast(Any, session.store),  # a zarr store; xarray's annotation names paths only
             engine="zarr",
             group=group,
             consolidated=False,
