@@ -26,6 +26,30 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("ENTROPICE_CHROMIUM", "/usr/bin/chromium")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def dask_scheduler_left_clean() -> Any:
+    """After each module, no closed dask.distributed client stays dask's scheduler.
+
+    A module that closes its cluster can leave the closed client as the default or current
+    client, with dask's config still naming the distributed scheduler; the next module's
+    plain ``.compute()`` in the same test worker then fails "No scheduler connected" (seen
+    once in a full parallel run, not reproduced module by module).
+    """
+    yield
+    import dask
+    from distributed.client import _current_client, _get_global_client, _set_global_client
+
+    def stale(client: Any) -> bool:
+        return client is not None and client.status != "running"
+
+    if stale(_get_global_client()):
+        _set_global_client(None)
+    if stale(_current_client.get()):
+        _current_client.set(None)
+    if dask.config.get("scheduler", None) == "dask.distributed" and _get_global_client() is None:
+        dask.config.config.pop("scheduler", None)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The browser of the real-browser tests: skipped without it, failed under ``CI`` (whose
@@ -39,11 +63,18 @@ def chromium() -> str:
 
 
 def dagster_resources(data_dir: Path, aoi: str = "sample") -> dict[str, object]:
-    """The resources of ``definitions.defs``, pointed at ``data_dir``."""
+    """The resources of ``definitions.defs``, pointed at ``data_dir``.
+
+    The Dask cluster is the sample region's (threads in this process, shared by its runs)
+    whatever the area: a cluster of worker processes per run costs seconds, and each stage's
+    cluster path is tested on its own (tests/test_scale_dask.py).
+    """
     # Imported here so that the core tests never import dagster.
     from entropice_dagster.resources import project_resources
 
-    return project_resources(data_dir, aoi)
+    resources = project_resources(data_dir, aoi)
+    resources["dask"] = project_resources(data_dir, "sample")["dask"]
+    return resources
 
 
 def backfill_from_cli(
