@@ -65,8 +65,9 @@ def test_derivative_tiles_on_the_cluster_equal_the_in_process_ones(client):
 
 def test_the_raster_commit_from_the_workers_equals_the_threaded_one(client, tmp_path):
     """Each worker writes its chunks into a fork of the session; the commit holds the same
-    raster and overviews, and the same raster again commits nothing."""
-    rasters = terrain_derivatives(_dem().chunk(96), CONFIG)
+    raster and overviews, and the same raster again commits nothing (three of the rasters:
+    every variable is written the same way)."""
+    rasters = terrain_derivatives(_dem().chunk(96), CONFIG)[["slope", "tri", "vrm_5"]]
     threads = commit_raster(rasters, tmp_path / "threads.icechunk", "t", {GROUP: overview_pyramid})
     with client.as_current():
         cluster = commit_raster(
