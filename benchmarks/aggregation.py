@@ -171,7 +171,8 @@ def region_case(table: Table, data_dir: str, ee_level: str, ee_bands: int) -> No
 
     root = Path(data_dir)
     repo = root / "arcticdem" / "derivatives.icechunk"
-    rasters = read_dataset_version(repo, None).set_coords("spatial_ref")
+    # as terrain_statistics reads it (io.assets.load_dataset): lazily indexed, zarr reads windows
+    rasters = read_dataset_version(repo, None, dask=False).set_coords("spatial_ref")
     overviews = read_dataset_version(repo, GROUP)
     names = sorted(str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED)
     rasters = rasters[names]
