@@ -27,27 +27,29 @@ CHROMIUM = os.environ.get("ENTROPICE_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def dask_scheduler_left_clean() -> Any:
-    """After each module, no closed dask.distributed client stays dask's scheduler.
+def dask_scheduler_left_as_found() -> Any:
+    """Each module leaves dask's scheduler as it found it.
 
-    A module that closes its cluster can leave the closed client as the default or current
-    client, with dask's config still naming the distributed scheduler; the next module's
-    plain ``.compute()`` in the same test worker then fails "No scheduler connected" (seen
-    once in a full parallel run, not reproduced module by module).
+    A joblib loop nested in a task of an in-process cluster (the model searches on dask)
+    makes the worker create a client with ``set_as_default=True``: in this process, it
+    becomes dask's default. When the module's cluster closes, that client keeps trying to
+    reconnect, and the next module's plain ``.compute()`` in the same test worker goes to it
+    and fails with "No scheduler connected" (twice in full parallel runs).
     """
-    yield
     import dask
     from distributed.client import _current_client, _get_global_client, _set_global_client
 
-    def stale(client: Any) -> bool:
-        return client is not None and client.status != "running"
-
-    if stale(_get_global_client()):
-        _set_global_client(None)
-    if stale(_current_client.get()):
-        _current_client.set(None)
-    if dask.config.get("scheduler", None) == "dask.distributed" and _get_global_client() is None:
+    default, current = _get_global_client(), _current_client.get()
+    scheduler = dask.config.get("scheduler", None)
+    yield
+    if _get_global_client() is not default:
+        _set_global_client(default if default is not None and default.status == "running" else None)
+    if _current_client.get() is not current:
+        _current_client.set(current)
+    if dask.config.get("scheduler", None) != scheduler:
         dask.config.config.pop("scheduler", None)
+        if scheduler is not None:
+            dask.config.set(scheduler=scheduler)
 
 
 @pytest.fixture(scope="session")
