@@ -117,7 +117,7 @@ def terrain_features(
         return terrain_features_levels(rasters, {spec.key: cells}, statistics)[spec.key]
     crs = rasters.rio.crs
     stored = stored_sample(overviews, stride) if overviews is not None else None
-    if stored is None and rasters[str(next(iter(rasters.data_vars)))].chunks is None:
+    if stored is None and not rasters.chunks:
         # lazily indexed (io.assets.load_dataset): sampled block by block, not all at once
         rasters = rasters.chunk({rasters.rio.y_dim: 1024, rasters.rio.x_dim: 1024})
     rasters = stored if stored is not None else pixel_sample(rasters, stride)

@@ -611,10 +611,10 @@ def aggregate_levels(
 ) -> dict[str, xr.Dataset]:
     """Compute exact zonal statistics of every variable of ``raster`` on several grid levels.
 
-    Each variable is read once into memory (zarr or dask threads), only in the window that holds the
-    cells (:func:`crop_to_cells`), and reduced on all levels; see the module docstring for the
-    method and the definitions. Results equal ``aggregators.aggregate_raster`` on each level
-    (moments to rounding, the rest exactly).
+    Each variable is read once into memory (by zarr, or dask's threads), only in the window
+    that holds the cells (:func:`crop_to_cells`), and reduced on all levels; see the module
+    docstring for the method and the definitions. Results equal
+    ``aggregators.aggregate_raster`` on each level (moments to rounding, the rest exactly).
 
     Parameters
     ----------
