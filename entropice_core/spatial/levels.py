@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numba
@@ -687,18 +688,19 @@ def aggregate_levels(
             },
             requested=tuple(config.quantiles),
         )
-        ds = xr.Dataset(coords={"cell_ids": ("cell_ids", edges.cell_ids, spec.xdggs_attrs)})
+        coords: dict[str, Any] = {"cell_ids": ("cell_ids", edges.cell_ids, spec.xdggs_attrs)}
+        variables = {}
         for stat in config.statistics:
             entry = STATISTICS[stat]
             values = entry.compute(cm)  # (bands, cells) or (quantile, bands, cells)
             for b, name in enumerate(names):
                 if entry.dim:
-                    coords = {entry.dim: list(config.quantiles)}
-                    ds[f"{name}_{stat}"] = xr.DataArray(
-                        values[:, b].T, dims=["cell_ids", entry.dim], coords=coords
-                    )
+                    coords[entry.dim] = list(config.quantiles)
+                    variables[f"{name}_{stat}"] = (("cell_ids", entry.dim), values[:, b].T)
                 else:
-                    ds[f"{name}_{stat}"] = ("cell_ids", values[b])
+                    variables[f"{name}_{stat}"] = ("cell_ids", values[b])
+        # one construction: assigning variables one by one copies the dataset each time
+        ds = xr.Dataset(variables, coords=coords)
         ds.attrs.update(grid=spec.grid, level=spec.level)
         out[key] = ds
     return out
