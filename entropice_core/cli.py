@@ -586,7 +586,8 @@ def alphaearth(
     cache_dir: Annotated[
         Path | None,
         Parameter(
-            help="Per-cluster answers, reused by later runs (default: "
+            help="Answers (per level and year from COGs, per cluster and year from Earth "
+            "Engine), reused by later runs (default: "
             "DATA_DIR/sources/alphaearth/requests/{source})."
         ),
     ] = None,
@@ -598,19 +599,24 @@ def alphaearth(
         ),
     ] = None,
 ) -> None:
-    """Per-cell AlphaEarth satellite embeddings of one grid level (see docs/alphaearth.md).
+    """Per-cell AlphaEarth satellite embeddings of grid levels (see docs/alphaearth.md).
 
-    Reads the level's cells (DATA_DIR/grids/{grid_level}.parquet: run `entropice grids`
-    first), groups them into KMeans clusters (one request each per year), answers each from the
-    cache or the source, and writes an xdggs Zarr store with dims (cell_ids, year): A00..A63
-    (cell means of the 64-dimensional embeddings) and valid_fraction. A year fetched before
-    costs no request. Data: CC-BY 4.0, "The AlphaEarth Foundations Satellite Embedding dataset
-    is produced by Google and Google DeepMind."
+    Reads the levels' cells (DATA_DIR/grids/{grid_level}.parquet: run `entropice grids`
+    first) and writes per level an xdggs Zarr store with dims (cell_ids, year): A00..A63 (cell
+    means of the 64-dimensional embeddings) and valid_fraction. From the COGs ('cogs', 'gcs'),
+    every file of a year is read once for all the levels given; from Earth Engine, the cells
+    of each level go in KMeans clusters, one request each per year. Either way each answer is
+    cached: a year fetched before costs no request. Data: CC-BY 4.0, "The AlphaEarth
+    Foundations Satellite Embedding dataset is produced by Google and Google DeepMind."
 
     Example: entropice alphaearth --grid-level h3_5 --year 2020 --year 2021
     """
     from entropice_core.config import EarthEngineCredentials
-    from entropice_core.features.alphaearth import alphaearth_features, feature_summary
+    from entropice_core.features.alphaearth import (
+        alphaearth_features_levels,
+        cost_summary,
+        feature_summary,
+    )
     from entropice_core.ingest import alphaearth as ae
     from entropice_core.io.zarr import write_dataset
 
@@ -664,21 +670,24 @@ def alphaearth(
         except ae.CredentialsMissing as err:
             raise ValueError(str(err)) from None
         years = year or list(range(ae.FIRST_YEAR, ae.LAST_YEAR + 1))
+    frames = {key: _cells_in(read_geoparquet(path), area, key) for key, path in cells.items()}
+    what = f"AlphaEarth {', '.join(map(str, years))}"
     with _progress(steps=True) as progress:
+        fetching = progress.add_task(f"{what}: {', '.join(frames)}", total=None)
+        results = alphaearth_features_levels(client, frames, years)
+        progress.remove_task(fetching)
 
         def one(key: str, report: Callable[[str], None]) -> str:
             target = out or layout.asset_path("alphaearth_features", key)
-            spec = GridSpec.from_key(key)
-            frame = _cells_in(read_geoparquet(cells[key]), area, key)
-            result = alphaearth_features(client, frame, spec, years)
-            write_dataset(result.dataset, target)
-            info = feature_summary(result)
+            write_dataset(results[key].dataset, target)
+            info = feature_summary(results[key].dataset)
+            cost = cost_summary({key: results[key]})
             return (
                 f"{target}: {info['cells']:,} cells x {len(info['years'])} years, "
-                f"{info['requests']} requests, {info['requests_from_cache']} from cache"
+                f"{cost['requests']} requests, {cost['requests_from_cache']} from cache"
             )
 
-        _each(progress, f"AlphaEarth {', '.join(map(str, years))}", [s.key for s in specs], one)
+        _each(progress, "writing", list(frames), one)
 
 
 @app.command

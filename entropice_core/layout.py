@@ -27,6 +27,7 @@ ASSET_PATHS: dict[str, str] = {
     "terrain_derivatives": "arcticdem/derivatives.icechunk",
     "terrain_statistics": "arcticdem/statistics.zarr",
     "terrain_features": "arcticdem/features_{grid_level}.zarr",
+    "alphaearth_statistics": "alphaearth/statistics.zarr",
     "alphaearth_features": "alphaearth/features_{grid_level}.zarr",
     "training_dataset": "datasets/{grid_level}.zarr",
     "trained_model": "training-results/{grid_level}/{experiment}",

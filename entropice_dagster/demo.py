@@ -32,7 +32,7 @@ from entropice_core.layout import ASSET_PATHS, Layout
 from entropice_core.sample import generate_sample_region
 from entropice_core.sample.era5 import ARCTIC_YEARS
 from entropice_dagster.assets import all_assets
-from entropice_dagster.assets.alphaearth import alphaearth_features
+from entropice_dagster.assets.alphaearth import alphaearth_features, alphaearth_statistics
 from entropice_dagster.assets.climate import climate_features, era5_daily, era5_hourly, era5_yearly
 from entropice_dagster.assets.grids import grid_cells, watermask
 from entropice_dagster.assets.labels import darts_coverage, darts_polygons, rts_labels
@@ -177,8 +177,9 @@ def _steps(years: list[str]) -> list[Step]:
     same ``dask`` pool slot anyway); each Arctic year's
     download, daily aggregates and indices together, newest year first (a year's indices read
     the next year's daily store, which then already exists); each grid level's per-cell assets
-    together; the terrain statistics of all levels in one pass; each level's terrain features
-    (with the training dataset where models are trained); each model with its predictions.
+    together; the terrain and AlphaEarth statistics of all levels, each in one pass; each
+    level's terrain and AlphaEarth features (with the training dataset where models are
+    trained); each model with its predictions.
     """
     steps: list[Step] = [
         (
@@ -188,14 +189,15 @@ def _steps(years: list[str]) -> list[Step]:
         )
     ]
     steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
-    per_cell = [grid_cells, rts_labels, climate_features, alphaearth_features]
+    per_cell = [grid_cells, rts_labels, climate_features]
     keys = grid_partitions.get_partition_keys()
     steps += [("grid levels", per_cell, key) for key in keys]
-    steps.append(("terrain statistics", [terrain_statistics], None))
+    steps.append(("statistics", [terrain_statistics, alphaearth_statistics], None))
+    from_statistics = [terrain_features, alphaearth_features]
     steps += [
         (
-            "terrain levels",
-            [terrain_features] + ([training_dataset] if k in DEMO_EXPERIMENTS else []),
+            "level features",
+            from_statistics + ([training_dataset] if k in DEMO_EXPERIMENTS else []),
             k,
         )
         for k in keys

@@ -2,8 +2,9 @@
 
 ``dagster job backfill -j per_cell_assets --all --noprompt -w workspace.yaml`` queues a backfill
 of all nine grid levels (run by the daemon that ``make ui`` starts); the UI does the same from
-the asset graph. Terrain features are left out of the job: ``terrain_statistics`` computes all
-levels in one pass once the grid cells exist, and a job run per level would repeat that pass.
+the asset graph. Terrain and AlphaEarth features are left out of the job: ``terrain_statistics``
+and ``alphaearth_statistics`` compute all levels in one pass once the grid cells exist, and a job
+run per level would repeat that pass.
 ``icechunk_maintenance`` bounds the Icechunk repositories (old snapshots expired, unreachable
 chunks deleted); a schedule runs it daily.
 """
@@ -18,13 +19,12 @@ from entropice_dagster.resources import DataDirResource
 
 per_cell_assets = dg.define_asset_job(
     "per_cell_assets",
-    selection=dg.AssetSelection.assets(
-        "grid_cells", "rts_labels", "climate_features", "alphaearth_features"
-    ),
-    description="Grid cells, RTS labels, climate and AlphaEarth features for one grid level "
-    "(partitioned by grid_level); backfill it for all levels. Terrain features come from "
-    "terrain_statistics, one pass for every level whose grid cells exist: materialise it and "
-    "terrain_features afterwards (the automation sensor does, or the UI).",
+    selection=dg.AssetSelection.assets("grid_cells", "rts_labels", "climate_features"),
+    description="Grid cells, RTS labels and climate features for one grid level (partitioned "
+    "by grid_level); backfill it for all levels. Terrain and AlphaEarth features come from "
+    "terrain_statistics and alphaearth_statistics, each one pass for every level whose grid "
+    "cells exist: materialise them, then terrain_features and alphaearth_features (the "
+    "automation sensor does, or the UI).",
 )
 
 era5_arctic_year = dg.define_asset_job(

@@ -13,10 +13,11 @@ sensor") changes nothing on the instance.
   exists (its thaw season, SON and autumn shoulder reach into October-December). Offline, the
   years are the ones whose 24 month files are in the folder.
 - ``alphaearth_years``: a year the AlphaEarth source gains (a new annual layer, or a year
-  folder of the offline mirror) re-runs ``alphaearth_features`` on every grid level already
-  materialised (earlier years come from the request cache).
+  folder of the offline mirror) re-runs ``alphaearth_statistics`` if it was materialised
+  (earlier years come from the cache).
 
-``climate_features`` and everything downstream follow through their automation conditions.
+``climate_features``, ``alphaearth_features`` and everything downstream follow through their
+automation conditions.
 """
 
 import datetime as dt
@@ -127,10 +128,11 @@ def darts_release(
 
 
 @dg.sensor(
-    asset_selection=["alphaearth_features"],
+    asset_selection=["alphaearth_statistics"],
     minimum_interval_seconds=DAILY,
-    description="Daily: when the AlphaEarth source gains a year, re-run alphaearth_features on "
-    "every grid level already materialised (earlier years come from the request cache).",
+    description="Daily: when the AlphaEarth source gains a year, re-run alphaearth_statistics "
+    "if it was materialised (earlier years come from the cache); each level's "
+    "alphaearth_features follows by automation.",
 )
 def alphaearth_years(
     context: dg.SensorEvaluationContext,
@@ -146,14 +148,16 @@ def alphaearth_years(
     cursor = json.dumps(years)
     if seen is None or set(years) <= seen:
         return dg.SensorResult(skip_reason=f"AlphaEarth years {years}: none new", cursor=cursor)
-    levels = context.instance.get_materialized_partitions(dg.AssetKey("alphaearth_features"))
     added = sorted(set(years) - seen)
-    runs = [
-        dg.RunRequest(run_key=f"alphaearth-{level}-{max(years)}-{len(years)}", partition_key=level)
-        for level in sorted(levels)
-    ]
-    context.log.info(f"AlphaEarth years {added} are new: {len(runs)} grid levels to update")
-    return dg.SensorResult(run_requests=runs, cursor=cursor)
+    if not context.instance.get_latest_materialization_event(dg.AssetKey("alphaearth_statistics")):
+        return dg.SensorResult(
+            skip_reason=f"AlphaEarth years {added} are new; alphaearth_statistics was never "
+            "materialised, nothing to update",
+            cursor=cursor,
+        )
+    context.log.info(f"AlphaEarth years {added} are new: alphaearth_statistics to update")
+    run = dg.RunRequest(run_key=f"alphaearth-{max(years)}-{len(years)}")
+    return dg.SensorResult(run_requests=[run], cursor=cursor)
 
 
 #: Every sensor of the code location.

@@ -258,10 +258,11 @@ def _materialise_graph(data_dir: Path) -> SampleGraph:
     }
     assert set(H3_EXPERIMENTS) <= set(experiment_partitions.get_partition_keys())
     # the leaderboard reads the trained models: last
-    # terrain_statistics serves every level in one pass once their grid cells exist; each
-    # level's terrain_features (and the dataset built on them) then takes its part
-    all_levels = ("terrain_statistics",)
-    from_statistics = ("terrain_features", "training_dataset")
+    # terrain_statistics and alphaearth_statistics serve every level in one pass once their
+    # grid cells exist; each level's terrain_features and alphaearth_features (and the
+    # dataset built on them) then take their part
+    all_levels = ("terrain_statistics", "alphaearth_statistics")
+    from_statistics = ("terrain_features", "alphaearth_features", "training_dataset")
     plan: list[tuple[tuple[str, ...], Any]] = [
         (named(None, ("experiment_summary", *all_levels)), None)
     ]
@@ -284,6 +285,7 @@ def _materialise_graph(data_dir: Path) -> SampleGraph:
         "terrain_statistics": {
             "config": {"grid_levels": list(GRAPH_LEVELS), "min_pixels_per_cell": GRAPH_SAMPLE}
         },
+        "alphaearth_statistics": {"config": {"grid_levels": list(GRAPH_LEVELS)}},
     }
     resources = dagster_resources(data_dir)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

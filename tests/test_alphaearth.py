@@ -237,16 +237,12 @@ def test_sample_cogs_follow_the_layout(cog_root: Path):
     assert np.allclose(np.linalg.norm(v, axis=0), 1.0, atol=0.03)
 
 
-def test_cog_path_equals_exactextract(cog_root: Path, cells, tmp_path: Path):
-    spec, frame = cells
-    result = ae.CogClient(cog_root).embeddings(frame, spec, YEARS)
-    ds = result.dataset
-    assert ds["A00"].dims == ("cell_ids", "year") and list(ds.year.values) == YEARS
-    assert ds.cell_ids.attrs == spec.xdggs_attrs
-    year = YEARS[1]
+def _exactextract_means(frame: gpd.GeoDataFrame, root: Path, year: int, tmp_path: Path):
+    """Per-cell means of the dequantised COGs of ``year`` by exactextract, and whether each
+    cell has a valid pixel."""
     total, count = np.zeros((len(frame), 64)), np.zeros(len(frame))
     polys = frame[["geometry"]].assign(i=np.arange(len(frame)))
-    for path in ae.find_cogs(cog_root, year):
+    for path in ae.find_cogs(root, year):
         # the dequantised raster as float32 GeoTIFF, read by exactextract's own GDAL source
         with rasterio.open(path) as src:
             v = ae.dequantize(src.read(), np.float32)
@@ -263,8 +259,18 @@ def test_cog_path_equals_exactextract(cog_root: Path, cells, tmp_path: Path):
             total[i, b] += np.nan_to_num(out[f"band_{b + 1}_sum"].to_numpy())
         count[i] += out["band_1_count"].to_numpy()
     has = count > 0
+    return total[has] / count[has, None], has
+
+
+def test_cog_path_equals_exactextract(cog_root: Path, cells, tmp_path: Path):
+    spec, frame = cells
+    result = ae.CogClient(cog_root).embeddings(frame, spec, YEARS)
+    ds = result.dataset
+    assert ds["A00"].dims == ("cell_ids", "year") and list(ds.year.values) == YEARS
+    assert ds.cell_ids.attrs == spec.xdggs_attrs
+    year = YEARS[1]
+    expected, has = _exactextract_means(frame, cog_root, year, tmp_path)
     assert has.sum() > 10
-    expected = total[has] / count[has, None]
     mine = np.stack([ds[b].sel(year=year).to_numpy() for b in ae.BANDS], axis=1)
     np.testing.assert_allclose(mine[has], expected, atol=1e-6, rtol=0)
     assert np.isnan(mine[~has]).all()
@@ -273,6 +279,52 @@ def test_cog_path_equals_exactextract(cog_root: Path, cells, tmp_path: Path):
     # a mean of unit vectors is shorter than one, and not renormalised
     norms = np.linalg.norm(mine[has], axis=1)
     assert np.all(norms < 1.0) and np.all(norms > 0.3)
+
+
+@pytest.mark.parametrize("window_bytes", [ae.WINDOW_BYTES, 2**18], ids=["whole-files", "strips"])
+def test_one_pass_over_several_levels_equals_exactextract(cog_root: Path, tmp_path, window_bytes):
+    """Two levels of two grids from one pass over each file, the files whole or cut into
+    strips of 256 KiB (sums, counts and valid fractions add up over strips), each equal to
+    exactextract; the atoms are found once per file grid, not once per year."""
+    box = AreaOfInterest.from_bbox(",".join(str(v) for v in BBOX))
+    levels = {
+        key: grid_cells(GridSpec.from_key(key), box, ALL_LAND) for key in ("h3_5", "healpix_8")
+    }
+    client = ae.CogClient(cog_root, window_bytes=window_bytes)
+    found = client.embeddings_levels(levels, YEARS)
+    files = len(ae.find_cogs(cog_root, YEARS[0]))
+    if window_bytes == ae.WINDOW_BYTES:
+        assert client.maps_built == files  # once per file grid, whatever the number of years
+    else:
+        assert client.maps_built > 2 * files  # every file cut into strips
+    for key, frame in levels.items():
+        ds = found[key].dataset
+        assert found[key].stats.requests == len(YEARS) and found[key].stats.cached == 0
+        assert ds.cell_ids.attrs == GridSpec.from_key(key).xdggs_attrs
+        expected, has = _exactextract_means(frame, cog_root, YEARS[1], tmp_path)
+        assert has.sum() > 3
+        mine = np.stack([ds[b].sel(year=YEARS[1]).to_numpy() for b in ae.BANDS], axis=1)
+        np.testing.assert_allclose(mine[has], expected, atol=1e-6, rtol=0)
+        assert np.isnan(mine[~has]).all()
+        vf = ds["valid_fraction"].to_numpy()
+        assert np.all((vf >= 0) & (vf <= 1)) and (vf > 0.9).any()
+
+
+def test_levels_cache_answers_each_level_and_year_once(cog_root: Path, tmp_path: Path):
+    box = AreaOfInterest.from_bbox(",".join(str(v) for v in BBOX))
+    levels = {
+        key: grid_cells(GridSpec.from_key(key), box, ALL_LAND) for key in ("h3_5", "healpix_8")
+    }
+    cache = ae.ClusterCache(tmp_path)
+    first = ae.CogClient(cog_root, cache=cache).embeddings_levels(levels, [2019])
+    again = ae.CogClient(cog_root, cache=cache).embeddings_levels(levels, [2023, 2019])
+    for key in levels:
+        assert (first[key].stats.requests, first[key].stats.cached) == (1, 0)
+        assert (again[key].stats.requests, again[key].stats.cached) == (1, 1)
+        for band in ("A00", "A63", "valid_fraction"):
+            np.testing.assert_array_equal(
+                again[key].dataset[band].sel(year=2019), first[key].dataset[band].sel(year=2019)
+            )
 
 
 def test_cell_maps_built_once_per_file_grid(cog_root: Path, cells):

@@ -1,6 +1,7 @@
-"""alphaearth_features in Dagster: the asset on a small box (years added cost only their
-requests), the resource's clients and credentials, and the store the end-to-end run wrote,
-compared with exactextract on the dequantised sample COGs."""
+"""alphaearth_statistics and alphaearth_features in Dagster: the assets on a small box (two
+levels in one pass, years added cost only their requests), the resource's clients and
+credentials, and the store the end-to-end run wrote, compared with exactextract on the
+dequantised sample COGs."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ from exactextract import exact_extract
 
 from entropice_core.config import AreaOfInterest, GridSpec
 from entropice_core.ingest import alphaearth as ae
+from entropice_core.io.geoparquet import write_geoparquet
 from entropice_core.layout import Layout
 from entropice_core.sample import alphaearth as sample_ae
 from entropice_core.sample.world import build_world
 from entropice_core.spatial.grids import grid_cells
-from entropice_dagster.assets.alphaearth import AlphaEarthConfig, alphaearth_features
+from entropice_dagster.assets.alphaearth import (
+    AlphaEarthConfig,
+    alphaearth_features,
+    alphaearth_statistics,
+)
 from entropice_dagster.io_managers import ZARR_IO_MANAGER_KEY, ZarrIOManager
-from entropice_dagster.partitions import grid_partitions
 from entropice_dagster.resources import DataDirResource, EarthEngineResource, project_resources
 
 #: The small box of test_alphaearth.py (across UTM zones 8 and 9).
@@ -37,6 +42,8 @@ ALL_LAND = gpd.GeoDataFrame(
 )
 SECRET = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-not-a-real-key\n"
 ENV = (ae.ENV_SERVICE_ACCOUNT, ae.ENV_KEY_FILE, ae.ENV_KEY_DATA, ae.ENV_PROJECT)
+#: Two levels of different grids, served by one pass over the files.
+LEVELS = ("h3_5", "healpix_8")
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +54,14 @@ def cog_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cells() -> gpd.GeoDataFrame:
+def levels() -> dict[str, gpd.GeoDataFrame]:
     box = AreaOfInterest.from_bbox(",".join(str(v) for v in BBOX))
-    return grid_cells(GridSpec.from_key("h3_5"), box, ALL_LAND)
+    return {key: grid_cells(GridSpec.from_key(key), box, ALL_LAND) for key in LEVELS}
+
+
+@pytest.fixture(scope="module")
+def cells(levels) -> gpd.GeoDataFrame:
+    return levels["h3_5"]
 
 
 @pytest.fixture
@@ -67,40 +79,58 @@ def _png(markdown: str) -> np.ndarray:
     return matplotlib.image.imread(io.BytesIO(base64.b64decode(encoded)), format="png")
 
 
-def _invoke(cells, root: Path, tmp_path: Path, years: list[int]):
-    resource = EarthEngineResource(
-        folder=str(root), cache_folder=str(tmp_path / "cache"), max_cells=10, max_extent_km=150
+def _invoke(levels, root: Path, tmp_path: Path, years: list[int]):
+    """alphaearth_statistics on the levels' cells (as grid_cells wrote them), then
+    alphaearth_features of h3_5 from it: the statistics' output, the level's output and its
+    checks."""
+    layout = Layout(tmp_path)
+    for key, frame in levels.items():
+        write_geoparquet(frame, layout.grid_cells(key))
+    resource = EarthEngineResource(folder=str(root), cache_folder=str(tmp_path / "cache"))
+    (statistics,) = alphaearth_statistics(
+        config=AlphaEarthConfig(years=years),
+        earth_engine=resource,
+        data_dir=DataDirResource(path=str(tmp_path)),
     )
     events = list(
         alphaearth_features(
             context=dg.build_asset_context(partition_key="h3_5"),
-            config=AlphaEarthConfig(years=years),
-            grid_cells=cells,
-            earth_engine=resource,
-            data_dir=DataDirResource(path=str(tmp_path)),
+            alphaearth_statistics=statistics.value,
+            grid_cells=levels["h3_5"],
         )
     )
     checks = [e for e in events if isinstance(e, dg.AssetCheckResult)]
     (output,) = [e for e in events if isinstance(e, dg.Output)]
-    return output, checks
+    return statistics, output, checks
 
 
-def test_a_year_added_costs_only_its_requests(cells, cog_root: Path, tmp_path: Path) -> None:
-    first, checks = _invoke(cells, cog_root, tmp_path, [2019])
-    meta = {k: getattr(v, "value", v) for k, v in first.metadata.items()}
-    k = meta["clusters"]
-    assert k >= 2 and meta["requests"] == k and meta["requests_from_cache"] == 0
+def _values(output: dg.Output) -> dict:
+    return {k: getattr(v, "value", v) for k, v in output.metadata.items()}
+
+
+def test_one_pass_serves_every_level_and_a_year_added_costs_only_its_pass(
+    levels, cog_root: Path, tmp_path: Path
+) -> None:
+    statistics, _, checks = _invoke(levels, cog_root, tmp_path, [2019])
+    cost = _values(statistics)
+    # one answer per (level, year), each level's from the same pass over the files
+    assert (cost["requests"], cost["requests_from_cache"], cost["clusters"]) == (2, 0, 2)
+    assert set(cost["grid_levels"]) == set(LEVELS)
     assert [c.check_name for c in checks] == ["embeddings_valid"] and checks[0].passed
-    second, _ = _invoke(cells, cog_root, tmp_path, [2023, 2019])
-    meta = {k: getattr(v, "value", v) for k, v in second.metadata.items()}
-    assert meta["years"] == [2019, 2023] and meta["cells"] == len(cells)
-    assert (meta["requests"], meta["requests_from_cache"]) == (k, k)  # only 2023 requested
+    statistics, second, _ = _invoke(levels, cog_root, tmp_path, [2023, 2019])
+    cost = _values(statistics)
+    assert cost["years"] == [2019, 2023]
+    assert (cost["requests"], cost["requests_from_cache"]) == (2, 2)  # only 2023 computed
+    meta = _values(second)
+    assert meta["years"] == [2019, 2023] and meta["cells"] == len(levels["h3_5"])
     ds = second.value
     assert ds["A00"].dims == ("cell_ids", "year") and set(ae.BANDS) < set(ds.data_vars)
-    # the same as one pass over every cell without cache or clusters
-    whole = ae.CogClient(cog_root).embeddings(cells, GridSpec.from_key("h3_5"), [2019, 2023])
-    for band in ("A05", "A40", "valid_fraction"):
-        np.testing.assert_allclose(ds[band], whole.dataset[band], rtol=0, atol=1e-6)
+    # each level equals the per-level engine on that level alone (aggregate_raster, no cache)
+    for key, frame in levels.items():
+        alone = ae.CogClient(cog_root).embeddings(frame, GridSpec.from_key(key), [2019, 2023])
+        level = statistics.value.children[key].to_dataset(inherit=False)
+        for band in ("A05", "A40", "valid_fraction"):
+            np.testing.assert_allclose(level[band], alone.dataset[band], rtol=0, atol=1e-6)
     image = _png(meta["pc1_map"])
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
 
@@ -138,32 +168,28 @@ def test_credentials_come_from_env_vars_and_never_reach_logs_or_metadata(
     assert resource.key_file == ""  # unset: left empty, not an EnvVar failing at run time
     assert SECRET not in repr(resource)
 
-    @dg.asset(name="grid_cells", partitions_def=grid_partitions)
-    def stub_cells():
-        return cells
-
+    write_geoparquet(cells, Layout(tmp_path).grid_cells("h3_5"))
     result = dg.materialize(
-        [stub_cells, alphaearth_features],
-        partition_key="h3_5",
+        [alphaearth_statistics],
         instance=dagster_instance,
         resources={
             "earth_engine": resource.model_copy(update={"max_cells": 40, "max_extent_km": 150}),
             "data_dir": DataDirResource(path=str(tmp_path)),
             ZARR_IO_MANAGER_KEY: ZarrIOManager(data_dir=str(tmp_path)),
         },
-        run_config={"ops": {"alphaearth_features": {"config": {"years": [2021]}}}},
+        run_config={"ops": {"alphaearth_statistics": {"config": {"years": [2021]}}}},
     )
     assert result.success
     assert fake.credentials["key_data"] == SECRET  # the key reached ee, resolved at run time
     assert fake.init["project"] == "my-project"
-    (materialization,) = result.asset_materializations_for_node("alphaearth_features")
+    (materialization,) = result.asset_materializations_for_node("alphaearth_statistics")
     assert materialization.metadata["requests"].value == len(fake.calls) > 0
     secret_parts = ["PRIVATE KEY", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"]
     texts = [str(record) for record in dagster_instance.all_logs(result.run_id)]
     texts.append(json.dumps({k: str(v) for k, v in materialization.metadata.items()}))
     texts.append(json.dumps(dagster_instance.get_run_by_id(result.run_id).run_config, default=str))
     assert not any(part in text for text in texts for part in secret_parts)
-    assert Layout(tmp_path).asset_path("alphaearth_features", "h3_5").exists()
+    assert Layout(tmp_path).asset_path("alphaearth_statistics").exists()
 
 
 # ----------------------------------------------------------------- the end-to-end run
@@ -227,7 +253,10 @@ def test_the_materialised_store_matches_exactextract(sample_graph, key: str, tmp
 
     meta = sample_graph.metadata("alphaearth_features", key)
     assert meta["cells"] == len(cells) and meta["years"] == years
-    assert meta["requests"] == meta["clusters"] * len(years) and meta["requests_from_cache"] == 0
+    cost = sample_graph.metadata("alphaearth_statistics")
+    # one pass per year for every level: one answer per (level, year), none from the cache
+    assert cost["requests"] == len(sample_graph.levels) * len(years)
+    assert cost["requests_from_cache"] == 0 and cost["grid_levels"][key]["cells"] == len(cells)
     assert sample_graph.checks("alphaearth_features", key)["embeddings_valid"].passed
     assert _png(meta["pc1_map"]).std() > 0
 
@@ -241,17 +270,23 @@ def test_a_second_materialisation_is_all_from_the_cache(sample_graph, make_resou
     key = "h3_5"
     store = Layout(sample_graph.data_dir).asset_path("alphaearth_features", key)
     before = xr.open_zarr(store, consolidated=False).load()
-    result = dg.materialize(
+    resources = make_resources(sample_graph.data_dir)
+    levels = {"grid_levels": list(sample_graph.levels)}
+    statistics = dg.materialize(
         all_assets,
-        selection=["alphaearth_features"],
-        partition_key=key,
-        resources=make_resources(sample_graph.data_dir),
+        selection=["alphaearth_statistics"],
+        resources=resources,
+        run_config={"ops": {"alphaearth_statistics": {"config": levels}}},
     )
-    assert result.success
-    (event,) = result.asset_materializations_for_node("alphaearth_features")
-    first = sample_graph.metadata("alphaearth_features", key)
+    assert statistics.success
+    (event,) = statistics.asset_materializations_for_node("alphaearth_statistics")
+    first = sample_graph.metadata("alphaearth_statistics")
     assert event.metadata["requests"].value == 0
     assert event.metadata["requests_from_cache"].value == first["requests"]
+    result = dg.materialize(
+        all_assets, selection=["alphaearth_features"], partition_key=key, resources=resources
+    )
+    assert result.success
     after = xr.open_zarr(store, consolidated=False)
     for band in ("A00", "A63", "valid_fraction"):
         np.testing.assert_array_equal(after[band], before[band])

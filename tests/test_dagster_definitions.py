@@ -50,7 +50,7 @@ def test_partition_keys_are_the_nine_grid_levels() -> None:
 
 #: Per-cell assets that hold every grid level in one value (one pass serves them all): they
 #: depend on every partition of grid_cells instead of being partitioned by grid level.
-ALL_LEVELS_AT_ONCE = {"terrain_statistics"}
+ALL_LEVELS_AT_ONCE = {"terrain_statistics", "alphaearth_statistics"}
 
 
 def test_every_per_cell_asset_uses_grid_partitions() -> None:
@@ -98,7 +98,7 @@ def test_every_asset_has_an_owner_a_tier_and_automation_unless_a_source() -> Non
         if sensor.name != "entropice_automation" and sensor.asset_selection is not None
         for key in sensor.asset_selection.resolve(defs.resolve_asset_graph())
     }
-    assert sensed == {"darts_polygons", "darts_coverage", "alphaearth_features"}
+    assert sensed == {"darts_polygons", "darts_coverage", "alphaearth_statistics"}
     assert defs.get_sensor_def("era5_arctic_years").job_name == "era5_arctic_year"
     for asset in _assets():
         name = asset.key.to_user_string()

@@ -52,16 +52,17 @@ def test_demo_plans_few_runs_covering_every_asset() -> None:
     years = ["2018", "2019", "2020"]
     steps = _steps(years)
     keys = [str(key) for _, _, key in steps]
-    # three unpartitioned runs: the sources first, the terrain statistics of every level once
-    # all grid cells exist, the leaderboard of the trained models last
+    # three unpartitioned runs: the sources first, the terrain and AlphaEarth statistics of
+    # every level once all grid cells exist, the leaderboard of the trained models last
     assert keys.count("None") == 3 and keys[0] == keys[-1] == "None"
     assert [a.key.to_user_string() for a in steps[-1][1]] == ["experiment_summary"]
     names = [[a.key.to_user_string() for a in selection] for _, selection, _ in steps]
-    statistics = names.index(["terrain_statistics"])
+    statistics = names.index(["terrain_statistics", "alphaearth_statistics"])
     assert all("grid_cells" not in n for n in names[statistics:])
     assert all("terrain_features" not in n for n in names[:statistics])
-    # each grid level twice: its cells, labels and features, then its terrain part
-    levels = [key for stage, _, key in steps if stage in ("grid levels", "terrain levels")]
+    assert all("alphaearth_features" not in n for n in names[:statistics])
+    # each grid level twice: its cells, labels and climate, then its part of the statistics
+    levels = [key for stage, _, key in steps if stage in ("grid levels", "level features")]
     assert sorted(levels) == sorted(2 * list(DEFAULT_GRID_LEVELS))
     covered = {asset.key.to_user_string() for _, selection, _ in steps for asset in selection}
     assert covered == {asset.key.to_user_string() for asset in all_assets}
@@ -90,13 +91,13 @@ def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
         # every parent is written by a step this one waits for
         assert all(any(p in written[j] for j in prerequisites[i]) for p in parents), i
     index = {(stage, str(key)): i for i, (stage, _, key) in enumerate(steps)}
-    statistics = index["terrain statistics", "None"]
+    statistics = index["statistics", "None"]
     for level in ("h3_3", "healpix_10"):
         assert prerequisites[index["grid levels", level]] == {
             index["sources", "None"],
             *(index["era5", year] for year in ("2018", "2019", "2020")),
         }
-        assert prerequisites[index["terrain levels", level]] == {
+        assert prerequisites[index["level features", level]] == {
             index["grid levels", level],
             statistics,
         }

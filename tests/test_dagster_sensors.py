@@ -126,7 +126,7 @@ def test_darts_sensor_runs_once_per_new_state_of_the_folder(tmp_path: Path) -> N
         assert again.run_key != run.run_key and changed.cursor != first.cursor
 
 
-def test_alphaearth_sensor_updates_the_materialised_levels_when_a_year_appears(
+def test_alphaearth_sensor_updates_the_materialised_statistics_when_a_year_appears(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "sources" / "alphaearth"
@@ -136,17 +136,25 @@ def test_alphaearth_sensor_updates_the_materialised_levels_when_a_year_appears(
         "data_dir": DataDirResource(path=str(tmp_path)),
     }
     with dg.instance_for_test() as instance:
-        _report(instance, "alphaearth_features", "h3_5")
         first = alphaearth_years(dg.build_sensor_context(instance=instance, resources=resources))
         assert not first.run_requests and json.loads(first.cursor) == [2022]
 
         (root / "2023").mkdir()
+        never = alphaearth_years(
+            dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
+        )
+        assert not never.run_requests and "never materialised" in str(never.skip_reason)
+        assert json.loads(never.cursor) == [2022, 2023]
+
+        _report(instance, "alphaearth_statistics")
+        (root / "2024").mkdir()
         context = dg.build_sensor_context(
-            instance=instance, resources=resources, cursor=first.cursor
+            instance=instance, resources=resources, cursor=never.cursor
         )
         result = alphaearth_years(context)
-        assert [r.partition_key for r in result.run_requests] == ["h3_5"]
-        assert json.loads(result.cursor) == [2022, 2023]
+        (run,) = result.run_requests
+        assert run.partition_key is None and run.run_key == "alphaearth-2024-3"
+        assert json.loads(result.cursor) == [2022, 2023, 2024]
 
 
 def test_models_follow_updated_inputs_and_missing_ones_are_not_trained() -> None:

@@ -11,12 +11,8 @@ import xarray as xr
 from test_levels import cells_of, terrain_like
 
 from entropice_core.config import GridSpec
-from entropice_core.features.terrain import (
-    TERRAIN_STATISTICS,
-    level_features,
-    statistics_tree,
-    terrain_features_levels,
-)
+from entropice_core.features.levels import level_features, statistics_tree
+from entropice_core.features.terrain import TERRAIN_STATISTICS, terrain_features_levels
 from entropice_core.io.assets import load_dataset, load_grid_levels, store_dataset
 from entropice_core.io.geoparquet import write_geoparquet
 from entropice_core.io.versions import content_version
@@ -42,7 +38,7 @@ def test_the_tree_stores_and_loads_every_level_unchanged(features, tmp_path):
     assert isinstance(loaded, xr.DataTree)
     assert list(loaded.attrs["grid_levels"]) == list(KEYS)
     for key in KEYS:
-        level = level_features(loaded, key).load()
+        level = level_features(loaded, key, "terrain_statistics").load()
         xr.testing.assert_identical(level, found[key])
         assert level["cell_ids"].attrs == found[key]["cell_ids"].attrs  # xdggs grid attrs
     # one level alone through the per-level engine (independent of the one pass)
@@ -55,8 +51,9 @@ def test_the_tree_stores_and_loads_every_level_unchanged(features, tmp_path):
 
 def test_a_missing_level_names_the_levels_held_and_the_fix(features):
     _, _, found = features
-    with pytest.raises(KeyError, match=r"holds the grid levels h3_4, healpix_7, not h3_6"):
-        level_features(statistics_tree(found), "h3_6")
+    match = r"terrain_statistics holds the grid levels h3_4, healpix_7, not h3_6: materialise"
+    with pytest.raises(KeyError, match=match):
+        level_features(statistics_tree(found), "h3_6", "terrain_statistics")
 
 
 def test_the_tree_version_follows_every_level(features):

@@ -1,47 +1,45 @@
-"""Per-cell AlphaEarth embeddings of one grid level, with summary and first principal component.
+"""Per-cell AlphaEarth embeddings of several grid levels, their summaries and first component.
 
-The call the asset and the CLI share, and the summary and map their reports show.
+The call the assets and the CLI share, and the summaries and map their reports show.
 
-The embeddings come from a client of :mod:`entropice_core.ingest.alphaearth` (Earth Engine, or
-the COGs with the cluster cache); this module only picks the years and summarises.
+The embeddings come from a client of :mod:`entropice_core.ingest.alphaearth` (Earth Engine per
+level and cluster, or the COGs in one pass for all levels); this module only picks the years
+and summarises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import xarray as xr
 
-from entropice_core.config import GridSpec
 from entropice_core.ingest.alphaearth import BANDS, EmbeddingClient, EmbeddingResult
 
 
-def alphaearth_features(
-    client: EmbeddingClient, cells: gpd.GeoDataFrame, spec: GridSpec, years: Sequence[int]
-) -> EmbeddingResult:
-    """Fetch the L2 dataset of ``cells`` for ``years`` (sorted, each once) and what it cost.
+def alphaearth_features_levels(
+    client: EmbeddingClient, levels: Mapping[str, gpd.GeoDataFrame], years: Sequence[int]
+) -> dict[str, EmbeddingResult]:
+    """Fetch the L2 datasets of several grid levels for ``years`` (sorted, each once).
 
-    Every year is requested per cluster and cached on its own (with a cached client), so a
-    year added to ``years`` costs only that year's requests.
+    Clients that aggregate the COGs themselves serve every level in one pass over each file
+    (``CogClient.embeddings_levels``); Earth Engine answers level by level, per cluster.
 
     Parameters
     ----------
     client : EmbeddingClient
-        Where the embeddings come from (Earth Engine, or the COGs).
-    cells : geopandas.GeoDataFrame
-        A ``grid_cells`` frame: cell_id, EPSG:4326 geometry.
-    spec : GridSpec
-        Grid and level of the cells.
+        Where the embeddings come from.
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key to its ``grid_cells``.
     years : sequence of int
         The years to fetch (at least one).
 
     Returns
     -------
-    EmbeddingResult
-        The dataset (dims cell_ids, year) and the request and cache counts.
+    dict of str to EmbeddingResult
+        Per level key, its dataset (dims cell_ids, year) and what it cost.
 
     Raises
     ------
@@ -50,7 +48,7 @@ def alphaearth_features(
     """
     if not years:
         raise ValueError("no AlphaEarth year to fetch: give at least one year (2017 onward)")
-    return client.embeddings(cells, spec, sorted({int(y) for y in years}))
+    return client.embeddings_levels(levels, sorted({int(y) for y in years}))
 
 
 def first_component(ds: xr.Dataset) -> xr.DataArray:
@@ -87,29 +85,53 @@ def first_component(ds: xr.Dataset) -> xr.DataArray:
     )
 
 
-def feature_summary(result: EmbeddingResult) -> dict[str, Any]:
-    """Summarise counts, cost and coverage of a result, for reports and metadata.
+def feature_summary(ds: xr.Dataset) -> dict[str, Any]:
+    """Summarise the cells, years and coverage of an embeddings dataset, for reports.
 
     Parameters
     ----------
-    result : EmbeddingResult
-        What :func:`alphaearth_features` returned.
+    ds : xarray.Dataset
+        An alphaearth_features dataset.
 
     Returns
     -------
     dict
-        cells, years, clusters, requests, request_attempts, requests_from_cache,
-        cells_with_data and mean_valid_fraction.
+        cells, years, cells_with_data and mean_valid_fraction.
     """
-    ds, stats = result.dataset, result.stats
     valid = ds["valid_fraction"].to_numpy()
     return {
         "cells": int(ds.sizes["cell_ids"]),
         "years": [int(y) for y in ds["year"].to_numpy()],
-        "clusters": stats.clusters,
-        "requests": stats.requests,
-        "request_attempts": stats.attempts,
-        "requests_from_cache": stats.cached,
         "cells_with_data": int((valid > 0).any(axis=1).sum()),
         "mean_valid_fraction": round(float(valid.mean()), 4) if valid.size else None,
     }
+
+
+def cost_summary(results: Mapping[str, EmbeddingResult]) -> dict[str, Any]:
+    """Summarise what fetching cost, in total and per grid level, for reports and metadata.
+
+    Parameters
+    ----------
+    results : mapping of str to EmbeddingResult
+        Per level key, what :func:`alphaearth_features_levels` returned.
+
+    Returns
+    -------
+    dict
+        clusters, requests, request_attempts and requests_from_cache summed over the levels,
+        and ``per_level``: the same per level key.
+    """
+    per_level = {
+        key: {
+            "clusters": r.stats.clusters,
+            "requests": r.stats.requests,
+            "request_attempts": r.stats.attempts,
+            "requests_from_cache": r.stats.cached,
+        }
+        for key, r in results.items()
+    }
+    totals = {
+        name: sum(level[name] for level in per_level.values())
+        for name in ("clusters", "requests", "request_attempts", "requests_from_cache")
+    }
+    return {**totals, "per_level": per_level}

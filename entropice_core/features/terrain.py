@@ -310,54 +310,6 @@ def derivative_features_levels(
     return found
 
 
-def statistics_tree(features: Mapping[str, xr.Dataset]) -> xr.DataTree:
-    """Gather the features of several levels into one tree, a child per grid level key.
-
-    Parameters
-    ----------
-    features : mapping of str to xarray.Dataset
-        Per level key, its features (:func:`derivative_features_levels`).
-
-    Returns
-    -------
-    xarray.DataTree
-        The features under ``/<grid level>``; the root's attrs list the levels.
-    """
-    tree = xr.DataTree.from_dict(dict(features))
-    tree.attrs["grid_levels"] = list(features)
-    return tree
-
-
-def level_features(statistics: xr.DataTree, key: str) -> xr.Dataset:
-    """Return one grid level's features out of a :func:`statistics_tree`.
-
-    Parameters
-    ----------
-    statistics : xarray.DataTree
-        The features of several levels.
-    key : str
-        Grid level key, e.g. ``h3_5``.
-
-    Returns
-    -------
-    xarray.Dataset
-        The level's features.
-
-    Raises
-    ------
-    KeyError
-        If the tree lacks the level; the message names the levels it holds and the fix.
-    """
-    if key not in statistics.children:
-        held = ", ".join(sorted(statistics.children)) or "none"
-        raise KeyError(
-            f"terrain_statistics holds the grid levels {held}, not {key}: materialise "
-            f"terrain_statistics with {key} among its grid_levels (default: every level whose "
-            "grid_cells exist)"
-        )
-    return statistics.children[key].to_dataset(inherit=False)
-
-
 def feature_summary(features: xr.Dataset) -> dict[str, object]:
     """Summarise a terrain_features dataset for reports and metadata: counts, domain means.
 

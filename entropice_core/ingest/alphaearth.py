@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -91,6 +91,11 @@ ENV_PROJECT = ENV_EE_PROJECT
 ENV_TOKEN = ENV_GCS_TOKEN
 #: The requester-pays bucket of the int8 COGs.
 GCS_BUCKET = "alphaearth_foundations"
+#: Rows of the COGs' internal tiles: the multi-level pass reads whole multiples of them where
+#: its window holds more.
+STRIP_ROWS = 256
+#: Most bytes of dequantised float32 pixels (all 64 bands) the multi-level pass holds at once.
+WINDOW_BYTES = 512 * 2**20
 
 
 # --------------------------------------------------------------------------- read
@@ -411,6 +416,31 @@ class EmbeddingClient(SourceClient):
             The dataset (:func:`embedding_dataset`) and what producing it cost.
         """
         ...
+
+    def embeddings_levels(
+        self, levels: Mapping[str, gpd.GeoDataFrame], years: Sequence[int]
+    ) -> dict[str, EmbeddingResult]:
+        """Return the L2 dataset of every grid level's cells for ``years``.
+
+        Level by level through :meth:`embeddings`; clients that aggregate files themselves
+        serve all levels in one pass instead.
+
+        Parameters
+        ----------
+        levels : mapping of str to geopandas.GeoDataFrame
+            Grid level key (``GridSpec.key``) to its ``grid_cells``.
+        years : sequence of int
+            The years to fetch.
+
+        Returns
+        -------
+        dict of str to EmbeddingResult
+            Per level key, its dataset and what producing it cost.
+        """
+        return {
+            key: self.embeddings(cells, GridSpec.from_key(key), years)
+            for key, cells in levels.items()
+        }
 
 
 # --------------------------------------------------------------------------- batching
@@ -1063,11 +1093,15 @@ class CogClient(EmbeddingClient):
     each distinct file grid (CRS, transform, shape) and set of cells is built once per client
     and reused for all 64 bands and every year.
 
-    With a ``cache``, the cells are answered per (cluster, year) through :func:`fetch_clusters`
-    exactly as :class:`EarthEngineClient` does (same clusters, concurrency, cache and
-    statistics, a "request" being one local aggregation), so the offline path of the sample
-    region exercises the batching and caching of the real one. The cache is kept per year
-    under a fingerprint of that year's files (:func:`files_fingerprint`): regenerated or
+    Several grid levels (:meth:`embeddings_levels`, what the ``alphaearth_statistics`` asset
+    and the CLI call) are served by one pass over each file with the multi-level engine, in
+    strips of at most ``window_bytes``; the cache then keeps one answer per (level, year).
+
+    One level (:meth:`embeddings`) with a ``cache`` is answered per (cluster, year) through
+    :func:`fetch_clusters` exactly as :class:`EarthEngineClient` does (same clusters,
+    concurrency, cache and statistics, a "request" being one local aggregation): the offline
+    twin of the real batching and caching, which the tests drive. Either cache is kept per
+    year under a fingerprint of that year's files (:func:`files_fingerprint`): regenerated or
     replaced files are never answered from an old cache. Without a cache, one pass over all
     cells.
     """
@@ -1080,12 +1114,14 @@ class CogClient(EmbeddingClient):
         root: str | Path,
         *,
         parallel: bool = False,
+        window_bytes: int = WINDOW_BYTES,
         cache: ClusterCache | None = None,
         batch: BatchConfig = BatchConfig(),
         requests: RequestConfig = RequestConfig(concurrency=2),
     ) -> None:
         self.root = Path(root)
         self.parallel = parallel
+        self.window_bytes = window_bytes
         self.cache = cache
         self.batch = batch
         self.requests = requests
@@ -1135,6 +1171,167 @@ class CogClient(EmbeddingClient):
             batch=self.batch,
             requests=self.requests,
         )
+
+    def embeddings_levels(
+        self, levels: Mapping[str, gpd.GeoDataFrame], years: Sequence[int]
+    ) -> dict[str, EmbeddingResult]:
+        """Return the L2 datasets of several grid levels from one pass over each file.
+
+        Every file of a year is read once and reduced on all levels together by the
+        multi-level engine (:func:`entropice_core.spatial.levels.aggregate_levels`: each pixel
+        sorted into its atom of the levels' overlay once), instead of once per level and
+        cluster. With a cache, each (level, year) answer is kept whole under the year's file
+        fingerprint: a year computed before is read back, and a "request" is one year's pass.
+
+        Parameters
+        ----------
+        levels : mapping of str to geopandas.GeoDataFrame
+            Grid level key to its ``grid_cells``.
+        years : sequence of int
+            The years to aggregate.
+
+        Returns
+        -------
+        dict of str to EmbeddingResult
+            Per level key, its dataset and the count of (level, year) answers computed
+            (``requests``) and read from the cache (``cached``); ``clusters`` is 1.
+
+        Raises
+        ------
+        MissingSourceFiles
+            If a year has no COG under ``root``.
+        """
+        ids = {key: cells["cell_id"].to_numpy().astype(np.uint64) for key, cells in levels.items()}
+        means = {key: np.full((len(years), len(v), len(BANDS)), np.nan) for key, v in ids.items()}
+        valid = {key: np.zeros((len(years), len(v))) for key, v in ids.items()}
+        stats = {key: FetchStats(clusters=1) for key in levels}
+        for y, year in enumerate(years):
+            paths = self._paths(year)
+            tag = files_fingerprint(paths)
+            cache = _VersionedCache(self.cache, lambda _, tag=tag: tag) if self.cache else None
+            todo = {}
+            for key, cells in levels.items():
+                found = cache.load(GridSpec.from_key(key), year, ids[key]) if cache else None
+                if found is None:
+                    todo[key] = cells
+                    continue
+                order = np.argsort(found.cell_ids)
+                at = order[np.searchsorted(found.cell_ids, ids[key], sorter=order)]
+                means[key][y], valid[key][y] = found.means[at], found.valid_fraction[at]
+                stats[key].cached += 1
+            computed = self._level_means(todo, paths) if todo else {}
+            for key, (level_means, level_valid) in computed.items():
+                means[key][y], valid[key][y] = level_means, level_valid
+                stats[key].requests += 1
+                stats[key].attempts += 1
+                if cache:
+                    answer = ClusterMeans(ids[key], level_means, level_valid)
+                    cache.save(GridSpec.from_key(key), year, answer)
+        return {
+            key: EmbeddingResult(
+                embedding_dataset(ids[key], years, means[key], valid[key], GridSpec.from_key(key)),
+                stats[key],
+            )
+            for key in levels
+        }
+
+    def _level_means(
+        self, levels: Mapping[str, gpd.GeoDataFrame], paths: Sequence[Path]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Aggregate one year's files on several levels: per level, means and valid fractions.
+
+        Each file is read once, in strips of rows of at most ``window_bytes`` (all 64 bands
+        dequantised to float32: an 8192 px wide tile takes 256 rows at a time under the
+        default), and each strip's window of the cells is reduced on every level whose cells
+        touch it. Sums, coverage counts and valid fractions add up over disjoint strips and
+        files (zones do not overlap), so per cell the mean is ``sum(sum) / sum(count)``
+        exactly, however the files are cut.
+        """
+        from entropice_core.spatial.aggregators import AggregationConfig
+        from entropice_core.spatial.levels import aggregate_levels
+
+        config = AggregationConfig(statistics=("sum", "count", "valid_fraction"))
+        total = {key: np.zeros((len(cells), len(BANDS))) for key, cells in levels.items()}
+        count = {key: np.zeros(len(cells)) for key, cells in levels.items()}
+        valid = {key: np.zeros(len(cells)) for key, cells in levels.items()}
+        for path in paths:
+            whole = read_cog(path, chunk=STRIP_ROWS).to_dataset(dim="band")
+            height, width = whole.sizes["y"], whole.sizes["x"]
+            per_row = width * len(BANDS) * np.dtype(np.float32).itemsize
+            step = max(1, self.window_bytes // per_row)
+            if step > STRIP_ROWS:  # whole tile rows: each tile decoded once
+                step -= step % STRIP_ROWS
+            for top in range(0, height, step):
+                strip = whole.isel(y=slice(top, top + step))
+                rows, window, level_map = self._level_plan(levels, strip)
+                if level_map is None:
+                    continue
+                touching = {key: levels[key].iloc[rows[key]] for key in level_map.levels}
+                found = aggregate_levels(window.load(), touching, config, level_map=level_map)
+                self._add(found, rows, total, count, valid)
+        result = {}
+        for key in levels:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = np.where(count[key][:, None] > 0, total[key] / count[key][:, None], np.nan)
+            result[key] = (means, np.minimum(valid[key], 1.0))
+        return result
+
+    @staticmethod
+    def _add(
+        found: Mapping[str, xr.Dataset],
+        rows: Mapping[str, np.ndarray],
+        total: Mapping[str, np.ndarray],
+        count: Mapping[str, np.ndarray],
+        valid: Mapping[str, np.ndarray],
+    ) -> None:
+        """Add one window's sums, counts and valid fractions to the rows of its cells."""
+        for key, out in found.items():
+            r = rows[key]
+            sums = np.stack([out[f"{band}_sum"].to_numpy() for band in BANDS], axis=1)
+            total[key][r] += np.nan_to_num(sums)
+            count[key][r] += out[f"{BANDS[0]}_count"].to_numpy()
+            valid[key][r] += np.nan_to_num(out[f"{BANDS[0]}_valid_fraction"].to_numpy())
+
+    def _level_plan(
+        self, levels: Mapping[str, gpd.GeoDataFrame], raster: xr.Dataset
+    ) -> tuple[dict[str, np.ndarray], xr.Dataset, Any]:
+        """Return the rows of each level touching ``raster``, its window and their atoms.
+
+        Built once per (file grid, cells): the years of a zone share their grid, so the
+        atoms of every level are found once, not once per year. The atoms are None where no
+        cell touches the raster.
+        """
+        from entropice_core.spatial.levels import build_level_map, crop_to_cells
+        from entropice_core.spatial.pixelmap import RasterGrid
+
+        grid = RasterGrid.from_xarray(raster)
+        cells_key = tuple(
+            (key, cluster_key(cells["cell_id"].to_numpy())) for key, cells in levels.items()
+        )
+        key = (cells_key, grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height)
+        with self._lock:
+            found = self._maps.get(key)
+        if found is None:
+            bounds = {k: cells.geometry.bounds.to_numpy() for k, cells in levels.items()}
+            rows = {k: _cells_touching(b, grid) for k, b in bounds.items()}
+            touching = {k: levels[k].iloc[r] for k, r in rows.items() if len(r)}
+            window = crop_to_cells(raster, touching)
+            level_map = (
+                build_level_map(touching, RasterGrid.from_xarray(window)) if touching else None
+            )
+            inner, outer = window.rio.transform(), raster.rio.transform()
+            row0 = round((inner.f - outer.f) / outer.e)
+            col0 = round((inner.c - outer.c) / outer.a)
+            cut = {
+                "y": slice(row0, row0 + window.rio.height),
+                "x": slice(col0, col0 + window.rio.width),
+            }
+            found = (rows, cut, level_map)
+            with self._lock:
+                self._maps[key] = found
+                self.maps_built += 1
+        rows, cut, level_map = found
+        return rows, raster.isel(cut), level_map
 
     def reduce_cluster(self, cells: gpd.GeoDataFrame, spec: GridSpec, year: int) -> ClusterMeans:
         """Answer one local "request": the means of ``cells`` (one cluster) for ``year``.
@@ -1677,12 +1874,32 @@ class GcsCogClient(EmbeddingClient):
         EmbeddingResult
             As :meth:`CogClient.embeddings`.
         """
-        self.last_fetch = fetch_cogs(
-            self.bucket,
-            cells.geometry.bounds.to_numpy(),
-            years,
-            self.root,
-            self.prefix,
-            self.show_progress,
-        )
+        self._mirror(cells.geometry.bounds.to_numpy(), years)
         return self.cogs.embeddings(cells, spec, years)
+
+    def embeddings_levels(
+        self, levels: Mapping[str, gpd.GeoDataFrame], years: Sequence[int]
+    ) -> dict[str, EmbeddingResult]:
+        """Mirror the files the cells of every level need, then aggregate them in one pass.
+
+        Parameters
+        ----------
+        levels : mapping of str to geopandas.GeoDataFrame
+            Grid level key to its ``grid_cells``.
+        years : sequence of int
+            The years.
+
+        Returns
+        -------
+        dict of str to EmbeddingResult
+            As :meth:`CogClient.embeddings_levels`.
+        """
+        bounds = [cells.geometry.bounds.to_numpy() for cells in levels.values()]
+        self._mirror(np.concatenate(bounds) if bounds else np.zeros((0, 4)), years)
+        return self.cogs.embeddings_levels(levels, years)
+
+    def _mirror(self, bounds4326: np.ndarray, years: Sequence[int]) -> None:
+        """Download the files of ``years`` in the UTM zones of the cells' boxes."""
+        self.last_fetch = fetch_cogs(
+            self.bucket, bounds4326, years, self.root, self.prefix, self.show_progress
+        )

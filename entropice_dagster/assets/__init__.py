@@ -1,6 +1,6 @@
 """Assets, one module per pipeline stage."""
 
-from entropice_dagster.assets.alphaearth import alphaearth_features
+from entropice_dagster.assets.alphaearth import alphaearth_features, alphaearth_statistics
 from entropice_dagster.assets.climate import (
     climate_features,
     era5_daily,
@@ -26,4 +26,4 @@ all_assets = [watermask, grid_cells, darts_polygons, darts_coverage, rts_labels]
 all_assets += [arcticdem_tiles, terrain_derivatives, terrain_statistics, terrain_features]
 all_assets += [training_dataset, trained_model, predictions, experiment_summary]
 all_assets += [era5_hourly, era5_daily, era5_yearly, climate_features]
-all_assets += [alphaearth_features]
+all_assets += [alphaearth_statistics, alphaearth_features]

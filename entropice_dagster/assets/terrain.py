@@ -155,6 +155,7 @@ def terrain_statistics(
     option (min_pixels_per_cell), with its expected error in the metadata.
     """
     from entropice_core.features import terrain
+    from entropice_core.features.levels import statistics_tree
     from entropice_core.io.assets import load_grid_levels
     from entropice_core.layout import Layout
 
@@ -173,7 +174,7 @@ def terrain_statistics(
         "derivatives_snapshot_id": terrain_derivatives.attrs["icechunk_snapshot_id"],
         "exact": config.min_pixels_per_cell == 0,
     }  # fmt: skip
-    yield from checked_output(terrain.statistics_tree(found), metadata)
+    yield from checked_output(statistics_tree(found), metadata)
 
 
 @dg.asset(
@@ -199,8 +200,10 @@ def terrain_features(context: dg.AssetExecutionContext, terrain_statistics, grid
     level's part of terrain_statistics, which computes all levels in one pass.
     """
     from entropice_core.features import terrain
+    from entropice_core.features.levels import level_features
 
-    features = terrain.level_features(terrain_statistics, context.partition_key).load()
+    features = level_features(terrain_statistics, context.partition_key, "terrain_statistics")
+    features = features.load()
     metadata = terrain.feature_summary(features)
     metadata["map"] = cell_map(grid_cells, features["elevation_mean"], "mean elevation (m)")
     yield from checked_output(features, metadata, [elevation_plausible(features, grid_cells)])
