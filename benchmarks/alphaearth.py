@@ -10,6 +10,10 @@ sliver, 64 int8 bands) and times, per grid level over the sample box:
   float32 GeoTIFFs (all 64 bands; the writing of those files is not timed), with the
   same per-file combination; ``--ee-levels`` limits the levels it runs on.
 
+and a last row, every level in one pass (``CogClient.embeddings_levels``, what the
+``alphaearth_statistics`` asset runs), against exactextract on every level (the sum of the rows
+above) and the per-level results (max |diff|).
+
 Part 2 clusters the centres of every cell with its centre north of 50 N (ocean included, so
 an upper bound of what ``grid_cells`` keeps) with the default :class:`BatchConfig` and prints
 clusters, requests per year and the wall time of one year at the default concurrency, with an
@@ -98,11 +102,12 @@ def sample_table(levels: list[str], ee_levels: list[str], console: Console) -> N
         box = AreaOfInterest.from_bbox(",".join(str(v) for v in SAMPLE_REGION_BBOX))
         warm = grid_cells(GridSpec.from_key("h3_4"), box, NO_WATER).iloc[:5]
         ae.CogClient(root).embeddings(warm, GridSpec.from_key("h3_4"), [year])  # compile kernels
+        every, per_level, ee_total = {}, {}, 0.0
         for key in levels:
             spec = GridSpec.from_key(key)
-            cells = grid_cells(spec, box, NO_WATER)
+            cells = every[key] = grid_cells(spec, box, NO_WATER)
             t0 = time.perf_counter()
-            one = ae.CogClient(root).embeddings(cells, spec, [year]).dataset
+            one = per_level[key] = ae.CogClient(root).embeddings(cells, spec, [year]).dataset
             t1 = time.perf_counter()
             ae.CogClient(root).embeddings(cells, spec, list(sample_ae.YEARS))
             t2 = time.perf_counter()
@@ -111,11 +116,33 @@ def sample_table(levels: list[str], ee_levels: list[str], console: Console) -> N
                 t3 = time.perf_counter()
                 expected = exactextract_means(flat, cells)
                 ee_time = time.perf_counter() - t3
+                ee_total += ee_time
                 mine = np.stack([one[b].sel(year=year).to_numpy() for b in ae.BANDS], axis=1)
                 ee_s, speed = f"{ee_time:.2f}", f"{ee_time / (t1 - t0):.1f}x"
                 diff = f"{np.nanmax(np.abs(mine - expected)):.1e}"
             table.add_row(key, str(len(cells)), f"{t1 - t0:.2f}", f"{t2 - t1:.2f}", ee_s,
                           speed, diff)  # fmt: skip
+        t0 = time.perf_counter()
+        together = ae.CogClient(root).embeddings_levels(every, [year])
+        t1 = time.perf_counter()
+        ae.CogClient(root).embeddings_levels(every, list(sample_ae.YEARS))
+        t2 = time.perf_counter()
+        diff = max(
+            float(np.nanmax(np.abs(together[k].dataset[b] - per_level[k][b])))
+            for k in every
+            for b in (*ae.BANDS, "valid_fraction")
+        )
+        all_ee = set(levels) <= set(ee_levels)
+        table.add_row(
+            f"all {len(levels)} levels, one pass",
+            str(sum(len(c) for c in every.values())),
+            f"{t1 - t0:.2f}",
+            f"{t2 - t1:.2f}",
+            f"{ee_total:.2f}" if all_ee else "-",
+            f"{ee_total / (t1 - t0):.1f}x" if all_ee else "-",
+            f"{diff:.1e} (vs per level)",
+            end_section=False,
+        )
         console.print(table)
 
 

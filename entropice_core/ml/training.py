@@ -410,7 +410,10 @@ class ExperimentConfig(BaseModel):
         Returns
         -------
         sklearn.pipeline.Pipeline
-            ``[scale?, model]``: a StandardScaler first for distance-based models.
+            ``[as_array, scale?, model]``: a feature frame as one NumPy array first (xgboost
+            converts a DataFrame column by column on every call: about 25 ms per predict of
+            230 columns, three quarters of the permutation importance), then a StandardScaler
+            for distance-based models.
 
         Raises
         ------
@@ -418,7 +421,7 @@ class ExperimentConfig(BaseModel):
             If a fixed or searched parameter is not one of the model's.
         """
         from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
         kind = MODELS[self.model]
         model = kind.build(self.device, self.seed)
@@ -430,8 +433,30 @@ class ExperimentConfig(BaseModel):
                 f"{sorted(model.get_params())}"
             )
         model.set_params(**self.params)
-        steps = [("scale", StandardScaler())] if kind.scaled else []
+        steps = [("as_array", FunctionTransformer(frame_values))]
+        steps += [("scale", StandardScaler())] if kind.scaled else []
         return Pipeline([*steps, ("model", model)])
+
+
+def frame_values(X: Any) -> Any:
+    """Return a DataFrame's values as one NumPy array; any other array as it is.
+
+    The first step of every pipeline (``ExperimentConfig.estimator``): the models then see one
+    array, and device arrays (cupy, torch) pass through untouched.
+
+    Parameters
+    ----------
+    X : pandas.DataFrame or array
+        Features.
+
+    Returns
+    -------
+    array
+        ``X.to_numpy()`` for a DataFrame, else ``X``.
+    """
+    import pandas as pd
+
+    return X.to_numpy() if isinstance(X, pd.DataFrame) else X
 
 
 def scorers(binary: bool) -> dict[str, Any]:
