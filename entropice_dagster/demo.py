@@ -177,7 +177,8 @@ def _steps(years: list[str]) -> list[Step]:
     same ``dask`` pool slot anyway); each Arctic year's
     download, daily aggregates and indices together, newest year first (a year's indices read
     the next year's daily store, which then already exists); each grid level's per-cell assets
-    together; the terrain and AlphaEarth statistics of all levels, each in one pass; each
+    together; the terrain and the AlphaEarth statistics of all levels, each in one pass and
+    its own run (side by side); each
     level's terrain and AlphaEarth features (with the training dataset where models are
     trained); each model with its predictions.
     """
@@ -192,7 +193,11 @@ def _steps(years: list[str]) -> list[Step]:
     per_cell = [grid_cells, rts_labels, climate_features]
     keys = grid_partitions.get_partition_keys()
     steps += [("grid levels", per_cell, key) for key in keys]
-    steps.append(("statistics", [terrain_statistics, alphaearth_statistics], None))
+    # two runs: alphaearth_statistics takes no pool, so it runs beside terrain_statistics
+    steps += [
+        ("statistics", [terrain_statistics], None),
+        ("statistics", [alphaearth_statistics], None),
+    ]
     from_statistics = [terrain_features, alphaearth_features]
     steps += [
         (

@@ -52,12 +52,13 @@ def test_demo_plans_few_runs_covering_every_asset() -> None:
     years = ["2018", "2019", "2020"]
     steps = _steps(years)
     keys = [str(key) for _, _, key in steps]
-    # three unpartitioned runs: the sources first, the terrain and AlphaEarth statistics of
+    # four unpartitioned runs: the sources first, the terrain and the AlphaEarth statistics of
     # every level once all grid cells exist, the leaderboard of the trained models last
-    assert keys.count("None") == 3 and keys[0] == keys[-1] == "None"
+    assert keys.count("None") == 4 and keys[0] == keys[-1] == "None"
     assert [a.key.to_user_string() for a in steps[-1][1]] == ["experiment_summary"]
     names = [[a.key.to_user_string() for a in selection] for _, selection, _ in steps]
-    statistics = names.index(["terrain_statistics", "alphaearth_statistics"])
+    statistics = names.index(["terrain_statistics"])
+    assert names[statistics + 1] == ["alphaearth_statistics"]
     assert all("grid_cells" not in n for n in names[statistics:])
     assert all("terrain_features" not in n for n in names[:statistics])
     assert all("alphaearth_features" not in n for n in names[:statistics])
@@ -74,7 +75,7 @@ def test_demo_plans_few_runs_covering_every_asset() -> None:
     # every model, the count task, a single-source and a yearly variant reach the leaderboard
     assert {e.split("-")[0] for e in trained} == {"espa", "xgboost", "rf", "knn"}
     assert any("-count" in e for e in trained) and any("yearly" in e for e in trained)
-    expected = 3 + len(years) + 2 * len(DEFAULT_GRID_LEVELS) + len(trained)
+    expected = 4 + len(years) + 2 * len(DEFAULT_GRID_LEVELS) + len(trained)
     assert len(steps) == expected
 
 
@@ -91,7 +92,9 @@ def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
         # every parent is written by a step this one waits for
         assert all(any(p in written[j] for j in prerequisites[i]) for p in parents), i
     index = {(stage, str(key)): i for i, (stage, _, key) in enumerate(steps)}
-    statistics = index["statistics", "None"]
+    statistics = {i for i, (stage, _, _) in enumerate(steps) if stage == "statistics"}
+    assert len(statistics) == 2
+    assert all(not prerequisites[i] & statistics for i in statistics)  # side by side
     for level in ("h3_3", "healpix_10"):
         assert prerequisites[index["grid levels", level]] == {
             index["sources", "None"],
@@ -99,7 +102,7 @@ def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
         }
         assert prerequisites[index["level features", level]] == {
             index["grid levels", level],
-            statistics,
+            *statistics,
         }
     models = [i for i, (stage, _, _) in enumerate(steps) if stage == "models"][:-1]
     assert all(not prerequisites[i] & set(models) for i in models)  # models train side by side
