@@ -1127,6 +1127,7 @@ class CogClient(EmbeddingClient):
         self.requests = requests
         self.maps_built = 0
         self._maps: dict[tuple, tuple[np.ndarray, Any]] = {}
+        self._plans: dict[tuple, tuple[dict[str, np.ndarray], dict[str, slice], Any]] = {}
         self._lock = threading.Lock()
 
     def embeddings(
@@ -1205,10 +1206,10 @@ class CogClient(EmbeddingClient):
         means = {key: np.full((len(years), len(v), len(BANDS)), np.nan) for key, v in ids.items()}
         valid = {key: np.zeros((len(years), len(v))) for key, v in ids.items()}
         stats = {key: FetchStats(clusters=1) for key in levels}
+        paths = {year: self._paths(year) for year in years}  # missing files fail before work
+        tags = {year: files_fingerprint(found) for year, found in paths.items()}
+        cache = _VersionedCache(self.cache, tags.__getitem__) if self.cache else None
         for y, year in enumerate(years):
-            paths = self._paths(year)
-            tag = files_fingerprint(paths)
-            cache = _VersionedCache(self.cache, lambda _, tag=tag: tag) if self.cache else None
             todo = {}
             for key, cells in levels.items():
                 found = cache.load(GridSpec.from_key(key), year, ids[key]) if cache else None
@@ -1219,7 +1220,7 @@ class CogClient(EmbeddingClient):
                 at = order[np.searchsorted(found.cell_ids, ids[key], sorter=order)]
                 means[key][y], valid[key][y] = found.means[at], found.valid_fraction[at]
                 stats[key].cached += 1
-            computed = self._level_means(todo, paths) if todo else {}
+            computed = self._level_means(todo, paths[year]) if todo else {}
             for key, (level_means, level_valid) in computed.items():
                 means[key][y], valid[key][y] = level_means, level_valid
                 stats[key].requests += 1
@@ -1310,7 +1311,7 @@ class CogClient(EmbeddingClient):
         )
         key = (cells_key, grid.crs.to_wkt(), tuple(grid.transform), grid.width, grid.height)
         with self._lock:
-            found = self._maps.get(key)
+            found = self._plans.get(key)
         if found is None:
             bounds = {k: cells.geometry.bounds.to_numpy() for k, cells in levels.items()}
             rows = {k: _cells_touching(b, grid) for k, b in bounds.items()}
@@ -1328,7 +1329,7 @@ class CogClient(EmbeddingClient):
             }
             found = (rows, cut, level_map)
             with self._lock:
-                self._maps[key] = found
+                self._plans[key] = found
                 self.maps_built += 1
         rows, cut, level_map = found
         return rows, raster.isel(cut), level_map

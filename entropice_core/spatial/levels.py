@@ -689,7 +689,7 @@ def aggregate_levels(
             requested=tuple(config.quantiles),
         )
         coords: dict[str, Any] = {"cell_ids": ("cell_ids", edges.cell_ids, spec.xdggs_attrs)}
-        variables = {}
+        variables: dict[str, Any] = {}
         for stat in config.statistics:
             entry = STATISTICS[stat]
             values = entry.compute(cm)  # (bands, cells) or (quantile, bands, cells)
