@@ -1287,11 +1287,11 @@ class CogClient(EmbeddingClient):
     ) -> None:
         """Add one window's sums, counts and valid fractions to the rows of its cells."""
         for key, out in found.items():
-            r = rows[key]
-            sums = np.stack([out[f"{band}_sum"].to_numpy() for band in BANDS], axis=1)
+            r, found_vars = rows[key], out.variables  # Variables: no DataArray built per band
+            sums = np.stack([found_vars[f"{band}_sum"].values for band in BANDS], axis=1)
             total[key][r] += np.nan_to_num(sums)
-            count[key][r] += out[f"{BANDS[0]}_count"].to_numpy()
-            valid[key][r] += np.nan_to_num(out[f"{BANDS[0]}_valid_fraction"].to_numpy())
+            count[key][r] += found_vars[f"{BANDS[0]}_count"].values
+            valid[key][r] += np.nan_to_num(found_vars[f"{BANDS[0]}_valid_fraction"].values)
 
     def _level_plan(
         self, levels: Mapping[str, gpd.GeoDataFrame], raster: xr.Dataset
