@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
+from entropice_core.config import DEFAULT_GRID_LEVELS
 from entropice_core.io.assets import read_manifest, write_manifest
 from entropice_core.layout import Layout
 
@@ -217,6 +218,17 @@ class ZarrIOManager(_DataDirIOManager):
         from entropice_core.io.zarr import read_dataset
 
         return read_dataset(path)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """Load as every IO manager here does, but a tree of grid levels (an unpartitioned
+        one-pass asset such as ``terrain_statistics``) read by a run of one grid level comes
+        with that level's group only: opening every level's arrays costs about a second."""
+        from entropice_core.io.assets import load_dataset
+
+        level = context.partition_key if context.has_partition_key else None
+        if context.has_asset_partitions or level not in DEFAULT_GRID_LEVELS:
+            return super().load_input(context)
+        return load_dataset(self.layout, context.asset_key.to_user_string(), groups=[level])
 
     def _load(
         self, asset: str, partition: str | None, dimensions: dict[str, str]

@@ -49,6 +49,19 @@ def test_the_tree_stores_and_loads_every_level_unchanged(features, tmp_path):
     )
 
 
+def test_one_level_opens_only_its_group_and_still_names_the_levels_held(features, tmp_path):
+    """What a per-level run reads (the Zarr IO manager passes its grid level)."""
+    _, _, found = features
+    layout = Layout(tmp_path)
+    store_dataset(statistics_tree(found), layout, "terrain_statistics")
+    one = load_dataset(layout, "terrain_statistics", groups=["healpix_7"])
+    assert isinstance(one, xr.DataTree) and set(one.children) == {"healpix_7"}
+    level = level_features(one, "healpix_7", "terrain_statistics").load()
+    xr.testing.assert_identical(level, found["healpix_7"])
+    with pytest.raises(KeyError, match=r"holds the grid levels h3_4, healpix_7, not h3_6"):
+        level_features(load_dataset(layout, "terrain_statistics", groups=["h3_6"]), "h3_6", "x")
+
+
 def test_a_missing_level_names_the_levels_held_and_the_fix(features):
     _, _, found = features
     match = r"terrain_statistics holds the grid levels h3_4, healpix_7, not h3_6: materialise"

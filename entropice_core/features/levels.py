@@ -52,7 +52,8 @@ def level_features(statistics: xr.DataTree, key: str, asset: str) -> xr.Dataset:
         If the tree lacks the level; the message names the levels it holds and the fix.
     """
     if key not in statistics.children:
-        held = ", ".join(sorted(statistics.children)) or "none"
+        levels = statistics.attrs.get("grid_levels", list(statistics.children))
+        held = ", ".join(sorted(levels)) or "none"
         raise KeyError(
             f"{asset} holds the grid levels {held}, not {key}: materialise {asset} with {key} "
             "among its grid_levels (default: every level whose grid_cells exist)"

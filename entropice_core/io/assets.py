@@ -115,7 +115,11 @@ def _commit(
 
 
 def load_dataset(
-    layout: Layout, asset: str, partition: str | None = None, **dimensions: str
+    layout: Layout,
+    asset: str,
+    partition: str | None = None,
+    groups: Sequence[str] | None = None,
+    **dimensions: str,
 ) -> xr.Dataset | xr.DataTree:
     """Open one partition of a dataset asset lazily, as :func:`store_dataset` wrote it.
 
@@ -134,6 +138,8 @@ def load_dataset(
         Asset name.
     partition : str, optional
         Partition key; None for an unpartitioned asset.
+    groups : sequence of str, optional
+        Of a tree of grid levels (``terrain_statistics``), open only these levels' groups.
     **dimensions : str
         Partition keys by dimension, for assets with several.
 
@@ -151,7 +157,7 @@ def load_dataset(
 
     path = layout.asset_path(asset, partition, **dimensions)
     if path.suffix != ".icechunk":
-        tree = read_tree(path, asset)
+        tree = read_tree(path, asset, groups)
         return tree if tree is not None else read_dataset(path, asset)
     return _load_icechunk(path, partition)
 

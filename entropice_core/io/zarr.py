@@ -11,10 +11,10 @@ next is published (the previous version is kept until the write after that).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from entropice_core.io.atomic import atomic_dirs, resolve_published
 
@@ -169,7 +169,9 @@ def read_dataset(
 
 
 def read_tree(
-    path: str | Path, writer: str = "the asset that writes it first (`make demo`)"
+    path: str | Path,
+    writer: str = "the asset that writes it first (`make demo`)",
+    groups: Sequence[str] | None = None,
 ) -> xr.DataTree | None:
     """Open a Zarr v3 store with child groups lazily as a DataTree; None for a plain store.
 
@@ -179,12 +181,16 @@ def read_tree(
         Store directory.
     writer : str, optional
         What to materialise when the store is missing, for the error message.
+    groups : sequence of str, optional
+        Open only these child groups (those the store has), with the root's attrs: a reader
+        of one grid level opens its group, not every level's arrays (1 s against 0.07 s for
+        the terrain statistics of the sample region).
 
     Returns
     -------
     xarray.DataTree or None
-        Dask-backed tree, one node per group; None if the store has no child group (open it
-        with :func:`read_dataset`).
+        Dask-backed tree, one node per (chosen) group; None if the store has no child group
+        (open it with :func:`read_dataset`).
 
     Raises
     ------
@@ -196,11 +202,23 @@ def read_tree(
 
     real = _published_store(path, writer)
     try:
-        if not any(True for _ in zarr.open_group(real, mode="r", zarr_format=3).group_keys()):
-            return None
+        root = zarr.open_group(real, mode="r", zarr_format=3)
+        children = set(root.group_keys())
     except Exception:  # not a Zarr v3 group: read_dataset names the problem
         return None
-    return xr.open_datatree(real, engine="zarr", consolidated=False, zarr_format=3, chunks={})
+    if not children:
+        return None
+    options: dict[str, Any] = {"engine": "zarr", "consolidated": False, "zarr_format": 3}
+    if groups is None:
+        return xr.open_datatree(real, chunks={}, **options)
+    nodes = {
+        key: xr.open_dataset(real, group=key, chunks={}, **options)
+        for key in groups
+        if key in children
+    }
+    tree = xr.DataTree.from_dict(nodes)
+    tree.attrs.update(root.attrs)
+    return tree
 
 
 def dataset_table(dataset: xr.Dataset) -> pd.DataFrame:
