@@ -216,6 +216,7 @@ def test_windows_under_a_small_budget_give_the_one_pass_results(case):
 
 
 def test_windows_run_as_tasks_on_the_current_client_with_the_same_results(case):
+    """Worker processes: each window is a task there (its raster and cells sent to it)."""
     import dask
     from distributed import Client, LocalCluster, get_task_stream
 
@@ -224,7 +225,7 @@ def test_windows_run_as_tasks_on_the_current_client_with_the_same_results(case):
     scheduler = dask.config.get("scheduler", None)
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
         get_task_stream(client=client) as stream,

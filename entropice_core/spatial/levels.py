@@ -749,7 +749,8 @@ def aggregate_levels(
     ``aggregators.aggregate_raster`` on each level (moments to rounding, the rest exactly).
     Where that window exceeds ``memory_budget``, the cells are shared out among smaller
     windows (:func:`plan_windows`), run as tasks on the current dask.distributed client if
-    there is one, else one after the other here; the results are the same.
+    there is one, else one after the other here; the results are the same. With a client of
+    worker processes current, even one window runs on a worker.
 
     Parameters
     ----------
@@ -764,7 +765,8 @@ def aggregate_levels(
         (:func:`crop_to_cells`); built here if missing. Given, the pass is one window.
     memory_budget : int, optional
         Bytes one window's pass may use; default :func:`cluster_memory_budget` with a
-        client current, else :func:`default_memory_budget`.
+        client of worker processes current, else (no client, or worker threads in this
+        process) :func:`default_memory_budget`, with the windows run here.
 
     Returns
     -------
@@ -782,6 +784,11 @@ def aggregate_levels(
 
     raster = crop_to_cells(raster, levels)
     client = _current_client()
+    if client is not None and all(
+        str(address).startswith("inproc://")
+        for address in client.scheduler_info(n_workers=-1)["workers"]
+    ):
+        client = None  # worker threads in this process: its memory, no copies to them
     if level_map is not None:
         return _aggregate_window(raster, levels, config, level_map)
     if memory_budget is None:
@@ -789,8 +796,10 @@ def aggregate_levels(
             cluster_memory_budget(client) if client is not None else default_memory_budget()
         )
     windows = plan_windows(raster, levels, memory_budget)
-    if windows is None:
+    if windows is None and client is None:
         return _aggregate_window(raster, levels, config)
+    if windows is None:  # one window, on a worker (the run's own process may be small)
+        windows = [{key: np.arange(len(cells)) for key, cells in levels.items()}]
     # levels without cells go with the first window, which gives them their empty datasets
     for key in levels:
         if not any(key in w for w in windows):
