@@ -67,6 +67,7 @@ class Stage:
     seconds: float = 0.0
     pixels: int = 0
     peak: dict[str, int] = field(default_factory=dict)  # worker address -> bytes
+    managed: dict[str, int] = field(default_factory=dict)  # task results held at the peak
     main_peak: int = 0  # this process (the Dagster run is in-process)
     spilled: int = 0  # bytes spilled to disk, all workers
     lost: int = 0  # workers that died or restarted during the stage
@@ -77,13 +78,14 @@ class Stage:
         return self.pixels / self.seconds if self.seconds else float("nan")
 
 
-def _probe(dask_worker: Any) -> tuple[int, int, int]:
-    """(RSS, bytes spilled to disk, pid) of a worker process."""
+def _probe(dask_worker: Any) -> tuple[int, int, int, int]:
+    """(RSS, bytes spilled to disk, pid, bytes of task results in memory) of a worker."""
     import os
 
     spilled = getattr(getattr(dask_worker, "data", None), "spilled_total", None)
     disk = int(getattr(spilled, "disk", 0) or 0)
-    return psutil.Process().memory_info().rss, disk, os.getpid()
+    managed = int(getattr(dask_worker.state, "nbytes", 0) or 0)
+    return psutil.Process().memory_info().rss, disk, os.getpid(), managed
 
 
 class WorkerMonitor:
@@ -100,7 +102,7 @@ class WorkerMonitor:
         self._thread.start()
 
     def _pids(self) -> dict[str, int]:
-        return {address: pid for address, (_, _, pid) in self.client.run(_probe).items()}
+        return {address: got[2] for address, got in self.client.run(_probe).items()}
 
     def _sample(self) -> None:
         found = self.client.run(_probe, on_error="return")
@@ -116,7 +118,9 @@ class WorkerMonitor:
             stage.main_peak = max(stage.main_peak, main)
             for address, got in found.items():
                 if isinstance(got, tuple):
-                    stage.peak[address] = max(stage.peak.get(address, 0), got[0])
+                    if got[0] > stage.peak.get(address, 0):
+                        stage.peak[address] = got[0]
+                        stage.managed[address] = got[3]
                     stage.spilled = max(stage.spilled, got[1])
 
     def _loop(self) -> None:
@@ -259,7 +263,15 @@ def run_scale(
             monitor.close()
         for stage in stages:
             stage.pixels = int(height) * int(width)
-            report(f"{workers} worker(s): {stage.name} {stage.seconds:.1f} s")
+            peaks = ", ".join(
+                f"{format_bytes(p)} ({format_bytes(stage.managed.get(a, 0))} task results)"
+                for a, p in stage.peak.items()
+            )
+            report(
+                f"{workers} worker(s): {stage.name} {stage.seconds:.1f} s, {stage.pixels:,} px, "
+                f"worker peaks {peaks}, main {format_bytes(stage.main_peak)}, spilled "
+                f"{format_bytes(stage.spilled)}, lost {stage.lost}, windows {stage.windows}"
+            )
     return stages
 
 
