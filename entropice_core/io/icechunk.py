@@ -297,11 +297,9 @@ def _store_blockwise(
 
     The variables of a raster are usually slices of one computed block (the derivatives:
     13 bands of each tile). ``icechunk.dask.store_dask`` writes each variable's blocks as
-    tasks of their own, and dask's order runs them variable after variable, so every tile
-    stays in a worker's memory until the last variable is stored: at 4x the sample region
-    about 4 GB, pausing a single worker of 6 GB for good. Here each task writes every
-    variable's block of one position into its copy of ``fork`` and hands the fork back, so a
-    tile is freed as soon as it is written; the forks are merged in a tree of tasks.
+    tasks of their own, which a tile's block waits for one by one. Here each task writes
+    every variable's block of one position into its copy of ``fork`` and hands the fork
+    back; the forks are merged in a tree of tasks.
 
     Returns
     -------

@@ -57,10 +57,10 @@ def pixel_sample(rasters: xr.Dataset, stride: int) -> xr.Dataset:
 def _copied(values: xr.DataArray) -> xr.DataArray:
     """Copy each block of a Dask-backed sample, so that it does not keep its source alive.
 
-    A strided slice of a block is a view: it holds the whole block (on a worker, a tile of
-    every derivative) until the rechunk to :data:`CHUNK` has gathered its neighbours, which
-    at stride 32 span 32 x 32 tiles. Dask counts the view's few bytes, so the held tiles
-    are unmanaged memory (4.5 GB on one worker at 4x the sample region, which paused it).
+    A strided slice of a block is a view: it would hold the whole block (on a worker, a
+    tile of every derivative) until the rechunk to :data:`CHUNK` has gathered its
+    neighbours, which for stride ``s`` span ``s`` rows of tiles, while dask counts only the
+    view's bytes (docs/scaling.md, where memory is bounded).
     """
     import numpy as np
 
