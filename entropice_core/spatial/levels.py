@@ -72,10 +72,11 @@ from entropice_core.spatial.pixelmap import (
 SORT_THREADS = 2
 #: Threads rasterising grid levels while the atoms are refined.
 LABEL_THREADS = 2
-#: Peak bytes per pixel of one window's pass (measured on the sample region: 25): while the
-#: atoms are built, the atom ids and two level rasters (int32) and the pixel order (int64,
-#: then int32); then per band, the band reduced and the next one read ahead, the packed
-#: scratch (float32) and the order (int32); with room for the reader's copies.
+#: Peak bytes per pixel of one window's pass, an upper bound: while the atoms are built, the
+#: atom ids and two level rasters (int32) and the pixel order (int64, then int32); then per
+#: band, the band reduced and the next one read ahead, the packed scratch (float32) and the
+#: order (int32); with room for the reader's copies. In the 4x scale run (docs/scaling.md)
+#: workers of 5.6 GiB running windows sized by it peaked at 2.3 GiB.
 PASS_BYTES_PER_PIXEL = 32
 #: Share of a worker's memory limit a window may use (the rest: the worker's own memory,
 #: results, and room below dask's spill and pause thresholds).
