@@ -288,7 +288,7 @@ MERGE_EVERY = 8
 
 
 def _store_blockwise(
-    fork: icechunk.session.ForkSession,
+    fork: icechunk.Session,
     sources: list[da.Array],
     targets: list[Any],
     changed_only: bool,
@@ -335,7 +335,7 @@ def _store_blockwise(
 
 def _write_blocks(
     *blocks: np.ndarray,
-    fork: icechunk.session.ForkSession,
+    fork: icechunk.Session,
     paths: list[str],
     changed_only: bool,
     block_info: dict | None = None,
