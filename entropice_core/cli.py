@@ -703,15 +703,25 @@ def sample(
     force: Annotated[
         bool, Parameter(help="Rewrite even when a complete set for the seed exists.")
     ] = False,
+    scale: Annotated[
+        float,
+        Parameter(
+            help="Area relative to the sample region (1/64 to 64). Other than 1 writes a "
+            "larger or smaller synthetic region for scale runs: its ArcticDEM tiles ONLY (no "
+            "ERA5, DARTS or AlphaEarth files); its area of interest, printed at the end, is "
+            "the bbox to give as --aoi. 16 writes about 170 tiles (about 2.7 GB)."
+        ),
+    ] = 1.0,
     data_dir: DataDirOption = None,
 ) -> None:
     """Write the embedded sample region's source files under DATA_DIR/sources.
 
     ArcticDEM tiles, ERA5 hourly files, DARTS footprints and AlphaEarth COGs in the real
     sources' formats and layouts, for the stage commands to run on offline
-    (`entropice demo` writes them too).
+    (`entropice demo` writes them too). With --scale, the DEM tiles of a region that many
+    times the sample's area (benchmarks/scale.py).
 
-    Example: entropice sample --data-dir data
+    Example: entropice sample --data-dir data; entropice sample --scale 16 --data-dir big
 
     Parameters
     ----------
@@ -719,19 +729,31 @@ def sample(
         Seed of the latent world.
     force : bool
         Rewrite even when complete.
+    scale : float
+        Area relative to the sample region; other than 1 writes the DEM tiles only.
     data_dir : Path, optional
         Root of the storage hierarchy.
     """
-    from entropice_core.sample import generate_sample_region
+    from entropice_core.sample import generate_sample_region, region_bbox
 
+    bbox = region_bbox(scale)  # a scale out of range fails here, before any work
     root = _layout(data_dir).root
     _writable([root / "sources"], kind="folder")
     with _progress() as progress:
         task = progress.add_task("sample region", total=None)
         files = generate_sample_region(
-            root, seed, lambda line: progress.update(task, description=line), force=force
+            root,
+            seed,
+            lambda line: progress.update(task, description=line),
+            force=force,
+            scale=scale,
         )
     console.print(f"[green]wrote[/] {files.manifest.parent} ({len(files.paths)} files)")
+    if scale != 1:
+        aoi = ",".join(f"{v:g}" for v in bbox)
+        console.print(
+            f"DEM tiles only (scale {scale:g}); area of interest: --aoi {aoi}", soft_wrap=True
+        )
 
 
 @app.command

@@ -22,10 +22,12 @@ from entropice_core.features.terrain import TERRAIN_STATISTICS, terrain_features
 from entropice_core.spatial.aggregators import AggregationConfig, aggregate_raster
 from entropice_core.spatial.grids import grid_cells
 from entropice_core.spatial.levels import (
+    PASS_BYTES_PER_PIXEL,
     aggregate_levels,
     build_level_map,
     crop_to_cells,
     from_keys,
+    plan_windows,
     to_keys,
 )
 from entropice_core.spatial.pixelmap import RasterGrid, project_cells
@@ -179,6 +181,67 @@ def test_cells_in_a_corner_read_only_their_window_with_the_same_results(case):
             np.testing.assert_array_equal(ours[name], engine[name], err_msg=str(name))
         else:
             np.testing.assert_allclose(ours[name], engine[name], rtol=1e-10, atol=1e-9)
+
+
+#: Fine levels, and a budget of 60,000 pixels per window: four windows on the raster.
+WINDOWED = ("h3_5", "h3_6", "healpix_9", "healpix_10")
+SMALL_BUDGET = 60_000 * PASS_BYTES_PER_PIXEL
+
+
+def _same_as_one_pass(ours: dict[str, xr.Dataset], result: dict[str, xr.Dataset]) -> None:
+    for key in WINDOWED:
+        np.testing.assert_array_equal(ours[key]["cell_ids"], result[key]["cell_ids"])
+        assert ours[key].attrs == result[key].attrs
+        for name in result[key].data_vars:
+            if str(name).rpartition("_")[2] in ("min", "max", "median", "quantile"):
+                np.testing.assert_array_equal(ours[key][name], result[key][name], err_msg=name)
+            else:
+                np.testing.assert_allclose(
+                    ours[key][name], result[key][name], rtol=1e-10, atol=1e-9, err_msg=name
+                )
+
+
+def test_windows_under_a_small_budget_give_the_one_pass_results(case):
+    """Under a budget below the raster, the cells are shared out among windows, each cell to
+    exactly one; every statistic equals the single pass (order statistics bit for bit)."""
+    raster, levels, _, _, result = case
+    fine = {key: levels[key] for key in WINDOWED}
+    windows = plan_windows(raster, fine, SMALL_BUDGET)
+    assert windows is not None and len(windows) >= 4
+    for key, cells in fine.items():
+        taken = np.concatenate([w[key] for w in windows if key in w])
+        np.testing.assert_array_equal(np.sort(taken), np.arange(len(cells)))
+    assert plan_windows(raster, fine, SIZE * SIZE * PASS_BYTES_PER_PIXEL) is None
+    _same_as_one_pass(aggregate_levels(raster, fine, CONFIG, memory_budget=SMALL_BUDGET), result)
+
+
+def test_windows_run_as_tasks_on_the_current_client_with_the_same_results(case):
+    """Worker processes: each window is a task there (its raster and cells sent to it)."""
+    import dask
+    from distributed import Client, LocalCluster, get_task_stream
+
+    raster, levels, _, _, result = case
+    fine = {key: levels[key] for key in WINDOWED}
+    scheduler = dask.config.get("scheduler", None)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        get_task_stream(client=client) as stream,
+        client.as_current(),
+    ):
+        ours = aggregate_levels(raster, fine, CONFIG, memory_budget=SMALL_BUDGET)
+    dask.config.set(scheduler=scheduler)
+    windows = [t for t in stream.data if str(t["key"]).startswith("_aggregate_window")]
+    assert len(windows) == len(plan_windows(raster, fine, SMALL_BUDGET) or [])
+    _same_as_one_pass(ours, result)
+
+
+def test_a_budget_below_the_largest_cell_fails_with_what_to_do(case):
+    raster, levels, _, _, _ = case
+    with pytest.raises(ValueError, match="too few for cells of up to"):
+        aggregate_levels(raster, {"h3_3": levels["h3_3"]}, CONFIG, memory_budget=10**5)
 
 
 def test_a_coastal_cell_with_one_percent_land_gets_its_exact_mean():

@@ -252,14 +252,13 @@ def _store_chunks(
 ) -> None:
     """Compute and write every data variable's chunks into ``session``, in one dask pass.
 
-    Where a dask.distributed client is current (``Client.as_current``) each task writes its
-    chunk on a worker, into a fork of the session whose changes the tasks hand back to be
-    merged (Icechunk's cooperative writes). Otherwise dask's threads write into the session
-    itself: the forks would only add their merge (about 10 % on the sample region). With
+    Where a dask.distributed client is current (``Client.as_current``) the chunks are written
+    on the workers, into forks of the session whose changes the tasks hand back to be merged
+    (Icechunk's cooperative writes; :func:`_store_blockwise`). Otherwise dask's threads
+    write into the session itself: the forks would only add their merge (about 10 % on the
+    sample region). With
     ``changed_only`` a chunk whose stored bytes are the same is not written.
     """
-    from icechunk.dask import store_dask
-
     on_cluster = _current_client() is not None
     target = session.fork() if on_cluster else session
     sources: list[da.Array] = []
@@ -278,10 +277,92 @@ def _store_chunks(
     if not sources:
         return
     if on_cluster:
-        session.merge(store_dask(sources=sources, targets=targets))
+        session.merge(*_store_blockwise(target, sources, targets, changed_only))
     else:
         with dask.config.set(scheduler="threads"):
             da.store(sources, targets, lock=False)
+
+
+#: Fork sessions merged per task of the merge tree.
+MERGE_EVERY = 8
+
+
+def _store_blockwise(
+    fork: icechunk.Session,
+    sources: list[da.Array],
+    targets: list[Any],
+    changed_only: bool,
+) -> list[icechunk.session.ForkSession]:
+    """Write the arrays with one task per block position for all arrays of one chunk grid.
+
+    The variables of a raster are usually slices of one computed block (the derivatives:
+    13 bands of each tile). ``icechunk.dask.store_dask`` writes each variable's blocks as
+    tasks of their own, which a tile's block waits for one by one. Here each task writes
+    every variable's block of one position into its copy of ``fork`` and hands the fork
+    back; the forks are merged in a tree of tasks.
+
+    Returns
+    -------
+    list of ForkSession
+        The merged forks, one per chunk grid, for ``Session.merge``.
+    """
+    grids: dict[tuple[Any, ...], list[int]] = {}
+    for i, source in enumerate(sources):
+        grids.setdefault((source.shape, source.chunks), []).append(i)
+    merged = []
+    for members in grids.values():
+        blocks = [sources[i] for i in members]
+        paths = [t.array.path if isinstance(t, _ChangedChunks) else t.path for t in targets]
+        written = da.map_blocks(
+            _write_blocks,
+            *blocks,
+            fork=fork,
+            paths=[paths[i] for i in members],
+            changed_only=changed_only,
+            dtype=object,
+            chunks=tuple((1,) * len(c) for c in blocks[0].chunks),
+            meta=np.empty((0,) * blocks[0].ndim, dtype=object),
+        )
+        parts = list(written.to_delayed().ravel())
+        while len(parts) > 1:
+            parts = [
+                dask.delayed(_merge_forks)(*parts[i : i + MERGE_EVERY])
+                for i in range(0, len(parts), MERGE_EVERY)
+            ]
+        merged.append(parts[0])
+    return [_unwrap(f) for f in dask.compute(*merged)]
+
+
+def _write_blocks(
+    *blocks: np.ndarray,
+    fork: icechunk.Session,
+    paths: list[str],
+    changed_only: bool,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """Write one block position of several arrays into this task's copy of ``fork``."""
+    assert block_info is not None
+    region = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
+    store = fork.store
+    for path, block in zip(paths, blocks, strict=True):
+        array = zarr.open_array(store, path=path, mode="r+", zarr_format=3)
+        target = _ChangedChunks(array) if changed_only else array
+        target[region] = block
+    out = np.empty((1,) * len(region), dtype=object)
+    out.flat[0] = fork
+    return out
+
+
+def _unwrap(part: Any) -> Any:
+    """Return the fork in a block of :func:`_write_blocks` (one-element array), or ``part``."""
+    return part.flat[0] if isinstance(part, np.ndarray) else part
+
+
+def _merge_forks(*parts: Any) -> Any:
+    """Merge the forks handed back by write tasks or earlier merges."""
+    from icechunk.distributed import merge_sessions
+
+    return merge_sessions(*(_unwrap(p) for p in parts))
 
 
 def _current_client() -> Any | None:

@@ -8,7 +8,8 @@ footprints from it under ``<data_dir>/sources/``. See ``docs/sample-region.md``.
 from entropice_core.sample.generate import (
     SampleRegionFiles,
     generate_sample_region,
+    region_bbox,
     sample_region_files,
 )
 
-__all__ = ["SampleRegionFiles", "generate_sample_region", "sample_region_files"]
+__all__ = ["SampleRegionFiles", "generate_sample_region", "region_bbox", "sample_region_files"]

@@ -12,18 +12,73 @@ from pathlib import Path
 import numpy as np
 
 from entropice_core.config import SAMPLE_REGION_BBOX
-from entropice_core.ingest.arcticdem import tile_path, tiles_for
+from entropice_core.ingest.arcticdem import tile_bounds, tile_of, tile_path, tiles_for
 from entropice_core.ingest.era5 import era5_path
 from entropice_core.io.atomic import atomic_path
 from entropice_core.layout import Layout
 from entropice_core.sample import alphaearth, arcticdem, darts, era5
-from entropice_core.sample.world import LatentWorld, build_world
+from entropice_core.sample.world import (
+    LATENT_RES,
+    LatentWorld,
+    build_world,
+    polar_box,
+    to_lonlat,
+)
 
 #: Bumped whenever the generative model changes, so old sample files are regenerated.
 GENERATOR_VERSION = 2
 MANIFEST_NAME = "sample-region.json"
 
 Progress = Callable[[str], None]
+
+
+def region_bbox(scale: float = 1.0) -> tuple[float, float, float, float]:
+    """Return the lon/lat box of a synthetic region ``scale`` times the sample region's area.
+
+    The box is about ``sqrt(scale)`` times as tall (in latitude) and as wide (in EPSG:3413
+    metres) as the sample box, centred on its longitude. Larger regions keep its northern
+    edge and grow south (north of it lies the Beaufort Sea, all nodata); smaller ones keep
+    its centre. Its width is solved so that the projected area is ``scale`` times the
+    sample's (to 0.1 %).
+
+    Parameters
+    ----------
+    scale : float, default 1.0
+        Area relative to the sample region (1: :data:`SAMPLE_REGION_BBOX` itself).
+
+    Returns
+    -------
+    tuple of float
+        ``(minlon, minlat, maxlon, maxlat)`` in degrees.
+
+    Raises
+    ------
+    ValueError
+        If ``scale`` is not between 1/64 and 64.
+    """
+    if not 1 / 64 <= scale <= 64:
+        raise ValueError(f"scale must be between 1/64 and 64, not {scale}")
+    if scale == 1:
+        return SAMPLE_REGION_BBOX
+    minlon, minlat, maxlon, maxlat = SAMPLE_REGION_BBOX
+    factor = float(np.sqrt(scale))
+    centre_lon, span_lon = (minlon + maxlon) / 2, maxlon - minlon
+    span_lat = (maxlat - minlat) * factor
+    top = maxlat
+    if scale < 1:
+        centre = polar_box(SAMPLE_REGION_BBOX).centroid
+        left, bottom, right, upper = tile_bounds(*tile_of(centre.x, centre.y))
+        lon, lat = to_lonlat(np.array([(left + right) / 2]), np.array([(bottom + upper) / 2]))
+        centre_lon, top = float(lon[0]), float(lat[0]) + span_lat / 2
+    target = scale * polar_box(SAMPLE_REGION_BBOX).area
+    low, high = span_lon * factor / 4, span_lon * factor * 2
+    for _ in range(40):  # the area grows with the width: bisect
+        half = (low + high) / 4
+        box = (centre_lon - half, top - span_lat, centre_lon + half, top)
+        low, high = (2 * half, high) if polar_box(box).area < target else (low, 2 * half)
+    half = (low + high) / 4
+    box = (centre_lon - half, top - span_lat, centre_lon + half, top)
+    return (round(box[0], 3), round(box[1], 3), round(box[2], 3), round(box[3], 3))
 
 
 @dataclass(frozen=True)
@@ -70,7 +125,7 @@ def _months(arctic_years: tuple[int, int]) -> list[tuple[int, int]]:
     ]
 
 
-def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
+def sample_region_files(data_dir: Path, seed: int = 42, scale: float = 1.0) -> SampleRegionFiles:
     """List where :func:`generate_sample_region` puts each file; nothing is read or written.
 
     Parameters
@@ -79,6 +134,9 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
         Root of the storage hierarchy (``ENTROPICE_DATA_DIR``).
     seed : int, default 42
         Seed of the latent world.
+    scale : float, default 1.0
+        Area relative to the sample region (:func:`region_bbox`); any other than 1 lists the
+        ArcticDEM tiles only.
 
     Returns
     -------
@@ -86,11 +144,17 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
         The manifest and data file paths under ``<data_dir>/sources``.
     """
     layout = Layout(Path(data_dir))
-    tiles = tiles_for(SAMPLE_REGION_BBOX)
+    bbox = region_bbox(scale)
+    tiles = tiles_for(bbox)
+    dem = tuple(tile_path(layout.source("arcticdem"), r, c) for r, c in tiles)
+    if scale != 1:
+        return SampleRegionFiles(
+            seed=seed, manifest=layout.sources / MANIFEST_NAME, arcticdem=dem, era5=(), darts=()
+        )
     return SampleRegionFiles(
         seed=seed,
         manifest=layout.sources / MANIFEST_NAME,
-        arcticdem=tuple(tile_path(layout.source("arcticdem"), r, c) for r, c in tiles),
+        arcticdem=dem,
         era5=tuple(
             era5_path(layout.source("era5"), year, month, step)
             for year, month in _months(era5.ARCTIC_YEARS)
@@ -105,13 +169,14 @@ def sample_region_files(data_dir: Path, seed: int = 42) -> SampleRegionFiles:
     )
 
 
-def _is_complete(files: SampleRegionFiles) -> bool:
-    """Tell whether the manifest names this seed and generator version and every file exists."""
+def _is_complete(files: SampleRegionFiles, scale: float) -> bool:
+    """Tell whether the manifest names this seed, scale and version and every file exists."""
     if not files.manifest.exists():
         return False
     manifest = json.loads(files.manifest.read_text())
     return (
         manifest.get("seed") == files.seed
+        and manifest.get("scale", 1.0) == scale
         and manifest.get("generator_version") == GENERATOR_VERSION
         and all(p.exists() for p in files.paths)
     )
@@ -147,7 +212,11 @@ def _write_era5_darts_alphaearth(
 
 
 def generate_sample_region(
-    data_dir: Path, seed: int = 42, progress: Progress | None = None, force: bool = False
+    data_dir: Path,
+    seed: int = 42,
+    progress: Progress | None = None,
+    force: bool = False,
+    scale: float = 1.0,
 ) -> SampleRegionFiles:
     """Write the sample region's ArcticDEM, ERA5, DARTS and AlphaEarth files.
 
@@ -155,6 +224,12 @@ def generate_sample_region(
     ``sources/sample-region.json`` is written last and removed first, so it only exists while a
     complete set for its seed does. A second call with the same seed returns at once unless
     ``force`` is set.
+
+    With ``scale`` other than 1 a region of that many times the sample's area
+    (:func:`region_bbox`) is written, for scale runs of the terrain stage: its ArcticDEM
+    tiles only, in the same format and layout, from a latent world on a grid ``sqrt(scale)``
+    times coarser (so it costs what the sample's does; the 64 m texture is unchanged). Its
+    area of interest is the box, as ``"minlon,minlat,maxlon,maxlat"``.
 
     Parameters
     ----------
@@ -166,15 +241,18 @@ def generate_sample_region(
         Called with one line per step (e.g. to print or log it).
     force : bool, default False
         Regenerate even when a complete set for ``seed`` exists.
+    scale : float, default 1.0
+        Area relative to the sample region; other than 1 writes the DEM tiles only.
 
     Returns
     -------
     SampleRegionFiles
         The paths written (or found complete).
     """
-    files = sample_region_files(data_dir, seed)
+    files = sample_region_files(data_dir, seed, scale)
+    bbox = region_bbox(scale)
     report = progress or (lambda _: None)
-    if not force and _is_complete(files):
+    if not force and _is_complete(files, scale):
         report(f"sample region for seed {seed} already complete in {files.manifest.parent}")
         return files
     files.manifest.unlink(missing_ok=True)
@@ -183,11 +261,11 @@ def generate_sample_region(
     def step(message: str) -> None:
         report(f"[{time.perf_counter() - started:5.1f} s] {message}")
 
-    world = build_world(seed, SAMPLE_REGION_BBOX)
+    world = build_world(seed, bbox, LATENT_RES * max(1.0, float(np.sqrt(scale))))
     step("latent world built")
 
     layout = Layout(Path(data_dir))
-    tiles = tiles_for(SAMPLE_REGION_BBOX)
+    tiles = tiles_for(bbox)
     detail = arcticdem.detail_noise(seed, tiles)
 
     def write_dem() -> None:
@@ -200,10 +278,13 @@ def generate_sample_region(
     # the DEM tiles (NumPy, SciPy and GDAL, which release the GIL) on a second thread while
     # the ERA5, DARTS and AlphaEarth files are written here: each source has its own random
     # generator, so the files are those written one after the other
-    with ThreadPoolExecutor(1) as pool:
-        dem = pool.submit(write_dem)
-        _write_era5_darts_alphaearth(world, layout, seed, step)
-        dem.result()
+    if scale != 1:  # a scale region: the DEM tiles only
+        write_dem()
+    else:
+        with ThreadPoolExecutor(1) as pool:
+            dem = pool.submit(write_dem)
+            _write_era5_darts_alphaearth(world, layout, seed, step)
+            dem.result()
 
     with atomic_path(files.manifest) as tmp:
         tmp.write_text(
@@ -211,7 +292,8 @@ def generate_sample_region(
                 {
                     "seed": seed,
                     "generator_version": GENERATOR_VERSION,
-                    "bbox": list(SAMPLE_REGION_BBOX),
+                    "scale": scale,
+                    "bbox": list(bbox),
                     "files": [str(p.relative_to(files.manifest.parent)) for p in files.paths],
                 },
                 indent=1,

@@ -175,13 +175,17 @@ def polar_box(bbox: tuple[float, float, float, float]) -> shapely.Polygon:
     return shapely.transform(box, lambda xy: np.column_stack(to_polar(xy[:, 0], xy[:, 1])))
 
 
-def latent_grid(bbox: tuple[float, float, float, float] = SAMPLE_REGION_BBOX) -> LatentGrid:
+def latent_grid(
+    bbox: tuple[float, float, float, float] = SAMPLE_REGION_BBOX, res: float = LATENT_RES
+) -> LatentGrid:
     """Lay out the 200 m grid covering ``bbox`` plus :data:`MARGIN_DEG`.
 
     Parameters
     ----------
     bbox : tuple of float, optional
         ``(minlon, minlat, maxlon, maxlat)`` in degrees; the sample region by default.
+    res : float, optional
+        Cell size in metres (:data:`LATENT_RES`; coarser for the larger scale regions).
 
     Returns
     -------
@@ -196,9 +200,9 @@ def latent_grid(bbox: tuple[float, float, float, float] = SAMPLE_REGION_BBOX) ->
     return LatentGrid(
         left=float(left),
         top=float(top),
-        res=LATENT_RES,
-        width=round((right - left) / LATENT_RES),
-        height=round((top - bottom) / LATENT_RES),
+        res=res,
+        width=round((right - left) / res),
+        height=round((top - bottom) / res),
     )
 
 
@@ -348,7 +352,9 @@ def _downslope(dz_dx: np.ndarray, dz_dy: np.ndarray) -> np.ndarray:
 
 
 def build_world(
-    seed: int = 42, bbox: tuple[float, float, float, float] = SAMPLE_REGION_BBOX
+    seed: int = 42,
+    bbox: tuple[float, float, float, float] = SAMPLE_REGION_BBOX,
+    res: float = LATENT_RES,
 ) -> LatentWorld:
     """Draw the latent world for ``seed``: terrain, lakes, sea, ground ice and derived fields.
 
@@ -360,6 +366,9 @@ def build_world(
         Seed (the world uses its own random stream of it).
     bbox : tuple of float, optional
         ``(minlon, minlat, maxlon, maxlat)``; the sample region by default.
+    res : float, optional
+        Latent cell size in metres; a coarser grid keeps a large region's world as cheap as
+        the sample's (the DEM's 64 m texture is added per tile either way).
 
     Returns
     -------
@@ -367,7 +376,7 @@ def build_world(
         Every latent field on the grid from :func:`latent_grid`.
     """
     rng = np.random.default_rng([WORLD_STREAM, seed])
-    grid = latent_grid(bbox)
+    grid = latent_grid(bbox, res)
     res, shape = grid.res, grid.shape
     lon, lat = _lonlat(grid)
     km_per_deg_lon = 111.32 * np.cos(np.radians(lat))

@@ -23,6 +23,15 @@ and sorts each pixel's value once, whatever the number of levels:
   over the order-preserving integer keys of float32 (32 steps, each one binary search per run),
   without merging or copying.
 
+- **Windows.** Memory grows with the pixels of the window read (about
+  :data:`PASS_BYTES_PER_PIXEL` bytes each). Where the window that holds the cells exceeds a
+  memory budget, the cells are shared out among square windows of pixels, each cell to the
+  one window that holds the centre of its bounds; each window reads the pixels its own cells
+  cover and runs the pass above on them alone (:func:`plan_windows`). A cell's pixels,
+  coverages and sorted values are then those of the single pass, so its statistics are too
+  (moments to rounding, the rest exactly). With a dask.distributed client current, the
+  windows run as tasks on its workers, sized to their memory limits.
+
 Definitions (as ``docs/aggregation.md``): with coverage ``c`` of each (pixel, cell) pair and the
 valid pixels of the cell, ``mean = sum(c x) / sum(c)``, ``std = sqrt(sum(c (x - mean)^2) /
 sum(c))``, ``sum = sum(c x)``, ``count = sum(c)``, ``min``/``max`` over pixels with ``c > 0``,
@@ -64,6 +73,15 @@ from entropice_core.spatial.pixelmap import (
 SORT_THREADS = 2
 #: Threads rasterising grid levels while the atoms are refined.
 LABEL_THREADS = 2
+#: Peak bytes per pixel of one window's pass, an upper bound: while the atoms are built, the
+#: atom ids and two level rasters (int32) and the pixel order (int64, then int32); then per
+#: band, the band reduced and the next one read ahead, the packed scratch (float32) and the
+#: order (int32); with room for the reader's copies. In the 4x scale run (docs/scaling.md)
+#: workers of 5.6 GiB running windows sized by it peaked at 2.3 GiB.
+PASS_BYTES_PER_PIXEL = 32
+#: Share of a worker's memory limit a window may use (the rest: the worker's own memory,
+#: results, and room below dask's spill and pause thresholds).
+WORKER_MEMORY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -603,12 +621,127 @@ def crop_to_cells(raster: xr.Dataset, levels: Mapping[str, gpd.GeoDataFrame]) ->
     return raster.rio.isel_window(window)
 
 
+def default_memory_budget() -> int:
+    """Return the bytes one window's pass may use here: half of the machine's memory.
+
+    Returns
+    -------
+    int
+        Half of the physical memory (``psutil``).
+    """
+    import psutil
+
+    return int(psutil.virtual_memory().total // 2)
+
+
+def cluster_memory_budget(client) -> int:
+    """Return the bytes one window may use on the workers of a dask.distributed ``client``.
+
+    :data:`WORKER_MEMORY_SHARE` of the smallest worker memory limit, less what that worker
+    already holds, shared among its threads (each may run a window).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A client with workers.
+
+    Returns
+    -------
+    int
+        Bytes per window; :func:`default_memory_budget` where the workers have no limit.
+    """
+    budgets = []
+    for worker in client.scheduler_info(n_workers=-1)["workers"].values():
+        limit = worker.get("memory_limit") or 0
+        if not limit:
+            continue
+        held = worker.get("metrics", {}).get("memory", 0)
+        usable = max(WORKER_MEMORY_SHARE * limit - held, WORKER_MEMORY_SHARE * limit / 4)
+        budgets.append(int(usable / max(worker.get("nthreads", 1), 1)))
+    return min(budgets) if budgets else default_memory_budget()
+
+
+def _pixel_bounds(cells: gpd.GeoDataFrame, grid: RasterGrid) -> np.ndarray:
+    """Bounds of each cell in (fractional) pixel columns and rows: ``(cells, 4)``."""
+    if not len(cells):
+        return np.zeros((0, 4))
+    bounds = shapely.bounds(project_cells(cells, grid))
+    inverse = ~grid.transform
+    col0, row0 = inverse @ (bounds[:, 0], bounds[:, 3])
+    col1, row1 = inverse @ (bounds[:, 2], bounds[:, 1])
+    out = np.column_stack([col0, row0, col1, row1])
+    return np.where(np.isfinite(out), out, 0.0)
+
+
+def plan_windows(
+    raster: xr.Dataset, levels: Mapping[str, gpd.GeoDataFrame], memory_budget: int
+) -> list[dict[str, np.ndarray]] | None:
+    """Share the cells of every level out among windows of pixels that fit a memory budget.
+
+    Square core windows tile ``raster``; each cell goes to the one core window that holds
+    the centre of its bounds, and a window reads the pixels its cells cover (its core plus
+    at most half the largest cell on each side). The core side is chosen so that this read
+    area at :data:`PASS_BYTES_PER_PIXEL` fits ``memory_budget``.
+
+    Parameters
+    ----------
+    raster : xarray.Dataset
+        2-D variables on one projected grid (rioxarray CRS), cut to the cells
+        (:func:`crop_to_cells`).
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key to its ``grid_cells``.
+    memory_budget : int
+        Bytes one window's pass may use.
+
+    Returns
+    -------
+    list of dict of str to numpy.ndarray, or None
+        Per window with cells, each level's cell positions (rows of its frame, in order);
+        None where the whole raster fits the budget (one pass, no windows).
+
+    Raises
+    ------
+    ValueError
+        If the budget cannot hold even the largest cell's pixels.
+    """
+    grid = RasterGrid.from_xarray(raster)
+    pixels = grid.width * grid.height
+    fits = memory_budget // PASS_BYTES_PER_PIXEL
+    if pixels <= fits:
+        return None
+    bounds = {key: _pixel_bounds(cells, grid) for key, cells in levels.items()}
+    extent = max(
+        (float(np.max(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))) for b in bounds.values()
+         if len(b)),
+        default=0.0,
+    )  # fmt: skip
+    side = int(np.sqrt(fits)) - int(np.ceil(extent)) - 2
+    if side < max(extent, 1):
+        raise ValueError(
+            f"a memory budget of {memory_budget / 2**30:.2f} GiB holds {fits:,} pixels per "
+            f"window, too few for cells of up to {extent:,.0f} pixels across: give the pass "
+            "more memory (larger workers) or leave the coarsest levels to aggregate_raster"
+        )
+    n_rows, n_cols = -(-grid.height // side), -(-grid.width // side)
+    windows: dict[int, dict[str, np.ndarray]] = {}
+    for key, b in bounds.items():
+        col = np.clip(((b[:, 0] + b[:, 2]) / 2 // side).astype(np.int64), 0, n_cols - 1)
+        row = np.clip(((b[:, 1] + b[:, 3]) / 2 // side).astype(np.int64), 0, n_rows - 1)
+        window = row * n_cols + col
+        order = np.argsort(window, kind="stable")
+        starts = np.searchsorted(window[order], np.arange(n_rows * n_cols + 1))
+        for w in np.flatnonzero(np.diff(starts)):
+            windows.setdefault(int(w), {})[key] = order[starts[w] : starts[w + 1]]
+    return [windows[w] for w in sorted(windows)]
+
+
 def aggregate_levels(
     raster: xr.Dataset,
     levels: Mapping[str, gpd.GeoDataFrame],
     config: AggregationConfig = AggregationConfig(),
     *,
     level_map: LevelMap | None = None,
+    memory_budget: int | None = None,
 ) -> dict[str, xr.Dataset]:
     """Compute exact zonal statistics of every variable of ``raster`` on several grid levels.
 
@@ -616,6 +749,10 @@ def aggregate_levels(
     that holds the cells (:func:`crop_to_cells`), and reduced on all levels; see the module
     docstring for the method and the definitions. Results equal
     ``aggregators.aggregate_raster`` on each level (moments to rounding, the rest exactly).
+    Where that window exceeds ``memory_budget``, the cells are shared out among smaller
+    windows (:func:`plan_windows`), run as tasks on the current dask.distributed client if
+    there is one, else one after the other here; the results are the same. With a client of
+    worker processes current, even one window runs on a worker.
 
     Parameters
     ----------
@@ -627,7 +764,11 @@ def aggregate_levels(
         The statistics (any of ``aggregators.STATISTICS``) and quantile levels.
     level_map : LevelMap, optional
         Atoms built earlier for the same levels on the raster's window that holds their cells
-        (:func:`crop_to_cells`); built here if missing.
+        (:func:`crop_to_cells`); built here if missing. Given, the pass is one window.
+    memory_budget : int, optional
+        Bytes one window's pass may use; default :func:`cluster_memory_budget` with a
+        client of worker processes current, else (no client, or worker threads in this
+        process) :func:`default_memory_budget`, with the windows run here.
 
     Returns
     -------
@@ -638,9 +779,60 @@ def aggregate_levels(
     Raises
     ------
     ValueError
-        If ``level_map`` was built for another grid or other levels.
+        If ``level_map`` was built for another grid or other levels, or the budget cannot
+        hold the largest cell.
     """
+    from entropice_core.io.icechunk import _current_client
+
     raster = crop_to_cells(raster, levels)
+    client = _current_client()
+    if client is not None and all(
+        str(address).startswith("inproc://")
+        for address in client.scheduler_info(n_workers=-1)["workers"]
+    ):
+        client = None  # worker threads in this process: its memory, no copies to them
+    if level_map is not None:
+        return _aggregate_window(raster, levels, config, level_map)
+    if memory_budget is None:
+        memory_budget = (
+            cluster_memory_budget(client) if client is not None else default_memory_budget()
+        )
+    windows = plan_windows(raster, levels, memory_budget)
+    if windows is None and client is None:
+        return _aggregate_window(raster, levels, config)
+    if windows is None:  # one window, on a worker (the run's own process may be small)
+        windows = [{key: np.arange(len(cells)) for key, cells in levels.items()}]
+    # levels without cells go with the first window, which gives them their empty datasets
+    for key in levels:
+        if not any(key in w for w in windows):
+            windows[0][key] = np.zeros(0, dtype=np.int64)
+    subsets = [
+        {key: levels[key].iloc[w[key]] for key in levels if key in w} for w in windows
+    ]  # fmt: skip
+    if client is not None:
+        futures = [
+            client.submit(_aggregate_window, crop_to_cells(raster, sub), sub, config, pure=False)
+            for sub in subsets
+        ]
+        parts = client.gather(futures)
+    else:
+        parts = [_aggregate_window(crop_to_cells(raster, sub), sub, config) for sub in subsets]
+    out = {}
+    for key in levels:
+        found = [(w[key], part[key]) for w, part in zip(windows, parts, strict=True) if key in w]
+        positions = np.concatenate([p for p, _ in found])
+        merged = xr.concat([ds for _, ds in found], dim="cell_ids", combine_attrs="override")
+        out[key] = merged.isel(cell_ids=np.argsort(positions, kind="stable"))
+    return out
+
+
+def _aggregate_window(
+    raster: xr.Dataset,
+    levels: Mapping[str, gpd.GeoDataFrame],
+    config: AggregationConfig,
+    level_map: LevelMap | None = None,
+) -> dict[str, xr.Dataset]:
+    """One pass of :func:`aggregate_levels` over ``raster`` (cut to the cells) for all levels."""
     grid = RasterGrid.from_xarray(raster)
     if level_map is None:
         level_map = build_level_map(levels, grid)

@@ -54,6 +54,21 @@ def pixel_sample(rasters: xr.Dataset, stride: int) -> xr.Dataset:
     return rasters.isel({rasters.rio.y_dim: sample, rasters.rio.x_dim: sample})
 
 
+def _copied(values: xr.DataArray) -> xr.DataArray:
+    """Copy each block of a Dask-backed sample, so that it does not keep its source alive.
+
+    A strided slice of a block is a view: it would hold the whole block (on a worker, a
+    tile of every derivative) until the rechunk to :data:`CHUNK` has gathered its
+    neighbours, which for stride ``s`` span ``s`` rows of tiles, while dask counts only the
+    view's bytes (docs/scaling.md, where memory is bounded).
+    """
+    import numpy as np
+
+    if not hasattr(values.data, "map_blocks"):
+        return values
+    return values.copy(data=values.data.map_blocks(np.array, dtype=values.dtype))
+
+
 def overview_pyramid(rasters: xr.Dataset, strides: tuple[int, ...] = STRIDES) -> xr.Dataset:
     """Build the pixel samples of ``rasters`` at each stride as one dataset, lazily.
 
@@ -83,7 +98,7 @@ def overview_pyramid(rasters: xr.Dataset, strides: tuple[int, ...] = STRIDES) ->
     variables = {}
     for stride in strides:
         dims = {y: f"y_s{stride}", x: f"x_s{stride}"}
-        sample = pixel_sample(rasters, stride).rename(dims)
+        sample = pixel_sample(rasters, stride).rename(dims).map(_copied)
         sample = sample.chunk(dict.fromkeys(dims.values(), CHUNK))
         for name, values in sample.data_vars.items():
             variables[f"{name}_s{stride}"] = values
