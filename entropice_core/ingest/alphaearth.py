@@ -1127,7 +1127,7 @@ class CogClient(EmbeddingClient):
         self.requests = requests
         self.maps_built = 0
         self._maps: dict[tuple, tuple[np.ndarray, Any]] = {}
-        self._plans: dict[tuple, tuple[dict[str, np.ndarray], dict[str, slice], Any]] = {}
+        self._plans: dict[tuple, tuple[dict[str, np.ndarray], Any, Any]] = {}
         self._lock = threading.Lock()
 
     def embeddings(
@@ -1206,13 +1206,14 @@ class CogClient(EmbeddingClient):
         means = {key: np.full((len(years), len(v), len(BANDS)), np.nan) for key, v in ids.items()}
         valid = {key: np.zeros((len(years), len(v))) for key, v in ids.items()}
         stats = {key: FetchStats(clusters=1) for key in levels}
+        specs = {key: GridSpec.from_key(key) for key in levels}
         paths = {year: self._paths(year) for year in years}  # missing files fail before work
         tags = {year: files_fingerprint(found) for year, found in paths.items()}
         cache = _VersionedCache(self.cache, tags.__getitem__) if self.cache else None
         for y, year in enumerate(years):
             todo = {}
             for key, cells in levels.items():
-                found = cache.load(GridSpec.from_key(key), year, ids[key]) if cache else None
+                found = cache.load(specs[key], year, ids[key]) if cache else None
                 if found is None:
                     todo[key] = cells
                     continue
@@ -1227,10 +1228,10 @@ class CogClient(EmbeddingClient):
                 stats[key].attempts += 1
                 if cache:
                     answer = ClusterMeans(ids[key], level_means, level_valid)
-                    cache.save(GridSpec.from_key(key), year, answer)
+                    cache.save(specs[key], year, answer)
         return {
             key: EmbeddingResult(
-                embedding_dataset(ids[key], years, means[key], valid[key], GridSpec.from_key(key)),
+                embedding_dataset(ids[key], years, means[key], valid[key], specs[key]),
                 stats[key],
             )
             for key in levels
@@ -1270,12 +1271,7 @@ class CogClient(EmbeddingClient):
                 touching = {key: levels[key].iloc[rows[key]] for key in level_map.levels}
                 found = aggregate_levels(window.load(), touching, config, level_map=level_map)
                 self._add(found, rows, total, count, valid)
-        result = {}
-        for key in levels:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = np.where(count[key][:, None] > 0, total[key] / count[key][:, None], np.nan)
-            result[key] = (means, np.minimum(valid[key], 1.0))
-        return result
+        return {key: _combined_means(total[key], count[key], valid[key]) for key in levels}
 
     @staticmethod
     def _add(
@@ -1302,8 +1298,11 @@ class CogClient(EmbeddingClient):
         atoms of every level are found once, not once per year. The atoms are None where no
         cell touches the raster.
         """
-        from entropice_core.spatial.levels import build_level_map, crop_to_cells
+        from entropice_core.spatial.levels import build_level_map, cells_window
         from entropice_core.spatial.pixelmap import RasterGrid
+
+        def cut(window: Any) -> xr.Dataset:
+            return raster if window is None else raster.rio.isel_window(window)
 
         grid = RasterGrid.from_xarray(raster)
         cells_key = tuple(
@@ -1316,23 +1315,16 @@ class CogClient(EmbeddingClient):
             bounds = {k: cells.geometry.bounds.to_numpy() for k, cells in levels.items()}
             rows = {k: _cells_touching(b, grid) for k, b in bounds.items()}
             touching = {k: levels[k].iloc[r] for k, r in rows.items() if len(r)}
-            window = crop_to_cells(raster, touching)
+            window = cells_window(grid, touching)
             level_map = (
-                build_level_map(touching, RasterGrid.from_xarray(window)) if touching else None
+                build_level_map(touching, RasterGrid.from_xarray(cut(window))) if touching else None
             )
-            inner, outer = window.rio.transform(), raster.rio.transform()
-            row0 = round((inner.f - outer.f) / outer.e)
-            col0 = round((inner.c - outer.c) / outer.a)
-            cut = {
-                "y": slice(row0, row0 + window.rio.height),
-                "x": slice(col0, col0 + window.rio.width),
-            }
-            found = (rows, cut, level_map)
+            found = (rows, window, level_map)
             with self._lock:
                 self._plans[key] = found
                 self.maps_built += 1
-        rows, cut, level_map = found
-        return rows, raster.isel(cut), level_map
+        rows, window, level_map = found
+        return rows, cut(window), level_map
 
     def reduce_cluster(self, cells: gpd.GeoDataFrame, spec: GridSpec, year: int) -> ClusterMeans:
         """Answer one local "request": the means of ``cells`` (one cluster) for ``year``.
@@ -1422,9 +1414,19 @@ class CogClient(EmbeddingClient):
                 total[y][rows] += np.nan_to_num(out["sum"].transpose("cell_ids", "band").values)
                 count[y][rows] += out["count"].isel(band=0).values
                 valid[y][rows] += np.nan_to_num(out["valid_fraction"].isel(band=0).values)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(count[..., None] > 0, total / count[..., None], np.nan)
-        return ids, means, np.minimum(valid, 1.0)
+        return ids, *_combined_means(total, count, valid)
+
+
+def _combined_means(
+    total: np.ndarray, count: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Combine sums, coverage counts and valid fractions added up over files and windows.
+
+    Means are ``sum(sum) / sum(count)`` (NaN without a valid pixel); valid fractions at most 1.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(count[..., None] > 0, total / count[..., None], np.nan)
+    return means, np.minimum(valid, 1.0)
 
 
 def _crop(data: xr.DataArray, bounds4326: np.ndarray, pad: int = 2) -> xr.DataArray | None:

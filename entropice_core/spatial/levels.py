@@ -597,10 +597,31 @@ def crop_to_cells(raster: xr.Dataset, levels: Mapping[str, gpd.GeoDataFrame]) ->
         The raster cut to the cells' bounds (whole pixels, one pixel of margin), unchanged
         where the cells cover it all or there are none.
     """
-    grid = RasterGrid.from_xarray(raster)
+    window = cells_window(RasterGrid.from_xarray(raster), levels)
+    return raster if window is None else raster.rio.isel_window(window)
+
+
+def cells_window(
+    grid: RasterGrid, levels: Mapping[str, gpd.GeoDataFrame]
+) -> rasterio.windows.Window | None:
+    """Return the window of ``grid`` that holds every cell of ``levels`` (:func:`crop_to_cells`).
+
+    Parameters
+    ----------
+    grid : RasterGrid
+        A projected raster grid.
+    levels : mapping of str to geopandas.GeoDataFrame
+        Grid level key to its ``grid_cells``.
+
+    Returns
+    -------
+    rasterio.windows.Window or None
+        Whole pixels around the cells' bounds, one pixel of margin; None where the cells cover
+        the whole grid or there are none.
+    """
     found = [shapely.bounds(project_cells(cells, grid)) for cells in levels.values() if len(cells)]
     if not found:
-        return raster
+        return None
     bounds = np.concatenate(found)
     inverse = ~grid.transform
     cols, rows = inverse @ (
@@ -616,9 +637,8 @@ def crop_to_cells(raster: xr.Dataset, levels: Mapping[str, gpd.GeoDataFrame]) ->
         int(min(np.ceil(rows.max()) + 1, grid.height)),
     )
     if (col0, row0, col1, row1) == (0, 0, grid.width, grid.height):
-        return raster
-    window = rasterio.windows.Window(col0, row0, max(col1 - col0, 0), max(row1 - row0, 0))
-    return raster.rio.isel_window(window)
+        return None
+    return rasterio.windows.Window(col0, row0, max(col1 - col0, 0), max(row1 - row0, 0))
 
 
 def default_memory_budget() -> int:
