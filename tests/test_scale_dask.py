@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+from benchmark_module import load_benchmark
 from distributed import Client, LocalCluster, get_task_stream
 from test_ml_training import config
 from test_ml_training import data as data  # the module's synthetic training data (fixture)
@@ -141,16 +142,7 @@ def test_the_batch_size_follows_the_device_memory_budget():
 
 
 def _gpu_check():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 SMALL = ["--tile", "128", "--rows", "600", "--espa-rows", "300", "--inference-rows", "2000"]

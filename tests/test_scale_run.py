@@ -8,12 +8,11 @@ derivatives' tiles and the exact pass must share with them. The exact pass runs 
 workers here in one window; its windows are tested in tests/test_levels.py.
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import cloudpickle
 import pytest
+from benchmark_module import load_benchmark
 from dask.utils import parse_bytes
 
 from entropice_core.config import SAMPLE_REGION_BBOX
@@ -27,11 +26,7 @@ LIMIT = "1.5GB"
 
 
 def _scale_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
-    spec = importlib.util.spec_from_file_location("scale_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
+    module = load_benchmark("scale")
     # its functions go to the workers by value: they cannot import a file-loaded module
     cloudpickle.register_pickle_by_value(module)
     return module
