@@ -3,10 +3,13 @@
 One synthetic EPSG:3413 raster (two bands, nodata, a sea) carries the cells of all nine grid
 levels of the sample region at once; every level's moments are compared with exactextract on
 that level's own polygons, std and quantiles with their written definitions computed from
-exactextract's per-pixel values, coverages and centres.
+exactextract's per-pixel values, coverages and centres. Both engines are checked: the compiled
+CPU passes and the sort-based one that runs on the GPU (``spatial.sorted_pass``), here on numpy.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import geopandas as gpd
 import numpy as np
@@ -82,6 +85,19 @@ def case():
     return raster, levels, grid, level_map, result
 
 
+ENGINES = ("compiled", "sorted")
+
+
+@pytest.fixture(scope="module")
+def engine_results(case):
+    """Each engine's results on the same atoms."""
+    raster, levels, _, level_map, result = case
+    return {
+        "compiled": result,
+        "sorted": aggregate_levels(raster, levels, CONFIG, level_map=level_map, engine="sorted"),
+    }
+
+
 def _polygons(cells: gpd.GeoDataFrame, grid: RasterGrid, most: int = 0) -> gpd.GeoDataFrame:
     """The cells as the engine projects them; ``most`` > 0 keeps an even spread of that many."""
     polygons = gpd.GeoDataFrame(
@@ -96,9 +112,11 @@ def _polygons(cells: gpd.GeoDataFrame, grid: RasterGrid, most: int = 0) -> gpd.G
 CHECKED = 150
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("key", LEVELS)
-def test_every_level_equals_exactextract(case, key):
-    raster, levels, grid, _, result = case
+def test_every_level_equals_exactextract(case, engine_results, key, engine):
+    raster, levels, grid, _, _ = case
+    result = engine_results[engine]
     polygons = _polygons(levels[key], grid, CHECKED)
     ours = result[key].isel(cell_ids=polygons["i"].to_numpy())
     for band in ("elevation", "slope"):
@@ -114,11 +132,13 @@ def test_every_level_equals_exactextract(case, key):
         assert np.isnan(ours[f"{band}_mean"].to_numpy()[~seen]).all()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("key", LEVELS)
-def test_std_median_and_quartiles_follow_their_definitions(case, key):
+def test_std_median_and_quartiles_follow_their_definitions(case, engine_results, key, engine):
     """std: sqrt(sum(c (x - mean)^2) / sum(c)) over exactextract's values and coverages;
     median and quartiles: numpy's linear rule over the valid pixels whose centre is inside."""
-    raster, levels, grid, _, result = case
+    raster, levels, grid, _, _ = case
+    result = engine_results[engine]
     polygons = _polygons(levels[key], grid, CHECKED)
     per_pixel = exact_extract(
         raster["slope"], polygons, ["coverage", "values", "center_x", "center_y"], output="pandas"
@@ -159,6 +179,29 @@ def test_one_pass_equals_each_level_alone_and_the_per_level_engine(case):
                     np.testing.assert_array_equal(ours, other, err_msg=f"{key} {name}")
                 else:
                     np.testing.assert_allclose(ours, other, rtol=1e-10, atol=1e-9)
+
+
+def test_the_sorted_engine_equals_the_compiled_one_bit_for_bit_where_it_should(engine_results):
+    """Order statistics, extremes and counts identical; means and spreads to rounding."""
+    compiled, by_sorting = engine_results["compiled"], engine_results["sorted"]
+    for key in LEVELS:
+        for name in compiled[key].data_vars:
+            ours, other = by_sorting[key][name].to_numpy(), compiled[key][name].to_numpy()
+            if str(name).rpartition("_")[2] in ("min", "max", "median", "quantile"):
+                np.testing.assert_array_equal(ours, other, err_msg=f"{key} {name}")
+            else:
+                np.testing.assert_allclose(ours, other, rtol=1e-10, atol=1e-9)
+
+
+def test_the_compiled_engine_does_not_run_on_a_gpu_and_cupy_is_asked_for_by_name(case):
+    raster, levels, *_ = case
+    with pytest.raises(ValueError, match="engine='sorted'"):
+        aggregate_levels(raster, levels, CONFIG, device="cuda", engine="compiled")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        aggregate_levels(raster, levels, CONFIG, device="gpu")
+    if importlib.util.find_spec("cupy") is None:  # the CPU suite: the error names the extra
+        with pytest.raises(ImportError, match="uv sync --extra gpu"):
+            aggregate_levels(raster, levels, CONFIG, device="cuda")
 
 
 def test_cells_in_a_corner_read_only_their_window_with_the_same_results(case):

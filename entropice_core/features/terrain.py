@@ -15,7 +15,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from entropice_core.config import GridSpec
+from entropice_core.config import Device, GridSpec
 from entropice_core.spatial.aggregators import STATISTICS, AggregationConfig, aggregate_raster
 from entropice_core.spatial.levels import LevelMap, aggregate_levels
 from entropice_core.terrain.overviews import GROUP, pixel_sample, sample_stride, stored_sample
@@ -175,6 +175,7 @@ def terrain_features_levels(
     levels: Mapping[str, gpd.GeoDataFrame],
     statistics: AggregationConfig = TERRAIN_STATISTICS,
     level_map: LevelMap | None = None,
+    device: Device = "cpu",
 ) -> dict[str, xr.Dataset]:
     """Compute exact :func:`terrain_features` on several grid levels in one pass.
 
@@ -192,6 +193,8 @@ def terrain_features_levels(
     level_map : LevelMap, optional
         Atoms built earlier for this raster grid and these levels
         (``spatial.levels.build_level_map``).
+    device : {"cpu", "cuda"}, optional
+        Where the bands are reduced (``cuda``: on the GPU with cupy, the ``gpu`` extra).
 
     Returns
     -------
@@ -201,7 +204,7 @@ def terrain_features_levels(
     if "spatial_ref" in rasters.data_vars:  # as read back from Zarr
         rasters = rasters.set_coords("spatial_ref")
     names = [str(v) for v in rasters.data_vars if v not in NOT_AGGREGATED]
-    found = aggregate_levels(rasters[names], levels, statistics, level_map=level_map)
+    found = aggregate_levels(rasters[names], levels, statistics, level_map=level_map, device=device)
     return {
         key: _finish(features, rasters, names, pixel_stride=1, exact=1)
         for key, features in found.items()
@@ -270,6 +273,7 @@ def derivative_features_levels(
     levels: Mapping[str, gpd.GeoDataFrame],
     min_pixels_per_cell: int = 0,
     parallel: bool = False,
+    device: Device = "cpu",
 ) -> dict[str, xr.Dataset]:
     """Compute the features of the stored derivatives on several grid levels.
 
@@ -287,6 +291,8 @@ def derivative_features_levels(
         0 (default): every pixel, exact. Else the sample size per cell of median area.
     parallel : bool, optional
         Sampled path: run the blocks as dask tasks on the current scheduler.
+    device : {"cpu", "cuda"}, optional
+        Exact path: where the bands are reduced (:func:`terrain_features_levels`).
 
     Returns
     -------
@@ -304,7 +310,7 @@ def derivative_features_levels(
             )
             for key, cells in levels.items()
         }
-    found = terrain_features_levels(derivatives.to_dataset(), levels)
+    found = terrain_features_levels(derivatives.to_dataset(), levels, device=device)
     for features in found.values():
         features.attrs["derivatives_snapshot_id"] = derivatives.attrs["icechunk_snapshot_id"]
     return found

@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import geopandas as gpd
 import numba
@@ -56,7 +56,7 @@ import rasterio.windows
 import shapely
 import xarray as xr
 
-from entropice_core.config import GridSpec
+from entropice_core.config import Device, GridSpec, resolve_backend
 from entropice_core.spatial.aggregators import STATISTICS, AggregationConfig, CellMoments
 from entropice_core.spatial.pixelmap import (
     MIN_COVERAGE,
@@ -577,6 +577,40 @@ def _reduce_band(
     return _Band(moments, quantiles)
 
 
+#: The two implementations of a band's reduction (see :func:`aggregate_levels`).
+Engine = Literal["compiled", "sorted"]
+
+
+def pass_engine(device: str, engine: str | None = None) -> str:
+    """Resolve a (device, engine) pair to ``compiled`` or ``sorted:<array library>``.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        Where the bands are reduced.
+    engine : {"compiled", "sorted"}, optional
+        None: compiled on the CPU, sorted on the GPU.
+
+    Returns
+    -------
+    str
+        ``compiled``, ``sorted:numpy`` or ``sorted:cupy``.
+
+    Raises
+    ------
+    ValueError
+        For unknown names, or the compiled engine on ``cuda``.
+    """
+    backend = resolve_backend(device)
+    if engine is None:
+        engine = "compiled" if device == "cpu" else "sorted"
+    if engine not in ("compiled", "sorted"):
+        raise ValueError(f"unknown engine {engine!r}: use 'compiled' or 'sorted'")
+    if engine == "compiled" and device != "cpu":
+        raise ValueError("the compiled engine runs on the CPU; on 'cuda' use engine='sorted'")
+    return "compiled" if engine == "compiled" else f"sorted:{backend}"
+
+
 def crop_to_cells(raster: xr.Dataset, levels: Mapping[str, gpd.GeoDataFrame]) -> xr.Dataset:
     """Return the window of a projected raster that holds every cell of ``levels``.
 
@@ -762,6 +796,8 @@ def aggregate_levels(
     *,
     level_map: LevelMap | None = None,
     memory_budget: int | None = None,
+    device: Device = "cpu",
+    engine: Engine | None = None,
 ) -> dict[str, xr.Dataset]:
     """Compute exact zonal statistics of every variable of ``raster`` on several grid levels.
 
@@ -789,6 +825,13 @@ def aggregate_levels(
         Bytes one window's pass may use; default :func:`cluster_memory_budget` with a
         client of worker processes current, else (no client, or worker threads in this
         process) :func:`default_memory_budget`, with the windows run here.
+    device : {"cpu", "cuda"}, optional
+        Where the bands are reduced: ``cuda`` moves each band to the GPU (cupy, the ``gpu``
+        extra) and reduces it there; the atoms are built on the CPU either way.
+    engine : {"compiled", "sorted"}, optional
+        ``compiled``: the numba passes (CPU only). ``sorted``: the sort-based reduction of
+        ``spatial.sorted_pass`` (on cupy for ``cuda``, on numpy for ``cpu``, where it checks the
+        GPU code). Default: compiled on the CPU, sorted on the GPU.
 
     Returns
     -------
@@ -799,10 +842,12 @@ def aggregate_levels(
     Raises
     ------
     ValueError
-        If ``level_map`` was built for another grid or other levels, or the budget cannot
-        hold the largest cell.
+        If ``level_map`` was built for another grid or other levels, the budget cannot
+        hold the largest cell, or ``engine`` cannot run on ``device``.
     """
     from entropice_core.io.icechunk import _current_client
+
+    resolved = pass_engine(device, engine)
 
     raster = crop_to_cells(raster, levels)
     client = _current_client()
@@ -812,14 +857,14 @@ def aggregate_levels(
     ):
         client = None  # worker threads in this process: its memory, no copies to them
     if level_map is not None:
-        return _aggregate_window(raster, levels, config, level_map)
+        return _aggregate_window(raster, levels, config, resolved, level_map)
     if memory_budget is None:
         memory_budget = (
             cluster_memory_budget(client) if client is not None else default_memory_budget()
         )
     windows = plan_windows(raster, levels, memory_budget)
     if windows is None and client is None:
-        return _aggregate_window(raster, levels, config)
+        return _aggregate_window(raster, levels, config, resolved)
     if windows is None:  # one window, on a worker (the run's own process may be small)
         windows = [{key: np.arange(len(cells)) for key, cells in levels.items()}]
     # levels without cells go with the first window, which gives them their empty datasets
@@ -831,12 +876,16 @@ def aggregate_levels(
     ]  # fmt: skip
     if client is not None:
         futures = [
-            client.submit(_aggregate_window, crop_to_cells(raster, sub), sub, config, pure=False)
+            client.submit(
+                _aggregate_window, crop_to_cells(raster, sub), sub, config, resolved, pure=False
+            )
             for sub in subsets
         ]
         parts = client.gather(futures)
     else:
-        parts = [_aggregate_window(crop_to_cells(raster, sub), sub, config) for sub in subsets]
+        parts = [
+            _aggregate_window(crop_to_cells(raster, sub), sub, config, resolved) for sub in subsets
+        ]
     out = {}
     for key in levels:
         found = [(w[key], part[key]) for w, part in zip(windows, parts, strict=True) if key in w]
@@ -850,9 +899,13 @@ def _aggregate_window(
     raster: xr.Dataset,
     levels: Mapping[str, gpd.GeoDataFrame],
     config: AggregationConfig,
+    engine: str = "compiled",
     level_map: LevelMap | None = None,
 ) -> dict[str, xr.Dataset]:
-    """One pass of :func:`aggregate_levels` over ``raster`` (cut to the cells) for all levels."""
+    """One pass of :func:`aggregate_levels` over ``raster`` (cut to the cells) for all levels.
+
+    ``engine`` as :func:`pass_engine` returns it: ``compiled``, or ``sorted:<array library>``.
+    """
     grid = RasterGrid.from_xarray(raster)
     if level_map is None:
         level_map = build_level_map(levels, grid)
@@ -861,7 +914,21 @@ def _aggregate_window(
     q_levels = config.levels
     names = [str(v) for v in raster.data_vars if raster[v].ndim == 2]
     per_band = []
-    packed = np.empty(len(level_map.order), dtype=np.float32)
+    if engine == "compiled":
+        packed = np.empty(len(level_map.order), dtype=np.float32)
+
+        def reduce(flat: np.ndarray) -> _Band:
+            return _reduce_band(flat, level_map, q_levels, packed)
+    else:
+        from entropice_core.spatial import sorted_pass
+
+        device_map = sorted_pass.DeviceLevelMap.build(
+            level_map, sorted_pass.array_module(engine.removeprefix("sorted:"))
+        )
+
+        def reduce(flat: np.ndarray) -> _Band:
+            return _Band(*sorted_pass.reduce_band(flat, device_map, np.asarray(q_levels)))
+
     # The next band is read (decompressed on dask's threads) while this one is reduced:
     # reading and the compiled passes leave each other's idle cores busy.
     with ThreadPoolExecutor(1) as reader:
@@ -872,7 +939,7 @@ def _aggregate_window(
             pending = (
                 reader.submit(_read_band, raster, names[i + 1]) if i + 1 < len(names) else None
             )
-            per_band.append(_reduce_band(flat, level_map, q_levels, packed))
+            per_band.append(reduce(flat))
             del flat
     out = {}
     for i, key in enumerate(level_map.levels):

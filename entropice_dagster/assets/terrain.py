@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from entropice_core.config import ArrayBackend
+from entropice_core.config import ArrayBackend, Device
 from entropice_core.terrain.overviews import STRIDES as OVERVIEW_STRIDES
 from entropice_dagster.automation import ON_UPDATED_INPUTS
 from entropice_dagster.checks import check_specs, checked_output, elevation_plausible
@@ -127,6 +127,11 @@ class TerrainStatisticsConfig(dg.Config):
         "Above 0: sample every k-th pixel so that a median cell keeps at least this many "
         "(e.g. 2500), level by level; the expected error of the means is in the metadata.",
     )
+    device: Device = Field(
+        default="cpu",
+        description="Where the exact pass reduces the bands: 'cpu' (compiled passes) or "
+        "'cuda' (on the GPU with cupy, the gpu extra; the same results).",
+    )
 
 
 @dg.asset(
@@ -162,7 +167,11 @@ def terrain_statistics(
     levels = load_grid_levels(Layout(data_dir.root), config.grid_levels)
     with dask.client.as_current():
         found = terrain.derivative_features_levels(
-            terrain_derivatives, levels, config.min_pixels_per_cell, parallel=True
+            terrain_derivatives,
+            levels,
+            config.min_pixels_per_cell,
+            parallel=True,
+            device=config.device,
         )
     summaries = {key: terrain.feature_summary(features) for key, features in found.items()}
     metadata = {
@@ -173,6 +182,7 @@ def terrain_statistics(
         ),
         "derivatives_snapshot_id": terrain_derivatives.attrs["icechunk_snapshot_id"],
         "exact": config.min_pixels_per_cell == 0,
+        "device": config.device,
     }  # fmt: skip
     yield from checked_output(statistics_tree(found), metadata)
 
