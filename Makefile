@@ -43,6 +43,7 @@ test: .venv/.synced  ## build .venv with dev extras and run the tests (PYTEST_AR
 
 ui: .venv/.synced  ## open the Dagster UI on http://127.0.0.1:$(PORT)
 	@mkdir -p $(DAGSTER_HOME) && cp $(DAGSTER_YAML) $(DAGSTER_HOME)/dagster.yaml
+	@.venv/bin/python -m entropice_dagster.pools
 	.venv/bin/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 # The dashboard's port: PORT=... on the command line or in the environment, else 8501 (the

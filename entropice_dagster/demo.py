@@ -49,6 +49,7 @@ from entropice_dagster.assets.terrain import (
     terrain_statistics,
 )
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
+from entropice_dagster.pools import ensure_pool_limits
 from entropice_dagster.resources import project_resources
 from entropice_dashboard import DASHBOARD_URL
 
@@ -368,6 +369,7 @@ def main() -> int:
         return 1
     started = time.perf_counter()
     instance = _instance()
+    ensure_pool_limits(instance)  # the gpu pool: one model step per GPU, else no holding back
     workers = max(1, min(DEMO_WORKERS, os.cpu_count() or 1))
     # spawned, not forked: the parent holds Dagster's SQLite connections and threads
     context = multiprocessing.get_context("spawn")

@@ -15,6 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from entropice_core.layout import Layout
+from entropice_dagster.pools import DASK_POOL
 from entropice_dagster.resources import DataDirResource
 
 per_cell_assets = dg.define_asset_job(
@@ -53,7 +54,7 @@ class IcechunkMaintenanceConfig(dg.Config):
     )
 
 
-@dg.op(pool="dask")
+@dg.op(pool=DASK_POOL)
 def maintain_icechunk_repositories(
     context: dg.OpExecutionContext, config: IcechunkMaintenanceConfig, data_dir: DataDirResource
 ):

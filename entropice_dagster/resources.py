@@ -197,16 +197,13 @@ class DaskResource(dg.ConfigurableResource):
     the same code on all of them. The client and any cluster started here are closed when the
     run ends.
 
-    Pools: the assets that write Icechunk or Zarr stores from the cluster (terrain_derivatives,
-    terrain_statistics, climate_features) declare ``pool="dask"``, whose limit of one
-    serialises commits to the local repositories and keeps one memory-heavy raster pass on
-    the cluster at a time. trained_model and predictions use the cluster without the pool:
-    they write only their own experiment folder, their tasks queue on the scheduler like any
-    others, and the pool would serialise every model run (the demo trains two at a time).
-    No asset declares ``pool="gpu"``: whether a stage uses the GPU is the experiment's
-    ``device`` or the run config's ``backend``, while a pool is fixed per asset (and an asset
-    has one); the GPU is shared by the cluster instead (``cuda``: one worker per GPU, so at
-    most one task per GPU at a time). docs/scaling.md says more.
+    Pools (``entropice_dagster.pools``): the assets that write Icechunk or Zarr stores from
+    the cluster (terrain_derivatives, terrain_statistics, climate_features) declare
+    ``pool="dask"``, whose limit of one serialises commits to the local repositories and
+    keeps one memory-heavy raster pass on the cluster at a time. trained_model and
+    predictions, which run on a GPU where their experiment's ``device`` is ``cuda``, declare
+    ``pool="gpu"``, whose limit is the number of GPUs (on a machine without one, the number
+    of concurrent runs: the demo trains two at a time). docs/scaling.md says more.
     """
 
     scheduler_address: str = Field(

@@ -9,12 +9,14 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from entropice_core.config import DEFAULT_GRID_LEVELS
 from entropice_core.layout import ASSET_PATHS, template_fields
 from entropice_dagster.assets import all_assets
 from entropice_dagster.definitions import defs
 from entropice_dagster.partitions import grid_partitions
+from entropice_dagster.pools import ensure_pool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 NINE = [
@@ -153,5 +155,38 @@ def test_instance_config_loads_with_pool_limits(tmp_path: Path) -> None:
         assert config.pool_config.default_pool_limit == 1
         assert config.run_queue_config.max_concurrent_runs == 2
         assert not instance.telemetry_enabled
+    finally:
+        instance.dispose()
+
+
+def test_assets_that_may_use_a_gpu_declare_the_gpu_pool_and_the_writers_the_dask_pool() -> None:
+    pools = {
+        key: defs.resolve_assets_def(key).op.pool
+        for key in ("trained_model", "predictions", "terrain_derivatives", "terrain_statistics")
+    }
+    assert pools == {
+        "trained_model": "gpu",
+        "predictions": "gpu",
+        "terrain_derivatives": "dask",
+        "terrain_statistics": "dask",
+    }
+
+
+@pytest.mark.parametrize(("visible", "expected"), [("", 2), ("0", 1), ("0,1,2", 3), ("-1", 2)])
+def test_the_gpu_pool_gets_one_slot_per_gpu_or_the_run_limit_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visible: str, expected: int
+) -> None:
+    """Without a GPU (no CUDA_VISIBLE_DEVICES entries) the limit is max_concurrent_runs (2 in
+    dagster.yaml); an explicit limit (dagster instance concurrency set) is left alone."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert ensure_pool_limits(instance) == {"gpu": expected}
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == expected
+        instance.event_log_storage.set_concurrency_slots("gpu", 7)
+        assert ensure_pool_limits(instance) == {"gpu": 7}
+        # dask keeps dagster.yaml's default of one
+        assert instance.event_log_storage.get_concurrency_info("dask").limit == 1
     finally:
         instance.dispose()

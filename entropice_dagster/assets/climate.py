@@ -13,6 +13,7 @@ from entropice_dagster.checks import check_specs, checked_output, degree_days_pl
 from entropice_dagster.io_managers import MANIFEST_IO_MANAGER_KEY, ZARR_IO_MANAGER_KEY
 from entropice_dagster.metadata import OWNERS, cell_map, markdown_table, stored_at
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
+from entropice_dagster.pools import DASK_POOL
 from entropice_dagster.resources import (
     AreaOfInterestResource,
     CdsResource,
@@ -137,7 +138,7 @@ def era5_yearly(context: dg.AssetExecutionContext, data_dir: DataDirResource):
     code_version="1",
     partitions_def=grid_partitions,
     io_manager_key=ZARR_IO_MANAGER_KEY,
-    pool="dask",
+    pool=DASK_POOL,
     automation_condition=CLIMATE_AUTOMATION,
     deps=[dg.AssetDep(era5_yearly, partition_mapping=dg.AllPartitionMapping())],
     metadata=stored_at("climate_features"),

@@ -27,6 +27,7 @@ from entropice_dagster.metadata import (
     stored_at,
 )
 from entropice_dagster.partitions import CONFIG_DIR, grid_partitions, model_partitions
+from entropice_dagster.pools import GPU_POOL
 from entropice_dagster.provenance import refuse_outdated
 from entropice_dagster.resources import DaskResource, DataDirResource
 
@@ -111,6 +112,7 @@ class TrainingConfig(dg.Config):
     code_version="1",
     partitions_def=model_partitions,
     io_manager_key=EXPERIMENT_IO_MANAGER_KEY,
+    pool=GPU_POOL,
     ins={"training_dataset": dg.AssetIn(partition_mapping=BY_GRID_LEVEL)},
     metadata=stored_at("trained_model"),
     automation_condition=ON_UPDATED_INPUTS,
@@ -126,7 +128,7 @@ def trained_model(
 ):
     """The experiment's model tuned by randomised search over spatial CV folds and refitted on
     the training cells, with CV results, test scores, feature importance and provenance.
-    The candidate fits run on the Dask cluster (no pool: see DaskResource)."""
+    The candidate fits run on the Dask cluster; pool ``gpu`` (one step per GPU, see pools)."""
     from entropice_core.ml.dataset import TrainingData
     from entropice_core.ml.training import ExperimentConfig, train_experiment
 
@@ -171,6 +173,7 @@ class PredictionConfig(dg.Config):
     code_version="1",
     partitions_def=model_partitions,
     io_manager_key=GEOPARQUET_IO_MANAGER_KEY,
+    pool=GPU_POOL,
     ins={
         "trained_model": dg.AssetIn(),
         "training_dataset": dg.AssetIn(partition_mapping=BY_GRID_LEVEL),
@@ -189,7 +192,7 @@ def predictions(
 ):
     """Predicted RTS class and one probability per class for every cell of the grid level;
     cells without features get none. The dashboard's Inference page maps them. Batches of
-    cells are predicted as tasks on the Dask cluster (no pool: see DaskResource)."""
+    cells are predicted as tasks on the Dask cluster; pool ``gpu`` (see pools)."""
     from entropice_core.ml.inference import predict_cells
 
     refuse_outdated(context, {"trained_model": context.partition_key})

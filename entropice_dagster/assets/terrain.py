@@ -15,6 +15,7 @@ from entropice_dagster.io_managers import (
 )
 from entropice_dagster.metadata import OWNERS, cell_map, stored_at
 from entropice_dagster.partitions import grid_partitions
+from entropice_dagster.pools import DASK_POOL
 from entropice_dagster.resources import (
     ArcticDEMSourceResource,
     AreaOfInterestResource,
@@ -77,7 +78,7 @@ class TerrainDerivativesConfig(dg.Config):
     kinds={"icechunk", "zarr"},
     code_version="2",
     io_manager_key=ZARR_IO_MANAGER_KEY,
-    pool="dask",
+    pool=DASK_POOL,
     metadata={
         **stored_at("terrain_derivatives"),
         PREVIEW_METADATA_KEY: "slope",
@@ -141,7 +142,7 @@ class TerrainStatisticsConfig(dg.Config):
     kinds={"zarr"},
     code_version="1",
     io_manager_key=ZARR_IO_MANAGER_KEY,
-    pool="dask",
+    pool=DASK_POOL,
     metadata=stored_at("terrain_statistics"),
     deps=[dg.AssetDep("grid_cells", partition_mapping=dg.AllPartitionMapping())],
     automation_condition=ON_UPDATED_INPUTS,
@@ -167,11 +168,7 @@ def terrain_statistics(
     levels = load_grid_levels(Layout(data_dir.root), config.grid_levels)
     with dask.client.as_current():
         found = terrain.derivative_features_levels(
-            terrain_derivatives,
-            levels,
-            config.min_pixels_per_cell,
-            parallel=True,
-            device=config.device,
+            terrain_derivatives, levels, config.min_pixels_per_cell, True, config.device
         )
     summaries = {key: terrain.feature_summary(features) for key, features in found.items()}
     metadata = {
