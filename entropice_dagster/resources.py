@@ -22,7 +22,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator
 
-from entropice_core.config import AreaOfInterest, GridCellsConfig, WatermaskConfig
+from entropice_core.config import AreaOfInterest, Device, GridCellsConfig, WatermaskConfig
 from entropice_core.ingest import alphaearth, arcticdem, darts, era5
 from entropice_core.ingest.arcticdem import FetchedTiles, find_tiles, read_tile_index
 from entropice_core.ingest.era5 import DownloadReport, Era5DownloadConfig
@@ -605,6 +605,11 @@ class EarthEngineResource(dg.ConfigurableResource):
     total_timeout_s: float = Field(
         default=_REQUESTS.total_timeout_s, gt=0, description="Time bound of a run's retries."
     )
+    device: Device = Field(
+        default="cpu",
+        description="Clients 'offline' and 'gcs': where the one pass reduces the COGs' strips: "
+        "'cpu', or 'cuda' (on the GPU with cupy, the gpu extra; the same means).",
+    )
 
     def root(self, data_dir: Path) -> Path:
         return Path(self.folder) if self.folder else Layout(data_dir).source("alphaearth")
@@ -631,7 +636,7 @@ class EarthEngineResource(dg.ConfigurableResource):
         cache = self.cache(data_dir)
         if self.client == "offline":
             return alphaearth.CogClient(
-                self.root(data_dir), cache=cache, batch=batch, requests=requests
+                self.root(data_dir), cache=cache, batch=batch, requests=requests, device=self.device
             )
         if self.client == "gcs":
             return alphaearth.GcsCogClient(
@@ -644,6 +649,7 @@ class EarthEngineResource(dg.ConfigurableResource):
                 cache=cache,
                 batch=batch,
                 requests=requests,
+                device=self.device,
             )
         return alphaearth.EarthEngineClient(
             self.service_account or None,

@@ -5,6 +5,7 @@ are checked through the fake's call log."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -308,6 +309,14 @@ def test_one_pass_over_several_levels_equals_exactextract(cog_root: Path, tmp_pa
         assert np.isnan(mine[~has]).all()
         vf = ds["valid_fraction"].to_numpy()
         assert np.all((vf >= 0) & (vf <= 1)) and (vf > 0.9).any()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="cupy is installed")
+def test_the_gpu_pass_without_cupy_names_the_extra(cog_root: Path):
+    box = AreaOfInterest.from_bbox(",".join(str(v) for v in BBOX))
+    levels = {"h3_5": grid_cells(GridSpec.from_key("h3_5"), box, ALL_LAND)}
+    with pytest.raises(ImportError, match="uv sync --extra gpu"):
+        ae.CogClient(cog_root, device="cuda").embeddings_levels(levels, YEARS[:1])
 
 
 def test_levels_cache_answers_each_level_and_year_once(cog_root: Path, tmp_path: Path):
