@@ -1,11 +1,11 @@
 """Materialise the whole asset graph on the configured area, as runs the Dagster UI shows.
 
 ``python -m entropice_dagster.demo`` (called by ``entropice demo`` / ``make demo``) runs the
-graph as few in-process runs as the partitions allow (one per partition key) on the persistent
-instance in ``$DAGSTER_HOME``, so the history, metadata, check results and maps are there when
-``make ui`` opens the UI afterwards. Runs that do not read each other's assets run side by
-side in worker processes (one per core, at most ``DEMO_WORKERS``), each of which imports the
-stack once. It ends with the wall time per stage.
+graph as in-process runs (at most one per partition key and stage, see ``_steps``) on the
+persistent instance in ``$DAGSTER_HOME``, so the history, metadata, check results and maps
+are there when ``make ui`` opens the UI afterwards. Runs that do not read each other's
+assets run side by side in worker processes (one per core, at most ``DEMO_WORKERS``), each
+of which imports the stack once. It ends with the wall time per stage.
 """
 
 import multiprocessing
@@ -171,48 +171,44 @@ def _leaderboard(summary: pd.DataFrame) -> Table:
 
 
 def _steps(years: list[str]) -> list[Step]:
-    """(stage, assets, partition key) of each run: as few runs as the partitions allow.
+    """(stage, assets, partition key) of each run, in the order they start when ready.
 
-    One run per partition key: the unpartitioned sources together (the grid levels could
-    start before the terrain derivatives are done, but their climate step would wait for the
-    same ``dask`` pool slot anyway); each Arctic year's
-    download, daily aggregates and indices together, newest year first (a year's indices read
-    the next year's daily store, which then already exists); each grid level's per-cell assets
-    together; the terrain and the AlphaEarth statistics of all levels, each in one pass and
-    its own run (side by side); each
-    level's terrain and AlphaEarth features (with the training dataset where models are
-    trained); each model with its predictions.
+    The ``dask`` pool (limit one) runs the terrain derivatives, the terrain statistics and
+    the climate features one after the other, and that chain is the demo's critical path;
+    what takes no pool is split from it to run beside it, and a pooled run waits for the
+    other worker's pooled run to end (``_can_start``) rather than hold a worker idle. So the
+    watermask and the DARTS layers are a run of their own, and the grid cells, the RTS labels
+    and the AlphaEarth statistics run beside the terrain derivatives, the ERA5 years (each
+    year's download, daily aggregates and indices together, newest year first: a year's
+    indices read the next year's daily store) and the AlphaEarth features beside the terrain
+    statistics. The levels with models come first: their climate features right after the
+    terrain statistics, then their training datasets and models; the other levels' climate
+    and terrain features fill the workers while the models train.
     """
-    steps: list[Step] = [
-        (
-            "sources",
-            [watermask, darts_polygons, darts_coverage, arcticdem_tiles, terrain_derivatives],
-            None,
-        )
-    ]
-    steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
-    per_cell = [grid_cells, rts_labels, climate_features]
     keys = grid_partitions.get_partition_keys()
-    steps += [("grid levels", per_cell, key) for key in keys]
-    # two runs: alphaearth_statistics takes no pool, so it runs beside terrain_statistics
+    trained = [key for key in keys if key in DEMO_EXPERIMENTS]
+    untrained = [key for key in keys if key not in DEMO_EXPERIMENTS]
+    steps: list[Step] = [
+        ("sources", [watermask, darts_polygons, darts_coverage], None),
+        ("terrain derivatives", [arcticdem_tiles, terrain_derivatives], None),
+    ]
+    steps += [("grid levels", [grid_cells, rts_labels], key) for key in trained + untrained]
     steps += [
         ("statistics", [terrain_statistics], None),
         ("statistics", [alphaearth_statistics], None),
     ]
-    from_statistics = [terrain_features, alphaearth_features]
-    steps += [
-        (
-            "level features",
-            from_statistics + ([training_dataset] if k in DEMO_EXPERIMENTS else []),
-            k,
-        )
-        for k in keys
-    ]
+    steps += [("era5", [era5_hourly, era5_daily, era5_yearly], y) for y in sorted(years)[::-1]]
+    steps += [("climate", [climate_features], key) for key in trained]
+    steps += [("level features", [alphaearth_features], key) for key in trained]
+    steps += [("level features", [terrain_features, training_dataset], key) for key in trained]
+    steps += [("climate", [climate_features], key) for key in untrained]
     steps += [
         ("models", [trained_model, predictions], _model_key(key, experiment))
         for key, experiments in DEMO_EXPERIMENTS.items()
         for experiment in experiments
     ]
+    steps += [("level features", [alphaearth_features], key) for key in untrained]
+    steps += [("level features", [terrain_features], key) for key in untrained]
     steps.append(("models", [experiment_summary], None))
     return steps
 
@@ -251,6 +247,20 @@ def _reads(step: Step, earlier: Step) -> bool:
 def _prerequisites(steps: list[Step]) -> list[set[int]]:
     """For each step, the earlier steps whose outputs it reads (they run before it)."""
     return [{j for j in range(i) if _reads(step, steps[j])} for i, step in enumerate(steps)]
+
+
+def _pooled(step: Step) -> bool:
+    """Whether a run of ``step`` takes a slot of a pool (``dask``, limit one in dagster.yaml)."""
+    return any(asset.op.pool for asset in step[1])
+
+
+def _can_start(step: Step, running: list[Step]) -> bool:
+    """Whether ``step`` can start beside the ``running`` ones without waiting for a pool slot.
+
+    A pooled run started beside another would hold a worker while it waits for the slot; a
+    run that takes no pool can use that worker meanwhile.
+    """
+    return not (_pooled(step) and any(_pooled(other) for other in running))
 
 
 @dataclass
@@ -301,6 +311,8 @@ def _run_steps(
 ) -> tuple[list[tuple[str, str, float]], dict[Any, dict[str, Any]]] | None:
     """Run every step as soon as the steps it reads are done, ``workers`` at a time.
 
+    A pooled step starts only while no other pooled step runs (``_can_start``).
+
     Returns the wall time of each run and the summary metadata by (partition, asset), or None
     after printing the cause where a run failed (the runs under way finish first).
     """
@@ -313,10 +325,12 @@ def _run_steps(
     with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("materialising", total=len(steps))
         while (pending and not failed) or running:
-            ready = [i for i in sorted(pending) if prerequisites[i] <= done] if not failed else []
-            for i in ready[: workers - len(running)]:
-                running[pool.submit(_run_step, i, years)] = i
-                pending.discard(i)
+            for i in sorted(pending) if not failed else []:
+                under_way = [steps[j] for j in running.values()]
+                ready = len(running) < workers and prerequisites[i] <= done
+                if ready and _can_start(steps[i], under_way):
+                    running[pool.submit(_run_step, i, years)] = i
+                    pending.discard(i)
             assert running, f"no step can start: {sorted(pending)}"
             names = [_describe(steps[i]) for i in sorted(running.values())]
             progress.update(task, description=" | ".join(names))

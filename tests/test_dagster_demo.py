@@ -43,18 +43,18 @@ def test_demo_fails_loudly_with_the_cause(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "sources").exists()  # no sample region for a bad area
 
 
-def test_demo_plans_few_runs_covering_every_asset() -> None:
+def test_demo_plans_runs_covering_every_asset() -> None:
     from entropice_core.config import DEFAULT_GRID_LEVELS
     from entropice_dagster.assets import all_assets
-    from entropice_dagster.demo import DEMO_EXPERIMENTS, _steps
+    from entropice_dagster.demo import DEMO_EXPERIMENTS, _pooled, _steps
     from entropice_dagster.partitions import experiment_partitions
 
     years = ["2018", "2019", "2020"]
     steps = _steps(years)
     keys = [str(key) for _, _, key in steps]
-    # four unpartitioned runs: the sources first, the terrain and the AlphaEarth statistics of
-    # every level once all grid cells exist, the leaderboard of the trained models last
-    assert keys.count("None") == 4 and keys[0] == keys[-1] == "None"
+    # five unpartitioned runs: the sources and the terrain derivatives first, the terrain and
+    # the AlphaEarth statistics of every level, the leaderboard of the trained models last
+    assert keys.count("None") == 5 and keys[0] == keys[1] == keys[-1] == "None"
     assert [a.key.to_user_string() for a in steps[-1][1]] == ["experiment_summary"]
     names = [[a.key.to_user_string() for a in selection] for _, selection, _ in steps]
     statistics = names.index(["terrain_statistics"])
@@ -62,9 +62,15 @@ def test_demo_plans_few_runs_covering_every_asset() -> None:
     assert all("grid_cells" not in n for n in names[statistics:])
     assert all("terrain_features" not in n for n in names[:statistics])
     assert all("alphaearth_features" not in n for n in names[:statistics])
-    # each grid level twice: its cells, labels and climate, then its part of the statistics
-    levels = [key for stage, _, key in steps if stage in ("grid levels", "level features")]
-    assert sorted(levels) == sorted(2 * list(DEFAULT_GRID_LEVELS))
+    # the pooled (dask) runs hold no asset that could run beside them without the pool
+    pooled = [n for step, n in zip(steps, names, strict=True) if _pooled(step)]
+    assert pooled[0] == ["arcticdem_tiles", "terrain_derivatives"]
+    assert all(len(n) == 1 for n in pooled[1:])
+    # each grid level in three runs: cells and labels, climate, features (with the training
+    # dataset where models train); AlphaEarth features on their own
+    for stage, count in (("grid levels", 1), ("climate", 1), ("level features", 2)):
+        levels = [key for st, _, key in steps if st == stage]
+        assert sorted(levels) == sorted(count * list(DEFAULT_GRID_LEVELS)), stage
     covered = {asset.key.to_user_string() for _, selection, _ in steps for asset in selection}
     assert covered == {asset.key.to_user_string() for asset in all_assets}
     # a year's indices read the next year's daily store: newest year first
@@ -75,8 +81,20 @@ def test_demo_plans_few_runs_covering_every_asset() -> None:
     # every model, the count task, a single-source and a yearly variant reach the leaderboard
     assert {e.split("-")[0] for e in trained} == {"espa", "xgboost", "rf", "knn"}
     assert any("-count" in e for e in trained) and any("yearly" in e for e in trained)
-    expected = 4 + len(years) + 2 * len(DEFAULT_GRID_LEVELS) + len(trained)
+    expected = 5 + len(years) + 4 * len(DEFAULT_GRID_LEVELS) + len(trained)
     assert len(steps) == expected
+
+
+def test_demo_starts_no_pooled_run_beside_another() -> None:
+    """A pooled run beside another would hold a worker idle until the pool's slot is free."""
+    from entropice_dagster.demo import _can_start, _pooled, _steps
+
+    steps = _steps(["2018"])
+    pooled = [step for step in steps if _pooled(step)]
+    free = [step for step in steps if not _pooled(step)]
+    assert len(pooled) == 2 + 9 and free
+    assert not _can_start(pooled[1], [pooled[0]])
+    assert _can_start(pooled[1], [free[0]]) and _can_start(free[0], [pooled[0]])
 
 
 def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
@@ -92,18 +110,25 @@ def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
         # every parent is written by a step this one waits for
         assert all(any(p in written[j] for j in prerequisites[i]) for p in parents), i
     index = {(stage, str(key)): i for i, (stage, _, key) in enumerate(steps)}
-    statistics = {i for i, (stage, _, _) in enumerate(steps) if stage == "statistics"}
+    by_stage = {}
+    for i, (stage, _, key) in enumerate(steps):
+        by_stage.setdefault((stage, str(key)), []).append(i)
+    statistics = set(by_stage["statistics", "None"])
     assert len(statistics) == 2
     assert all(not prerequisites[i] & statistics for i in statistics)  # side by side
+    # the grid cells and the AlphaEarth statistics do not wait for the terrain derivatives
+    sources, derivatives = index["sources", "None"], index["terrain derivatives", "None"]
+    alphaearth = max(statistics)
+    assert derivatives not in prerequisites[alphaearth]
     for level in ("h3_3", "healpix_10"):
-        assert prerequisites[index["grid levels", level]] == {
-            index["sources", "None"],
+        assert prerequisites[index["grid levels", level]] == {sources}
+        assert prerequisites[index["climate", level]] == {
+            index["grid levels", level],
             *(index["era5", year] for year in ("2018", "2019", "2020")),
         }
-        assert prerequisites[index["level features", level]] == {
-            index["grid levels", level],
-            *statistics,
-        }
+        alphaearth_features, terrain_features = by_stage["level features", level]
+        assert prerequisites[alphaearth_features] == {index["grid levels", level], alphaearth}
+        assert prerequisites[terrain_features] == {index["grid levels", level], min(statistics)}
     models = [i for i, (stage, _, _) in enumerate(steps) if stage == "models"][:-1]
     assert all(not prerequisites[i] & set(models) for i in models)  # models train side by side
     assert prerequisites[-1] == set(models)  # the leaderboard waits for every model
