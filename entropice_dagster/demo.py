@@ -49,7 +49,7 @@ from entropice_dagster.assets.terrain import (
     terrain_statistics,
 )
 from entropice_dagster.partitions import arctic_year_partitions, grid_partitions
-from entropice_dagster.pools import ensure_pool_limits
+from entropice_dagster.pools import DASK_POOL, ensure_pool_limits
 from entropice_dagster.resources import project_resources
 from entropice_dashboard import DASHBOARD_URL
 
@@ -250,8 +250,9 @@ def _prerequisites(steps: list[Step]) -> list[set[int]]:
 
 
 def _pooled(step: Step) -> bool:
-    """Whether a run of ``step`` takes a slot of a pool (``dask``, limit one in dagster.yaml)."""
-    return any(asset.op.pool for asset in step[1])
+    """Whether a run of ``step`` takes a slot of the ``dask`` pool (limit one in dagster.yaml;
+    the ``gpu`` pool holds as many slots as the demo runs at once, see pools)."""
+    return any(asset.op.pool == DASK_POOL for asset in step[1])
 
 
 def _can_start(step: Step, running: list[Step]) -> bool:

@@ -95,6 +95,9 @@ def test_demo_starts_no_pooled_run_beside_another() -> None:
     assert len(pooled) == 2 + 9 and free
     assert not _can_start(pooled[1], [pooled[0]])
     assert _can_start(pooled[1], [free[0]]) and _can_start(free[0], [pooled[0]])
+    # the models hold the gpu pool, whose limit is the demo's two runs: two train at once
+    models = [step for step in steps if step[0] == "models"]
+    assert models[0][1][0].op.pool == "gpu" and _can_start(models[1], [models[0]])
 
 
 def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
