@@ -173,17 +173,17 @@ def _leaderboard(summary: pd.DataFrame) -> Table:
 def _steps(years: list[str]) -> list[Step]:
     """(stage, assets, partition key) of each run, in the order they start when ready.
 
-    The ``dask`` pool (limit one) runs the terrain derivatives, the terrain statistics and
-    the climate features one after the other, and that chain is the demo's critical path;
-    what takes no pool is split from it to run beside it, and a pooled run waits for the
-    other worker's pooled run to end (``_can_start``) rather than hold a worker idle. So the
-    watermask and the DARTS layers are a run of their own, and the grid cells, the RTS labels
-    and the AlphaEarth statistics run beside the terrain derivatives, the ERA5 years (each
-    year's download, daily aggregates and indices together, newest year first: a year's
-    indices read the next year's daily store) and the AlphaEarth features beside the terrain
-    statistics. The levels with models come first: their climate features right after the
-    terrain statistics, then their training datasets and models; the other levels' climate
-    and terrain features fill the workers while the models train.
+    The ``dask`` pool (limit one) runs the terrain derivatives and then the terrain
+    statistics, and that chain is the demo's critical path; what takes no pool is split from
+    it to run beside it, and a pooled run waits for the other worker's pooled run to end
+    (``_can_start``) rather than hold a worker idle. So the watermask and the DARTS layers
+    are a run of their own, and the grid cells, the RTS labels and the AlphaEarth statistics
+    run beside the terrain derivatives, the ERA5 years (each year's download, daily
+    aggregates and indices together, newest year first: a year's indices read the next
+    year's daily store), the climate features and the AlphaEarth features beside the terrain
+    statistics. The levels with models come first: their climate and AlphaEarth features,
+    then, after the terrain statistics, their training datasets and models; the other
+    levels' climate and terrain features fill the workers while the models train.
     """
     keys = grid_partitions.get_partition_keys()
     trained = [key for key in keys if key in DEMO_EXPERIMENTS]

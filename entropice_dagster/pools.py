@@ -1,7 +1,7 @@
 """The concurrency pools the assets declare, and the limits an instance starts with.
 
 - ``dask``: the assets that write Icechunk or Zarr stores from the Dask cluster
-  (terrain_derivatives, terrain_statistics, climate_features). Its limit of one (dagster.yaml's
+  (terrain_derivatives, terrain_statistics). Its limit of one (dagster.yaml's
   ``default_limit``) serialises commits to the local repositories and keeps one memory-heavy
   raster pass on the cluster at a time.
 - ``gpu``: the assets that run on a GPU when their experiment's ``device`` is ``cuda``

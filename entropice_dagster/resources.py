@@ -198,7 +198,7 @@ class DaskResource(dg.ConfigurableResource):
     run ends.
 
     Pools (``entropice_dagster.pools``): the assets that write Icechunk or Zarr stores from
-    the cluster (terrain_derivatives, terrain_statistics, climate_features) declare
+    the cluster (terrain_derivatives, terrain_statistics) declare
     ``pool="dask"``, whose limit of one serialises commits to the local repositories and
     keeps one memory-heavy raster pass on the cluster at a time. trained_model and
     predictions, which run on a GPU where their experiment's ``device`` is ``cuda``, declare
