@@ -40,6 +40,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from entropice_core.arrays import to_host
 from entropice_core.ml.espa import ESPAClassifier
 from entropice_core.ml.inference import batch_size_for, predict_batch
 from entropice_core.ml.training import MODELS
@@ -298,9 +299,7 @@ def model_twin(name: str) -> Check:
             need("cuml")
         gpu_model = MODELS[name].build("cuda", 0)
         _, row.gpu_s = timed(lambda: gpu_model.fit(X, y), cuda_sync)
-        from entropice_core.ml.espa import to_numpy
-
-        gpu_proba = to_numpy(gpu_model.predict_proba(X_test))
+        gpu_proba = to_host(gpu_model.predict_proba(X_test))
         same = float((cpu_proba.argmax(1) == gpu_proba.argmax(1)).mean())
         acc = [float((p.argmax(1) == y_test).mean()) for p in (cpu_proba, gpu_proba)]
         abs_, _ = differences(cpu_proba, gpu_proba)

@@ -42,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from entropice_core.arrays import array_module
 from entropice_core.config import ArrayBackend, Device, GridSpec, resolve_backend
 from entropice_core.io.versions import fingerprint
 from entropice_core.layout import Layout
@@ -883,18 +884,8 @@ def as_device_array(
     array = np.ascontiguousarray(values.to_numpy() if isinstance(values, pd.DataFrame) else values)
     if library == "numpy":
         return array
-    try:
-        if library == "cupy":
-            import cupy
-
-            return cupy.asarray(array)
-        import torch
-
-        return torch.as_tensor(array, device=device)
-    except ImportError as err:
-        raise ImportError(
-            f"array backend {library!r} needs the gpu extra: `uv sync --extra gpu` (cupy, torch)"
-        ) from err
+    xp = array_module(library, f"array backend {library!r}")
+    return xp.asarray(array) if library == "cupy" else xp.as_tensor(array, device=device)
 
 
 def open_l2(path: Path, grid_level: str) -> tuple[xr.Dataset, dict[str, str]]:

@@ -45,6 +45,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from entropice_core.arrays import to_host
 from entropice_core.config import ArrayBackend
 
 #: Lambda is floored here inside the logarithm, as in the reference MATLAB code.
@@ -98,28 +99,6 @@ def array_backend(name: str) -> ModuleType:
             f"backend={name!r} needs the {name} package: install it with "
             f"`uv sync --extra {extra}` (pip install 'entropice[{extra}]'), or use backend='numpy'"
         ) from err
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """Copy an array of any supported backend to host memory.
-
-    Parameters
-    ----------
-    x : array
-        A numpy, cupy, torch or other DLPack array.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``x`` itself if it is already numpy.
-    """
-    if array_api_compat.is_numpy_array(x):
-        return x
-    if array_api_compat.is_cupy_array(x):
-        return x.get()
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
-    return np.from_dlpack(x)
 
 
 class ESPAParams(BaseModel):
@@ -905,16 +884,16 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
 
     def _unbias(self, xp: ModuleType, data: _Data, state: _State) -> None:
         """Store the fit, with Lambda recomputed from label-free assignments (espa.md 3)."""
-        self._train_state = tuple(to_numpy(a) for a in (state.S, state.W, state.Lam))
+        self._train_state = tuple(to_host(a) for a in (state.S, state.W, state.Lam))
         boxes, cost, _ = _sweep(xp, data, state, _Boxes.empty(xp, data, state.S.shape[1]), 0.0)
         state, boxes = _prune(xp, state, boxes)
         # Mean training distance to the assigned centre: the min cost plus the dropped
         # per-row constant (1/D) sum_d W_d x_d^2, summed through the weighted moments.
         moment2 = data.sumsq + data.total * data.mean**2
         distance = (cost + xp.sum(state.W * moment2) / data.n_features) / data.total
-        self.S_ = to_numpy(state.S)
-        self.W_ = to_numpy(state.W)
-        self.Lambda_ = to_numpy((boxes.counts / boxes.n[:, None]).T)
+        self.S_ = to_host(state.S)
+        self.W_ = to_host(state.W)
+        self.Lambda_ = to_host((boxes.counts / boxes.n[:, None]).T)
         self.K_ = self.S_.shape[1]
         self.tau_ = max(float(distance), np.finfo(np.float64).tiny)
 
@@ -952,7 +931,7 @@ class ESPAClassifier(ClassifierMixin, BaseEstimator):
             else:
                 r = xp.exp(-(cost - xp.min(cost, axis=1)[:, None]) / self.tau_)
                 parts.append((r / xp.sum(r, axis=1)[:, None]) @ state.Lam.T)
-        return to_numpy(xp.concat(parts, axis=0))
+        return to_host(xp.concat(parts, axis=0))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predict the most probable class (the first one on ties).

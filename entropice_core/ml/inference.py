@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from entropice_core.arrays import to_host
 from entropice_core.config import Device
 from entropice_core.ml.dataset import ROLES, Time, TrainingData, VariantSpec, as_device_array
 
@@ -49,15 +50,6 @@ def batch_size_for(memory_bytes: int, n_features: int, per_cell: int = 1) -> int
     """
     row = 4 * max(n_features, 1) * max(per_cell, 1) * (1 + DEVICE_OVERHEAD)
     return max(1, int(memory_bytes // row))
-
-
-def _to_numpy(values: Any) -> np.ndarray:
-    """Return predict_proba output from any device as numpy (cupy has .get, torch .cpu)."""
-    if hasattr(values, "get"):
-        return values.get()
-    if hasattr(values, "cpu"):
-        return values.cpu().numpy()
-    return np.asarray(values)
 
 
 def predict_batch(
@@ -93,7 +85,7 @@ def predict_batch(
         if device == "cpu"
         else as_device_array(block, device)
     )
-    return _to_numpy(model.predict_proba(X)).astype(np.float32, copy=False)
+    return to_host(model.predict_proba(X)).astype(np.float32, copy=False)
 
 
 def probability_columns(classes: list[str]) -> list[str]:

@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import geopandas as gpd
@@ -401,11 +402,14 @@ def to_keys(bits: np.ndarray) -> None:
             bits[j] = -(bits[j] & 0x7FFFFFFF)
 
 
-def from_keys(keys: np.ndarray) -> np.ndarray:
-    """Return the float32 values of order-preserving keys (the inverse of :func:`to_keys`)."""
-    keys = np.asarray(keys, dtype=np.int64)
-    bits = np.where(keys >= 0, keys, (-keys) | np.int64(-(2**31)))
-    return bits.astype(np.int32).view(np.float32)
+def from_keys(keys: Any, xp: ModuleType = np) -> Any:
+    """Return the float32 values of order-preserving keys (the inverse of :func:`to_keys`).
+
+    The arrays are ``xp``'s: numpy, or cupy for the sorted engine.
+    """
+    keys = xp.asarray(keys, dtype=xp.int64)
+    bits = xp.where(keys >= 0, keys, (-keys) | np.int64(-(2**31)))
+    return bits.astype(xp.int32).view(xp.float32)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -581,8 +585,8 @@ def _reduce_band(
 Engine = Literal["compiled", "sorted"]
 
 
-def pass_engine(device: str, engine: str | None = None) -> str:
-    """Resolve a (device, engine) pair to ``compiled`` or ``sorted:<array library>``.
+def pass_engine(device: str, engine: str | None = None) -> str | None:
+    """Resolve a (device, engine) pair to the array library of the sorted engine.
 
     Parameters
     ----------
@@ -593,8 +597,8 @@ def pass_engine(device: str, engine: str | None = None) -> str:
 
     Returns
     -------
-    str
-        ``compiled``, ``sorted:numpy`` or ``sorted:cupy``.
+    str or None
+        ``numpy`` or ``cupy`` for the sorted engine; None for the compiled one.
 
     Raises
     ------
@@ -608,7 +612,7 @@ def pass_engine(device: str, engine: str | None = None) -> str:
         raise ValueError(f"unknown engine {engine!r}: use 'compiled' or 'sorted'")
     if engine == "compiled" and device != "cpu":
         raise ValueError("the compiled engine runs on the CPU; on 'cuda' use engine='sorted'")
-    return "compiled" if engine == "compiled" else f"sorted:{backend}"
+    return None if engine == "compiled" else backend
 
 
 def crop_to_cells(raster: xr.Dataset, levels: Mapping[str, gpd.GeoDataFrame]) -> xr.Dataset:
@@ -847,7 +851,7 @@ def aggregate_levels(
     """
     from entropice_core.io.icechunk import _current_client
 
-    resolved = pass_engine(device, engine)
+    sorted_on = pass_engine(device, engine)
 
     raster = crop_to_cells(raster, levels)
     client = _current_client()
@@ -857,14 +861,14 @@ def aggregate_levels(
     ):
         client = None  # worker threads in this process: its memory, no copies to them
     if level_map is not None:
-        return _aggregate_window(raster, levels, config, resolved, level_map)
+        return _aggregate_window(raster, levels, config, sorted_on, level_map)
     if memory_budget is None:
         memory_budget = (
             cluster_memory_budget(client) if client is not None else default_memory_budget()
         )
     windows = plan_windows(raster, levels, memory_budget)
     if windows is None and client is None:
-        return _aggregate_window(raster, levels, config, resolved)
+        return _aggregate_window(raster, levels, config, sorted_on)
     if windows is None:  # one window, on a worker (the run's own process may be small)
         windows = [{key: np.arange(len(cells)) for key, cells in levels.items()}]
     # levels without cells go with the first window, which gives them their empty datasets
@@ -877,14 +881,14 @@ def aggregate_levels(
     if client is not None:
         futures = [
             client.submit(
-                _aggregate_window, crop_to_cells(raster, sub), sub, config, resolved, pure=False
+                _aggregate_window, crop_to_cells(raster, sub), sub, config, sorted_on, pure=False
             )
             for sub in subsets
         ]
         parts = client.gather(futures)
     else:
         parts = [
-            _aggregate_window(crop_to_cells(raster, sub), sub, config, resolved) for sub in subsets
+            _aggregate_window(crop_to_cells(raster, sub), sub, config, sorted_on) for sub in subsets
         ]
     out = {}
     for key in levels:
@@ -899,12 +903,13 @@ def _aggregate_window(
     raster: xr.Dataset,
     levels: Mapping[str, gpd.GeoDataFrame],
     config: AggregationConfig,
-    engine: str = "compiled",
+    sorted_on: str | None = None,
     level_map: LevelMap | None = None,
 ) -> dict[str, xr.Dataset]:
     """One pass of :func:`aggregate_levels` over ``raster`` (cut to the cells) for all levels.
 
-    ``engine`` as :func:`pass_engine` returns it: ``compiled``, or ``sorted:<array library>``.
+    ``sorted_on`` as :func:`pass_engine` returns it: the sorted engine's array library, or
+    None for the compiled engine.
     """
     grid = RasterGrid.from_xarray(raster)
     if level_map is None:
@@ -914,17 +919,17 @@ def _aggregate_window(
     q_levels = config.levels
     names = [str(v) for v in raster.data_vars if raster[v].ndim == 2]
     per_band = []
-    if engine == "compiled":
+    if sorted_on is None:
         packed = np.empty(len(level_map.order), dtype=np.float32)
 
         def reduce(flat: np.ndarray) -> _Band:
             return _reduce_band(flat, level_map, q_levels, packed)
     else:
+        from entropice_core.arrays import array_module
         from entropice_core.spatial import sorted_pass
 
-        device_map = sorted_pass.DeviceLevelMap.build(
-            level_map, sorted_pass.array_module(engine.removeprefix("sorted:"))
-        )
+        xp = array_module(sorted_on, f"aggregate_levels on {sorted_on}")
+        device_map = sorted_pass.DeviceLevelMap.build(level_map, xp)
 
         def reduce(flat: np.ndarray) -> _Band:
             return _Band(*sorted_pass.reduce_band(flat, device_map, np.asarray(q_levels)))

@@ -32,35 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from entropice_core.arrays import to_host
+from entropice_core.spatial.levels import from_keys
+
 #: Shift that turns the signed 32-bit value keys into unsigned ones below the cell bits.
 KEY_OFFSET = 2**31
 LOW_BITS = np.int64(2**32 - 1)
-
-
-def array_module(backend: str) -> ModuleType:
-    """Return the array library named ``backend`` (``numpy`` or ``cupy``).
-
-    Raises
-    ------
-    ImportError
-        If cupy is asked for and not installed, naming the extra that brings it.
-    """
-    if backend == "numpy":
-        return np
-    if backend != "cupy":
-        raise ValueError(f"the sorted pass runs on numpy or cupy, not {backend!r}")
-    try:
-        import cupy
-    except ImportError as err:
-        raise ImportError(
-            "aggregation on device 'cuda' needs cupy: install the gpu extra (uv sync --extra gpu)"
-        ) from err
-    return cupy
-
-
-def to_host(a: Any) -> np.ndarray:
-    """Return ``a`` as a numpy array (cupy arrays are copied from the device)."""
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 @dataclass(frozen=True)
@@ -115,29 +92,22 @@ def value_keys(values: Any, xp: ModuleType) -> Any:
     return xp.where(bits < 0, -(bits & 0x7FFFFFFF), bits) + KEY_OFFSET
 
 
-def key_values(keys: Any, xp: ModuleType) -> Any:
-    """Return the float32 values of :func:`value_keys` keys (its inverse), as float64."""
-    signed = keys - KEY_OFFSET
-    bits = xp.where(signed >= 0, signed, (-signed) | np.int64(-(2**31)))
-    return bits.astype(xp.int32).view(xp.float32).astype(xp.float64)
-
-
 def _sorted_runs(cells: Any, keys: Any, n_cells: int, xp: ModuleType) -> tuple[Any, Any, Any]:
     """Sort values by (cell, value); return each value's cell, the values and the run bounds."""
     composite = xp.sort((cells.astype(xp.int64) << 32) | keys)
     run_cell = composite >> 32
     bounds = xp.searchsorted(run_cell, xp.arange(n_cells + 1, dtype=xp.int64))
-    return run_cell, key_values(composite & LOW_BITS, xp), bounds
+    values = from_keys((composite & LOW_BITS) - KEY_OFFSET, xp).astype(xp.float64)
+    return run_cell, values, bounds
 
 
 def _run_ends(x: Any, bounds: Any, n: Any, xp: ModuleType) -> tuple[Any, Any]:
     """First and last value of each run (NaN for empty runs)."""
-    full = n > 0
-    last = xp.maximum(bounds[1:] - 1, 0)
-    first = xp.minimum(bounds[:-1], max(len(x) - 1, 0))
     if len(x) == 0:
         return xp.full(len(n), np.nan), xp.full(len(n), np.nan)
-    return xp.where(full, x[first], np.nan), xp.where(full, x[last], np.nan)
+    first = xp.minimum(bounds[:-1], len(x) - 1)  # empty runs past the end: masked below
+    last = xp.maximum(bounds[1:] - 1, 0)
+    return xp.where(n > 0, x[first], np.nan), xp.where(n > 0, x[last], np.nan)
 
 
 def reduce_level(
@@ -202,15 +172,15 @@ def _quantiles(x: Any, bounds: Any, n: Any, q: np.ndarray, xp: ModuleType) -> An
     """Quantiles ``(levels, cells)`` of the sorted runs by numpy's linear rule (NaN if empty)."""
     if len(q) == 0:
         return xp.zeros((0, len(n)))
+    if len(x) == 0:
+        return xp.full((len(q), len(n)), np.nan)
     count = n.astype(xp.int64)
     position = (count - 1)[None, :] * xp.asarray(q)[:, None]
     below = xp.floor(position).astype(xp.int64)
     above = xp.minimum(below + 1, count - 1)
     t = position - below
     start = bounds[:-1][None, :]
-    top = max(len(x) - 1, 0)
-    if len(x) == 0:
-        return xp.full(position.shape, np.nan)
+    top = len(x) - 1  # empty runs index out of range: clipped, then masked below
     a = x[xp.clip(start + below, 0, top)]
     b = x[xp.clip(start + above, 0, top)]
     diff = b - a

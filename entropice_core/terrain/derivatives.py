@@ -42,6 +42,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.typing import Key
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from entropice_core.arrays import array_module
 from entropice_core.config import ArrayBackend
 
 Group = Literal["slope", "aspect", "curvature", "tri", "roughness", "tpi", "vrm"]
@@ -526,7 +527,7 @@ def derivatives_array(
         shape = (len(config.names()), z.shape[0] - 2 * halo, z.shape[1] - 2 * halo)
         return np.full(shape, np.nan, dtype=np.float32)
     if config.backend == "cupy":
-        cp = _cupy()
+        cp = array_module("cupy", "TerrainConfig(backend='cupy')")
         return cp.asnumpy(_block(cp.asarray(z, dtype=cp.float32), halo, dx, dy, config, cp))
     z = np.asarray(z, dtype=np.float32)
     ny = z.shape[0] - 2 * halo
@@ -542,17 +543,6 @@ def derivatives_array(
         ]
         parts.append(np.concatenate(strips, axis=1))
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _cupy() -> ModuleType:
-    try:
-        import cupy
-    except ImportError as err:
-        raise ImportError(
-            "TerrainConfig(backend='cupy') needs cupy: install the gpu extra "
-            "(`uv sync --extra gpu`) on a machine with CUDA, or use backend='numpy'"
-        ) from err
-    return cupy
 
 
 def pixel_size(dem: xr.DataArray) -> tuple[float, float]:
