@@ -46,12 +46,13 @@ def visible_gpus() -> int:
 
 def gpu_pool_limit(instance: dg.DagsterInstance) -> int:
     """The ``gpu`` pool's default limit: one step per GPU, or, without a GPU, as many as
-    runs may run at once."""
+    runs may run at once (one per core where the runs are not limited)."""
     gpus = visible_gpus()
     if gpus:
         return gpus
     runs = instance.get_concurrency_config().run_queue_config
-    return max(runs.max_concurrent_runs if runs and runs.max_concurrent_runs > 0 else 1, 1)
+    limit = runs.max_concurrent_runs if runs else 0
+    return limit if limit > 0 else os.cpu_count() or 1
 
 
 def ensure_pool_limits(instance: dg.DagsterInstance) -> dict[str, int]:
