@@ -35,7 +35,7 @@ from rich.table import Table
 from zarr.codecs import ZstdCodec  # Zarr's default compressor
 
 from entropice_core.io.icechunk import commit_raster
-from entropice_core.terrain.overviews import GROUP, overview_pyramid
+from entropice_core.terrain.overviews import GROUP, STRIDES, overview_pyramid
 
 
 def rasters(size: int, n_vars: int) -> xr.Dataset:
@@ -117,7 +117,7 @@ def main() -> None:
             ("plain to_icechunk + re-read", lambda repo: plain(dataset, repo)),
             (
                 "commit_raster (ours)",
-                lambda repo: commit_raster(dataset, repo, "ours", {GROUP: overview_pyramid}),
+                lambda repo: commit_raster(dataset, repo, "ours", STRIDES),
             ),
         ):
             repo = Path(tmp) / name.split()[0]

@@ -45,7 +45,7 @@ from entropice_core.io.icechunk import (
 )
 from entropice_core.io.zarr import read_dataset, write_dataset, write_store
 from entropice_core.terrain.derivatives import TerrainConfig, terrain_derivatives
-from entropice_core.terrain.overviews import GROUP, overview_pyramid
+from entropice_core.terrain.overviews import STRIDES
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"PYTHONPATH": str(REPO)}
@@ -421,7 +421,7 @@ def assert_slope(stored: xr.Dataset, expected: xr.Dataset) -> None:
 
 
 def commit_terrain(repo: Path, rasters: xr.Dataset) -> str:
-    return commit_raster(rasters, repo, "terrain_derivatives", {GROUP: overview_pyramid})
+    return commit_raster(rasters, repo, "terrain_derivatives", STRIDES)
 
 
 def test_identical_terrain_runs_do_not_grow_the_repository(tmp_path):

@@ -18,7 +18,7 @@ from entropice_core.io.icechunk import commit_raster, read_dataset_version
 from entropice_core.ml.inference import batch_size_for, predict_cells
 from entropice_core.ml.training import train_experiment
 from entropice_core.terrain.derivatives import TerrainConfig, terrain_derivatives
-from entropice_core.terrain.overviews import GROUP, overview_pyramid
+from entropice_core.terrain.overviews import GROUP, STRIDES
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +69,10 @@ def test_the_raster_commit_from_the_workers_equals_the_threaded_one(client, tmp_
     raster and overviews, and the same raster again commits nothing (three of the rasters:
     every variable is written the same way)."""
     rasters = terrain_derivatives(_dem().chunk(96), CONFIG)[["slope", "tri", "vrm_5"]]
-    threads = commit_raster(rasters, tmp_path / "threads.icechunk", "t", {GROUP: overview_pyramid})
+    threads = commit_raster(rasters, tmp_path / "threads.icechunk", "t", STRIDES)
     with client.as_current():
-        cluster = commit_raster(
-            rasters, tmp_path / "cluster.icechunk", "c", {GROUP: overview_pyramid}
-        )
-        again = commit_raster(
-            rasters, tmp_path / "cluster.icechunk", "c2", {GROUP: overview_pyramid}
-        )
+        cluster = commit_raster(rasters, tmp_path / "cluster.icechunk", "c", STRIDES)
+        again = commit_raster(rasters, tmp_path / "cluster.icechunk", "c2", STRIDES)
     assert again == cluster
     for group in (None, GROUP):
         xr.testing.assert_identical(
@@ -87,8 +83,8 @@ def test_the_raster_commit_from_the_workers_equals_the_threaded_one(client, tmp_
     changed = rasters.copy()
     changed["slope"] = changed["slope"].where(changed["slope"].x > 104_000, 0.0)
     with client.as_current():
-        commit_raster(changed, tmp_path / "cluster.icechunk", "c3", {GROUP: overview_pyramid})
-    fresh = commit_raster(changed, tmp_path / "fresh.icechunk", "f", {GROUP: overview_pyramid})
+        commit_raster(changed, tmp_path / "cluster.icechunk", "c3", STRIDES)
+    fresh = commit_raster(changed, tmp_path / "fresh.icechunk", "f", STRIDES)
     xr.testing.assert_identical(
         read_dataset_version(tmp_path / "cluster.icechunk", None).load(),
         read_dataset_version(tmp_path / "fresh.icechunk", None, fresh).load(),

@@ -14,8 +14,9 @@ from entropice_core.terrain.overviews import (
     GROUP,
     SAMPLE_STRIDES,
     STRIDES,
-    overview_pyramid,
+    block_sample,
     pixel_sample,
+    sample_chunks,
     sample_stride,
     stored_sample,
 )
@@ -38,7 +39,7 @@ def raster(seed: int) -> xr.Dataset:
 
 
 def commit(path, dataset) -> str:
-    return commit_raster(dataset, path, "test", {GROUP: overview_pyramid})
+    return commit_raster(dataset, path, "test", STRIDES)
 
 
 def test_every_stored_stride_holds_the_centre_pixel_of_each_block(tmp_path) -> None:
@@ -82,3 +83,25 @@ def test_strides_round_down_to_the_series(wanted: int, taken: int) -> None:
     # from 2 on each step of the series is at most 1.5x: at most 2.25x the pixels asked for
     steps = itertools.pairwise(SAMPLE_STRIDES[1:])
     assert all(b / a <= 1.5 for a, b in steps)
+
+
+@pytest.mark.parametrize("chunks", [(64, 64, 64, 8), (1024, 1024, 300), (5, 7, 1, 40)])
+def test_block_samples_put_together_are_the_raster_sample(chunks) -> None:
+    """Each block's sample, in block order, gives numpy's strided slice of the whole axis."""
+    values = np.arange(sum(chunks) ** 2, dtype=np.float32).reshape(sum(chunks), -1)
+    edges = np.cumsum((0, *chunks))
+    for stride in STRIDES:
+        counts = sample_chunks(chunks, stride)
+        rows = [
+            np.concatenate(
+                [
+                    block_sample(values[a:b, c:d], (a, c), stride)
+                    for c, d in itertools.pairwise(edges)
+                ],
+                axis=1,
+            )
+            for a, b in itertools.pairwise(edges)
+        ]
+        assert [r.shape[0] for r in rows] == list(counts)
+        expected = values[stride // 2 :: stride, stride // 2 :: stride]
+        np.testing.assert_array_equal(np.concatenate(rows), expected)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,10 +107,7 @@ def _commit(
 
     if partition is not None:
         return commit_dataset(dataset, path, partition, f"{asset} {partition}"), partition
-    from entropice_core.terrain import overviews
-
-    derived = {overviews.GROUP: partial(overviews.overview_pyramid, strides=strides)}
-    return commit_raster(dataset, path, asset, derived if strides else None), None
+    return commit_raster(dataset, path, asset, strides), None
 
 
 def load_dataset(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +36,9 @@ import zarr
 import zarr.codecs
 import zarr.errors
 import zarr.storage
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from icechunk.xarray import to_icechunk
 from xarray.backends.zarr import encode_zarr_variable
 
@@ -101,16 +104,17 @@ def commit_raster(
     dataset: xr.Dataset,
     repo_path: str | Path,
     message: str,
-    derived: Mapping[str, Callable[[xr.Dataset], xr.Dataset]] | None = None,
+    overview_strides: tuple[int, ...] = (),
 ) -> str:
     """Commit a raster dataset as the root group of an Icechunk repository, replacing it.
 
-    Dask-backed variables are computed and written chunk by chunk. Each ``derived`` group
-    (e.g. overviews) is built from the same chunks in the same pass (no chunk is computed
-    twice) and lands in the same commit, so a snapshot never pairs a raster with another
-    version's derived groups. Where the repository already holds groups of the same layout,
-    each chunk is compared with the stored one and written only if its bytes differ; if none
-    differs nothing is committed and the head's snapshot id is returned.
+    The variables are computed and written chunk by chunk. The pixel-sample overviews at
+    ``overview_strides`` (group ``overviews``, ``terrain.overviews``) are taken from each
+    block in the task that writes it (no chunk is computed or read twice, and no block waits
+    in memory for its samples) and land in the same commit, so a snapshot never pairs a
+    raster with another version's overviews. Where the repository already holds groups of the
+    same layout, each chunk is compared with the stored one and written only if its bytes
+    differ; if none differs nothing is committed and the head's snapshot id is returned.
 
     Parameters
     ----------
@@ -120,8 +124,8 @@ def commit_raster(
         Local repository, created if missing.
     message : str
         Commit message.
-    derived : mapping of str to callable, optional
-        Group name to a function building that group's dataset from the raster (lazily).
+    overview_strides : tuple of int, optional
+        Strides of the overviews to store with the raster (each at least 2); empty: none.
 
     Returns
     -------
@@ -137,10 +141,12 @@ def commit_raster(
     """
     if dataset.rio.crs is None:
         raise ValueError(f"refusing to commit to {repo_path}: the raster has no CRS")
+    from entropice_core.terrain import overviews
+
     session = _repository(repo_path).writable_session(BRANCH)
-    # One graph for the raster and its derived groups, so each chunk is computed once and
-    # feeds both its own write and the derived groups.
-    groups = {None: dataset} | {group: build(dataset) for group, build in (derived or {}).items()}
+    groups: dict[str | None, xr.Dataset] = {None: dataset}
+    if overview_strides:  # the layout; the values come from the raster's write tasks
+        groups[overviews.GROUP] = overviews.overview_pyramid(dataset, overview_strides)
     encodings: dict[str | None, dict[str, dict[str, Any]]] = {
         group: {str(name): {"compressors": RASTER_COMPRESSORS} for name in data.data_vars}
         for group, data in groups.items()
@@ -157,7 +163,7 @@ def commit_raster(
                 zarr_format=3,
                 encoding=encodings[group],
             )
-    _store_chunks(session, groups, changed_only)
+    _store_chunks(session, dataset, overview_strides, changed_only)
     if not session.has_uncommitted_changes:  # the same raster again: its snapshot stays
         return session.snapshot_id
     return _commit_session(session, repo_path, message)
@@ -248,89 +254,99 @@ def _same_layout(
 
 
 def _store_chunks(
-    session: icechunk.Session, groups: Mapping[str | None, xr.Dataset], changed_only: bool
+    session: icechunk.Session,
+    raster: xr.Dataset,
+    overview_strides: tuple[int, ...],
+    changed_only: bool,
 ) -> None:
-    """Compute and write every data variable's chunks into ``session``, in one dask pass.
+    """Compute and write every chunk of the raster and its overviews into ``session``.
 
-    Where a dask.distributed client is current (``Client.as_current``) the chunks are written
-    on the workers, into forks of the session whose changes the tasks hand back to be merged
-    (Icechunk's cooperative writes; :func:`_store_blockwise`). Otherwise dask's threads
-    write into the session itself: the forks would only add their merge (about 10 % on the
-    sample region). With
-    ``changed_only`` a chunk whose stored bytes are the same is not written.
+    One dask pass: a task per block position of the raster writes every variable's block
+    there and takes its overview samples (:func:`_write_blocks`); a task per overview chunk
+    puts the samples of the blocks it spans together and writes them
+    (:func:`_overview_writes`). Where a dask.distributed client is current
+    (``Client.as_current``) the tasks run on the workers and write into forks of the session,
+    handed back and merged in a tree of tasks (Icechunk's cooperative writes). Otherwise
+    dask's threads write into the session itself. With ``changed_only`` a chunk whose stored
+    bytes are the same is not written.
     """
     on_cluster = _current_client() is not None
     target = session.fork() if on_cluster else session
-    sources: list[da.Array] = []
-    targets: list[Any] = []  # zarr-like targets dask.array.store writes blocks to
-    for group, data in groups.items():
-        for name in sorted(map(str, data.data_vars)):
-            path = f"{group}/{name}" if group else name
-            array = zarr.open_array(target.store, path=path, mode="a", zarr_format=3)
-            encoded = encode_zarr_variable(data[name].variable, name=name).data
-            if not isinstance(encoded, da.Array):
-                if not changed_only:  # written with the metadata
-                    continue
-                encoded = da.from_array(np.asarray(encoded), chunks=array.chunks)
-            sources.append(encoded)
-            targets.append(_ChangedChunks(array) if changed_only else array)
-    if not sources:
+    forks: list[Delayed] = []
+    for names, blocks in _chunk_grids(target, raster).items():
+        written = _write_blockwise(target, blocks, list(names), changed_only, overview_strides)
+        forks.extend(written.to_delayed().ravel())
+        for stride in overview_strides:
+            forks.extend(
+                _overview_writes(target, written, blocks[0].chunks, names, stride, changed_only)
+            )
+    while len(forks) > 1:
+        forks = [
+            dask.delayed(_merge_forks)(*forks[i : i + MERGE_EVERY])
+            for i in range(0, len(forks), MERGE_EVERY)
+        ]
+    if not forks:
         return
+    (merged,) = dask.compute(forks[0], scheduler=None if on_cluster else "threads")
     if on_cluster:
-        session.merge(*_store_blockwise(target, sources, targets, changed_only))
-    else:
-        with dask.config.set(scheduler="threads"):
-            da.store(sources, targets, lock=False)
+        session.merge(merged)
 
 
 #: Fork sessions merged per task of the merge tree.
 MERGE_EVERY = 8
 
 
-def _store_blockwise(
-    fork: icechunk.Session,
-    sources: list[da.Array],
-    targets: list[Any],
-    changed_only: bool,
-) -> list[icechunk.session.ForkSession]:
-    """Write the arrays with one task per block position for all arrays of one chunk grid.
-
-    The variables of a raster are usually slices of one computed block (the derivatives:
-    13 bands of each tile). ``icechunk.dask.store_dask`` writes each variable's blocks as
-    tasks of their own, which a tile's block waits for one by one. Here each task writes
-    every variable's block of one position into its copy of ``fork`` and hands the fork
-    back; the forks are merged in a tree of tasks.
+def _chunk_grids(
+    target: icechunk.Session, data: xr.Dataset
+) -> dict[tuple[str, ...], list[da.Array]]:
+    """Group the encoded variables of the root group by chunk grid, as dask arrays.
 
     Returns
     -------
-    list of ForkSession
-        The merged forks, one per chunk grid, for ``Session.merge``.
+    dict
+        Variable names (sorted) to their arrays, one entry per chunk grid; the variables of
+        a raster usually share one (the derivatives: 13 bands of each tile).
     """
-    grids: dict[tuple[Any, ...], list[int]] = {}
-    for i, source in enumerate(sources):
-        grids.setdefault((source.shape, source.chunks), []).append(i)
-    merged = []
-    for members in grids.values():
-        blocks = [sources[i] for i in members]
-        paths = [t.array.path if isinstance(t, _ChangedChunks) else t.path for t in targets]
-        written = da.map_blocks(
-            _write_blocks,
-            *blocks,
-            fork=fork,
-            paths=[paths[i] for i in members],
-            changed_only=changed_only,
-            dtype=object,
-            chunks=tuple((1,) * len(c) for c in blocks[0].chunks),
-            meta=np.empty((0,) * blocks[0].ndim, dtype=object),
-        )
-        parts = list(written.to_delayed().ravel())
-        while len(parts) > 1:
-            parts = [
-                dask.delayed(_merge_forks)(*parts[i : i + MERGE_EVERY])
-                for i in range(0, len(parts), MERGE_EVERY)
-            ]
-        merged.append(parts[0])
-    return [_unwrap(f) for f in dask.compute(*merged)]
+    grids: dict[tuple[Any, ...], dict[str, da.Array]] = {}
+    for name in sorted(map(str, data.data_vars)):
+        encoded = encode_zarr_variable(data[name].variable, name=name).data
+        if not isinstance(encoded, da.Array):
+            chunks = zarr.open_array(target.store, path=name, mode="r").chunks
+            encoded = da.from_array(np.asarray(encoded), chunks=chunks)
+        grids.setdefault((encoded.shape, encoded.chunks), {})[name] = encoded
+    return {tuple(members): list(members.values()) for members in grids.values()}
+
+
+def _write_blockwise(
+    fork: icechunk.Session,
+    blocks: list[da.Array],
+    paths: list[str],
+    changed_only: bool,
+    strides: tuple[int, ...],
+) -> da.Array:
+    """Write the arrays of one chunk grid with one task per block position (lazily).
+
+    ``icechunk.dask.store_dask`` writes each variable's blocks as tasks of their own, which a
+    tile's block waits for one by one. Here each task writes every variable's block of one
+    position into its copy of ``fork`` and hands the fork back with the block's samples at
+    ``strides`` (:func:`_write_blocks`).
+
+    Returns
+    -------
+    dask.array.Array
+        Object array, one element per block position: (fork, samples by stride).
+    """
+    return da.map_blocks(
+        _write_blocks,
+        *blocks,
+        fork=fork,
+        paths=paths,
+        changed_only=changed_only,
+        strides=strides,
+        dtype=object,
+        chunks=tuple((1,) * len(c) for c in blocks[0].chunks),
+        meta=np.empty((0,) * blocks[0].ndim, dtype=object),
+    )
 
 
 def _write_blocks(
@@ -338,31 +354,151 @@ def _write_blocks(
     fork: icechunk.Session,
     paths: list[str],
     changed_only: bool,
+    strides: tuple[int, ...],
     block_info: dict | None = None,
 ) -> np.ndarray:
-    """Write one block position of several arrays into this task's copy of ``fork``."""
+    """Write one block position of several arrays into this task's copy of ``fork``.
+
+    The blocks' overview samples are taken here, while the blocks are in memory (stacked,
+    one array per stride).
+    """
+    from entropice_core.terrain.overviews import block_sample
+
     assert block_info is not None
-    region = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
+    location = block_info[0]["array-location"]
+    region = tuple(slice(start, stop) for start, stop in location)
     store = fork.store
     for path, block in zip(paths, blocks, strict=True):
         array = zarr.open_array(store, path=path, mode="r+", zarr_format=3)
         target = _ChangedChunks(array) if changed_only else array
         target[region] = block
+    origin = tuple(start for start, _ in location[-2:])
+    samples = {s: np.stack([block_sample(b, origin, s) for b in blocks]) for s in strides}
     out = np.empty((1,) * len(region), dtype=object)
-    out.flat[0] = fork
+    out.flat[0] = (fork, samples)
     return out
 
 
-def _unwrap(part: Any) -> Any:
-    """Return the fork in a block of :func:`_write_blocks` (one-element array), or ``part``."""
-    return part.flat[0] if isinstance(part, np.ndarray) else part
+def _overview_writes(
+    fork: icechunk.Session,
+    written: da.Array,
+    chunks: tuple[tuple[int, ...], ...],
+    names: tuple[str, ...],
+    stride: int,
+    changed_only: bool,
+) -> list[Delayed]:
+    """Write the overview at ``stride`` from the samples the raster's write tasks took.
+
+    One task per overview chunk, depending on the samples of just the raster blocks it
+    spans (with 1024-pixel blocks and chunks, ``stride`` x ``stride`` blocks), so each
+    block's samples are released once the chunks they feed are written. A dask rechunk of
+    the samples would do the same with about 13 tasks per block and stride.
+
+    Parameters
+    ----------
+    fork : icechunk.Session
+        The session (or fork) the tasks write into.
+    written : dask.array.Array
+        The raster's write tasks (:func:`_write_blockwise`), one per block position.
+    chunks : tuple of tuple of int
+        The raster's chunk grid (y, x).
+    names : tuple of str
+        The raster variables, in the order of the samples.
+    stride : int
+        The overview's stride.
+    changed_only : bool
+        Write a chunk only where its stored bytes differ.
+
+    Returns
+    -------
+    list of Delayed
+        One per overview chunk, each computing to the fork it wrote into.
+    """
+    from entropice_core.terrain.overviews import GROUP, sample_chunks
+
+    paths = [f"{GROUP}/{name}_s{stride}" for name in names]
+    stored = zarr.open_array(fork.store, path=paths[0], mode="r")
+    token = tokenize(written.name, stride, paths, changed_only)
+    samples, writes = f"samples-s{stride}-{token}", f"overview-s{stride}-{token}"
+    graph: dict[Any, Any] = {
+        (samples, *position): (_samples_at, (written.name, *position), stride)
+        for position in np.ndindex(*written.numblocks)
+    }
+    spans = [
+        _overview_spans(sample_chunks(blocks, stride), size, edge)
+        for blocks, size, edge in zip(chunks, stored.shape, stored.chunks, strict=True)
+    ]
+    for i, (rows, y_in, y_out) in enumerate(spans[0]):
+        for j, (cols, x_in, x_out) in enumerate(spans[1]):
+            pieces = [[(samples, r, c) for c in cols] for r in rows]
+            graph[(writes, i, j)] = (
+                _write_overview_chunk,
+                pieces,
+                fork,
+                paths,
+                (y_in, x_in),
+                (y_out, x_out),
+                changed_only,
+            )
+    layers = HighLevelGraph.from_collections(writes, graph, dependencies=[written])  # type: ignore[list-item]
+    return [Delayed(key, layers, layer=writes) for key in graph if key[0] == writes]
+
+
+def _overview_spans(
+    counts: tuple[int, ...], size: int, edge: int
+) -> list[tuple[list[int], slice, slice]]:
+    """Map each overview chunk along one axis to the raster blocks whose samples it holds.
+
+    ``counts`` are the samples per raster block, ``size`` and ``edge`` the overview's length
+    and chunk length. Per chunk: the blocks (those with samples), the chunk's slice of their
+    samples put together, and its slice of the overview.
+    """
+    starts = np.cumsum((0, *counts))
+    spans = []
+    for first in range(0, size, edge):
+        last = min(first + edge, size)
+        blocks = [
+            i for i, n in enumerate(counts) if n and starts[i] < last and starts[i + 1] > first
+        ]
+        offset = int(starts[blocks[0]])
+        spans.append((blocks, slice(first - offset, last - offset), slice(first, last)))
+    return spans
+
+
+def _samples_at(part: np.ndarray, stride: int) -> np.ndarray:
+    """Return the samples at ``stride`` in one block of :func:`_write_blockwise`."""
+    return part.flat[0][1][stride]
+
+
+def _write_overview_chunk(
+    pieces: list[list[np.ndarray]],
+    fork: icechunk.Session,
+    paths: list[str],
+    window: tuple[slice, slice],
+    region: tuple[slice, slice],
+    changed_only: bool,
+) -> icechunk.Session:
+    """Put one overview chunk together from its blocks' samples and write every variable's."""
+    chunk = np.block(pieces)[(slice(None), *window)]
+    store = fork.store
+    for path, values in zip(paths, chunk, strict=True):
+        array = zarr.open_array(store, path=path, mode="r+", zarr_format=3)
+        target = _ChangedChunks(array) if changed_only else array
+        target[region] = values
+    return fork
 
 
 def _merge_forks(*parts: Any) -> Any:
-    """Merge the forks handed back by write tasks or earlier merges."""
+    """Merge the forks handed back by write tasks or earlier merges.
+
+    On threads every task wrote into the session itself: nothing to merge.
+    """
     from icechunk.distributed import merge_sessions
 
-    return merge_sessions(*(_unwrap(p) for p in parts))
+    forks = [p.flat[0][0] if isinstance(p, np.ndarray) else p for p in parts]
+    if not isinstance(forks[0], icechunk.ForkSession):
+        return forks[0]
+    return merge_sessions(*forks)
 
 
 def _current_client() -> Any | None:

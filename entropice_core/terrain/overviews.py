@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:  # kept light: the Dagster definitions import the strides
     import xarray as xr
 
@@ -54,26 +56,62 @@ def pixel_sample(rasters: xr.Dataset, stride: int) -> xr.Dataset:
     return rasters.isel({rasters.rio.y_dim: sample, rasters.rio.x_dim: sample})
 
 
-def _copied(values: xr.DataArray) -> xr.DataArray:
-    """Copy each block of a Dask-backed sample, so that it does not keep its source alive.
+def block_sample(block: np.ndarray, origin: tuple[int, ...], stride: int) -> np.ndarray:
+    """Take from one block of a raster the pixels that :func:`pixel_sample` keeps, as a copy.
 
-    A strided slice of a block is a view: it would hold the whole block (on a worker, a
-    tile of every derivative) until the rechunk to :data:`CHUNK` has gathered its
-    neighbours, which for stride ``s`` span ``s`` rows of tiles, while dask counts only the
-    view's bytes (docs/scaling.md, where memory is bounded).
+    :func:`entropice_core.io.icechunk.commit_raster` samples each block in the task that
+    writes it, so the full-resolution block is released at once. A lazy strided slice of the
+    raster would keep every block in memory until the sample's chunk of :data:`CHUNK` pixels,
+    which for stride ``s`` spans ``s`` rows of blocks, could be assembled (docs/scaling.md,
+    where memory is bounded).
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        One block; its last two axes are y and x.
+    origin : tuple of int
+        Index of the block's first pixel in the raster along its last two axes.
+    stride : int
+        Sampling step in pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        The block's sampled pixels (possibly none along an axis), contiguous.
     """
-    import numpy as np
+    first = [(stride // 2 - start) % stride for start in origin]
+    return np.ascontiguousarray(block[..., first[0] :: stride, first[1] :: stride])
 
-    if not hasattr(values.data, "map_blocks"):
-        return values
-    return values.copy(data=values.data.map_blocks(np.array, dtype=values.dtype))
+
+def sample_chunks(chunks: tuple[int, ...], stride: int) -> tuple[int, ...]:
+    """Count the pixels :func:`block_sample` takes from each block along one axis.
+
+    Parameters
+    ----------
+    chunks : tuple of int
+        Block lengths along the axis, in order.
+    stride : int
+        Sampling step in pixels.
+
+    Returns
+    -------
+    tuple of int
+        Sampled pixels per block (0 for a short block that holds none).
+    """
+    counts, start = [], 0
+    for length in chunks:
+        first = (stride // 2 - start) % stride
+        counts.append(max(0, -(-(length - first) // stride)))
+        start += length
+    return tuple(counts)
 
 
 def overview_pyramid(rasters: xr.Dataset, strides: tuple[int, ...] = STRIDES) -> xr.Dataset:
     """Build the pixel samples of ``rasters`` at each stride as one dataset, lazily.
 
-    Each variable ``v`` at stride ``s`` becomes ``v_s{s}`` on dims ``y_s{s}``/``x_s{s}``,
-    so all strides are written (and their chunks read) in one pass.
+    Each variable ``v`` at stride ``s`` becomes ``v_s{s}`` on dims ``y_s{s}``/``x_s{s}``.
+    :func:`entropice_core.io.icechunk.commit_raster` writes the layout (names, shapes, chunks,
+    coordinates) from it and takes the values from the blocks it writes (:func:`block_sample`).
 
     Parameters
     ----------
@@ -98,7 +136,7 @@ def overview_pyramid(rasters: xr.Dataset, strides: tuple[int, ...] = STRIDES) ->
     variables = {}
     for stride in strides:
         dims = {y: f"y_s{stride}", x: f"x_s{stride}"}
-        sample = pixel_sample(rasters, stride).rename(dims).map(_copied)
+        sample = pixel_sample(rasters, stride).rename(dims)
         sample = sample.chunk(dict.fromkeys(dims.values(), CHUNK))
         for name, values in sample.data_vars.items():
             variables[f"{name}_s{stride}"] = values
