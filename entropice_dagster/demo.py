@@ -276,7 +276,7 @@ class _Outcome:
 
 
 def _warm() -> None:
-    """Import the stack in a new worker while the parent writes the sample region."""
+    """Import the stack in a new worker while the parent builds the sample region's world."""
     _instance()
 
 
@@ -394,7 +394,7 @@ def main() -> int:
         durations: list[tuple[str, str, float]] = []
         if settings.aoi == "sample":
             with console.status("writing the sample region's source files (first run: ~40 s)"):
-                sources = generate_sample_region(settings.data_dir)
+                sources = generate_sample_region(settings.data_dir, executor=pool)
             console.print(f"sample region sources: {sources.manifest.parent}")
             durations.append(("sample region", "generate", time.perf_counter() - started))
         years = [str(y) for y in range(ARCTIC_YEARS[0], ARCTIC_YEARS[1] + 1)]

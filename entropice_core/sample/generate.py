@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -182,17 +183,18 @@ def _is_complete(files: SampleRegionFiles, scale: float) -> bool:
     )
 
 
-def _write_era5_darts_alphaearth(
-    world: LatentWorld, layout: Layout, seed: int, step: Callable[[str], None]
-) -> None:
-    """Write the ERA5 months, the DARTS layers and the AlphaEarth COGs of the latent world."""
+def _write_era5_darts_alphaearth(world: LatentWorld, layout: Layout, seed: int) -> list[str]:
+    """Write the ERA5 months, the DARTS layers and the AlphaEarth COGs of the latent world.
+
+    Returns one line per source written, for the progress report.
+    """
     hourly = era5.simulate_era5(world)
     months = _months(era5.ARCTIC_YEARS)
     for year, month in months:
         for step_type in era5.STEP_TYPES:
             path = era5_path(layout.source("era5"), year, month, step_type)
             era5.write_month(era5.month_dataset(hourly, year, month, step_type), path)
-    step(f"era5: {len(months)} months written")
+    done = [f"era5: {len(months)} months written"]
 
     tdd_years, tdd = era5.thawing_degree_days(hourly)
     footprints = darts.simulate_rts(world, tdd_years, tdd, hourly.latitude, hourly.longitude)
@@ -202,13 +204,29 @@ def _write_era5_darts_alphaearth(
     darts.write_coverage(coverage, layout.source("darts"))
     labels, images = darts.training_labels(footprints, seed)
     darts.write_training_labels(labels, images, layout.source("darts") / "training-labels")
-    step(
+    done.append(
         f"darts: {len(footprints)} footprints, coverage with gaps and {len(labels)} training "
         "labels written"
     )
 
     cogs = alphaearth.write_embeddings(world, layout.source("alphaearth"))
-    step(f"alphaearth: {len(cogs)} embedding COGs written")
+    done.append(f"alphaearth: {len(cogs)} embedding COGs written")
+    return done
+
+
+def _write_dem(
+    world: LatentWorld, layout: Layout, seed: int, bbox: tuple[float, float, float, float]
+) -> list[str]:
+    """Write the ArcticDEM tiles of ``bbox`` rendered from the latent world.
+
+    Returns the line for the progress report.
+    """
+    tiles = tiles_for(bbox)
+    detail = arcticdem.detail_noise(seed, tiles)
+    for row, col in tiles:
+        elevation = arcticdem.render_tile(world, detail, row, col)
+        arcticdem.write_tile(tile_path(layout.source("arcticdem"), row, col), elevation, row, col)
+    return [f"arcticdem: {len(tiles)} tiles written"]
 
 
 def generate_sample_region(
@@ -217,6 +235,7 @@ def generate_sample_region(
     progress: Progress | None = None,
     force: bool = False,
     scale: float = 1.0,
+    executor: Executor | None = None,
 ) -> SampleRegionFiles:
     """Write the sample region's ArcticDEM, ERA5, DARTS and AlphaEarth files.
 
@@ -243,6 +262,9 @@ def generate_sample_region(
         Regenerate even when a complete set for ``seed`` exists.
     scale : float, default 1.0
         Area relative to the sample region; other than 1 writes the DEM tiles only.
+    executor : concurrent.futures.Executor, optional
+        Where the DEM tiles and the other sources are written, side by side (default: two
+        threads here). A process pool (the demo's) avoids their contention for the GIL.
 
     Returns
     -------
@@ -265,26 +287,21 @@ def generate_sample_region(
     step("latent world built")
 
     layout = Layout(Path(data_dir))
-    tiles = tiles_for(bbox)
-    detail = arcticdem.detail_noise(seed, tiles)
-
-    def write_dem() -> None:
-        for row, col in tiles:
-            elevation = arcticdem.render_tile(world, detail, row, col)
-            path = tile_path(layout.source("arcticdem"), row, col)
-            arcticdem.write_tile(path, elevation, row, col)
-        step(f"arcticdem: {len(tiles)} tiles written")
-
-    # the DEM tiles (NumPy, SciPy and GDAL, which release the GIL) on a second thread while
-    # the ERA5, DARTS and AlphaEarth files are written here: each source has its own random
-    # generator, so the files are those written one after the other
-    if scale != 1:  # a scale region: the DEM tiles only
-        write_dem()
-    else:
-        with ThreadPoolExecutor(1) as pool:
-            dem = pool.submit(write_dem)
-            _write_era5_darts_alphaearth(world, layout, seed, step)
-            dem.result()
+    # a scale region: the DEM tiles only; each source has its own random generator, so the
+    # files do not depend on the order they are written in
+    writes: list[Callable[[LatentWorld, Layout, int], list[str]]] = [partial(_write_dem, bbox=bbox)]
+    writes += [_write_era5_darts_alphaearth] if scale == 1 else []
+    own = ThreadPoolExecutor(len(writes)) if executor is None else None
+    pool = executor or own
+    assert pool is not None
+    try:
+        futures = [pool.submit(write, world, layout, seed) for write in writes]
+        for future in as_completed(futures):
+            for line in future.result():
+                step(line)
+    finally:
+        if own is not None:
+            own.shutdown()
 
     with atomic_path(files.manifest) as tmp:
         tmp.write_text(
