@@ -183,7 +183,8 @@ def _steps(years: list[str]) -> list[Step]:
     year's daily store), the climate features and the AlphaEarth features beside the terrain
     statistics. The levels with models come first: their climate and AlphaEarth features,
     then, after the terrain statistics, their training datasets and models; the other
-    levels' climate and terrain features fill the workers while the models train.
+    levels' climate features fill the workers while the models train, and their AlphaEarth and
+    terrain features (one run per level: by then both statistics are stored) end the demo.
     """
     keys = grid_partitions.get_partition_keys()
     trained = [key for key in keys if key in DEMO_EXPERIMENTS]
@@ -207,8 +208,7 @@ def _steps(years: list[str]) -> list[Step]:
         for key, experiments in DEMO_EXPERIMENTS.items()
         for experiment in experiments
     ]
-    steps += [("level features", [alphaearth_features], key) for key in untrained]
-    steps += [("level features", [terrain_features], key) for key in untrained]
+    steps += [("level features", [alphaearth_features, terrain_features], k) for k in untrained]
     steps.append(("models", [experiment_summary], None))
     return steps
 
