@@ -76,7 +76,7 @@ DEMO_EXPERIMENTS = {
     "healpix_9": ("espa-binary", "xgboost-binary"),
 }
 #: The demo's search budget (the experiment files' is larger): a few minutes for the whole graph.
-DEMO_BUDGET = {"n_iter": 4, "importance_repeats": 2}
+DEMO_BUDGET = {"n_iter": 3, "importance_repeats": 2}
 #: Runs at once at most (fewer on fewer cores): each worker holds a run's inputs in memory, and
 #: the terrain statistics pass alone takes about 7 GB on the sample region.
 DEMO_WORKERS = 2
@@ -183,8 +183,9 @@ def _steps(years: list[str]) -> list[Step]:
     year's daily store), the climate features and the AlphaEarth features beside the terrain
     statistics. The levels with models come first: their climate and AlphaEarth features,
     then, after the terrain statistics, their training datasets and models; the other
-    levels' climate features fill the workers while the models train, and their AlphaEarth and
-    terrain features (one run per level: by then both statistics are stored) end the demo.
+    levels' climate features fill the workers until the models can start (a step starts
+    before the later ones that are ready too), and their AlphaEarth and terrain features (one
+    run per level: by then both statistics are stored) end the demo.
     """
     keys = grid_partitions.get_partition_keys()
     trained = [key for key in keys if key in DEMO_EXPERIMENTS]
@@ -202,12 +203,12 @@ def _steps(years: list[str]) -> list[Step]:
     steps += [("climate", [climate_features], key) for key in trained]
     steps += [("level features", [alphaearth_features], key) for key in trained]
     steps += [("level features", [terrain_features, training_dataset], key) for key in trained]
-    steps += [("climate", [climate_features], key) for key in untrained]
     steps += [
         ("models", [trained_model, predictions], _model_key(key, experiment))
         for key, experiments in DEMO_EXPERIMENTS.items()
         for experiment in experiments
     ]
+    steps += [("climate", [climate_features], key) for key in untrained]
     steps += [("level features", [alphaearth_features, terrain_features], k) for k in untrained]
     steps.append(("models", [experiment_summary], None))
     return steps

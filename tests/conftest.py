@@ -183,7 +183,7 @@ H3_EXPERIMENTS = (
 #: At the HEALPix level one model suffices to materialise trained_model and predictions.
 HEALPIX_EXPERIMENTS = ("espa-binary",)
 #: A smaller search and importance budget than the experiment files' (as `make demo` uses).
-GRAPH_BUDGET = {"n_iter": 4, "importance_repeats": 2}
+GRAPH_BUDGET = {"n_iter": 3, "importance_repeats": 2}
 #: Three Arctic years: the first two have complete thaw seasons (each needs the next year's
 #: October-December), the last one's is not; yearly mode's lag 1 leaves 2022 with complete
 #: rows (its climate and 2021's).
