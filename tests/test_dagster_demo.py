@@ -66,11 +66,14 @@ def test_demo_plans_runs_covering_every_asset() -> None:
     pooled = [n for step, n in zip(steps, names, strict=True) if _pooled(step)]
     assert pooled[0] == ["arcticdem_tiles", "terrain_derivatives"]
     assert all(len(n) == 1 for n in pooled[1:])
-    # each grid level in three runs: cells and labels, climate, features (with the training
-    # dataset where models train); AlphaEarth features on their own
-    for stage, count in (("grid levels", 1), ("climate", 1), ("level features", 2)):
+    # each grid level's cells and labels, and its climate, in a run each; its AlphaEarth and
+    # terrain features in one, or, where models train, in two (the AlphaEarth features before
+    # the terrain statistics, the terrain features with the training dataset after them)
+    for stage in ("grid levels", "climate"):
         levels = [key for st, _, key in steps if st == stage]
-        assert sorted(levels) == sorted(count * list(DEFAULT_GRID_LEVELS)), stage
+        assert sorted(levels) == sorted(DEFAULT_GRID_LEVELS), stage
+    features = [key for st, _, key in steps if st == "level features"]
+    assert sorted(features) == sorted([*DEFAULT_GRID_LEVELS, *DEMO_EXPERIMENTS])
     covered = {asset.key.to_user_string() for _, selection, _ in steps for asset in selection}
     assert covered == {asset.key.to_user_string() for asset in all_assets}
     # a year's indices read the next year's daily store: newest year first
@@ -81,7 +84,7 @@ def test_demo_plans_runs_covering_every_asset() -> None:
     # every model, the count task, a single-source and a yearly variant reach the leaderboard
     assert {e.split("-")[0] for e in trained} == {"espa", "xgboost", "rf", "knn"}
     assert any("-count" in e for e in trained) and any("yearly" in e for e in trained)
-    expected = 5 + len(years) + 4 * len(DEFAULT_GRID_LEVELS) + len(trained)
+    expected = 5 + len(years) + 3 * len(DEFAULT_GRID_LEVELS) + len(DEMO_EXPERIMENTS) + len(trained)
     assert len(steps) == expected
 
 
@@ -129,9 +132,17 @@ def test_demo_runs_wait_for_what_they_read_and_nothing_else() -> None:
             index["grid levels", level],
             *(index["era5", year] for year in ("2018", "2019", "2020")),
         }
-        alphaearth_features, terrain_features = by_stage["level features", level]
-        assert prerequisites[alphaearth_features] == {index["grid levels", level], alphaearth}
-        assert prerequisites[terrain_features] == {index["grid levels", level], min(statistics)}
+        (features,) = by_stage["level features", level]  # no models: one run after both
+        assert prerequisites[features] == {index["grid levels", level], *statistics}
+    alphaearth_features, terrain_features = by_stage["level features", "h3_6"]
+    assert prerequisites[alphaearth_features] == {index["grid levels", "h3_6"], alphaearth}
+    # with the training dataset, which reads the level's climate and AlphaEarth features too
+    assert prerequisites[terrain_features] == {
+        index["grid levels", "h3_6"],
+        min(statistics),
+        index["climate", "h3_6"],
+        alphaearth_features,
+    }
     models = [i for i, (stage, _, _) in enumerate(steps) if stage == "models"][:-1]
     assert all(not prerequisites[i] & set(models) for i in models)  # models train side by side
     assert prerequisites[-1] == set(models)  # the leaderboard waits for every model
