@@ -29,8 +29,32 @@ SAMPLE_STRIDES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 STRIDES = SAMPLE_STRIDES[2:]
 #: Icechunk group of the overviews, beside the full-resolution rasters in the root group.
 GROUP = "overviews"
-#: Chunk edge of the stored overviews (the full rasters use 1024 too).
+#: Chunk edge of the full-resolution rasters, in pixels.
 CHUNK = 1024
+#: Tiles of :data:`CHUNK` pixels an overview chunk spans at most along each axis.
+CHUNK_TILES = 4
+
+
+def chunk_edge(stride: int) -> int:
+    """Chunk edge of the overview at ``stride``, in samples.
+
+    As many samples as :data:`CHUNK` pixels at stride 3 and 4, fewer beyond, so that a chunk
+    spans 3 or 4 tiles per axis whatever the stride: a chunk is written once the samples of
+    every tile it spans are taken, and a 1024-sample chunk at stride 64 would wait for 64 x 64
+    tiles (the whole mosaic's width, docs/scaling.md, where memory is bounded).
+
+    Parameters
+    ----------
+    stride : int
+        One of :data:`STRIDES`.
+
+    Returns
+    -------
+    int
+        ``CHUNK`` x (3 or 4, whichever divides ``stride``) / ``stride``.
+    """
+    tiles = 3 if stride % 3 == 0 else CHUNK_TILES
+    return min(CHUNK, CHUNK * tiles // stride)
 
 
 def pixel_sample(rasters: xr.Dataset, stride: int) -> xr.Dataset:
@@ -61,9 +85,9 @@ def block_sample(block: np.ndarray, origin: tuple[int, ...], stride: int) -> np.
 
     :func:`entropice_core.io.icechunk.commit_raster` samples each block in the task that
     writes it, so the full-resolution block is released at once. A lazy strided slice of the
-    raster would keep every block in memory until the sample's chunk of :data:`CHUNK` pixels,
-    which for stride ``s`` spans ``s`` rows of blocks, could be assembled (docs/scaling.md,
-    where memory is bounded).
+    raster would keep every block in memory until the sample's chunk (:func:`chunk_edge`),
+    which spans 3 or 4 rows of blocks, could be assembled (docs/scaling.md, where memory is
+    bounded).
 
     Parameters
     ----------
@@ -137,7 +161,7 @@ def overview_pyramid(rasters: xr.Dataset, strides: tuple[int, ...] = STRIDES) ->
     for stride in strides:
         dims = {y: f"y_s{stride}", x: f"x_s{stride}"}
         sample = pixel_sample(rasters, stride).rename(dims)
-        sample = sample.chunk(dict.fromkeys(dims.values(), CHUNK))
+        sample = sample.chunk(dict.fromkeys(dims.values(), chunk_edge(stride)))
         for name, values in sample.data_vars.items():
             variables[f"{name}_s{stride}"] = values
     pyramid = xr.Dataset(variables)
