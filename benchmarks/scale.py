@@ -7,7 +7,9 @@ pointed at the cluster started here), ``watermask`` and ``grid_cells`` of each `
 (setup, not timed), and the three timed stages:
 
 - **tiles**: ``arcticdem_tiles`` (the manifest of the tiles on disk);
-- **derivatives**: ``terrain_derivatives`` (13 bands, tiles with halos as tasks on the
+- **derivatives**: ``terrain_derivatives`` (13 bands; ``--derivatives``, ``--tpi-radii`` and
+  ``--vrm-windows`` choose fewer, for a region whose full store outgrows the disk; tiles with
+  halos as tasks on the
   workers, written to Icechunk from them through forked sessions);
 - **terrain features**: ``terrain_statistics`` for ``--levels`` (the exact one-pass engine in
   windows sized to the workers' memory, as tasks on them) and ``terrain_features`` of each.
@@ -180,6 +182,7 @@ def run_scale(
     memory_limit: str = "6GB",
     levels: Sequence[str] = LEVELS,
     interval: float = 0.2,
+    derivatives: dict[str, Any] | None = None,
     report: Callable[[str], None] = print,
 ) -> list[Stage]:
     """Run the three stages once on a LocalCluster of ``workers`` single-threaded processes.
@@ -198,6 +201,9 @@ def run_scale(
         Grid levels of the terrain features.
     interval : float
         Seconds between RSS samples.
+    derivatives : dict, optional
+        Run config of ``terrain_derivatives`` (``TerrainDerivativesConfig``: which
+        derivatives, TPI radii, VRM windows); default all 13 bands.
     report : callable
         Called with one line per step.
 
@@ -233,6 +239,7 @@ def run_scale(
         for key in levels:
             _materialize(["grid_cells"], resources, instance, key)
         report(f"{workers} worker(s): watermask and grid cells of {', '.join(levels)} ready")
+        report(f"derivatives config: {derivatives or 'the defaults (13 bands)'}")
         monitor = WorkerMonitor(client, interval)
         stages = []
         try:
@@ -240,7 +247,12 @@ def run_scale(
                 _materialize(["arcticdem_tiles"], resources, instance)
             stages.append(stage)
             with monitor.stage(Stage("derivatives", workers)) as stage:
-                done = _materialize(["terrain_derivatives"], resources, instance)
+                done = _materialize(
+                    ["terrain_derivatives"],
+                    resources,
+                    instance,
+                    run_config={"ops": {"terrain_derivatives": {"config": derivatives or {}}}},
+                )
             stages.append(stage)
             (materialization,) = done.asset_materializations_for_node("terrain_derivatives")
             height, width = materialization.metadata["shape"].value
@@ -319,14 +331,20 @@ def main() -> None:
     parser.add_argument("--levels", nargs="+", default=list(LEVELS))
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
     parser.add_argument("--clean", action="store_true", help="remove the outputs at the end")
+    parser.add_argument("--derivatives", nargs="+", help="derivative groups (default all)")
+    parser.add_argument("--tpi-radii", type=float, nargs="+", help="TPI radii in m")
+    parser.add_argument("--vrm-windows", type=int, nargs="+", help="VRM windows in pixels")
     args = parser.parse_args()
+    chosen = {"derivatives": args.derivatives, "tpi_radii_m": args.tpi_radii}
+    chosen["vrm_windows"] = args.vrm_windows
+    derivatives = {key: value for key, value in chosen.items() if value is not None}
     scale = float(Fraction(args.scale))
     console = Console(width=160)
     runs = {}
     for workers in args.workers:
         runs[workers] = run_scale(
             args.data_dir, scale, workers, args.memory_limit, args.levels, args.interval,
-            report=console.print,
+            derivatives, report=console.print,
         )  # fmt: skip
     console.print(table(runs, scale, args.memory_limit))
     if args.clean:

@@ -66,6 +66,11 @@ class TerrainDerivativesConfig(dg.Config):
     vrm_windows: list[int] | None = Field(
         default=None, description="Odd VRM window sizes in pixels (default 3, 9)."
     )
+    derivatives: list[str] | None = Field(
+        default=None,
+        description="Which derivatives to compute (default all): 'slope', 'aspect', "
+        "'curvature', 'tri', 'roughness', 'tpi', 'vrm'.",
+    )
     backend: ArrayBackend = Field(
         default="numpy", description="Array backend: 'numpy' (device cpu) or 'cupy' (cuda)."
     )
