@@ -335,8 +335,11 @@ def main() -> None:
     parser.add_argument("--tpi-radii", type=float, nargs="+", help="TPI radii in m")
     parser.add_argument("--vrm-windows", type=int, nargs="+", help="VRM windows in pixels")
     args = parser.parse_args()
-    chosen = {"derivatives": args.derivatives, "tpi_radii_m": args.tpi_radii}
-    chosen["vrm_windows"] = args.vrm_windows
+    chosen = {
+        "derivatives": args.derivatives,
+        "tpi_radii_m": args.tpi_radii,
+        "vrm_windows": args.vrm_windows,
+    }
     derivatives = {key: value for key, value in chosen.items() if value is not None}
     scale = float(Fraction(args.scale))
     console = Console(width=160)

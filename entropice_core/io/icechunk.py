@@ -367,11 +367,7 @@ def _write_blocks(
     assert block_info is not None
     location = block_info[0]["array-location"]
     region = tuple(slice(start, stop) for start, stop in location)
-    store = fork.store
-    for path, block in zip(paths, blocks, strict=True):
-        array = zarr.open_array(store, path=path, mode="r+", zarr_format=3)
-        target = _ChangedChunks(array) if changed_only else array
-        target[region] = block
+    _write_region(fork, paths, blocks, region, changed_only)
     origin = tuple(start for start, _ in location[-2:])
     samples = {s: np.stack([block_sample(b, origin, s) for b in blocks]) for s in strides}
     out = np.empty((1,) * len(region), dtype=object)
@@ -390,7 +386,7 @@ def _overview_writes(
     """Write the overview at ``stride`` from the samples the raster's write tasks took.
 
     One task per overview chunk, depending on the samples of just the raster blocks it
-    spans (with 1024-pixel blocks and chunks, ``stride`` x ``stride`` blocks), so each
+    spans (with 1024-pixel blocks, 3 or 4 per axis: ``overviews.chunk_edge``), so each
     block's samples are released once the chunks they feed are written. A dask rechunk of
     the samples would do the same with about 13 tasks per block and stride.
 
@@ -479,13 +475,22 @@ def _write_overview_chunk(
     changed_only: bool,
 ) -> icechunk.Session:
     """Put one overview chunk together from its blocks' samples and write every variable's."""
-    chunk = np.block(pieces)[(slice(None), *window)]
-    store = fork.store
-    for path, values in zip(paths, chunk, strict=True):
-        array = zarr.open_array(store, path=path, mode="r+", zarr_format=3)
-        target = _ChangedChunks(array) if changed_only else array
-        target[region] = values
+    _write_region(fork, paths, np.block(pieces)[(slice(None), *window)], region, changed_only)
     return fork
+
+
+def _write_region(
+    fork: icechunk.Session,
+    paths: list[str],
+    values: Any,
+    region: tuple[slice, ...],
+    changed_only: bool,
+) -> None:
+    """Write ``values[i]`` to ``region`` of the array at ``paths[i]`` in ``fork``."""
+    for path, block in zip(paths, values, strict=True):
+        array = zarr.open_array(fork.store, path=path, mode="r+", zarr_format=3)
+        target = _ChangedChunks(array) if changed_only else array
+        target[region] = block
 
 
 def _merge_forks(*parts: Any) -> Any:

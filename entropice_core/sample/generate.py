@@ -291,17 +291,15 @@ def generate_sample_region(
     # files do not depend on the order they are written in
     writes: list[Callable[[LatentWorld, Layout, int], list[str]]] = [partial(_write_dem, bbox=bbox)]
     writes += [_write_era5_darts_alphaearth] if scale == 1 else []
-    own = ThreadPoolExecutor(len(writes)) if executor is None else None
-    pool = executor or own
-    assert pool is not None
+    pool = executor or ThreadPoolExecutor(len(writes))
     try:
         futures = [pool.submit(write, world, layout, seed) for write in writes]
         for future in as_completed(futures):
             for line in future.result():
                 step(line)
     finally:
-        if own is not None:
-            own.shutdown()
+        if pool is not executor:  # ours
+            pool.shutdown()
 
     with atomic_path(files.manifest) as tmp:
         tmp.write_text(

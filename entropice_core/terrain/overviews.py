@@ -31,8 +31,6 @@ STRIDES = SAMPLE_STRIDES[2:]
 GROUP = "overviews"
 #: Chunk edge of the full-resolution rasters, in pixels.
 CHUNK = 1024
-#: Tiles of :data:`CHUNK` pixels an overview chunk spans at most along each axis.
-CHUNK_TILES = 4
 
 
 def chunk_edge(stride: int) -> int:
@@ -53,7 +51,7 @@ def chunk_edge(stride: int) -> int:
     int
         ``CHUNK`` x (3 or 4, whichever divides ``stride``) / ``stride``.
     """
-    tiles = 3 if stride % 3 == 0 else CHUNK_TILES
+    tiles = 3 if stride % 3 == 0 else 4
     return min(CHUNK, CHUNK * tiles // stride)
 
 
