@@ -15,6 +15,7 @@ from entropice_core.terrain.overviews import (
     SAMPLE_STRIDES,
     STRIDES,
     block_sample,
+    overview_pyramid,
     pixel_sample,
     sample_chunks,
     sample_stride,
@@ -105,3 +106,20 @@ def test_block_samples_put_together_are_the_raster_sample(chunks) -> None:
         assert [r.shape[0] for r in rows] == list(counts)
         expected = values[stride // 2 :: stride, stride // 2 :: stride]
         np.testing.assert_array_equal(np.concatenate(rows), expected)
+
+
+def test_the_overviews_of_a_raster_read_back_from_zarr_keep_their_own_chunks(tmp_path) -> None:
+    """Read from Zarr, the raster's variables carry their stored 1024-pixel chunks as
+    encoding; written on their own (as ``to_zarr`` or ``to_icechunk`` would), the overviews'
+    chunks (128 samples at stride 24, two of them across 3,200 pixels) must win over them."""
+    size = 3200
+    values = np.random.default_rng(4).normal(size=(size, size)).astype(np.float32)
+    coords = {"y": 200_000 - 32 * (np.arange(size) + 0.5), "x": 32 * (np.arange(size) + 0.5)}
+    dataset = xr.Dataset({"elevation": (("y", "x"), values)}, coords=coords).chunk(1024)
+    dataset.rio.write_crs("EPSG:3413").to_zarr(tmp_path / "r.zarr", zarr_format=3)
+    stored = xr.open_zarr(tmp_path / "r.zarr", zarr_format=3)
+    assert stored["elevation"].encoding["chunks"] == (1024, 1024)
+    overview_pyramid(stored).to_zarr(tmp_path / "o.zarr", zarr_format=3)
+    written = xr.open_zarr(tmp_path / "o.zarr", zarr_format=3)
+    assert written["elevation_s24"].encoding["chunks"] == (128, 128)
+    np.testing.assert_array_equal(stored_sample(written, 24)["elevation"], values[12::24, 12::24])

@@ -158,7 +158,8 @@ def overview_pyramid(rasters: xr.Dataset, strides: tuple[int, ...] = STRIDES) ->
     variables = {}
     for stride in strides:
         dims = {y: f"y_s{stride}", x: f"x_s{stride}"}
-        sample = pixel_sample(rasters, stride).rename(dims)
+        # the source's stored chunks (its encoding, as read from Zarr) are not the overview's
+        sample = pixel_sample(rasters, stride).rename(dims).drop_encoding()
         sample = sample.chunk(dict.fromkeys(dims.values(), chunk_edge(stride)))
         for name, values in sample.data_vars.items():
             variables[f"{name}_s{stride}"] = values
