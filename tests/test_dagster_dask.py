@@ -56,6 +56,24 @@ def test_memory_limit_reaches_the_workers():
         assert worker["memory_limit"] == 2**30
 
 
+def _gdal_cache_max() -> int:
+    from rasterio.env import get_gdal_config
+
+    return get_gdal_config("GDAL_CACHEMAX")
+
+
+def test_gdal_block_cache_is_bounded_on_the_workers():
+    # a worker process of a cluster the resource did not start: GDAL's default there is 5 %
+    # of the machine's memory
+    with LocalCluster(n_workers=1, processes=True, dashboard_address="127.0.0.1:0") as cluster:
+        resource = DaskResource(scheduler_address=cluster.scheduler_address, gdal_cache="24MiB")
+        with resource.yield_for_execution(dg.build_init_resource_context()) as dask:
+            (limit,) = dask.client.run(_gdal_cache_max).values()
+    assert limit == 24 * 2**20
+    with pytest.raises(ValueError, match=r"gdal_cache='lots' is not a size; write e\.g\. '64MiB'"):
+        DaskResource(gdal_cache="lots")
+
+
 def test_jobqueue_without_the_package_says_how_to_install_it():
     pytest.importorskip("distributed")
     resource = DaskResource(jobqueue="SLURMCluster")
