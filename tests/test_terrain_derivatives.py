@@ -4,6 +4,8 @@ Conventions where xarray-spatial differs (see docs/terrain.md): it marks flat as
 NaN) and reports curvature in 1/(100 m) (ours 1/m); both leave the outer ring NaN, as we do.
 """
 
+import pickle
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -254,3 +256,20 @@ def test_backends_use_the_project_vocabulary():
     for name in ("torch", "cuda", "gpu"):  # a device name is not a backend
         with pytest.raises(ValueError, match="numpy, cupy"):
             TerrainConfig(backend=name)
+
+
+def test_the_water_polygons_are_one_task_and_not_copied_into_every_chunk():
+    # a lake of 20,000 vertices: copied into each chunk's task, every spec on a worker would
+    # carry its 300 KB (at 16x the sample's area 1.6 MB, times 2,401 chunks)
+    dem = grid(rough_dem(128))
+    centre = shapely.Point(2e5 + 32 * 64, 1e5 - 32 * 64)
+    lake = centre.buffer(32 * 30, quad_segs=5000)
+    water = gpd.GeoDataFrame(geometry=[lake], crs="EPSG:3413").to_crs(4326)
+    mask = water_raster(water, dem.chunk(32)).data
+    polygons = len(pickle.dumps(shapely.get_coordinates(lake)))
+    graph = dict(mask.__dask_graph__())
+    chunks = [graph[key] for row in mask.__dask_keys__() for key in row]
+    assert len(chunks) == 16
+    assert all(len(pickle.dumps(task)) < polygons / 20 for task in chunks)
+    assert sum(len(pickle.dumps(task)) > polygons / 2 for task in graph.values()) == 1
+    assert mask.compute().sum() == pytest.approx(np.pi * 30**2, rel=0.02)
