@@ -253,6 +253,7 @@ class DaskResource(dg.ConfigurableResource):
 
     _client: Any = PrivateAttr(default=None)
     _cluster: Any = PrivateAttr(default=None)
+    _shared: bool = PrivateAttr(default=False)
 
     @field_validator("gdal_cache")
     @classmethod
@@ -264,8 +265,6 @@ class DaskResource(dg.ConfigurableResource):
         except ValueError as err:
             raise ValueError(f"gdal_cache={value!r} is not a size; write e.g. '64MiB'") from err
         return value
-
-    _shared: bool = PrivateAttr(default=False)
 
     def _start_cluster(self) -> Any:
         if self.jobqueue:

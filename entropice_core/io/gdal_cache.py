@@ -14,22 +14,12 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-#: The cache a worker keeps by default: the blocks of a few chunks being read at once.
-DEFAULT_GDAL_CACHE = 64 * 2**20
-
 
 def limit_gdal_cache(nbytes: int) -> None:
     """Bound GDAL's block cache in this process to ``nbytes`` (blocks beyond it are evicted)."""
     from rasterio.env import set_gdal_config
 
     set_gdal_config("GDAL_CACHEMAX", int(nbytes))
-
-
-def gdal_cache_limit() -> int:
-    """Return the bound of GDAL's block cache in this process, in bytes."""
-    from rasterio.env import get_gdal_config
-
-    return int(get_gdal_config("GDAL_CACHEMAX"))
 
 
 class GdalCacheLimit(WorkerPlugin):
@@ -42,7 +32,7 @@ class GdalCacheLimit(WorkerPlugin):
 
     name = "entropice-gdal-cache"
 
-    def __init__(self, nbytes: int = DEFAULT_GDAL_CACHE) -> None:
+    def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
 
     def setup(self, worker: Any) -> None:
